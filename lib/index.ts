@@ -1,0 +1,45 @@
+/**
+ * replicalog: a durable Raft log store with etcd raft v3.6's Storage contract over Gitaly's
+ * on-disk WAL format. This file is the single public entry point.
+ */
+export * from './types.js';
+export * from './errors.js';
+export {
+  encodeEntry,
+  decodeEntry,
+  entrySize,
+  encodeHardState,
+  decodeHardState,
+  encodeConfState,
+  decodeConfState,
+  encodeSnapshot,
+  decodeSnapshot,
+  encodeConfChange,
+  decodeConfChange,
+  encodeConfChangeV2,
+  decodeConfChangeV2,
+  encodeMessage,
+  decodeMessage,
+  encodeLogEntry,
+  decodeLogEntry,
+  encodeLsn,
+  decodeLsn,
+  encodeRaftEntry,
+  decodeRaftEntry,
+  GITALY_DIRECTORY_MODE,
+  type LogEntry,
+  type LogEntryOperation,
+  type RaftEntry,
+} from './codec.js';
+export {
+  validateEntryUntrusted,
+  validateEntriesUntrusted,
+  validateHardStateUntrusted,
+  validateConfStateUntrusted,
+  validateSnapshotUntrusted,
+  validateConfChangeUntrusted,
+  validateConfChangeV2Untrusted,
+  validateMessageUntrusted,
+} from './validate.js';
+export { MemoryStorage, limitSize } from './memory-storage.js';
+export { planAppend, checkHardState, checkCompact, checkEntriesArguments, type LogView } from './log-rules.js';
