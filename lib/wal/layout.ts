@@ -1,0 +1,96 @@
+/**
+ * The on-disk layout, Gitaly-compatible (API.md "On-disk format"): names and keys only, no I/O.
+ *
+ *   <dir>/kv/                 LevelDB (classic-level) unless a db is passed in
+ *   <dir>/wal/<LSN>/          one directory per entry, mode 0700
+ *       MANIFEST              gitaly.LogEntry (0 bytes when it has no operations), mode 0400
+ *       RAFT                  raftpb.Entry, gogo bytes, mode 0400
+ *       1 2 … 9 a b … 10 …    payload files, base-36 names
+ *   <dir>/staging/            temporary directories on the same filesystem
+ */
+import { join } from 'node:path';
+import { checkSafeUnsigned } from '../errors.js';
+
+export const WAL_DIRECTORY = 'wal';
+export const STAGING_DIRECTORY = 'staging';
+export const KV_DIRECTORY = 'kv';
+export const MANIFEST_FILE = 'MANIFEST';
+export const RAFT_FILE = 'RAFT';
+
+/** Mode of entry directories and of the directories replicalog creates. */
+export const DIRECTORY_MODE = 0o700;
+/** Mode of MANIFEST, RAFT and files replicalog writes into an entry. */
+export const FILE_MODE = 0o400;
+
+/** An LSN directory name is the index in lowercase base 36, left-padded with '0' to 13 characters. */
+export const LSN_NAME_LENGTH = 13;
+const LSN_NAME_PATTERN = /^[0-9a-z]{13}$/;
+
+export function formatLsn(index: number): string {
+  checkSafeUnsigned(index, 'LSN');
+  return index.toString(36).padStart(LSN_NAME_LENGTH, '0');
+}
+
+/**
+ * Parses a canonical LSN directory name; returns undefined for anything else (a stray name,
+ * upper case, wrong width, or a value above Number.MAX_SAFE_INTEGER), so callers can report it.
+ */
+export function parseLsn(name: string): number | undefined {
+  if (!LSN_NAME_PATTERN.test(name)) return undefined;
+  const value = parseInt(name, 36);
+  if (!Number.isSafeInteger(value) || value.toString(36).padStart(LSN_NAME_LENGTH, '0') !== name) return undefined;
+  return value;
+}
+
+/** Payload files inside an entry are numbered 1, 2, … in base 36 (Gitaly wal.Entry.stageFile). */
+export function payloadFileName(sequence: number): string {
+  return sequence.toString(36);
+}
+
+export function walPath(dir: string): string {
+  return join(dir, WAL_DIRECTORY);
+}
+
+export function stagingPath(dir: string): string {
+  return join(dir, STAGING_DIRECTORY);
+}
+
+export function kvPath(dir: string): string {
+  return join(dir, KV_DIRECTORY);
+}
+
+export function entryPath(dir: string, index: number): string {
+  return join(dir, WAL_DIRECTORY, formatLsn(index));
+}
+
+/** Path of an entry directory relative to the store directory (used in backfilled RaftEntry.local_path). */
+export function entryRelativePath(index: number): string {
+  return `${WAL_DIRECTORY}/${formatLsn(index)}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// KV keys (raw bytes). With a partition id every key is prefixed by "p/" + 8-byte BE id + "/".
+
+export const KEY_HARD_STATE = 'raft/hard_state';
+export const KEY_CONF_STATE = 'raft/conf_state';
+export const KEY_LATEST_CONFIG_CHANGE = 'raft/latest_config_change';
+
+export function partitionPrefix(partitionId: number | undefined): Uint8Array {
+  if (partitionId === undefined) return new Uint8Array(0);
+  checkSafeUnsigned(partitionId, 'partitionId');
+  const prefix = new Uint8Array(11);
+  prefix[0] = 0x70; // 'p'
+  prefix[1] = 0x2f; // '/'
+  new DataView(prefix.buffer).setBigUint64(2, BigInt(partitionId), false);
+  prefix[10] = 0x2f; // '/'
+  return prefix;
+}
+
+export function kvKey(partitionId: number | undefined, name: string): Uint8Array {
+  const prefix = partitionPrefix(partitionId);
+  const suffix = new TextEncoder().encode(name);
+  const key = new Uint8Array(prefix.length + suffix.length);
+  key.set(prefix, 0);
+  key.set(suffix, prefix.length);
+  return key;
+}
