@@ -87,6 +87,23 @@ function toEnum(value: unknown, field: string, maximum: number): number {
   return number;
 }
 
+/**
+ * protobufjs drops a closed-enum (proto2) value it does not know, so an unknown EntryType or
+ * MessageType would decode silently as 0. When the decoded object lacks the enum field, scan
+ * the top-level tags with protobufjs's Reader: a varint for that field means an unknown value.
+ */
+function refuseDroppedEnum(object: WireObject, field: string, bytes: Uint8Array, fieldNumber: number, what: string): void {
+  if (own(object, field)) return;
+  const reader = protobuf.Reader.create(bytes);
+  while (reader.pos < reader.len) {
+    const tag = reader.uint32();
+    if (tag >>> 3 === fieldNumber && (tag & 7) === 0) {
+      throw corruptError(`${what} has unknown value ${reader.int32()}`);
+    }
+    reader.skipType(tag & 7);
+  }
+}
+
 function toBool(value: unknown): boolean {
   return value === true;
 }
@@ -150,7 +167,11 @@ export function encodeEntry(entry: Entry): Uint8Array {
 }
 
 export function decodeEntry(bytes: Uint8Array): Entry {
-  return decodeWith('raftpb.Entry', bytes, () => entryFromWire(wire.entry.decode(bytes) as unknown as WireObject));
+  return decodeWith('raftpb.Entry', bytes, () => {
+    const object = wire.entry.decode(bytes) as unknown as WireObject;
+    refuseDroppedEnum(object, 'Type', bytes, 1, 'Entry.Type');
+    return entryFromWire(object);
+  });
 }
 
 /** Bytes a varint of `value` (a safe non-negative integer) takes on the wire. */
@@ -279,6 +300,7 @@ export function encodeConfChange(confChange: ConfChange): Uint8Array {
 export function decodeConfChange(bytes: Uint8Array): ConfChange {
   return decodeWith('raftpb.ConfChange', bytes, () => {
     const object = wire.confChange.decode(bytes) as unknown as WireObject;
+    refuseDroppedEnum(object, 'type', bytes, 2, 'ConfChange.type');
     const confChange: ConfChange = {
       id: toSafeNumber(object.id, 'ConfChange.id'),
       type: toEnum(object.type, 'ConfChange.type', ConfChangeType.AddLearnerNode) as ConfChangeType,
@@ -305,6 +327,7 @@ export function encodeConfChangeV2(confChange: ConfChangeV2): Uint8Array {
 export function decodeConfChangeV2(bytes: Uint8Array): ConfChangeV2 {
   return decodeWith('raftpb.ConfChangeV2', bytes, () => {
     const object = wire.confChangeV2.decode(bytes) as unknown as WireObject;
+    refuseDroppedEnum(object, 'transition', bytes, 1, 'ConfChangeV2.transition');
     const changes = ((object.changes ?? []) as WireObject[]).map(
       (change, i): ConfChangeSingle => ({
         type: toEnum(change.type, `ConfChangeV2.changes[${i}].type`, ConfChangeType.AddLearnerNode) as ConfChangeType,
@@ -362,7 +385,11 @@ export function encodeMessage(message: Message): Uint8Array {
 }
 
 export function decodeMessage(bytes: Uint8Array): Message {
-  return decodeWith('raftpb.Message', bytes, () => messageFromWire(wire.message.decode(bytes) as unknown as WireObject));
+  return decodeWith('raftpb.Message', bytes, () => {
+    const object = wire.message.decode(bytes) as unknown as WireObject;
+    refuseDroppedEnum(object, 'type', bytes, 1, 'Message.type');
+    return messageFromWire(object);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
