@@ -43,3 +43,28 @@ export {
 } from './validate.js';
 export { MemoryStorage, limitSize } from './memory-storage.js';
 export { planAppend, checkHardState, checkCompact, checkEntriesArguments, type LogView } from './log-rules.js';
+export {
+  ReplicaLogStore,
+  needsBackfillError,
+  type ReplicaLogStoreOptions,
+  type StoreStatus,
+  type BackfillOptions,
+} from './replica-log-store.js';
+export { DirectoryLock } from './lock.js';
+export { nodeFileSystem, type FileSystem, type FileStat } from './wal/file-system.js';
+export { CRASH_POINTS, type CrashPoint, type CrashPointName } from './wal/log-manager.js';
+export {
+  formatLsn,
+  parseLsn,
+  entryPath,
+  entryRelativePath,
+  walPath,
+  stagingPath,
+  kvPath,
+  kvKey,
+  partitionPrefix,
+  KEY_HARD_STATE,
+  KEY_CONF_STATE,
+  KEY_LATEST_CONFIG_CHANGE,
+} from './wal/layout.js';
+export * from './transport/index.js';

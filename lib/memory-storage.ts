@@ -42,7 +42,7 @@ import {
 } from './validate.js';
 
 /** A stored entry: a private frozen copy, so neither the caller's object nor a reader can change it. */
-function storedCopy(entry: Entry): Entry {
+export function storedCopy(entry: Entry): Entry {
   const copy: Entry = { type: entry.type, term: entry.term, index: entry.index };
   if (entry.data !== undefined) copy.data = entry.data.slice();
   return Object.freeze(copy);

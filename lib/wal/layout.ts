@@ -94,3 +94,40 @@ export function kvKey(partitionId: number | undefined, name: string): Uint8Array
   key.set(suffix, prefix.length);
   return key;
 }
+
+// ---------------------------------------------------------------------------------------------
+// ReplicaLogStore additions (replicalog's own names; Gitaly has no equivalent).
+
+/** The lock database (see lib/lock.ts): one open store per directory. */
+export const LOCK_DATABASE = 'LOCK.db';
+/** Snapshot data files written by createSnapshot/applySnapshot. */
+export const SNAPSHOT_DIRECTORY = 'snapshot';
+/** Suffix of a snapshot data file; the name is the snapshot index as an LSN. */
+export const SNAPSHOT_FILE_SUFFIX = '.snap';
+/** Temporary file written beside RAFT by backfill() and renamed over it (Gitaly B7). */
+export const RAFT_TEMPORARY_FILE = 'RAFT.tmp';
+
+export function lockPath(dir: string): string {
+  return join(dir, LOCK_DATABASE);
+}
+
+export function snapshotDirectoryPath(dir: string): string {
+  return join(dir, SNAPSHOT_DIRECTORY);
+}
+
+/**
+ * A snapshot data file's name: the snapshot index as an LSN plus a unique tag, so a new file
+ * never replaces the one the saved metadata still points to (two snapshots can share index 0).
+ */
+export function snapshotFileName(index: number, uniqueTag: string): string {
+  return `${formatLsn(index)}-${uniqueTag}${SNAPSHOT_FILE_SUFFIX}`;
+}
+
+/** raft/snapshot: the latest snapshot's metadata (raftpb.Snapshot without data). */
+export const KEY_SNAPSHOT = 'raft/snapshot';
+/** raft/snapshot_data: the name of the latest snapshot's data file in snapshot/ (absent: no data). */
+export const KEY_SNAPSHOT_DATA = 'raft/snapshot_data';
+/** raft/log_anchor: index and term (two 8-byte big-endian numbers) of the last compacted or snapshotted entry. */
+export const KEY_LOG_ANCHOR = 'raft/log_anchor';
+/** raft/intent: a multi-step operation to redo at open (applySnapshot's "drop every entry directory"). */
+export const KEY_INTENT = 'raft/intent';

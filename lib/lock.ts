@@ -1,0 +1,51 @@
+/**
+ * One open store per directory.
+ *
+ * Choice: a tiny classic-level database at `<dir>/LOCK.db`. LevelDB takes an fcntl() lock on
+ * LOCK.db/LOCK when it opens; the kernel drops that lock when the holder closes it or dies
+ * (SIGKILL included), so a crashed holder never blocks the next open and no stale-PID logic is
+ * needed. A second opener — in this process or another — gets LEVEL_DATABASE_NOT_OPEN caused by
+ * LEVEL_LOCKED, which we report as ERR_LOCKED. It uses a dependency we already have (a plain
+ * lock file would need flock(), which node:fs does not offer), costs about 2 ms, and works even
+ * when the caller passes its own `db` (the KV database then may live anywhere).
+ */
+import { ClassicLevel } from 'classic-level';
+import { ErrorCode, ReplicaLogError } from './errors.js';
+import { lockPath } from './wal/layout.js';
+
+function causeCode(error: unknown): string | undefined {
+  const cause = (error as { cause?: { code?: unknown } } | null)?.cause;
+  return typeof cause?.code === 'string' ? cause.code : undefined;
+}
+
+export class DirectoryLock {
+  private released = false;
+
+  private constructor(
+    private readonly database: ClassicLevel<Uint8Array, Uint8Array>,
+    readonly path: string,
+  ) {}
+
+  /** Takes the lock of `dir` (which must exist) or throws ERR_LOCKED. */
+  static async acquire(dir: string): Promise<DirectoryLock> {
+    const path = lockPath(dir);
+    const database = new ClassicLevel<Uint8Array, Uint8Array>(path, { keyEncoding: 'view', valueEncoding: 'view' });
+    try {
+      await database.open();
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if (code === 'LEVEL_DATABASE_NOT_OPEN' && causeCode(error) === 'LEVEL_LOCKED') {
+        throw new ReplicaLogError(ErrorCode.Locked, `${dir} is locked by another open store (${path})`, { path, cause: error });
+      }
+      throw new ReplicaLogError(ErrorCode.Io, `cannot open the lock ${path}: ${(error as Error).message}`, { path, cause: error });
+    }
+    return new DirectoryLock(database, path);
+  }
+
+  /** Releases the lock; a second call does nothing. */
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    await this.database.close();
+  }
+}

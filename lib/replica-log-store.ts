@@ -1,0 +1,783 @@
+/**
+ * ReplicaLogStore: a durable Raft log store with etcd raft v3.6's Storage contract over
+ * Gitaly's on-disk WAL format. It behaves exactly like MemoryStorage on every observable (the
+ * same rules from log-rules.ts, the same codes and messages) and survives a restart.
+ *
+ * On disk (API.md "On-disk format"; lib/wal/layout.ts):
+ *   <dir>/wal/<LSN>/{MANIFEST,RAFT,payload…}  one directory per retained entry (log-manager.ts)
+ *   <dir>/staging/                            batches being written, trash being removed
+ *   <dir>/snapshot/<LSN>-<tag>.snap           the latest snapshot's data, if it has data
+ *   <dir>/kv/                                 LevelDB with the raft keys (raft-state.ts), unless opts.db
+ *   <dir>/LOCK.db/                            the directory lock (lock.ts)
+ *
+ * Reads are synchronous and answered from memory: the anchor (index S and term T_S of the
+ * last compacted or snapshotted entry, so firstIndex() = S+1 and term(S) = T_S always
+ * answers), lastIndex(), the run-length terms of every retained entry, and a bounded cache of
+ * recent entries. A cache miss reads the entry's RAFT file with readFileSync and checks that it
+ * decodes to an entry whose index is its LSN (else ERR_CORRUPT naming the path).
+ *
+ * Writes are serialised in call order by a promise queue. Each one validates first (nothing
+ * changes when it is refused), then makes its change durable, then publishes it to memory in
+ * one synchronous step: a synchronous reader sees the state before or after, never between.
+ * Any failure while changing the disk (an fsync error, ENOSPC, …) makes the store refuse every
+ * further write with ERR_IO until it is closed and reopened: after a failed fsync the kernel
+ * may have dropped the dirty pages, so only a fresh open knows what is on disk.
+ *
+ * Multi-step operations are ordered to be atomic across a crash:
+ *   compact(i)        KV anchor (i, term(i)) synced FIRST; then entry directories <= i are
+ *                     removed oldest first and wal/ fsynced. At open, entry directories <= the
+ *                     anchor are leftovers of an interrupted compaction and are removed.
+ *   applySnapshot(s)  data file (temp, fsync, rename, fsync snapshot/); then ONE synced KV batch
+ *                     {snapshot metadata, data file name, conf state, anchor, intent "drop every
+ *                     entry directory"}; then the directories are removed, wal/ fsynced and the
+ *                     intent cleared. At open a pending intent is redone.
+ *   createSnapshot    data file as above, then the metadata in KV (the conf state is untouched).
+ *
+ * Status (API.md): `unbootstrapped` — no hard state and no WAL entries (an empty wal/ without
+ * a hard state is a fresh store: firstIndex 1, lastIndex 0); `needs-backfill` — no hard state
+ * but WAL entries (a log written before Raft, or entries appended before any hard state);
+ * `bootstrapped` — a hard state is saved. Independently of the status, while any retained
+ * entry lacks a valid RAFT file (`pendingBackfill > 0`), `entries()` and `term()` of such an
+ * entry throw ERR_NEEDS_BACKFILL and every write but backfill() is refused the same way.
+ *
+ * Gitaly bugs fixed here: B1 maxSize in bytes (limitSize); B2 a RAFT file missing below the
+ * first index is ERR_COMPACTED; B3/B4 term(firstIndex()-1) and the last term come from the
+ * anchor record, never from the hard state; B5/B6 via log-rules.ts; B7 atomic backfill; B8
+ * trailing deletes fsync wal/; B9 entries above the commit index survive a restart and are
+ * served — they were acknowledged as durable, and raft itself truncates them if a new leader
+ * disagrees (deleting them at open would break a follower's promise to the leader that
+ * counted them towards a quorum).
+ */
+import { mkdir } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { ClassicLevel } from 'classic-level';
+import { encodeEntry, encodeRaftEntry, entrySize } from './codec.js';
+import {
+  checkSafeUnsigned,
+  closedError,
+  compactedError,
+  corruptError,
+  ErrorCode,
+  invalidArgumentError,
+  isReplicaLogError,
+  ReplicaLogError,
+  snapOutOfDateError,
+  unavailableError,
+} from './errors.js';
+import { DirectoryLock } from './lock.js';
+import { checkCompact, checkEntriesArguments, checkHardState, planAppend, type LogView } from './log-rules.js';
+import { readerCopy, storedCopy } from './memory-storage.js';
+import {
+  cloneConfState,
+  cloneSnapshot,
+  emptyConfState,
+  emptyHardState,
+  emptySnapshot,
+  EntryType,
+  NO_LIMIT,
+  type ConfState,
+  type Entry,
+  type HardState,
+  type Snapshot,
+  type SnapshotMetadata,
+  type WritableStorage,
+} from './types.js';
+import {
+  validateConfStateUntrusted,
+  validateEntriesUntrusted,
+  validateEntryUntrusted,
+  validateHardStateUntrusted,
+  validateSnapshotUntrusted,
+} from './validate.js';
+import { EntryCache } from './wal/entry-cache.js';
+import { nodeFileSystem, type FileSystem } from './wal/file-system.js';
+import { entryRelativePath, kvPath } from './wal/layout.js';
+import { WalLogManager, type CrashPoint, type CrashPointName } from './wal/log-manager.js';
+import { RaftStateStore, type LogAnchor } from './wal/raft-state.js';
+import { TermRuns } from './wal/term-runs.js';
+
+export type StoreStatus = 'unbootstrapped' | 'needs-backfill' | 'bootstrapped';
+
+/** `K`/`V`: the default key and value types of a given `db` (the store uses raw bytes on every call). */
+export interface ReplicaLogStoreOptions<K = string, V = string> {
+  /** The store directory; created (mode 0700) when missing. */
+  dir: string;
+  /** Prefixes every KV key with `p/` + the id as 8 bytes big-endian + `/` (a db shared by partitions). */
+  partitionId?: number;
+  /** An already-open classic-level database to keep the raft keys in; the store never closes it. */
+  db?: ClassicLevel<K, V>;
+  /** Entry cache bounds (defaults: 4096 entries, 16 MiB). */
+  cacheMaxEntries?: number;
+  cacheMaxBytes?: number;
+  /** Test only: the file system the WAL uses (fault injection). */
+  fileSystem?: FileSystem;
+  /** Test only: called at every named step of the write path (crash injection). */
+  crashPoint?: CrashPoint;
+}
+
+export interface BackfillOptions {
+  /** Called with (0, total) first and then after each entry is durable. */
+  onProgress?(done: number, total: number): void;
+}
+
+/** A private copy of bytes: `new Uint8Array(…)` copies even a Buffer, whose slice() would alias. */
+function copyBytes(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(bytes);
+}
+
+function cloneMetadata(metadata: SnapshotMetadata): SnapshotMetadata {
+  return { index: metadata.index, term: metadata.term, confState: cloneConfState(metadata.confState) };
+}
+
+export function needsBackfillError(dir: string, pending: number): ReplicaLogError {
+  return new ReplicaLogError(
+    ErrorCode.NeedsBackfill,
+    `${pending} entries in ${join(dir, 'wal')} have no valid RAFT file (a log written before Raft): run \`replicalog migrate ${dir}\` or store.backfill()`,
+    { path: dir },
+  );
+}
+
+export class ReplicaLogStore implements WritableStorage, LogView {
+  readonly dir: string;
+  readonly partitionId: number | undefined;
+
+  // ---- in-memory state, published in one synchronous step after each durable change
+  private anchor: LogAnchor = { index: 0, term: 0 };
+  private last = 0;
+  private readonly terms = new TermRuns();
+  private readonly cache: EntryCache;
+  /** Retained entries without a valid RAFT file; their terms in `terms` are the ones backfill will write. */
+  private readonly pendingRaft = new Set<number>();
+  private savedHardState: HardState | undefined;
+  private savedConfState: ConfState = emptyConfState();
+  private snapshotMetadata: SnapshotMetadata = emptySnapshot().metadata;
+  private snapshotDataFile: string | undefined;
+  /** Whether KV holds raft/log_anchor (written with the first hard state, or by compact/applySnapshot). */
+  private anchorRecorded = false;
+
+  // ---- lifecycle
+  private closed = false;
+  private failure: ReplicaLogError | undefined;
+  private queue: Promise<void> = Promise.resolve();
+  /** What the log-rules checks see (no closed check, for the same reason as termOf). */
+  private readonly view: LogView = {
+    firstIndex: () => this.anchor.index + 1,
+    lastIndex: () => this.last,
+    term: (index) => this.termOf(index),
+    hardState: () => this.hardState(),
+  };
+
+  private constructor(
+    dir: string,
+    partitionId: number | undefined,
+    private readonly wal: WalLogManager,
+    private readonly raftState: RaftStateStore,
+    private readonly lock: DirectoryLock,
+    private readonly ownedDatabase: ClassicLevel<Uint8Array, Uint8Array> | undefined,
+    private readonly crashPoint: CrashPoint,
+    cache: EntryCache,
+  ) {
+    this.dir = dir;
+    this.partitionId = partitionId;
+    this.cache = cache;
+  }
+
+  /**
+   * Opens (creating if needed) the store in `dir`: takes the directory lock (ERR_LOCKED when
+   * another open store holds it), finishes any interrupted multi-step operation, checks the
+   * tree (ERR_CORRUPT naming the path) and builds the in-memory index from the RAFT files.
+   */
+  static async open<K = string, V = string>(options: ReplicaLogStoreOptions<K, V>): Promise<ReplicaLogStore> {
+    if (typeof options !== 'object' || options === null) throw invalidArgumentError('open: options must be an object');
+    if (typeof options.dir !== 'string' || options.dir === '') throw invalidArgumentError('open: dir must be a non-empty string');
+    if (options.partitionId !== undefined) checkSafeUnsigned(options.partitionId, 'partitionId');
+    if (options.cacheMaxEntries !== undefined) checkSafeUnsigned(options.cacheMaxEntries, 'cacheMaxEntries');
+    if (options.cacheMaxBytes !== undefined) checkSafeUnsigned(options.cacheMaxBytes, 'cacheMaxBytes');
+    const dir = resolve(options.dir);
+    const fileSystem = options.fileSystem ?? nodeFileSystem;
+    try {
+      // A freshly created store directory is made durable in its parent before anything is put in it.
+      const created = await mkdir(dir, { recursive: true, mode: 0o700 });
+      if (created !== undefined) await fileSystem.fsync(dirname(created));
+    } catch (error) {
+      throw new ReplicaLogError(ErrorCode.Io, `cannot create ${dir}: ${(error as Error).message}`, { path: dir, cause: error });
+    }
+    const lock = await DirectoryLock.acquire(dir);
+    let ownedDatabase: ClassicLevel<Uint8Array, Uint8Array> | undefined;
+    try {
+      let database: ClassicLevel<Uint8Array, Uint8Array>;
+      let where: string;
+      if (options.db !== undefined) {
+        // A db just constructed is still 'opening' (abstract-level opens it on the next tick).
+        if (options.db.status === 'opening') await options.db.open().catch(() => {});
+        if (options.db.status !== 'open') throw invalidArgumentError(`open: the given db is ${options.db.status}, not open`);
+        database = options.db as unknown as ClassicLevel<Uint8Array, Uint8Array>;
+        where = `the given db (${options.db.location})`;
+      } else {
+        where = kvPath(dir);
+        ownedDatabase = new ClassicLevel<Uint8Array, Uint8Array>(where, { keyEncoding: 'view', valueEncoding: 'view' });
+        try {
+          await ownedDatabase.open();
+        } catch (error) {
+          throw new ReplicaLogError(ErrorCode.Io, `cannot open ${where}: ${(error as Error).message}`, { path: where, cause: error });
+        }
+        database = ownedDatabase;
+      }
+      const crashPoint = options.crashPoint ?? (() => {});
+      const wal = new WalLogManager(dir, fileSystem, crashPoint);
+      const store = new ReplicaLogStore(
+        dir,
+        options.partitionId,
+        wal,
+        new RaftStateStore(database, options.partitionId, where),
+        lock,
+        ownedDatabase,
+        crashPoint,
+        new EntryCache(options.cacheMaxEntries, options.cacheMaxBytes),
+      );
+      await store.recover(where);
+      return store;
+    } catch (error) {
+      await ownedDatabase?.close().catch(() => {});
+      await lock.release().catch(() => {});
+      throw error;
+    }
+  }
+
+  /** Open: redo a pending intent, remove leftovers, check the tree, build the index. */
+  private async recover(where: string): Promise<void> {
+    await this.wal.prepare();
+    const saved = await this.raftState.load();
+    let indexes = await this.wal.listIndexes();
+
+    if (saved.intent === 'drop-all-entries') {
+      // applySnapshot's KV batch is durable but its directory removal may not have finished.
+      await this.wal.removeEntries(await this.wal.createBatchDirectory(), indexes);
+      this.crashPoint('before-intent-clear');
+      await this.raftState.write({ intent: null });
+      indexes = [];
+    }
+
+    const hardState = saved.hardState;
+    // Without an anchor record (a tree written by Gitaly) the anchor is just below the oldest
+    // retained entry; its term is unknown, so the hard state's term (Gitaly's lastTerm) or 0.
+    const anchor: LogAnchor =
+      saved.anchor ??
+      (indexes.length > 0 && indexes[0]! > 1 ? { index: indexes[0]! - 1, term: hardState?.term ?? 0 } : { index: 0, term: 0 });
+
+    // Entry directories at or below the anchor are leftovers of an interrupted compaction.
+    const stale = indexes.filter((index) => index <= anchor.index);
+    if (stale.length > 0) {
+      await this.wal.removeEntries(await this.wal.createBatchDirectory(), stale);
+      indexes = indexes.slice(stale.length);
+    }
+
+    // The retained entries must be exactly anchor+1 .. last.
+    let expected = anchor.index + 1;
+    for (const index of indexes) {
+      if (index !== expected) {
+        const path = this.wal.entryDirectory(expected);
+        throw corruptError(`gap in the WAL: ${path} is missing (the next entry is ${this.wal.entryDirectory(index)})`, {
+          path,
+          index: expected,
+        });
+      }
+      expected++;
+    }
+
+    // Terms from the RAFT files (never MANIFEST or payloads). A damaged RAFT file is a torn
+    // backfill on a store without hard state (backfill rewrites it) and corruption otherwise.
+    const bootstrapped = hardState !== undefined;
+    let nearestTerm: number | undefined = saved.anchor !== undefined && saved.anchor.index > 0 ? saved.anchor.term : undefined;
+    for (const index of indexes) {
+      const inspection = this.wal.inspectRaftSync(index);
+      if (inspection.state === 'ok') {
+        this.terms.push(index, inspection.entry.term);
+        nearestTerm = inspection.entry.term;
+        this.cache.add(inspection.entry);
+        continue;
+      }
+      if (inspection.state === 'damaged' && bootstrapped) {
+        throw corruptError(`corrupt WAL entry ${this.wal.entryDirectory(index)}: ${inspection.reason}`, {
+          path: this.wal.entryDirectory(index),
+          index,
+        });
+      }
+      // The term backfill will write: nearest earlier entry's, else the hard state's, else 0.
+      this.pendingRaft.add(index);
+      this.terms.push(index, nearestTerm ?? hardState?.term ?? 0);
+    }
+
+    const last = indexes.length > 0 ? indexes[indexes.length - 1]! : anchor.index;
+    if (hardState !== undefined && hardState.commit > last) {
+      throw corruptError(`${where}: the hard state's commit ${hardState.commit} is above the last index ${last} of ${this.wal.walDirectory}`, {
+        path: where,
+        index: hardState.commit,
+      });
+    }
+
+    if (saved.snapshotDataFile !== undefined && !(await this.wal.snapshotFileExists(saved.snapshotDataFile))) {
+      const path = join(this.wal.snapshotDirectory, saved.snapshotDataFile);
+      throw corruptError(`snapshot data file ${path} is missing`, { path });
+    }
+    await this.wal.pruneSnapshotFiles(saved.snapshotDataFile);
+
+    // Once Raft owns the log (a hard state is saved) the anchor is recorded — after every check
+    // passed — so a missing prefix (wal/ starting above anchor+1) is a detectable gap instead
+    // of a silently moved firstIndex. Before that Gitaly may still prune the WAL on its own
+    // (Raft can be toggled off and on, gitaly.md §1.5): nothing is recorded for a pre-Raft tree.
+    if (saved.anchor === undefined && hardState !== undefined) await this.raftState.write({ anchor });
+    this.anchorRecorded = saved.anchor !== undefined || hardState !== undefined;
+
+    this.anchor = anchor;
+    this.last = last;
+    this.savedHardState = hardState;
+    this.savedConfState = saved.confState ?? emptyConfState();
+    if (saved.snapshot) this.snapshotMetadata = saved.snapshot;
+    this.snapshotDataFile = saved.snapshotDataFile;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Status
+
+  get status(): StoreStatus {
+    if (this.savedHardState !== undefined) return 'bootstrapped';
+    return this.last > this.anchor.index ? 'needs-backfill' : 'unbootstrapped';
+  }
+
+  /** How many retained entries lack a valid RAFT file (what backfill() would write). */
+  get pendingBackfill(): number {
+    return this.pendingRaft.size;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Storage (synchronous reads, from memory; RAFT files on a cache miss)
+
+  private checkOpen(): void {
+    if (this.closed) throw closedError('ReplicaLogStore');
+  }
+
+  initialState(): { hardState: HardState; confState: ConfState } {
+    this.checkOpen();
+    return { hardState: this.hardState(), confState: cloneConfState(this.savedConfState) };
+  }
+
+  /** The saved hard state (LogView); the empty one when none was saved. */
+  hardState(): HardState {
+    const saved = this.savedHardState ?? emptyHardState();
+    return { term: saved.term, vote: saved.vote, commit: saved.commit };
+  }
+
+  firstIndex(): number {
+    this.checkOpen();
+    return this.anchor.index + 1;
+  }
+
+  lastIndex(): number {
+    this.checkOpen();
+    return this.last;
+  }
+
+  term(index: number): number {
+    this.checkOpen();
+    return this.termOf(index);
+  }
+
+  /** term() without the closed check: queued writes still run while close() drains them. */
+  private termOf(index: number): number {
+    checkSafeUnsigned(index, 'term index');
+    if (index < this.anchor.index) throw compactedError(index);
+    if (index > this.last) throw unavailableError(index);
+    if (index === this.anchor.index) return this.anchor.term;
+    if (this.pendingRaft.has(index)) throw needsBackfillError(this.dir, this.pendingRaft.size);
+    return this.terms.termAt(index);
+  }
+
+  entries(lo: number, hi: number, maxSize: number = NO_LIMIT): Entry[] {
+    this.checkOpen();
+    const budget = checkEntriesArguments(lo, hi, maxSize);
+    if (this.pendingRaft.size > 0) throw needsBackfillError(this.dir, this.pendingRaft.size);
+    if (lo <= this.anchor.index) throw compactedError(lo);
+    if (hi > this.last + 1) throw unavailableError(hi - 1);
+    // No retained entry: even entries(first, first) is unavailable (etcd; TestRawNodeStart).
+    if (this.last === this.anchor.index) throw unavailableError(lo);
+    // etcd limitSize, reading only what is returned: the first entry always, then while the
+    // running total of entrySize stays within maxSize (an exact fit included).
+    const result: Entry[] = [];
+    let size = 0;
+    for (let index = lo; index < hi; index++) {
+      const entry = this.readEntry(index);
+      size += entrySize(entry);
+      if (result.length > 0 && size > budget) break;
+      result.push(entry);
+    }
+    return result;
+  }
+
+  /** One entry for a reader: a copy from the cache, or a fresh decode of its RAFT file. */
+  private readEntry(index: number): Entry {
+    const cached = this.cache.get(index);
+    if (cached !== undefined) return readerCopy(cached);
+    const entry = this.wal.readEntrySync(index);
+    if (entry !== undefined) return entry;
+    // Gitaly B2: a file that vanished below the first index was compacted meanwhile.
+    if (index < this.anchor.index + 1) throw compactedError(index);
+    const path = this.wal.entryDirectory(index);
+    throw corruptError(`WAL entry ${path} is missing although the log holds index ${index}`, { path, index });
+  }
+
+  snapshot(): Snapshot {
+    this.checkOpen();
+    const snapshot: Snapshot = { metadata: cloneMetadata(this.snapshotMetadata) };
+    if (this.snapshotDataFile !== undefined) snapshot.data = this.wal.readSnapshotDataSync(this.snapshotDataFile);
+    return snapshot;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Write side
+
+  /**
+   * Runs `operation` after every earlier write, in call order. Arguments were validated and
+   * copied by the caller before this (synchronously), so later changes to them are invisible.
+   */
+  private enqueue<T>(operation: () => Promise<T>): Promise<T> {
+    if (this.closed) return Promise.reject(closedError('ReplicaLogStore'));
+    const run = async (): Promise<T> => {
+      if (this.failure !== undefined) {
+        throw new ReplicaLogError(
+          ErrorCode.Io,
+          `store refuses writes after an earlier I/O failure (${this.failure.message}); close and reopen it`,
+          { path: this.dir, cause: this.failure },
+        );
+      }
+      return operation();
+    };
+    const result = this.queue.then(run);
+    this.queue = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    return result;
+  }
+
+  /** Runs a step that changes the disk; any failure poisons the store (ERR_IO until reopened). */
+  private async durably<T>(step: () => Promise<T>): Promise<T> {
+    try {
+      return await step();
+    } catch (error) {
+      const failure = isReplicaLogError(error)
+        ? (error as ReplicaLogError)
+        : new ReplicaLogError(ErrorCode.Io, `write interrupted: ${(error as Error)?.message ?? String(error)}`, {
+            path: this.dir,
+            cause: error,
+          });
+      this.failure = failure;
+      throw failure;
+    }
+  }
+
+  private refuseWhileBackfillPending(): void {
+    if (this.pendingRaft.size > 0) throw needsBackfillError(this.dir, this.pendingRaft.size);
+  }
+
+  /** Validation errors become rejected promises (never synchronous throws from a Promise-returning method). */
+  private static prepare<T>(build: () => T): { value: T } | { error: unknown } {
+    try {
+      return { value: build() };
+    } catch (error) {
+      return { error };
+    }
+  }
+
+  append(entries: Entry[]): Promise<void> {
+    const prepared = ReplicaLogStore.prepare(() => {
+      this.checkOpen();
+      return validateEntriesUntrusted(entries).map(storedCopy);
+    });
+    if ('error' in prepared) return Promise.reject(prepared.error);
+    const batch = prepared.value;
+    return this.enqueue(async () => {
+      this.refuseWhileBackfillPending();
+      const plan = planAppend(this.view, batch);
+      if (plan.length === 0) return;
+      const start = plan[0]!.index;
+      const truncating = start <= this.last;
+      const staged = plan.map((entry) => ({ index: entry.index, raft: encodeEntry(entry) }));
+      await this.durably(async () => {
+        const batchDirectory = await this.wal.createBatchDirectory();
+        await this.wal.stageEntries(batchDirectory, staged);
+        if (truncating) await this.wal.truncateTail(batchDirectory, start, this.last);
+        await this.wal.publishStaged(
+          batchDirectory,
+          plan.map((entry) => entry.index),
+        );
+        this.publishAppend(plan);
+        await this.wal.discardBatchDirectory(batchDirectory);
+      });
+    });
+  }
+
+  /** Publishes durable appended entries (the first one's index may truncate the tail). */
+  private publishAppend(plan: readonly Entry[]): void {
+    const start = plan[0]!.index;
+    this.terms.truncateFrom(start);
+    this.cache.truncateFrom(start);
+    for (const entry of plan) {
+      this.terms.push(entry.index, entry.term);
+      this.cache.add(entry);
+    }
+    this.last = plan[plan.length - 1]!.index;
+  }
+
+  /**
+   * Adopts a staged entry directory (MANIFEST and payload files, on the same file system) as
+   * the entry at `entry.index`: writes RAFT = encodeEntry(entry) into it, fsyncs it, truncates
+   * the tail from that index if needed, renames it into wal/ and fsyncs wal/. The same rules as
+   * append() apply (no gap, no term regression, never below or at the commit).
+   */
+  insertLogEntry(entry: Entry, stagedDir: string): Promise<void> {
+    const prepared = ReplicaLogStore.prepare(() => {
+      this.checkOpen();
+      if (typeof stagedDir !== 'string' || stagedDir === '') throw invalidArgumentError('insertLogEntry: stagedDir must be a path');
+      return storedCopy(validateEntryUntrusted(entry));
+    });
+    if ('error' in prepared) return Promise.reject(prepared.error);
+    const stored = prepared.value;
+    const directory = resolve(stagedDir);
+    return this.enqueue(async () => {
+      this.refuseWhileBackfillPending();
+      const plan = planAppend(this.view, [stored]);
+      if (plan.length === 0) return; // already compacted: the caller keeps its directory
+      await this.wal.checkAdoptable(directory);
+      const truncating = stored.index <= this.last;
+      await this.durably(async () => {
+        await this.wal.prepareAdoptedDirectory(directory, encodeEntry(stored));
+        const batchDirectory = await this.wal.createBatchDirectory();
+        if (truncating) await this.wal.truncateTail(batchDirectory, stored.index, this.last);
+        await this.wal.publishAdopted(directory, stored.index);
+        this.publishAppend([stored]);
+        await this.wal.discardBatchDirectory(batchDirectory);
+      });
+    });
+  }
+
+  setHardState(hardState: HardState): Promise<void> {
+    const prepared = ReplicaLogStore.prepare(() => {
+      this.checkOpen();
+      validateHardStateUntrusted(hardState);
+      return { term: hardState.term, vote: hardState.vote, commit: hardState.commit };
+    });
+    if ('error' in prepared) return Promise.reject(prepared.error);
+    const next = prepared.value;
+    return this.enqueue(async () => {
+      this.refuseWhileBackfillPending();
+      checkHardState(this.view, next);
+      await this.durably(async () => {
+        this.crashPoint('before-kv-write');
+        // The first hard state also records the anchor: Raft owns the log from now on.
+        await this.raftState.write(this.anchorRecorded ? { hardState: next } : { hardState: next, anchor: { ...this.anchor } });
+      });
+      this.savedHardState = next;
+      this.anchorRecorded = true;
+    });
+  }
+
+  setConfState(confState: ConfState): Promise<void> {
+    const prepared = ReplicaLogStore.prepare(() => {
+      this.checkOpen();
+      return cloneConfState(validateConfStateUntrusted(confState));
+    });
+    if ('error' in prepared) return Promise.reject(prepared.error);
+    const next = prepared.value;
+    return this.enqueue(async () => {
+      this.refuseWhileBackfillPending();
+      await this.durably(async () => {
+        this.crashPoint('before-kv-write');
+        await this.raftState.write({ confState: next });
+      });
+      this.savedConfState = next;
+    });
+  }
+
+  applySnapshot(snapshot: Snapshot): Promise<void> {
+    const prepared = ReplicaLogStore.prepare(() => {
+      this.checkOpen();
+      const copy = cloneSnapshot(validateSnapshotUntrusted(snapshot));
+      if (copy.data !== undefined) copy.data = copyBytes(copy.data);
+      return copy;
+    });
+    if ('error' in prepared) return Promise.reject(prepared.error);
+    const next = prepared.value;
+    return this.enqueue(async () => {
+      this.refuseWhileBackfillPending();
+      const { index, term } = next.metadata;
+      // MemoryStorage's rules exactly (v3.7: any snapshot while none is stored, even index 0
+      // on a fresh log; never below the saved commit).
+      const storedIndex = this.snapshotMetadata.index;
+      if (storedIndex !== 0 && storedIndex >= index) throw snapOutOfDateError(index);
+      if (storedIndex === 0 && index === 0 && this.anchor.index !== 0) throw snapOutOfDateError(index);
+      const commit = this.hardState().commit;
+      if (index < commit) {
+        throw new ReplicaLogError(
+          ErrorCode.Committed,
+          `applySnapshot: snapshot index ${index} is below the saved commit ${commit}`,
+          { index },
+        );
+      }
+      await this.durably(async () => {
+        const dataFile = next.data === undefined ? undefined : await this.wal.writeSnapshotData(index, next.data);
+        this.crashPoint('before-kv-write');
+        // One atomic batch: after it, the snapshot is the log's new base whatever happens next;
+        // the intent makes the next open finish removing the entry directories.
+        await this.raftState.write({
+          snapshot: next.metadata,
+          snapshotDataFile: dataFile ?? null,
+          confState: next.metadata.confState,
+          anchor: { index, term },
+          intent: 'drop-all-entries',
+        });
+        this.anchorRecorded = true;
+        this.crashPoint('between-kv-and-wal');
+        const dropped = this.retainedIndexes();
+        this.anchor = { index, term };
+        this.last = index;
+        this.terms.clear();
+        this.cache.clear();
+        this.snapshotMetadata = cloneMetadata(next.metadata);
+        this.snapshotDataFile = dataFile;
+        this.savedConfState = cloneConfState(next.metadata.confState);
+        await this.wal.removeEntries(await this.wal.createBatchDirectory(), dropped);
+        this.crashPoint('before-intent-clear');
+        await this.raftState.write({ intent: null });
+        await this.wal.pruneSnapshotFiles(dataFile);
+      });
+    });
+  }
+
+  createSnapshot(index: number, confState?: ConfState, data?: Uint8Array): Promise<Snapshot> {
+    const prepared = ReplicaLogStore.prepare(() => {
+      this.checkOpen();
+      checkSafeUnsigned(index, 'createSnapshot index');
+      if (confState !== undefined) validateConfStateUntrusted(confState);
+      if (data !== undefined && !(data instanceof Uint8Array)) throw invalidArgumentError('createSnapshot: data must be a Uint8Array or absent');
+      return { confState: confState === undefined ? undefined : cloneConfState(confState), data: data === undefined ? undefined : copyBytes(data) };
+    });
+    if ('error' in prepared) return Promise.reject(prepared.error);
+    const { confState: nextConfState, data: nextData } = prepared.value;
+    return this.enqueue(async () => {
+      this.refuseWhileBackfillPending();
+      if (index <= this.snapshotMetadata.index) throw snapOutOfDateError(index);
+      if (index > this.last) {
+        throw new ReplicaLogError(ErrorCode.Unavailable, `snapshot ${index} is out of bound lastindex(${this.last})`, { index });
+      }
+      if (index < this.anchor.index) throw compactedError(index);
+      const metadata: SnapshotMetadata = {
+        index,
+        term: this.termOf(index),
+        confState: nextConfState ?? cloneConfState(this.snapshotMetadata.confState),
+      };
+      await this.durably(async () => {
+        const dataFile = nextData === undefined ? undefined : await this.wal.writeSnapshotData(index, nextData);
+        this.crashPoint('before-kv-write');
+        await this.raftState.write({ snapshot: metadata, snapshotDataFile: dataFile ?? null });
+        this.snapshotMetadata = cloneMetadata(metadata);
+        this.snapshotDataFile = dataFile;
+        await this.wal.pruneSnapshotFiles(dataFile);
+      });
+      const snapshot: Snapshot = { metadata: cloneMetadata(metadata) };
+      if (nextData !== undefined) snapshot.data = nextData.slice();
+      return snapshot;
+    });
+  }
+
+  compact(index: number): Promise<void> {
+    const prepared = ReplicaLogStore.prepare(() => this.checkOpen());
+    if ('error' in prepared) return Promise.reject(prepared.error);
+    return this.enqueue(async () => {
+      this.refuseWhileBackfillPending();
+      checkCompact(this.view, index);
+      const anchor: LogAnchor = { index, term: this.termOf(index) };
+      await this.durably(async () => {
+        this.crashPoint('before-kv-write');
+        // The anchor is durable FIRST: from here on the compaction has happened (term(i)
+        // answers from it), and entry directories <= i are leftovers for open to remove.
+        await this.raftState.write({ anchor });
+        this.anchorRecorded = true;
+        this.crashPoint('between-kv-and-wal');
+        const removed: number[] = [];
+        for (let old = this.anchor.index + 1; old <= index; old++) removed.push(old);
+        this.anchor = anchor;
+        if (index >= this.last) this.terms.clear();
+        else this.terms.dropBelow(index + 1);
+        this.cache.dropBelow(index + 1);
+        await this.wal.removeEntries(await this.wal.createBatchDirectory(), removed);
+      });
+    });
+  }
+
+  private retainedIndexes(): number[] {
+    const indexes: number[] = [];
+    for (let index = this.anchor.index + 1; index <= this.last; index++) indexes.push(index);
+    return indexes;
+  }
+
+  /**
+   * Gives every retained entry without a valid RAFT file one (API.md; Gitaly §1.5): type
+   * Normal, index = its LSN, term = the nearest earlier entry's (else the hard state's, else
+   * 0), data = gitaly.RaftEntry{ data: { local_path: "wal/<LSN>" } }. Each file is written
+   * atomically (temp, fsync, rename, directory fsync: Gitaly B7), so the run is resumable after
+   * a crash and idempotent (a second run writes nothing). MANIFEST and payload files are never
+   * touched. A damaged RAFT file is rewritten only on a store without hard state: on a
+   * bootstrapped store open() already refused it as corruption.
+   */
+  backfill(options: BackfillOptions = {}): Promise<{ backfilled: number }> {
+    const prepared = ReplicaLogStore.prepare(() => {
+      this.checkOpen();
+      if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
+        throw invalidArgumentError('backfill: onProgress must be a function');
+      }
+    });
+    if ('error' in prepared) return Promise.reject(prepared.error);
+    return this.enqueue(async () => {
+      const pending = [...this.pendingRaft].sort((a, b) => a - b);
+      const total = pending.length;
+      if (total === 0) return { backfilled: 0 };
+      options.onProgress?.(0, total);
+      let done = 0;
+      for (const index of pending) {
+        const entry: Entry = {
+          type: EntryType.Normal,
+          term: this.terms.termAt(index),
+          index,
+          data: encodeRaftEntry({
+            id: 0,
+            data: { localPath: new TextEncoder().encode(entryRelativePath(index)), packed: new Uint8Array(0) },
+          }),
+        };
+        await this.durably(() => this.wal.writeRaftAtomically(index, encodeEntry(entry)));
+        this.pendingRaft.delete(index);
+        done++;
+        options.onProgress?.(done, total);
+      }
+      return { backfilled: total };
+    });
+  }
+
+  /**
+   * Waits for queued writes, then closes the KV database (unless it was given) and releases
+   * the lock. Every later call fails with ERR_CLOSED; a second close() does nothing.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.queue;
+    this.cache.clear();
+    try {
+      await this.ownedDatabase?.close();
+    } finally {
+      await this.lock.release();
+    }
+  }
+}
+
+export type { CrashPointName };

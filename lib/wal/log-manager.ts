@@ -1,0 +1,453 @@
+/**
+ * The WAL log manager: entry directories under `<dir>/wal/<LSN>/`, written through
+ * `<dir>/staging/` so that a reader (or a restart) never sees half an entry.
+ *
+ * Durability protocol (each step says why it comes where it does):
+ *   append (group commit of B entries)
+ *     1. staging/<batch>/<LSN>/{MANIFEST,RAFT} written (0400) in directories of mode 0700;
+ *     2. each file fsynced, then its entry directory fsynced (the directory holds the names
+ *        MANIFEST and RAFT), at most 8 entries at a time;
+ *     3. (truncating append) the old tail renamed out of wal/, newest first, then ONE fsync of
+ *        wal/ (Gitaly B8 fsynced the parent instead) — before any new entry is renamed in, so a
+ *        crash can never leave old and new entries mixed;
+ *     4. entries renamed into wal/ in index order (a crash keeps a contiguous prefix);
+ *     5. ONE fsync of wal/ makes every rename durable: only now is the append acknowledged.
+ *   A crash before 5 loses only unacknowledged entries; staging leftovers are removed at open.
+ *   prefix removal (compact, applySnapshot, open): rename out of wal/ oldest first, one fsync
+ *   of wal/, then delete the renamed trees. The caller has already made the removal durable in
+ *   KV (the log anchor / intent), so a crash at any point here is finished at the next open.
+ *   backfill of one entry: RAFT.tmp written and fsynced, renamed over RAFT, entry directory
+ *   fsynced (Gitaly B7 wrote RAFT in place, leaving torn files after a crash).
+ *
+ * Every file-system call goes through the injectable FileSystem, and every named step calls the
+ * optional crashPoint hook (tests kill or fail the process there).
+ */
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { decodeEntry } from '../codec.js';
+import { corruptError, ErrorCode, invalidArgumentError, isReplicaLogError, ReplicaLogError } from '../errors.js';
+import type { Entry } from '../types.js';
+import { errorCode, forEachBounded, type FileSystem } from './file-system.js';
+import {
+  DIRECTORY_MODE,
+  entryPath,
+  FILE_MODE,
+  formatLsn,
+  MANIFEST_FILE,
+  parseLsn,
+  RAFT_FILE,
+  RAFT_TEMPORARY_FILE,
+  snapshotFileName,
+  snapshotDirectoryPath,
+  stagingPath,
+  walPath,
+} from './layout.js';
+
+/** Every named step of the write path, in the order a write passes them. */
+export const CRASH_POINTS = [
+  /** a staged file (MANIFEST, RAFT, snapshot data) is written but not fsynced */
+  'after-file-write',
+  /** about to fsync a staged file */
+  'before-file-fsync',
+  /** staged files fsynced; about to fsync the staged entry directory */
+  'before-directory-fsync',
+  /** about to rename one old tail entry out of wal/ (truncating append) */
+  'before-truncate-rename',
+  /** old tail renamed out; about to fsync wal/ */
+  'before-truncate-fsync',
+  /** about to rename a staged entry into wal/ */
+  'before-rename',
+  /** one staged entry renamed into wal/ (not yet durable) */
+  'after-rename',
+  /** every entry of the batch renamed; about to fsync wal/ */
+  'before-wal-fsync',
+  /** wal/ fsynced: the append is durable, memory not yet updated */
+  'after-wal-fsync',
+  /** about to write a synced KV record or batch */
+  'before-kv-write',
+  /** KV record durable (anchor / snapshot / intent); entry directories not yet removed */
+  'between-kv-and-wal',
+  /** about to rename an entry directory out of wal/ (compaction, snapshot, open cleanup) */
+  'before-prefix-rename',
+  /** prefix renamed out of wal/; about to fsync wal/ */
+  'before-prefix-fsync',
+  /** entry directories removed; about to clear the KV intent */
+  'before-intent-clear',
+  /** snapshot data temp file fsynced; about to rename it into place */
+  'before-snapshot-rename',
+  /** backfill: RAFT.tmp written, not fsynced */
+  'backfill-after-temp-write',
+  /** backfill: RAFT.tmp fsynced; about to rename it over RAFT */
+  'backfill-before-rename',
+  /** backfill: renamed; about to fsync the entry directory */
+  'backfill-after-rename',
+] as const;
+
+export type CrashPointName = (typeof CRASH_POINTS)[number];
+export type CrashPoint = (name: CrashPointName) => void;
+
+/** How many staged entries are written and fsynced at the same time. */
+const FSYNC_CONCURRENCY = 8;
+
+/** What open() found in one entry's RAFT file. */
+export type RaftInspection =
+  | { state: 'ok'; entry: Entry }
+  | { state: 'missing' }
+  | { state: 'damaged'; reason: string };
+
+/** A new entry to write: its index and the exact RAFT bytes. */
+export interface StagedEntry {
+  index: number;
+  raft: Uint8Array;
+}
+
+export function ioError(operation: string, path: string, cause: unknown): ReplicaLogError {
+  if (isReplicaLogError(cause)) return cause as ReplicaLogError;
+  const message = cause instanceof Error ? cause.message : String(cause);
+  return new ReplicaLogError(ErrorCode.Io, `${operation} ${path}: ${message}`, { path, cause });
+}
+
+export class WalLogManager {
+  readonly walDirectory: string;
+  readonly stagingDirectory: string;
+  readonly snapshotDirectory: string;
+  /**
+   * Old tail entries being renamed out of wal/ by a truncating append: index → where they go.
+   * Until the store publishes the new state, readers may still ask for them (see readEntrySync).
+   */
+  private readonly relocated = new Map<number, string>();
+
+  constructor(
+    readonly dir: string,
+    private readonly fs: FileSystem,
+    private readonly crashPoint: CrashPoint = () => {},
+  ) {
+    this.walDirectory = walPath(dir);
+    this.stagingDirectory = stagingPath(dir);
+    this.snapshotDirectory = snapshotDirectoryPath(dir);
+  }
+
+  private crash(name: CrashPointName): void {
+    this.crashPoint(name);
+  }
+
+  private async io<T>(operation: string, path: string, run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (error) {
+      throw ioError(operation, path, error);
+    }
+  }
+
+  /** Creates a directory (mode 0700) if missing and makes its name durable by fsyncing the parent. */
+  private async ensureDirectory(path: string, parent: string): Promise<void> {
+    const created = await this.io('mkdir', path, () => this.fs.mkdir(path, DIRECTORY_MODE));
+    if (created) await this.io('fsync', parent, () => this.fs.fsync(parent));
+  }
+
+  /** Open: creates wal/ and staging/ and removes staging leftovers (crashed writes, trash). */
+  async prepare(): Promise<void> {
+    await this.ensureDirectory(this.walDirectory, this.dir);
+    await this.ensureDirectory(this.stagingDirectory, this.dir);
+    const leftovers = await this.io('readdir', this.stagingDirectory, () => this.fs.readdir(this.stagingDirectory));
+    for (const name of leftovers) {
+      const path = join(this.stagingDirectory, name);
+      await this.io('remove', path, () => this.fs.remove(path));
+    }
+  }
+
+  /** The LSNs in wal/, ascending. A name that is not a canonical LSN is corruption. */
+  async listIndexes(): Promise<number[]> {
+    const names = await this.io('readdir', this.walDirectory, () => this.fs.readdir(this.walDirectory));
+    const indexes: number[] = [];
+    for (const name of names) {
+      const index = parseLsn(name);
+      if (index === undefined) {
+        const path = join(this.walDirectory, name);
+        throw corruptError(`stray name in the WAL: ${path} is not an LSN directory`, { path });
+      }
+      indexes.push(index);
+    }
+    return indexes.sort((a, b) => a - b);
+  }
+
+  entryDirectory(index: number): string {
+    return entryPath(this.dir, index);
+  }
+
+  /** Open: classifies one entry's RAFT file. Never reads MANIFEST or payload files. */
+  inspectRaftSync(index: number): RaftInspection {
+    const directory = this.entryDirectory(index);
+    const path = join(directory, RAFT_FILE);
+    let bytes: Uint8Array;
+    try {
+      bytes = this.fs.readFileSync(path);
+    } catch (error) {
+      const code = errorCode(error);
+      if (code === 'ENOENT') return { state: 'missing' };
+      if (code === 'ENOTDIR') throw corruptError(`${directory} is not a directory`, { path: directory, index });
+      throw ioError('read', path, error);
+    }
+    if (bytes.length === 0) return { state: 'damaged', reason: `${path} is empty (a torn write)` };
+    let entry: Entry;
+    try {
+      entry = decodeEntry(bytes);
+    } catch (error) {
+      return { state: 'damaged', reason: `${path} does not decode: ${(error as Error).message}` };
+    }
+    if (entry.index !== index) return { state: 'damaged', reason: `${path} holds index ${entry.index}, not its LSN ${index}` };
+    return { state: 'ok', entry };
+  }
+
+  /**
+   * Reads and checks one entry's RAFT file (a cache miss of Storage.entries). Returns undefined
+   * when the entry directory is gone, for the caller to map (ERR_COMPACTED below the first
+   * index, else ERR_CORRUPT). A file that does not decode, or whose index is not its LSN, is
+   * ERR_CORRUPT naming the path: a wrong entry is never served.
+   */
+  readEntrySync(index: number): Entry | undefined {
+    const bytes = this.readRaftBytesSync(index);
+    if (bytes === undefined) return undefined;
+    const path = join(this.entryDirectory(index), RAFT_FILE);
+    let entry: Entry;
+    try {
+      entry = decodeEntry(bytes);
+    } catch (error) {
+      throw corruptError(`${path} does not decode: ${(error as Error).message}`, { path: this.entryDirectory(index), index, cause: error });
+    }
+    if (bytes.length === 0 || entry.index !== index) {
+      throw corruptError(`${path} holds index ${entry.index}, not its LSN ${index}`, { path: this.entryDirectory(index), index });
+    }
+    return entry;
+  }
+
+  private readRaftBytesSync(index: number): Uint8Array | undefined {
+    const inWal = join(this.entryDirectory(index), RAFT_FILE);
+    const moved = this.relocated.get(index);
+    // An old tail entry being renamed out: try its new place, then wal/, then the new place
+    // again. The rename is atomic and the next one (a new entry at this index) cannot start
+    // while this synchronous read runs, so one of the three reads finds the old entry.
+    const candidates = moved === undefined ? [inWal] : [join(moved, RAFT_FILE), inWal, join(moved, RAFT_FILE)];
+    for (const path of candidates) {
+      try {
+        return this.fs.readFileSync(path);
+      } catch (error) {
+        if (errorCode(error) !== 'ENOENT') throw ioError('read', path, error);
+      }
+    }
+    return undefined;
+  }
+
+  /** A fresh directory under staging/ for one write (its new entries and its trash). */
+  async createBatchDirectory(): Promise<string> {
+    const prefix = join(this.stagingDirectory, 'batch-');
+    return this.io('mkdtemp', prefix, () => this.fs.mkdtemp(prefix));
+  }
+
+  /** Removes a batch directory after the store published the new state (errors ignored: open cleans staging). */
+  async discardBatchDirectory(batch: string): Promise<void> {
+    for (const index of [...this.relocated.keys()]) {
+      if (this.relocated.get(index)!.startsWith(batch)) this.relocated.delete(index);
+    }
+    try {
+      await this.fs.remove(batch);
+    } catch {
+      // Left for the next open, which empties staging/.
+    }
+  }
+
+  /** Steps 1–2: writes each entry's directory in `batch` and fsyncs its files and the directory. */
+  async stageEntries(batch: string, entries: readonly StagedEntry[]): Promise<void> {
+    await forEachBounded(entries, FSYNC_CONCURRENCY, async ({ index, raft }) => {
+      const directory = join(batch, formatLsn(index));
+      const manifest = join(directory, MANIFEST_FILE);
+      const raftPath = join(directory, RAFT_FILE);
+      await this.io('mkdir', directory, () => this.fs.mkdir(directory, DIRECTORY_MODE));
+      // A 0-byte MANIFEST is an empty gitaly.LogEntry: what Gitaly's draftLogEntry writes for
+      // raft-internal entries.
+      await this.io('write', manifest, () => this.fs.writeFile(manifest, new Uint8Array(0), FILE_MODE));
+      await this.io('write', raftPath, () => this.fs.writeFile(raftPath, raft, FILE_MODE));
+      this.crash('after-file-write');
+      this.crash('before-file-fsync');
+      await this.io('fsync', manifest, () => this.fs.fsync(manifest));
+      await this.io('fsync', raftPath, () => this.fs.fsync(raftPath));
+      this.crash('before-directory-fsync');
+      await this.io('fsync', directory, () => this.fs.fsync(directory));
+    });
+  }
+
+  /**
+   * Step 3: renames entries `from`..`last` out of wal/ into `batch`, newest first (a crash
+   * leaves a prefix, never a hole), then fsyncs wal/ once (not its parent: Gitaly B8).
+   */
+  async truncateTail(batch: string, from: number, last: number): Promise<void> {
+    if (from > last) return;
+    for (let index = last; index >= from; index--) {
+      const source = this.entryDirectory(index);
+      const target = join(batch, `old-${formatLsn(index)}`);
+      this.relocated.set(index, target);
+      this.crash('before-truncate-rename');
+      await this.io('rename', source, () => this.fs.rename(source, target));
+    }
+    this.crash('before-truncate-fsync');
+    await this.io('fsync', this.walDirectory, () => this.fs.fsync(this.walDirectory));
+  }
+
+  /** Steps 4–5: renames staged entries into wal/ in index order, then fsyncs wal/ once. */
+  async publishStaged(batch: string, indexes: readonly number[]): Promise<void> {
+    for (const index of indexes) {
+      const source = join(batch, formatLsn(index));
+      const target = this.entryDirectory(index);
+      this.crash('before-rename');
+      await this.io('rename', source, () => this.fs.rename(source, target));
+      this.crash('after-rename');
+    }
+    this.crash('before-wal-fsync');
+    await this.io('fsync', this.walDirectory, () => this.fs.fsync(this.walDirectory));
+    this.crash('after-wal-fsync');
+  }
+
+  /**
+   * insertLogEntry's checks (nothing written): the caller's staged directory is a directory
+   * with a MANIFEST, on the same file system as wal/ (the adoption is a rename). Then
+   * prepareAdoptedDirectory writes RAFT into it and fsyncs every file and directory in it (the
+   * caller may not have), the directory itself last.
+   */
+  async checkAdoptable(stagedDir: string): Promise<void> {
+    const stagedStat = await this.io('stat', stagedDir, () => this.fs.stat(stagedDir));
+    if (stagedStat === undefined || !stagedStat.isDirectory) {
+      throw invalidArgumentError(`insertLogEntry: ${stagedDir} is not a directory`);
+    }
+    const walStat = await this.io('stat', this.walDirectory, () => this.fs.stat(this.walDirectory));
+    if (walStat !== undefined && walStat.device !== stagedStat.device) {
+      throw invalidArgumentError(`insertLogEntry: ${stagedDir} is not on the same file system as ${this.walDirectory}`);
+    }
+    const manifest = join(stagedDir, MANIFEST_FILE);
+    const manifestStat = await this.io('stat', manifest, () => this.fs.stat(manifest));
+    if (manifestStat === undefined || !manifestStat.isFile) {
+      throw invalidArgumentError(`insertLogEntry: ${stagedDir} has no MANIFEST file`);
+    }
+  }
+
+  /** Writes RAFT into the checked staged directory, then fsyncs everything in it. */
+  async prepareAdoptedDirectory(stagedDir: string, raft: Uint8Array): Promise<void> {
+    const raftPath = join(stagedDir, RAFT_FILE);
+    await this.io('remove', raftPath, () => this.fs.remove(raftPath));
+    await this.io('write', raftPath, () => this.fs.writeFile(raftPath, raft, FILE_MODE));
+    this.crash('after-file-write');
+    await this.fsyncTree(stagedDir);
+  }
+
+  /** fsyncs every file below `directory`, then each directory after its contents. */
+  private async fsyncTree(directory: string): Promise<void> {
+    const names = await this.io('readdir', directory, () => this.fs.readdir(directory));
+    const files: string[] = [];
+    for (const name of names) {
+      const path = join(directory, name);
+      const stat = await this.io('stat', path, () => this.fs.stat(path));
+      if (stat?.isDirectory) await this.fsyncTree(path);
+      else if (stat?.isFile) files.push(path);
+    }
+    this.crash('before-file-fsync');
+    await forEachBounded(files, FSYNC_CONCURRENCY, (path) => this.io('fsync', path, () => this.fs.fsync(path)));
+    this.crash('before-directory-fsync');
+    await this.io('fsync', directory, () => this.fs.fsync(directory));
+  }
+
+  /** insertLogEntry's second half: renames the prepared directory into wal/ and fsyncs wal/. */
+  async publishAdopted(stagedDir: string, index: number): Promise<void> {
+    const target = this.entryDirectory(index);
+    this.crash('before-rename');
+    await this.io('rename', stagedDir, () => this.fs.rename(stagedDir, target));
+    this.crash('after-rename');
+    this.crash('before-wal-fsync');
+    await this.io('fsync', this.walDirectory, () => this.fs.fsync(this.walDirectory));
+    this.crash('after-wal-fsync');
+  }
+
+  /**
+   * Removes entry directories (compaction, snapshot, open cleanup): renames them into `batch`
+   * oldest first, fsyncs wal/ once, then deletes the renamed trees. Only called once KV
+   * records that the removal happened, so a crash at any point is finished at the next open.
+   */
+  async removeEntries(batch: string, indexes: readonly number[]): Promise<void> {
+    for (const index of indexes) {
+      const source = this.entryDirectory(index);
+      const target = join(batch, `old-${formatLsn(index)}`);
+      this.crash('before-prefix-rename');
+      await this.io('rename', source, () => this.fs.rename(source, target));
+    }
+    if (indexes.length > 0) {
+      this.crash('before-prefix-fsync');
+      await this.io('fsync', this.walDirectory, () => this.fs.fsync(this.walDirectory));
+    }
+    await this.io('remove', batch, () => this.fs.remove(batch));
+  }
+
+  /**
+   * backfill of one entry: RAFT.tmp written and fsynced, renamed over RAFT (atomic: RAFT is
+   * either absent/damaged or complete), then the entry directory fsynced so the rename is durable.
+   */
+  async writeRaftAtomically(index: number, raft: Uint8Array): Promise<void> {
+    const directory = this.entryDirectory(index);
+    const temporary = join(directory, RAFT_TEMPORARY_FILE);
+    const target = join(directory, RAFT_FILE);
+    // A temp file left by a crashed backfill is mode 0400: remove it rather than overwrite.
+    await this.io('remove', temporary, () => this.fs.remove(temporary));
+    await this.io('write', temporary, () => this.fs.writeFile(temporary, raft, FILE_MODE));
+    this.crash('backfill-after-temp-write');
+    await this.io('fsync', temporary, () => this.fs.fsync(temporary));
+    this.crash('backfill-before-rename');
+    await this.io('rename', temporary, () => this.fs.rename(temporary, target));
+    this.crash('backfill-after-rename');
+    await this.io('fsync', directory, () => this.fs.fsync(directory));
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Snapshot data files: snapshot/<LSN>.snap
+
+  /** Writes a snapshot data file: temp + fsync + rename + fsync of snapshot/. Returns its name. */
+  async writeSnapshotData(index: number, data: Uint8Array): Promise<string> {
+    await this.ensureDirectory(this.snapshotDirectory, this.dir);
+    const name = snapshotFileName(index, randomBytes(6).toString('hex'));
+    const target = join(this.snapshotDirectory, name);
+    const temporary = `${target}.tmp`;
+    await this.io('remove', temporary, () => this.fs.remove(temporary));
+    await this.io('write', temporary, () => this.fs.writeFile(temporary, data, FILE_MODE));
+    this.crash('after-file-write');
+    await this.io('fsync', temporary, () => this.fs.fsync(temporary));
+    this.crash('before-snapshot-rename');
+    await this.io('rename', temporary, () => this.fs.rename(temporary, target));
+    // The rename is durable only once snapshot/ is fsynced (Gitaly B11 skipped this).
+    await this.io('fsync', this.snapshotDirectory, () => this.fs.fsync(this.snapshotDirectory));
+    return name;
+  }
+
+  readSnapshotDataSync(name: string): Uint8Array {
+    const path = join(this.snapshotDirectory, name);
+    try {
+      return this.fs.readFileSync(path);
+    } catch (error) {
+      if (errorCode(error) === 'ENOENT') throw corruptError(`snapshot data file ${path} is missing`, { path });
+      throw ioError('read', path, error);
+    }
+  }
+
+  async snapshotFileExists(name: string): Promise<boolean> {
+    const path = join(this.snapshotDirectory, name);
+    const stat = await this.io('stat', path, () => this.fs.stat(path));
+    return stat?.isFile === true;
+  }
+
+  /** Removes every file in snapshot/ but `keep` (older snapshots, temp files of crashed writes). */
+  async pruneSnapshotFiles(keep: string | undefined): Promise<void> {
+    const stat = await this.io('stat', this.snapshotDirectory, () => this.fs.stat(this.snapshotDirectory));
+    if (stat === undefined) return;
+    const names = await this.io('readdir', this.snapshotDirectory, () => this.fs.readdir(this.snapshotDirectory));
+    for (const name of names) {
+      if (name === keep) continue;
+      const path = join(this.snapshotDirectory, name);
+      await this.io('remove', path, () => this.fs.remove(path));
+    }
+  }
+}

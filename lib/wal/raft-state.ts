@@ -1,0 +1,167 @@
+/**
+ * Raft state kept in the KV database (LevelDB through classic-level), every key under the
+ * optional partition prefix (`kvKey`):
+ *
+ *   raft/hard_state     raftpb.HardState (gogo bytes; Gitaly's key)
+ *   raft/conf_state     raftpb.ConfState (gogo bytes; Gitaly's key)
+ *   raft/snapshot       raftpb.Snapshot holding only the latest snapshot's metadata
+ *   raft/snapshot_data  name of its data file in <dir>/snapshot/ (absent: the snapshot has no data)
+ *   raft/log_anchor     index and term of the last compacted/snapshotted entry: 2 × uint64 BE;
+ *                       written by compact/applySnapshot and with the first hard state (absent
+ *                       while the WAL may still be Gitaly's alone: the anchor is then derived)
+ *   raft/intent         1 byte, 0x01 = "drop every entry directory" (applySnapshot, redone at open)
+ *
+ * Every write is one `batch(…, { sync: true })`: durable when it resolves, and atomic when
+ * several keys change together. Missing keys read as undefined (classic-level 3).
+ */
+import type { ClassicLevel } from 'classic-level';
+import {
+  decodeConfState,
+  decodeHardState,
+  decodeSnapshot,
+  encodeConfState,
+  encodeHardState,
+  encodeSnapshot,
+} from '../codec.js';
+import { corruptError, isReplicaLogError } from '../errors.js';
+import type { ConfState, HardState, SnapshotMetadata } from '../types.js';
+import { ioError } from './log-manager.js';
+import {
+  KEY_CONF_STATE,
+  KEY_HARD_STATE,
+  KEY_INTENT,
+  KEY_LOG_ANCHOR,
+  KEY_SNAPSHOT,
+  KEY_SNAPSHOT_DATA,
+  kvKey,
+} from './layout.js';
+
+export interface LogAnchor {
+  index: number;
+  term: number;
+}
+
+export type Intent = 'drop-all-entries';
+
+export interface SavedRaftState {
+  hardState?: HardState;
+  confState?: ConfState;
+  snapshot?: SnapshotMetadata;
+  snapshotDataFile?: string;
+  anchor?: LogAnchor;
+  intent?: Intent;
+}
+
+/** One atomic change: a field set to a value is written, set to null is deleted, absent is untouched. */
+export interface RaftStateChange {
+  hardState?: HardState;
+  confState?: ConfState;
+  snapshot?: SnapshotMetadata;
+  snapshotDataFile?: string | null;
+  anchor?: LogAnchor;
+  intent?: Intent | null;
+}
+
+/** The part of classic-level's API the store uses, with byte keys and values. */
+type ByteDatabase = ClassicLevel<Uint8Array, Uint8Array>;
+
+const BYTES = { keyEncoding: 'view', valueEncoding: 'view' } as const;
+const INTENT_DROP_ALL_ENTRIES = 0x01;
+
+function encodeAnchor(anchor: LogAnchor): Uint8Array {
+  const bytes = new Uint8Array(16);
+  const view = new DataView(bytes.buffer);
+  view.setBigUint64(0, BigInt(anchor.index), false);
+  view.setBigUint64(8, BigInt(anchor.term), false);
+  return bytes;
+}
+
+function decodeAnchor(bytes: Uint8Array, where: string): LogAnchor {
+  if (bytes.length !== 16) throw corruptError(`${where}: log anchor record has ${bytes.length} bytes, expected 16`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const index = view.getBigUint64(0, false);
+  const term = view.getBigUint64(8, false);
+  if (index > BigInt(Number.MAX_SAFE_INTEGER) || term > BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw corruptError(`${where}: log anchor record is out of range`);
+  }
+  return { index: Number(index), term: Number(term) };
+}
+
+export class RaftStateStore {
+  private readonly keys: Record<'hardState' | 'confState' | 'snapshot' | 'snapshotData' | 'anchor' | 'intent', Uint8Array>;
+
+  /** `where` names the database in errors (its path, or "the given db"). */
+  constructor(
+    private readonly database: ByteDatabase,
+    partitionId: number | undefined,
+    private readonly where: string,
+  ) {
+    this.keys = {
+      hardState: kvKey(partitionId, KEY_HARD_STATE),
+      confState: kvKey(partitionId, KEY_CONF_STATE),
+      snapshot: kvKey(partitionId, KEY_SNAPSHOT),
+      snapshotData: kvKey(partitionId, KEY_SNAPSHOT_DATA),
+      anchor: kvKey(partitionId, KEY_LOG_ANCHOR),
+      intent: kvKey(partitionId, KEY_INTENT),
+    };
+  }
+
+  async load(): Promise<SavedRaftState> {
+    let values: (Uint8Array | undefined)[];
+    const keys = [this.keys.hardState, this.keys.confState, this.keys.snapshot, this.keys.snapshotData, this.keys.anchor, this.keys.intent];
+    try {
+      values = await this.database.getMany<Uint8Array, Uint8Array>(keys, BYTES);
+    } catch (error) {
+      throw ioError('read', this.where, error);
+    }
+    const [hardState, confState, snapshot, snapshotData, anchor, intent] = values;
+    const decode = <T>(name: string, bytes: Uint8Array | undefined, decoder: (bytes: Uint8Array) => T): T | undefined => {
+      if (bytes === undefined) return undefined;
+      try {
+        return decoder(bytes);
+      } catch (error) {
+        const message = isReplicaLogError(error) ? error.message : String(error);
+        throw corruptError(`${this.where}: key ${name} does not decode: ${message}`, { path: this.where, cause: error });
+      }
+    };
+    const state: SavedRaftState = {};
+    const decodedHardState = decode(KEY_HARD_STATE, hardState, decodeHardState);
+    if (decodedHardState) state.hardState = decodedHardState;
+    const decodedConfState = decode(KEY_CONF_STATE, confState, decodeConfState);
+    if (decodedConfState) state.confState = decodedConfState;
+    const decodedSnapshot = decode(KEY_SNAPSHOT, snapshot, decodeSnapshot);
+    if (decodedSnapshot) state.snapshot = decodedSnapshot.metadata;
+    if (snapshotData !== undefined) state.snapshotDataFile = new TextDecoder().decode(snapshotData);
+    const decodedAnchor = decode(KEY_LOG_ANCHOR, anchor, (bytes) => decodeAnchor(bytes, this.where));
+    if (decodedAnchor) state.anchor = decodedAnchor;
+    if (intent !== undefined) {
+      if (intent.length !== 1 || intent[0] !== INTENT_DROP_ALL_ENTRIES) {
+        throw corruptError(`${this.where}: key ${KEY_INTENT} holds an unknown intent`, { path: this.where });
+      }
+      state.intent = 'drop-all-entries';
+    }
+    return state;
+  }
+
+  /** Writes `change` as one synced batch. */
+  async write(change: RaftStateChange): Promise<void> {
+    type Operation = { type: 'put'; key: Uint8Array; value: Uint8Array } | { type: 'del'; key: Uint8Array };
+    const operations: Operation[] = [];
+    const put = (key: Uint8Array, value: Uint8Array) => operations.push({ type: 'put', key, value });
+    const del = (key: Uint8Array) => operations.push({ type: 'del', key });
+    if (change.hardState) put(this.keys.hardState, encodeHardState(change.hardState));
+    if (change.confState) put(this.keys.confState, encodeConfState(change.confState));
+    if (change.snapshot) put(this.keys.snapshot, encodeSnapshot({ metadata: change.snapshot }));
+    if (change.snapshotDataFile === null) del(this.keys.snapshotData);
+    else if (change.snapshotDataFile !== undefined) put(this.keys.snapshotData, new TextEncoder().encode(change.snapshotDataFile));
+    if (change.anchor) put(this.keys.anchor, encodeAnchor(change.anchor));
+    if (change.intent === null) del(this.keys.intent);
+    else if (change.intent === 'drop-all-entries') put(this.keys.intent, Uint8Array.of(INTENT_DROP_ALL_ENTRIES));
+    if (operations.length === 0) return;
+    try {
+      await this.database.batch<Uint8Array, Uint8Array>(operations, { ...BYTES, sync: true });
+    } catch (error) {
+      throw ioError('write', this.where, error);
+    }
+  }
+}
