@@ -1,0 +1,297 @@
+/**
+ * The receiving side of the transport: one InboundConnection per accepted socket (handshake,
+ * in-order frame processing, stream reassembly and staging). See transport.ts for the protocol.
+ */
+import type { Socket } from 'node:net';
+import { decodeMessage } from '../codec.js';
+import { MessageType } from '../types.js';
+import type { Message } from '../types.js';
+import { checkAttachmentHeaders, StagedAttachmentWriter } from './attachments.js';
+import { encodeFrame, FrameDecoder, FrameKind, malformedFrameError, TransportError, TransportErrorCode } from './framing.js';
+import type { Frame } from './framing.js';
+import { decodeHello, decodeStreamHeader, decodeU64, encodeU64, PROTOCOL_VERSION } from './wire.js';
+import { asError, INBOUND_HIGH_WATER_BYTES, INBOUND_LOW_WATER_BYTES } from './options.js';
+import type { ResolvedOptions } from './options.js';
+
+/** Receive state of a stream between StreamBegin and StreamEnd. */
+export interface InboundStream {
+  message: Message;
+  snapshotData: Buffer | undefined;
+  /** Bytes of snapshotData filled so far. */
+  snapshotFilled: number;
+  writer: StagedAttachmentWriter | undefined;
+  /** Total bulk bytes announced by the header, and received so far. */
+  expected: number;
+  received: number;
+}
+
+/** The callbacks and settings an inbound connection needs from its Transport. */
+export interface InboundContext {
+  readonly localId: number;
+  readonly clusterId: string;
+  readonly options: ResolvedOptions;
+  readonly stagingDir: string | undefined;
+  deliver(message: Message, stagedDirs: ReadonlyMap<number, string>): Promise<void>;
+  accepted(connection: InboundConnection): void;
+  error(error: Error): void;
+}
+
+export class InboundConnection {
+  peerId: number | undefined;
+  private readonly decoder: FrameDecoder;
+  private readonly frames: Frame[] = [];
+  private pendingBytes = 0;
+  private paused = false;
+  private processing = false;
+  private closed = false;
+  private stream: InboundStream | undefined;
+  /** Settles when the processing loop is idle; after close, when the partial stream was discarded. */
+  private idle: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly socket: Socket,
+    private readonly context: InboundContext,
+  ) {
+    this.decoder = new FrameDecoder({ maxFrameBytes: context.options.maxFrameBytes });
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', () => undefined); // 'close' follows; a reset peer is not our error
+    socket.on('close', () => {
+      this.closed = true;
+      this.schedule();
+    });
+  }
+
+  /** Closes the connection and waits until a partial stream, if any, has been removed. */
+  async destroy(): Promise<void> {
+    this.closed = true;
+    this.socket.destroy();
+    this.schedule();
+    await this.idle;
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.closed) return;
+    let frames: Frame[];
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (error) {
+      this.fail(asError(error));
+      return;
+    }
+    for (const frame of frames) {
+      this.frames.push(frame);
+      this.pendingBytes += frame.payload.length;
+    }
+    if (!this.paused && this.pendingBytes > INBOUND_HIGH_WATER_BYTES) {
+      this.paused = true;
+      this.socket.pause();
+    }
+    this.schedule();
+  }
+
+  /** Starts the processing loop unless it runs; frames are handled strictly one at a time, in order. */
+  private schedule(): void {
+    if (this.processing) return;
+    this.processing = true;
+    this.idle = this.process();
+  }
+
+  /**
+   * The processing loop. Invariant: `processing` is reset in the same synchronous step that
+   * finds nothing left to do (never one microtask later), so a frame or a close arriving at any
+   * later moment finds processing === false and schedules a new run instead of being stranded.
+   */
+  private async process(): Promise<void> {
+    try {
+      for (;;) {
+        if (this.closed) {
+          // Only here (inside the loop) is the stream touched, so no write can race this abort.
+          await this.discardStream();
+          this.frames.length = 0;
+          this.processing = false;
+          return;
+        }
+        const frame = this.frames.shift();
+        if (frame === undefined) {
+          this.processing = false;
+          return;
+        }
+        this.pendingBytes -= frame.payload.length;
+        if (this.paused && this.pendingBytes < INBOUND_LOW_WATER_BYTES) {
+          this.paused = false;
+          this.socket.resume();
+        }
+        try {
+          await this.onFrame(frame);
+        } catch (error) {
+          this.fail(asError(error));
+        }
+      }
+    } catch (error) {
+      // Frame errors are handled above; this last guard keeps `idle` (awaited by close() and by
+      // superseding connections) from ever rejecting.
+      this.processing = false;
+      this.context.error(asError(error));
+    }
+  }
+
+  private fail(error: Error): void {
+    if (this.closed) return;
+    const wrapped =
+      error instanceof TransportError
+        ? error
+        : malformedFrameError(`from ${this.describePeer()}: ${error.message}`, { cause: error, ...(this.peerId === undefined ? {} : { peerId: this.peerId }) });
+    this.context.error(wrapped);
+    this.closed = true;
+    this.socket.destroy();
+    this.schedule();
+  }
+
+  private describePeer(): string {
+    return this.peerId === undefined ? `${this.socket.remoteAddress}:${this.socket.remotePort}` : `peer ${this.peerId}`;
+  }
+
+  private async discardStream(): Promise<void> {
+    const stream = this.stream;
+    this.stream = undefined;
+    await stream?.writer?.abort();
+  }
+
+  private async onFrame(frame: Frame): Promise<void> {
+    if (this.peerId === undefined) return this.onHello(frame);
+    switch (frame.kind) {
+      case FrameKind.Message: {
+        if (this.stream) throw malformedFrameError(`${this.describePeer()} sent a Message frame inside a stream`);
+        const message = this.decode(frame.payload);
+        await this.context.deliver(message, new Map());
+        return;
+      }
+      case FrameKind.StreamBegin:
+        return this.onStreamBegin(frame.payload);
+      case FrameKind.StreamChunk:
+        return this.onStreamChunk(frame.payload);
+      case FrameKind.StreamEnd:
+        return this.onStreamEnd(frame.payload);
+      default:
+        throw malformedFrameError(`${this.describePeer()} sent frame kind ${frame.kind} after the handshake`);
+    }
+  }
+
+  private onHello(frame: Frame): void {
+    if (frame.kind !== FrameKind.Hello) throw malformedFrameError(`${this.describePeer()} sent frame kind ${frame.kind} before Hello`);
+    const hello = decodeHello(frame.payload);
+    const { localId, clusterId } = this.context;
+    let refusal: string | undefined;
+    if (hello.version !== PROTOCOL_VERSION) refusal = `protocol version ${hello.version} is not ${PROTOCOL_VERSION}`;
+    else if (hello.clusterId !== clusterId) refusal = `cluster id ${JSON.stringify(hello.clusterId)} is not ${JSON.stringify(clusterId)}`;
+    else if (hello.receiverId !== localId) refusal = `this is node ${localId}, not node ${hello.receiverId}`;
+    else if (hello.senderId === 0 || hello.senderId === localId) refusal = `sender id ${hello.senderId} is not a valid peer id`;
+    if (refusal !== undefined) {
+      const error = new TransportError(
+        TransportErrorCode.HandshakeRefused,
+        `refused connection from ${this.describePeer()} (node ${hello.senderId}): ${refusal}`,
+        { peerId: hello.senderId },
+      );
+      this.context.error(error);
+      this.closed = true;
+      // end() (not destroy) so the refusal reaches the dialer before the FIN.
+      this.socket.end(encodeFrame(FrameKind.HelloRefuse, Buffer.from(refusal, 'utf8')));
+      return;
+    }
+    this.peerId = hello.senderId;
+    this.socket.write(encodeFrame(FrameKind.HelloAccept));
+    this.context.accepted(this);
+  }
+
+  private decode(bytes: Uint8Array): Message {
+    let message: Message;
+    try {
+      message = decodeMessage(bytes);
+    } catch (error) {
+      throw malformedFrameError(`${this.describePeer()} sent an undecodable message: ${asError(error).message}`, { cause: error });
+    }
+    // The handshake fixed who is talking to whom; a message claiming otherwise is a protocol error.
+    if (message.from !== this.peerId || message.to !== this.context.localId) {
+      throw malformedFrameError(
+        `${this.describePeer()} sent a message from ${message.from} to ${message.to} on a connection from ${this.peerId} to ${this.context.localId}`,
+      );
+    }
+    return message;
+  }
+
+  private async onStreamBegin(payload: Buffer): Promise<void> {
+    if (this.stream) throw malformedFrameError(`${this.describePeer()} began a stream inside a stream`);
+    const header = decodeStreamHeader(payload);
+    const message = this.decode(header.messageBytes);
+    let expected = 0;
+    let snapshotData: Buffer | undefined;
+    if (header.snapshotDataLength !== undefined) {
+      if (message.snapshot === undefined) throw malformedFrameError(`${this.describePeer()} sent snapshot data for a message without a snapshot`);
+      if (message.snapshot.data !== undefined) throw malformedFrameError(`${this.describePeer()} sent snapshot data twice`);
+      if (header.snapshotDataLength > this.context.options.maxSnapshotBytes) {
+        throw malformedFrameError(
+          `${this.describePeer()} sent a snapshot of ${header.snapshotDataLength} bytes; the maximum is ${this.context.options.maxSnapshotBytes}`,
+        );
+      }
+      // Allocated only after the bound check above.
+      snapshotData = Buffer.allocUnsafe(header.snapshotDataLength);
+      expected += header.snapshotDataLength;
+    }
+    checkAttachmentHeaders(message, header.attachments, 'receive');
+    let writer: StagedAttachmentWriter | undefined;
+    if (header.attachments.length > 0) {
+      const stagingDir = this.context.stagingDir;
+      if (stagingDir === undefined) {
+        throw new TransportError(TransportErrorCode.Attachment, `${this.describePeer()} sent attachments but no stagingDir is configured`);
+      }
+      for (const attachment of header.attachments) for (const file of attachment.files) expected += file.size;
+      if (!Number.isSafeInteger(expected)) throw malformedFrameError(`${this.describePeer()} announced more bulk bytes than can be counted`);
+      writer = new StagedAttachmentWriter(stagingDir, header.attachments);
+    }
+    // Registered before open() so that a failing open's directories are removed by discardStream.
+    this.stream = { message, snapshotData, snapshotFilled: 0, writer, expected, received: 0 };
+    await writer?.open();
+  }
+
+  private async onStreamChunk(payload: Buffer): Promise<void> {
+    const stream = this.stream;
+    if (!stream) throw malformedFrameError(`${this.describePeer()} sent a StreamChunk outside a stream`);
+    if (stream.received + payload.length > stream.expected) {
+      throw malformedFrameError(`${this.describePeer()} sent more bulk bytes than the ${stream.expected} announced`);
+    }
+    stream.received += payload.length;
+    let offset = 0;
+    // Bulk order is fixed: snapshot data first, then attachment files.
+    if (stream.snapshotData !== undefined && stream.snapshotFilled < stream.snapshotData.length) {
+      const count = Math.min(stream.snapshotData.length - stream.snapshotFilled, payload.length);
+      payload.copy(stream.snapshotData, stream.snapshotFilled, 0, count);
+      stream.snapshotFilled += count;
+      offset = count;
+    }
+    if (offset < payload.length) await stream.writer!.write(payload.subarray(offset));
+  }
+
+  private async onStreamEnd(payload: Buffer): Promise<void> {
+    const stream = this.stream;
+    if (!stream) throw malformedFrameError(`${this.describePeer()} sent a StreamEnd outside a stream`);
+    const total = decodeU64(payload, 'StreamEnd frame');
+    if (total !== stream.expected || stream.received !== stream.expected) {
+      throw malformedFrameError(
+        `${this.describePeer()} ended a stream after ${stream.received} of ${stream.expected} bytes (trailer says ${total})`,
+      );
+    }
+    const stagedDirs = stream.writer ? await stream.writer.finish() : new Map<number, string>();
+    // From here the directories are complete and durable; ownership passes to deliver().
+    this.stream = undefined;
+    const message = stream.message;
+    if (stream.snapshotData !== undefined && message.snapshot !== undefined) {
+      const data = stream.snapshotData;
+      message.snapshot.data = new Uint8Array(data.buffer, data.byteOffset, data.length);
+    }
+    await this.context.deliver(message, stagedDirs);
+    if (message.type === MessageType.MsgSnap && !this.closed) {
+      this.socket.write(encodeFrame(FrameKind.SnapshotAck, encodeU64(message.snapshot?.metadata.index ?? 0)));
+    }
+  }
+}

@@ -1,0 +1,139 @@
+/** Transport options, their defaults and validation, and small helpers shared by its parts. */
+import { checkSafeUnsigned, invalidArgumentError } from '../errors.js';
+import type { Message } from '../types.js';
+import type { AttachmentsProvider } from './attachments.js';
+import { TransportError, TransportErrorCode } from './framing.js';
+
+export interface PeerAddress {
+  host: string;
+  port: number;
+}
+
+/** etcd raft's SnapshotStatus, as a string. */
+export type SnapshotStatus = 'finish' | 'failure';
+
+export interface BackoffOptions {
+  /** First redial delay in ms (before jitter). Default 100. */
+  initialMs?: number;
+  /** Upper bound of the redial delay in ms. Default 5000. */
+  maxMs?: number;
+}
+
+export interface TransportOptions {
+  /** This node's raft id (> 0). */
+  id: number;
+  /** Only peers presenting the same cluster id are accepted (and only they accept us). */
+  clusterId: string;
+  /** Where to accept connections; port 0 picks a free port (see `address` after `start`). */
+  listen: PeerAddress;
+  /** Initial peers (raft id → address); change later with addPeer / removePeer. */
+  peers?: ReadonlyMap<number, PeerAddress>;
+  /** A complete message from a peer; `stagedDirs` maps entry index → staged entry directory. */
+  onMessage: (message: Message, stagedDirs: ReadonlyMap<number, string>) => void | Promise<void>;
+  /** A message to `peerId` was (or may have been) lost: call raft's reportUnreachable. */
+  onUnreachable: (peerId: number) => void;
+  /** Outcome of a MsgSnap sent to `peerId`: call raft's reportSnapshot. */
+  onSnapshotStatus?: (peerId: number, status: SnapshotStatus) => void;
+  /** Diagnostics: connection-level failures (codes in TransportErrorCode). Never thrown. */
+  onError?: (error: Error) => void;
+  /** Files to ship with a message's entries (see attachments.ts). Without it nothing is attached. */
+  attachmentsFor?: AttachmentsProvider;
+  /** Directory for received attachments (created if missing; same filesystem as the store). */
+  stagingDir?: string;
+  /** Per-peer queue bound in messages. Default 4096. */
+  maxQueuedMessages?: number;
+  /** Per-peer queue bound in bytes (a single message larger than this is still accepted into an empty queue). Default 128 MiB. */
+  maxQueuedBytes?: number;
+  /** Largest frame accepted or sent (kind byte + payload). Default 64 MiB. */
+  maxFrameBytes?: number;
+  /** Bulk data is sent in chunks of at most this many bytes. Default 1 MiB. */
+  chunkBytes?: number;
+  /** Largest snapshot data accepted (held in memory while reassembled). Default 1 GiB. */
+  maxSnapshotBytes?: number;
+  /** Redial backoff. */
+  backoff?: BackoffOptions;
+  /** Connect + handshake must finish within this many ms. Default 5000. */
+  connectTimeoutMs?: number;
+  /** How long to wait for the receiver's acknowledgement of a MsgSnap stream. Default 30000. */
+  snapshotAckTimeoutMs?: number;
+  /** A connection whose socket buffer stays full (the peer reads nothing) this long is broken off. Default 15000. */
+  writeTimeoutMs?: number;
+}
+
+export interface PeerStatus {
+  address: PeerAddress;
+  /** True while a handshaken connection to the peer is open. */
+  connected: boolean;
+  queuedMessages: number;
+  queuedBytes: number;
+  /** Messages dropped because the queue was full (since the peer was added). */
+  droppedMessages: number;
+}
+
+export const DEFAULTS = {
+  maxQueuedMessages: 4096,
+  maxQueuedBytes: 128 * 1024 * 1024,
+  chunkBytes: 1024 * 1024,
+  maxSnapshotBytes: 1024 * 1024 * 1024,
+  backoffInitialMs: 100,
+  backoffMaxMs: 5000,
+  connectTimeoutMs: 5000,
+  snapshotAckTimeoutMs: 30_000,
+  writeTimeoutMs: 15_000,
+} as const;
+
+/** Control frames the dialer receives (HelloAccept/Refuse, SnapshotAck) are tiny. */
+export const DIALER_MAX_FRAME_BYTES = 64 * 1024;
+
+/** Payloads up to this size are copied into one buffer with their header (one write, one packet). */
+export const COALESCE_BYTES = 64 * 1024;
+
+/** Inbound back-pressure: pause reading above HIGH buffered-but-unprocessed bytes, resume below LOW. */
+export const INBOUND_HIGH_WATER_BYTES = 8 * 1024 * 1024;
+export const INBOUND_LOW_WATER_BYTES = 2 * 1024 * 1024;
+
+export interface ResolvedOptions {
+  maxQueuedMessages: number;
+  maxQueuedBytes: number;
+  maxFrameBytes: number;
+  chunkBytes: number;
+  maxSnapshotBytes: number;
+  backoffInitialMs: number;
+  backoffMaxMs: number;
+  connectTimeoutMs: number;
+  snapshotAckTimeoutMs: number;
+  writeTimeoutMs: number;
+}
+
+export function positiveInteger(value: number | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback;
+  if (!Number.isSafeInteger(value) || value <= 0) throw invalidArgumentError(`${name} must be a positive integer, got ${value}`);
+  return value;
+}
+
+export function checkAddress(address: PeerAddress, name: string): PeerAddress {
+  if (typeof address !== 'object' || address === null || typeof address.host !== 'string') {
+    throw invalidArgumentError(`${name} must be { host: string, port: number }`);
+  }
+  if (!Number.isInteger(address.port) || address.port < 0 || address.port > 65535) {
+    throw invalidArgumentError(`${name}.port must be an integer in 0..65535, got ${address.port}`);
+  }
+  return { host: address.host, port: address.port };
+}
+
+export function checkNodeId(id: number, name: string): number {
+  checkSafeUnsigned(id, name);
+  if (id === 0) throw invalidArgumentError(`${name} must not be 0 (raft's "no node")`);
+  return id;
+}
+
+export function asError(value: unknown): Error {
+  return value instanceof Error ? value : new Error(String(value));
+}
+
+export function connectionLost(message: string, peerId: number | undefined, cause?: unknown): TransportError {
+  return new TransportError(TransportErrorCode.ConnectionLost, message, {
+    ...(peerId === undefined ? {} : { peerId }),
+    ...(cause === undefined ? {} : { cause }),
+  });
+}

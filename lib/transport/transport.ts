@@ -1,0 +1,361 @@
+/**
+ * Transport: carries raftpb Messages between replicalog node processes over TCP (node:net).
+ *
+ * ```ts
+ * const transport = new Transport({
+ *   id: 1, clusterId: 'demo',
+ *   listen: { host: '127.0.0.1', port: 7001 },
+ *   peers: new Map([[2, { host: '127.0.0.1', port: 7002 }], [3, { host: '127.0.0.1', port: 7003 }]]),
+ *   stagingDir: stagingPath(store.dir),              // same filesystem; start after the store opened
+ *   attachmentsFor: entryDirectoryAttachments(store.dir), // ships wal/<LSN> minus RAFT per entry
+ *   onMessage: async (message, stagedDirs) => {
+ *     for (const entry of message.entries) {
+ *       const dir = stagedDirs.get(entry.index);   // a durable staged copy of the leader's entry dir
+ *       // ... after raft accepts the entry: await store.insertLogEntry(entry, dir)
+ *     }
+ *     node.step(message);
+ *   },
+ *   onUnreachable: (peer) => node.reportUnreachable(peer),
+ *   onSnapshotStatus: (peer, status) => node.reportSnapshot(peer, status),
+ * });
+ * await transport.start();
+ * transport.send(ready.messages);   // never blocks, never throws for an unreachable peer
+ * await transport.close();
+ * ```
+ *
+ * Connections. Messages flow one way per TCP connection: each node dials one outbound
+ * connection to each peer and uses it only to send; what a peer sends to us arrives on the
+ * peer's own outbound connection (an inbound connection here). The dialer opens with a Hello
+ * frame (protocol version, cluster id, its id, the id it expects to reach); the acceptor answers
+ * HelloAccept, or HelloRefuse and closes when the cluster id, the receiver id or the version do
+ * not match (cross-cluster traffic is never delivered). Nothing is sent before HelloAccept.
+ * There is no authentication: run it on a trusted network.
+ *
+ * Queues. Each peer has a FIFO queue bounded by `maxQueuedMessages` and `maxQueuedBytes`
+ * (encoded message bytes plus snapshot data; attachment files are read later and not counted).
+ * A message that does not fit is dropped (tail drop) and `onUnreachable(peer)` is called, so raft
+ * can `reportUnreachable` and retransmit later. Queued messages survive reconnects. A lost
+ * connection loses at most the message being written plus whatever the kernel had buffered; raft
+ * tolerates loss, so nothing is retried at this level.
+ *
+ * Reconnects. A link whose dial or handshake fails, or whose connection breaks, redials after an
+ * exponential backoff (initial `backoff.initialMs`, doubled per failure, capped at
+ * `backoff.maxMs`, with "equal jitter": half fixed, half random); a successful handshake resets
+ * it. `onUnreachable(peer)` is called when an established connection is lost and when a dial
+ * fails while messages are waiting. A peer that stops reading (its socket buffer stays full for
+ * `writeTimeoutMs`) is treated as a lost connection, so a silent partition cannot wedge a link.
+ *
+ * Bulk data. A message with snapshot data, with entry attachments, or of type MsgSnap is sent as
+ * a stream: StreamBegin (message without snapshot.data + sizes) · StreamChunk × N (at most
+ * `chunkBytes` each: snapshot data, then attachment files) · StreamEnd (total). The receiver
+ * reassembles snapshot data in memory (at most `maxSnapshotBytes`) and writes attachment files
+ * into fresh directories under `stagingDir` (see attachments.ts for the fsync order); only a
+ * complete stream is delivered, a broken one is discarded and its directories removed.
+ *
+ * Snapshot status. Every MsgSnap passed to `send` yields exactly one `onSnapshotStatus` call
+ * (unless the transport is closed first): 'finish' once the whole stream is written to the
+ * socket and the receiver acknowledged that it was reassembled and handed to its `onMessage`
+ * (as etcd's snapshot sender waits for the HTTP response), 'failure' when it was dropped, the
+ * connection broke, or no acknowledgement came within `snapshotAckTimeoutMs`.
+ *
+ * Delivery. `onMessage` is called once per message, in the order the peer sent them, and is
+ * awaited before the next message of that connection is processed (back-pressure). The staged
+ * directories it receives belong to the application from then on: adopt each with
+ * `store.insertLogEntry(entry, dir)` or remove it. The entry's own data (a gitaly RaftEntry whose
+ * local_path names a directory on the *sender*) is passed through untouched and must not be used
+ * as a path on the receiver (gitaly.md B13). Messages whose `from` is not the handshake's sender
+ * or whose `to` is not this node close the connection.
+ *
+ * Callbacks are never invoked synchronously from inside `send`, and never after `close()`
+ * has been called (close() does wait for an `onMessage` call already in progress). Errors that
+ * only concern one connection (malformed frames, refused handshakes, failing attachment reads,
+ * a throwing `onMessage`) go to `onError` and never escape to the process.
+ *
+ * Staging root and the store. A ReplicaLogStore clears its staging/ directory when it opens, so
+ * open the store before starting a transport that stages there, and keep staged directories
+ * that wait for raft (between onMessage and the Ready that persists the entry) in memory only:
+ * after a restart they are gone, and raft simply resends the entries.
+ */
+import { mkdir, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import type { AddressInfo, Server, Socket } from 'node:net';
+import { encodeMessage } from '../codec.js';
+import { closedError, invalidArgumentError } from '../errors.js';
+import { MessageType } from '../types.js';
+import type { Message } from '../types.js';
+import { DIRECTORY_MODE } from '../wal/layout.js';
+import { DEFAULT_MAX_FRAME_BYTES } from './framing.js';
+import { MAX_CLUSTER_ID_BYTES } from './wire.js';
+import { InboundConnection } from './inbound.js';
+import type { InboundContext } from './inbound.js';
+import { PeerLink } from './outbound.js';
+import type { LinkContext, QueuedMessage } from './outbound.js';
+import { asError, checkAddress, checkNodeId, DEFAULTS, positiveInteger } from './options.js';
+import type { PeerAddress, PeerStatus, ResolvedOptions, SnapshotStatus, TransportOptions } from './options.js';
+
+export type { BackoffOptions, PeerAddress, PeerStatus, SnapshotStatus, TransportOptions } from './options.js';
+export { backoffDelay } from './outbound.js';
+
+/** The transport of one node: listens for its peers, dials them, and moves raft messages. */
+export class Transport {
+  readonly id: number;
+  readonly clusterId: string;
+  private readonly listenAddress: PeerAddress;
+  private readonly options: ResolvedOptions;
+  private readonly callbacks: Pick<TransportOptions, 'onMessage' | 'onUnreachable' | 'onSnapshotStatus' | 'onError' | 'attachmentsFor'>;
+  private readonly stagingDir: string | undefined;
+  private readonly links = new Map<number, PeerLink>();
+  private readonly inbound = new Set<InboundConnection>();
+  private server: Server | undefined;
+  private boundAddress: PeerAddress | undefined;
+  private state: 'new' | 'starting' | 'running' | 'closed' = 'new';
+
+  constructor(options: TransportOptions) {
+    this.id = checkNodeId(options.id, 'id');
+    if (typeof options.clusterId !== 'string' || Buffer.byteLength(options.clusterId, 'utf8') > MAX_CLUSTER_ID_BYTES) {
+      throw invalidArgumentError(`clusterId must be a string of at most ${MAX_CLUSTER_ID_BYTES} UTF-8 bytes`);
+    }
+    this.clusterId = options.clusterId;
+    this.listenAddress = checkAddress(options.listen, 'listen');
+    if (typeof options.onMessage !== 'function' || typeof options.onUnreachable !== 'function') {
+      throw invalidArgumentError('onMessage and onUnreachable are required functions');
+    }
+    const maxFrameBytes = positiveInteger(options.maxFrameBytes, DEFAULT_MAX_FRAME_BYTES, 'maxFrameBytes');
+    const chunkBytes = positiveInteger(options.chunkBytes, DEFAULTS.chunkBytes, 'chunkBytes');
+    if (chunkBytes + 1 > maxFrameBytes) throw invalidArgumentError(`chunkBytes ${chunkBytes} does not fit in maxFrameBytes ${maxFrameBytes}`);
+    const backoffInitialMs = positiveInteger(options.backoff?.initialMs, DEFAULTS.backoffInitialMs, 'backoff.initialMs');
+    this.options = {
+      maxQueuedMessages: positiveInteger(options.maxQueuedMessages, DEFAULTS.maxQueuedMessages, 'maxQueuedMessages'),
+      maxQueuedBytes: positiveInteger(options.maxQueuedBytes, DEFAULTS.maxQueuedBytes, 'maxQueuedBytes'),
+      maxFrameBytes,
+      chunkBytes,
+      maxSnapshotBytes: positiveInteger(options.maxSnapshotBytes, DEFAULTS.maxSnapshotBytes, 'maxSnapshotBytes'),
+      backoffInitialMs,
+      backoffMaxMs: Math.max(backoffInitialMs, positiveInteger(options.backoff?.maxMs, DEFAULTS.backoffMaxMs, 'backoff.maxMs')),
+      connectTimeoutMs: positiveInteger(options.connectTimeoutMs, DEFAULTS.connectTimeoutMs, 'connectTimeoutMs'),
+      snapshotAckTimeoutMs: positiveInteger(options.snapshotAckTimeoutMs, DEFAULTS.snapshotAckTimeoutMs, 'snapshotAckTimeoutMs'),
+      writeTimeoutMs: positiveInteger(options.writeTimeoutMs, DEFAULTS.writeTimeoutMs, 'writeTimeoutMs'),
+    };
+    this.callbacks = {
+      onMessage: options.onMessage,
+      onUnreachable: options.onUnreachable,
+      onSnapshotStatus: options.onSnapshotStatus,
+      onError: options.onError,
+      attachmentsFor: options.attachmentsFor,
+    };
+    this.stagingDir = options.stagingDir;
+    for (const [peerId, address] of options.peers ?? []) this.createLink(peerId, address);
+  }
+
+  /** The address actually listened on (port resolved when 0 was asked); undefined before start. */
+  get address(): PeerAddress | undefined {
+    return this.boundAddress === undefined ? undefined : { ...this.boundAddress };
+  }
+
+  /** Creates the staging directory, listens, and starts dialing the peers. */
+  async start(): Promise<PeerAddress> {
+    if (this.state !== 'new') throw invalidArgumentError(`transport ${this.id} was already started`);
+    this.state = 'starting';
+    if (this.stagingDir !== undefined) await mkdir(this.stagingDir, { recursive: true, mode: DIRECTORY_MODE });
+    const server = createServer((socket) => this.onConnection(socket));
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.listenAddress.port, this.listenAddress.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    server.on('error', (error) => this.reportError(error));
+    const info = server.address() as AddressInfo;
+    this.boundAddress = { host: this.listenAddress.host, port: info.port };
+    if (this.state !== 'starting') {
+      // close() ran while we were listening.
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      throw closedError('transport');
+    }
+    this.state = 'running';
+    for (const link of this.links.values()) link.start();
+    return { ...this.boundAddress };
+  }
+
+  /**
+   * Queues messages for their `to` peers and returns at once. Every message is encoded first, so
+   * an invalid one throws (ERR_OUT_OF_RANGE / ERR_INVALID_ARGUMENT) before any is queued. A
+   * message to an unknown peer or to a full queue is dropped and reported via onUnreachable
+   * (and onSnapshotStatus 'failure' for MsgSnap), asynchronously.
+   */
+  send(messages: readonly Message[]): void {
+    if (this.state === 'closed') throw closedError('transport');
+    const items = messages.map((message) => this.encodeForQueue(message));
+    for (const item of items) {
+      const peerId = item.message.to;
+      const link = this.links.get(peerId);
+      const accepted = link !== undefined && item.message.to !== this.id && link.enqueue(item);
+      if (!accepted) {
+        const isSnapshot = item.message.type === MessageType.MsgSnap;
+        // Deferred: raft must not be re-entered from inside its own send call.
+        setImmediate(() => {
+          this.reportUnreachable(peerId);
+          if (isSnapshot) this.reportSnapshotStatus(peerId, 'failure');
+        });
+      }
+    }
+  }
+
+  /** Adds a peer (or moves it: a changed address replaces the link and drops its queue). */
+  addPeer(peerId: number, address: PeerAddress): void {
+    if (this.state === 'closed') throw closedError('transport');
+    checkNodeId(peerId, 'peerId');
+    if (peerId === this.id) throw invalidArgumentError(`peer ${peerId} is this transport's own id`);
+    const checked = checkAddress(address, 'address');
+    const existing = this.links.get(peerId);
+    if (existing && existing.address.host === checked.host && existing.address.port === checked.port) return;
+    if (existing) this.dropLink(existing);
+    const link = this.createLink(peerId, checked);
+    if (this.state === 'running') link.start();
+  }
+
+  /** Stops sending to a peer; its queued messages are dropped (MsgSnap ones reported as 'failure'). */
+  removePeer(peerId: number): void {
+    const link = this.links.get(peerId);
+    if (link) this.dropLink(link);
+  }
+
+  /** Known peers and their queue state. */
+  peers(): Map<number, PeerStatus> {
+    return new Map([...this.links].map(([peerId, link]) => [peerId, link.status()]));
+  }
+
+  /**
+   * Stops listening, closes every connection, discards partial inbound streams (removing their
+   * staging directories) and drops queued messages. No callback runs once close() is called.
+   */
+  async close(): Promise<void> {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    const server = this.server;
+    const serverClosed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
+    const links = [...this.links.values()];
+    this.links.clear();
+    await Promise.all([
+      ...links.map((link) => link.stop()),
+      ...[...this.inbound].map((connection) => connection.destroy()),
+    ]);
+    this.inbound.clear();
+    await serverClosed;
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  private encodeForQueue(message: Message): QueuedMessage {
+    if (typeof message !== 'object' || message === null) throw invalidArgumentError('send: every message must be an object');
+    // The receiver checks `from` against the handshake and would drop the whole connection.
+    if (message.from !== this.id) throw invalidArgumentError(`send: message.from is ${message.from}, not this node (${this.id})`);
+    const snapshotData = message.snapshot?.data;
+    // Snapshot data travels as bulk chunks, never inside the (size-limited) header frame.
+    const wireMessage: Message =
+      snapshotData === undefined || message.snapshot === undefined
+        ? message
+        : { ...message, snapshot: { metadata: message.snapshot.metadata } };
+    const bytes = encodeMessage(wireMessage);
+    return { message, bytes, snapshotData, size: bytes.length + (snapshotData?.length ?? 0) };
+  }
+
+  private createLink(peerId: number, address: PeerAddress): PeerLink {
+    checkNodeId(peerId, 'peerId');
+    if (peerId === this.id) throw invalidArgumentError(`peer ${peerId} is this transport's own id`);
+    const link = new PeerLink(peerId, checkAddress(address, `peers[${peerId}]`), this.linkContext());
+    this.links.set(peerId, link);
+    return link;
+  }
+
+  private dropLink(link: PeerLink): void {
+    this.links.delete(link.peerId);
+    void link.stop().then((left) => {
+      for (const item of left) {
+        if (item.message.type === MessageType.MsgSnap) this.reportSnapshotStatus(link.peerId, 'failure');
+      }
+    });
+  }
+
+  private linkContext(): LinkContext {
+    return {
+      localId: this.id,
+      clusterId: this.clusterId,
+      options: this.options,
+      attachmentsFor: this.callbacks.attachmentsFor,
+      unreachable: (peerId) => this.reportUnreachable(peerId),
+      snapshotStatus: (peerId, status) => this.reportSnapshotStatus(peerId, status),
+      error: (error) => this.reportError(error),
+    };
+  }
+
+  private onConnection(socket: Socket): void {
+    if (this.state === 'closed') {
+      socket.destroy();
+      return;
+    }
+    const connection = new InboundConnection(socket, this.inboundContext());
+    this.inbound.add(connection);
+    socket.once('close', () => this.inbound.delete(connection));
+  }
+
+  private inboundContext(): InboundContext {
+    return {
+      localId: this.id,
+      clusterId: this.clusterId,
+      options: this.options,
+      stagingDir: this.stagingDir,
+      deliver: (message, stagedDirs) => this.deliver(message, stagedDirs),
+      accepted: (connection) => {
+        // A peer that reconnects (e.g. after a restart) supersedes its older inbound connection,
+        // which may be half-open; keeping one connection per peer keeps delivery in order.
+        for (const other of this.inbound) {
+          if (other !== connection && other.peerId === connection.peerId) void other.destroy();
+        }
+      },
+      error: (error) => this.reportError(error),
+    };
+  }
+
+  private async deliver(message: Message, stagedDirs: ReadonlyMap<number, string>): Promise<void> {
+    if (this.state === 'closed') {
+      // Nobody will adopt them: remove instead of leaking staged directories.
+      for (const dir of stagedDirs.values()) await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+      return;
+    }
+    try {
+      await this.callbacks.onMessage(message, stagedDirs);
+    } catch (error) {
+      this.reportError(asError(error));
+    }
+  }
+
+  private reportUnreachable(peerId: number): void {
+    if (this.state === 'closed') return;
+    try {
+      this.callbacks.onUnreachable(peerId);
+    } catch (error) {
+      this.reportError(asError(error));
+    }
+  }
+
+  private reportSnapshotStatus(peerId: number, status: SnapshotStatus): void {
+    if (this.state === 'closed') return;
+    try {
+      this.callbacks.onSnapshotStatus?.(peerId, status);
+    } catch (error) {
+      this.reportError(asError(error));
+    }
+  }
+
+  private reportError(error: Error): void {
+    if (this.state === 'closed') return;
+    try {
+      this.callbacks.onError?.(error);
+    } catch {
+      // A throwing error handler must not take the transport down.
+    }
+  }
+}
