@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
 import { checkSafeUnsigned, corruptError, isReplicaLogError, ReplicaLogRangeError } from './errors.js';
 import {
+  copyBytes,
   ConfChangeTransition,
   ConfChangeType,
   EntryType,
@@ -114,10 +115,7 @@ function own(object: WireObject, field: string): boolean {
 
 /** Copies decoded bytes into a plain Uint8Array that owns its memory (no Buffer pool aliasing). */
 function toBytes(value: unknown): Uint8Array {
-  const bytes = value as Uint8Array;
-  const copy = new Uint8Array(bytes.length);
-  copy.set(bytes);
-  return copy;
+  return copyBytes(value as Uint8Array);
 }
 
 function optionalBytes(object: WireObject, field: string): Uint8Array | undefined {

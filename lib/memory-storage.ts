@@ -24,6 +24,7 @@ import { checkCompact, checkEntriesArguments, checkHardState, planAppend, type L
 import {
   cloneConfState,
   cloneSnapshot,
+  copyBytes,
   emptyConfState,
   emptyHardState,
   emptySnapshot,
@@ -44,14 +45,14 @@ import {
 /** A stored entry: a private frozen copy, so neither the caller's object nor a reader can change it. */
 export function storedCopy(entry: Entry): Entry {
   const copy: Entry = { type: entry.type, term: entry.term, index: entry.index };
-  if (entry.data !== undefined) copy.data = entry.data.slice();
+  if (entry.data !== undefined) copy.data = copyBytes(entry.data);
   return Object.freeze(copy);
 }
 
 /** A copy handed to a reader (data copied too: typed arrays cannot be frozen). */
 export function readerCopy(entry: Entry): Entry {
   const copy: Entry = { type: entry.type, term: entry.term, index: entry.index };
-  if (entry.data !== undefined) copy.data = entry.data.slice();
+  if (entry.data !== undefined) copy.data = copyBytes(entry.data);
   return copy;
 }
 
@@ -177,7 +178,7 @@ export class MemoryStorage implements WritableStorage, LogView {
         confState: cloneConfState(confState ?? this.savedSnapshot.metadata.confState),
       },
     };
-    if (data !== undefined) snapshot.data = data.slice();
+    if (data !== undefined) snapshot.data = copyBytes(data);
     this.savedSnapshot = snapshot;
     return cloneSnapshot(snapshot);
   }

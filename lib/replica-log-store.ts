@@ -70,6 +70,7 @@ import { readerCopy, storedCopy } from './memory-storage.js';
 import {
   cloneConfState,
   cloneSnapshot,
+  copyBytes,
   emptyConfState,
   emptyHardState,
   emptySnapshot,
@@ -118,11 +119,6 @@ export interface ReplicaLogStoreOptions<K = string, V = string> {
 export interface BackfillOptions {
   /** Called with (0, total) first and then after each entry is durable. */
   onProgress?(done: number, total: number): void;
-}
-
-/** A private copy of bytes: `new Uint8Array(…)` copies even a Buffer, whose slice() would alias. */
-function copyBytes(bytes: Uint8Array): Uint8Array {
-  return new Uint8Array(bytes);
 }
 
 function cloneMetadata(metadata: SnapshotMetadata): SnapshotMetadata {
@@ -685,7 +681,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         await this.wal.pruneSnapshotFiles(dataFile);
       });
       const snapshot: Snapshot = { metadata: cloneMetadata(metadata) };
-      if (nextData !== undefined) snapshot.data = nextData.slice();
+      if (nextData !== undefined) snapshot.data = copyBytes(nextData);
       return snapshot;
     });
   }

@@ -168,6 +168,16 @@ export function isEmptySnapshot(snapshot: Snapshot): boolean {
   return snapshot.metadata.index === 0;
 }
 
+/**
+ * A copy of `bytes` that owns its memory. Not `bytes.slice()`: on a Node Buffer, `slice` is a
+ * view that aliases the caller's memory.
+ */
+export function copyBytes(bytes: Uint8Array): Uint8Array {
+  const copy = new Uint8Array(bytes.length);
+  copy.set(bytes);
+  return copy;
+}
+
 export function cloneConfState(confState: ConfState): ConfState {
   return {
     voters: [...confState.voters],
@@ -184,5 +194,5 @@ export function cloneSnapshot(snapshot: Snapshot): Snapshot {
     index: snapshot.metadata.index,
     term: snapshot.metadata.term,
   };
-  return snapshot.data === undefined ? { metadata } : { data: snapshot.data.slice(), metadata };
+  return snapshot.data === undefined ? { metadata } : { data: copyBytes(snapshot.data), metadata };
 }

@@ -403,6 +403,18 @@ export function storageConformance<S extends WritableStorage>(name: string, fact
         expect(store.lastIndex()).toBe(1);
       });
 
+      it('C5: a Buffer passed as data is copied, not aliased (Buffer.slice would alias it)', async () => {
+        const store = await fresh();
+        const data = Buffer.from('abc');
+        await store.append([{ type: EntryType.Normal, term: 1, index: 1, data }]);
+        const snapshotData = Buffer.from('snap');
+        await store.createSnapshot(1, voters123, snapshotData);
+        data[0] = 0x7a;
+        snapshotData[0] = 0x7a;
+        expect(store.entries(1, 2)[0]!.data).toEqual(bytes('abc'));
+        expect(store.snapshot().data).toEqual(bytes('snap'));
+      });
+
       it('sentinel errors carry etcd\'s exact messages', async () => {
         const store = await fixture(4, 5);
         const messageOf = (action: () => unknown) => {
