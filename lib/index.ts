@@ -68,3 +68,5 @@ export {
   KEY_LATEST_CONFIG_CHANGE,
 } from './wal/layout.js';
 export * from './transport/index.js';
+export { verifyTree } from './verify.js';
+export { writePreRaftWal } from './fixture.js';

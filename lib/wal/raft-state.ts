@@ -76,7 +76,8 @@ function encodeAnchor(anchor: LogAnchor): Uint8Array {
   return bytes;
 }
 
-function decodeAnchor(bytes: Uint8Array, where: string): LogAnchor {
+/** Decodes a `raft/log_anchor` record (index, term as two big-endian uint64). Shared with verify.ts. */
+export function decodeAnchor(bytes: Uint8Array, where = 'kv'): LogAnchor {
   if (bytes.length !== 16) throw corruptError(`${where}: log anchor record has ${bytes.length} bytes, expected 16`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const index = view.getBigUint64(0, false);

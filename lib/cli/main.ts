@@ -1,0 +1,189 @@
+/**
+ * The `replicalog` command line (API.md "Command line"). `main(argv)` parses the user's
+ * arguments (without `node` and the script), runs one command and resolves to the exit code:
+ * 0 success, 1 a problem found in the data, 2 bad usage. It never calls process.exit, so the
+ * bin shim sets process.exitCode and Node exits once output is flushed.
+ *
+ * Errors: one line on stderr, `replicalog: <path>: <cause> [CODE]`; `--debug` (anywhere on the
+ * command line) adds the stack and the causes.
+ */
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { runInspect } from './inspect.js';
+import { EXIT_OK, EXIT_USAGE, exitCodeOf, formatDebug, formatErrorLine, packageVersion, processIo, type CliIo } from './io.js';
+import { runMigrate } from './migrate.js';
+import { runTour } from './tour.js';
+import { runVerify } from './verify.js';
+
+function parsePartitionId(value: string): number {
+  if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(Number(value))) {
+    throw new InvalidArgumentError('must be a non-negative integer');
+  }
+  return Number(value);
+}
+
+const partitionOption = () =>
+  new Option('--partition <id>', 'KV keys are prefixed by p/<id as 8 bytes big-endian>/ (a KV database shared by partitions)').argParser(
+    parsePartitionId,
+  );
+
+interface DataCommandFlags {
+  json?: boolean;
+  partition?: number;
+}
+
+function buildProgram(io: CliIo, finish: (exitCode: number, dir?: string) => void, setDirectory: (dir: string) => void): Command {
+  const program = new Command('replicalog');
+  program
+    .description("A durable Raft log store over Gitaly's on-disk WAL format: migrate, inspect and verify store directories.")
+    .version(packageVersion(), '-V, --version', 'print the version')
+    .option('--debug', 'on error, print the stack trace (accepted anywhere on the command line)')
+    .helpOption('-h, --help', 'print usage and exit')
+    .exitOverride()
+    .configureOutput({
+      writeOut: (text) => io.stdout(text),
+      writeErr: (text) => io.stderr(text),
+      outputError: (text, write) => write(`replicalog: ${text.replace(/^error: /, '')}`),
+    })
+    .showHelpAfterError("(run 'replicalog --help' for usage)")
+    .addHelpText(
+      'after',
+      `
+Exit status: 0 success; 1 a problem found in the data (verify found problems, a refused
+migration, a store locked by another process); 2 bad usage.
+Errors are one line on stderr: replicalog: <path>: <cause> [CODE]. --debug adds the stack.
+Run 'replicalog <command> --help' for a command's details.
+`,
+    );
+
+  program
+    .command('migrate')
+    .description('backfill a pre-Raft WAL: give every entry without a RAFT file one (progress on a TTY)')
+    .argument('<dir>', 'the store directory (holding wal/)')
+    .option('--dry-run', 'list what would change and write nothing (the store is not opened)')
+    .option('--json', 'print one JSON object {dir, status, backfilled, dryRun, entries}')
+    .addOption(partitionOption())
+    .addHelpText(
+      'after',
+      `
+Opens the store (taking its lock: fails with ERR_LOCKED while another process has it open)
+and runs ReplicaLogStore.backfill(): each entry's RAFT file is written atomically (temporary
+file, fsync, rename, directory fsync), so an interrupted migration is resumed by running the
+command again, and a second run backfills 0 entries. Backfilled entries are Normal entries with
+term = the nearest earlier entry's term (else the hard state's, else 0).
+Progress: a bar on a terminal; plain "N/M entries" lines on stderr otherwise; none with --json.
+--dry-run scans the tree read-only, prints the entries that would be written and the leftovers
+open would remove, and exits 1 if the store would refuse the tree (e.g. a gap, a stray name).
+Exit status: 0 migrated (or nothing to do); 1 refused (corrupt tree, locked); 2 bad usage.
+`,
+    )
+    .action(async (dir: string, flags: DataCommandFlags & { dryRun?: boolean }) => {
+      setDirectory(dir);
+      finish(await runMigrate(dir, { dryRun: flags.dryRun === true, json: flags.json === true, partitionId: flags.partition }, io), dir);
+    });
+
+  program
+    .command('inspect')
+    .description('show status, first/last index, hard and conf state, snapshot metadata (works while the store is open)')
+    .argument('<dir>', 'the store directory')
+    .option('--entries', 'add a table of entries: index, LSN, type, term, RAFT size, MANIFEST size, operations, payload files')
+    .option('--json', 'print one JSON object (status, firstIndex, lastIndex, hardState, confState, snapshot, …)')
+    .addOption(partitionOption())
+    .addHelpText(
+      'after',
+      `
+inspect never opens the store and never takes its lock, so it works while the store is open in
+another process. It reads wal/ directly, and reads the KV database from a point-in-time COPY
+of <dir>/kv made in a temporary directory: opening LevelDB in place would write to it and hold
+the lock a starting store needs. While the store is running, the result is therefore a
+best-effort snapshot (the KV copy and the wal/ listing are taken at slightly different moments).
+`,
+    )
+    .action(async (dir: string, flags: DataCommandFlags & { entries?: boolean }) => {
+      setDirectory(dir);
+      finish(await runInspect(dir, { entries: flags.entries === true, json: flags.json === true, partitionId: flags.partition }, io), dir);
+    });
+
+  program
+    .command('verify')
+    .description('check the tree and list every problem found (exit 1 if any)')
+    .argument('<dir>', 'the store directory')
+    .option('--json', 'print one JSON object {ok, problems: [{code, path, lsn, index, message}], notices}')
+    .addOption(partitionOption())
+    .addHelpText(
+      'after',
+      `
+Read-only, independent of the store and of its status (it works on a pre-Raft WAL, a locked
+store, or one the store refuses to open). Checks: names in wal/ (STRAY_NAME), gaps in the LSN
+sequence (GAP), MANIFEST present and decodable as a gitaly.LogEntry (MANIFEST_MISSING,
+MANIFEST_CORRUPT; 0 bytes is valid), RAFT (RAFT_MISSING on a bootstrapped store, RAFT_EMPTY,
+RAFT_CORRUPT, RAFT_INDEX_MISMATCH), modes (BAD_MODE: directories 0700, MANIFEST/RAFT 0400,
+payload files at most 0500), payload files the MANIFEST links (PAYLOAD_MISSING), terms never
+decreasing (TERM_REGRESSION), the KV against the log (COMMIT_ABOVE_LAST, COMMIT_BELOW_FIRST,
+SNAPSHOT_BEYOND_LOG, SNAPSHOT_DATA_MISSING, KV_CORRUPT, KV_UNREADABLE), leftovers
+(STAGING_LEFTOVER, COMPACTION_LEFTOVER), NOT_A_DIRECTORY, NOT_A_FILE, UNREADABLE, WAL_MISSING.
+Each problem names the entry's LSN directory where an entry is at fault.
+Entries without RAFT on a store with no hard state are a log written before Raft: a notice
+(NEEDS_MIGRATION: run 'replicalog migrate'), not a problem. The KV is read from a copy, as in
+inspect.
+Exit status: 0 no problem (notices allowed); 1 problems found; 2 bad usage.
+`,
+    )
+    .action(async (dir: string, flags: DataCommandFlags) => {
+      setDirectory(dir);
+      finish(await runVerify(dir, { json: flags.json === true, partitionId: flags.partition }, io), dir);
+    });
+
+  program
+    .command('tour')
+    .description('what replicalog is and what each command does (npm start)')
+    .action(() => finish(runTour(io)));
+
+  program
+    .command('demo')
+    .description('a local cluster on ReplicaLogStores — not yet available in this version (exits 2; see tour)')
+    .option('--nodes <n>', 'number of nodes', '3')
+    .option('--dir <dir>', 'where the nodes keep their stores')
+    .addHelpText('after', '\nNot yet available: this version exits with status 2 and points to `replicalog tour`.\n')
+    .action(() => {
+      io.stderr(`replicalog: demo: not yet available in replicalog ${packageVersion()}; run 'replicalog tour' for what is\n`);
+      finish(EXIT_USAGE);
+    });
+
+  return program;
+}
+
+export async function main(argv: readonly string[], io: CliIo = processIo()): Promise<number> {
+  // --debug is recognised anywhere (before or after the command) and removed before parsing,
+  // so every command accepts it without declaring it.
+  const debug = argv.includes('--debug');
+  const args = argv.filter((argument) => argument !== '--debug');
+  let exitCode = EXIT_OK;
+  let directory: string | undefined;
+  const program = buildProgram(
+    io,
+    (code) => {
+      exitCode = code;
+    },
+    (dir) => {
+      directory = dir;
+    },
+  );
+  if (args.length === 0) {
+    // No command: usage on stderr, bad usage.
+    io.stderr(program.helpInformation());
+    return EXIT_USAGE;
+  }
+  try {
+    await program.parseAsync([...args], { from: 'user' });
+    return exitCode;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // --help and --version end with a CommanderError too: they succeeded.
+      if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.exitCode === 0) return EXIT_OK;
+      return EXIT_USAGE; // commander already printed the one-line reason
+    }
+    io.stderr(formatErrorLine(error, directory === undefined ? undefined : directory) + '\n');
+    if (debug) io.stderr(formatDebug(error));
+    return exitCodeOf(error);
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * `replicalog migrate <dir> [--dry-run] [--json]`: gives every entry of a pre-Raft WAL its RAFT
+ * file through ReplicaLogStore.backfill() (never reimplemented here).
+ *
+ * --dry-run must not write anything, so it does not open the store (open creates directories,
+ * takes the lock, empties staging/ and opens LevelDB, all writes): it scans the tree read-only
+ * (lib/verify.ts) and predicts what the store would do — refuse (exit 1) on what open() refuses,
+ * else list the entries backfill would write and the leftovers open would remove.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import cliProgress from 'cli-progress';
+import { decodeEntry } from '../codec.js';
+import { ReplicaLogStore } from '../replica-log-store.js';
+import { RAFT_FILE, RAFT_TEMPORARY_FILE, stagingPath } from '../wal/layout.js';
+import { backfillTerms, logExtent, ProblemCode, scanTree, verifyScan, type Problem, type TreeScan } from '../verify.js';
+import { DataError, EXIT_DATA, EXIT_OK, formatErrorLine, json, storeDirectory, type CliIo } from './io.js';
+
+export interface MigrateCommandOptions {
+  dryRun?: boolean;
+  json?: boolean;
+  partitionId?: number;
+}
+
+export interface MigratedEntry {
+  index: number;
+  lsn: string;
+  term: number;
+  /** What was (or, in a dry run, would be) done. */
+  action: 'write RAFT' | 'rewrite damaged RAFT';
+}
+
+/** What makes ReplicaLogStore.open refuse a tree (replica-log-store.ts recover; log-manager.ts listIndexes). */
+function refusals(scan: TreeScan): Problem[] {
+  const bootstrapped = scan.kv.hardState !== undefined;
+  const damagedRaft = new Set<string>([ProblemCode.RaftEmpty, ProblemCode.RaftCorrupt, ProblemCode.RaftIndexMismatch]);
+  return verifyScan(scan).problems.filter((problem) => {
+    switch (problem.code) {
+      case ProblemCode.StrayName:
+        return problem.lsn === undefined; // a stray name in wal/ itself; inside an entry it is ignored
+      case ProblemCode.Gap:
+      case ProblemCode.NotADirectory:
+      case ProblemCode.CommitAboveLast:
+      case ProblemCode.KvCorrupt:
+      case ProblemCode.KvUnreadable:
+      case ProblemCode.SnapshotDataMissing:
+      case ProblemCode.Unreadable:
+        return true;
+      case ProblemCode.NotAFile:
+        return problem.path?.endsWith('/RAFT') === true; // open reads every RAFT file
+      default:
+        return bootstrapped && damagedRaft.has(problem.code);
+    }
+  });
+}
+
+function plannedEntries(scan: TreeScan): MigratedEntry[] {
+  const extent = logExtent(scan);
+  const terms = backfillTerms(scan, extent);
+  return extent.pendingMigration.map((entry) => ({
+    index: entry.index,
+    lsn: entry.lsn,
+    term: terms.get(entry.index) ?? 0,
+    action: entry.raft.state === 'missing' ? 'write RAFT' : 'rewrite damaged RAFT',
+  }));
+}
+
+function range(entries: readonly MigratedEntry[]): string {
+  if (entries.length === 0) return '';
+  return entries.length === 1 ? ` (${entries[0]!.lsn})` : ` (${entries[0]!.lsn}..${entries[entries.length - 1]!.lsn})`;
+}
+
+async function dryRun(root: string, options: MigrateCommandOptions, io: CliIo): Promise<number> {
+  const scan = await scanTree(root, { partitionId: options.partitionId, readManifests: false });
+  const extent = logExtent(scan);
+  const refused = refusals(scan);
+  const entries = refused.length === 0 ? plannedEntries(scan) : [];
+  const removals = [
+    ...scan.stagingLeftovers.map((name) => join(stagingPath(root), name)),
+    ...extent.compactionLeftovers.map((entry) => entry.path),
+    ...extent.retained.filter((entry) => entry.hasRaftTemporary).map((entry) => join(entry.path, RAFT_TEMPORARY_FILE)),
+  ];
+  if (options.json) {
+    io.stdout(json({ dir: root, status: extent.status, backfilled: 0, wouldBackfill: entries.length, dryRun: true, refused, removals, entries }));
+  } else if (refused.length > 0) {
+    for (const problem of refused) io.stderr(formatErrorLine(new DataError(problem.message, problem.path, problem.code)) + '\n');
+    io.stderr(`replicalog: ${root}: migration would be refused (${refused.length} problem${refused.length === 1 ? '' : 's'}; see \`replicalog verify\`)\n`);
+  } else {
+    let text = `${root}: status ${extent.status}; dry run, nothing written\n`;
+    text += entries.length === 0 ? 'nothing to migrate: every entry has a valid RAFT file\n' : `would backfill ${entries.length} entries${range(entries)}:\n`;
+    for (const entry of entries) text += `  ${entry.lsn}  index ${entry.index}  term ${entry.term}  ${entry.action}\n`;
+    for (const path of removals) text += `would remove leftover ${path}\n`;
+    io.stdout(text);
+  }
+  return refused.length > 0 ? EXIT_DATA : EXIT_OK;
+}
+
+/** Progress: a bar on a terminal, plain lines (every 1 %) otherwise, nothing with --json. */
+function progressReporter(options: MigrateCommandOptions, io: CliIo): { update(done: number, total: number): void; stop(): void } {
+  if (options.json) return { update() {}, stop() {} };
+  if (io.isTTY) {
+    let bar: cliProgress.SingleBar | undefined;
+    return {
+      update(done, total) {
+        if (bar === undefined) {
+          bar = new cliProgress.SingleBar(
+            { stream: io.progressStream, format: 'migrate [{bar}] {percentage}% | {value}/{total} entries | ETA {eta_formatted}', hideCursor: false },
+            cliProgress.Presets.shades_classic,
+          );
+          bar.start(total, done);
+        } else bar.update(done);
+      },
+      stop() {
+        bar?.stop();
+      },
+    };
+  }
+  let nextLine = 0;
+  return {
+    update(done, total) {
+      if (done < nextLine && done !== total) return;
+      io.stderr(`replicalog migrate: ${done}/${total} entries\n`);
+      nextLine = done + Math.max(1, Math.floor(total / 100));
+    },
+    stop() {},
+  };
+}
+
+export async function runMigrate(dir: string, options: MigrateCommandOptions, io: CliIo): Promise<number> {
+  const root = storeDirectory(dir);
+  if (options.dryRun) return dryRun(root, options, io);
+
+  const started = process.hrtime.bigint();
+  const store = await ReplicaLogStore.open({ dir: root, ...(options.partitionId !== undefined ? { partitionId: options.partitionId } : {}) });
+  let entries: MigratedEntry[] = [];
+  let backfilled = 0;
+  let status: string;
+  try {
+    status = store.status;
+    if (store.pendingBackfill > 0) {
+      // Which entries backfill will write: the store holds the lock, so the tree cannot change
+      // under us; the KV is not needed (open already removed what lies below the anchor).
+      const scan = await scanTree(root, { readManifests: false, readKv: false });
+      const pending = logExtent(scan).pendingMigration;
+      const progress = progressReporter(options, io);
+      try {
+        ({ backfilled } = await store.backfill({ onProgress: (done, total) => progress.update(done, total) }));
+      } finally {
+        progress.stop();
+      }
+      // Report the terms actually written.
+      entries = await Promise.all(
+        pending.map(async (entry): Promise<MigratedEntry> => {
+          const written = decodeEntry(await readFile(join(entry.path, RAFT_FILE)));
+          return { index: entry.index, lsn: entry.lsn, term: written.term, action: entry.raft.state === 'missing' ? 'write RAFT' : 'rewrite damaged RAFT' };
+        }),
+      );
+    }
+  } finally {
+    await store.close();
+  }
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+
+  if (options.json) {
+    io.stdout(json({ dir: root, status, backfilled, dryRun: false, seconds: Math.round(seconds * 1000) / 1000, entries }));
+  } else if (backfilled === 0) {
+    io.stdout(`${root}: status ${status}; nothing to migrate: every entry has a valid RAFT file\n`);
+  } else {
+    const rate = Math.round(backfilled / Math.max(seconds, 1e-6));
+    io.stdout(`${root}: status ${status}${status === 'needs-backfill' ? ' (no hard state yet: raft saves one on its first start)' : ''}; backfilled ${backfilled} entries${range(entries)} in ${seconds.toFixed(2)} s (${rate} entries/s)\n`);
+  }
+  return EXIT_OK;
+}
