@@ -97,6 +97,9 @@ import { WalLogManager, type CrashPoint, type CrashPointName } from './wal/log-m
 import { RaftStateStore, type LogAnchor } from './wal/raft-state.js';
 import { TermRuns } from './wal/term-runs.js';
 
+/** How many entries backfill() rewrites at the same time. */
+const BACKFILL_CONCURRENCY = 16;
+
 export type StoreStatus = 'unbootstrapped' | 'needs-backfill' | 'bootstrapped';
 
 /** `K`/`V`: the default key and value types of a given `db` (the store uses raw bytes on every call). */
@@ -740,20 +743,31 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       if (total === 0) return { backfilled: 0 };
       options.onProgress?.(0, total);
       let done = 0;
-      for (const index of pending) {
-        const entry: Entry = {
-          type: EntryType.Normal,
-          term: this.terms.termAt(index),
-          index,
-          data: encodeRaftEntry({
-            id: 0,
-            data: { localPath: new TextEncoder().encode(entryRelativePath(index)), packed: new Uint8Array(0) },
+      // Each entry's rewrite is atomic on its own (temp, fsync, rename, directory fsync), so
+      // entries are rewritten BACKFILL_CONCURRENCY at a time: their fsyncs overlap in the libuv
+      // pool. Chunks go in index order, so a crash leaves a resumable set, never a torn file.
+      for (let start = 0; start < total; start += BACKFILL_CONCURRENCY) {
+        const chunk = pending.slice(start, start + BACKFILL_CONCURRENCY);
+        // allSettled, not all: every write of the chunk has finished before the queue moves on.
+        const results = await Promise.allSettled(
+          chunk.map(async (index) => {
+            const entry: Entry = {
+              type: EntryType.Normal,
+              term: this.terms.termAt(index),
+              index,
+              data: encodeRaftEntry({
+                id: 0,
+                data: { localPath: new TextEncoder().encode(entryRelativePath(index)), packed: new Uint8Array(0) },
+              }),
+            };
+            await this.durably(() => this.wal.writeRaftAtomically(index, encodeEntry(entry)));
+            this.pendingRaft.delete(index);
+            done++;
+            options.onProgress?.(done, total);
           }),
-        };
-        await this.durably(() => this.wal.writeRaftAtomically(index, encodeEntry(entry)));
-        this.pendingRaft.delete(index);
-        done++;
-        options.onProgress?.(done, total);
+        );
+        const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+        if (failed) throw failed.reason;
       }
       return { backfilled: total };
     });
