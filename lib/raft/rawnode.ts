@@ -1,0 +1,404 @@
+/**
+ * Port of etcd raft v3.6 rawnode.go, bootstrap.go and the Ready/SoftState parts of node.go,
+ * for synchronous storage writes (AsyncStorageWrites=false).
+ *
+ * The application loop, strictly alternating ready() and advance():
+ *   1. rd = node.ready()
+ *   2. persist rd.snapshot (if any), rd.entries, then rd.hardState (await the store)
+ *   3. send rd.messages
+ *   4. apply rd.committedEntries (conf changes: applyConfChange, then persist the ConfState)
+ *   5. node.advance(rd)
+ * Storage reads must reflect step 2 by the time advance() is called.
+ */
+import { decodeConfChange, decodeConfChangeV2, encodeConfChange } from '../codec.js';
+import {
+  ConfChangeType,
+  EntryType,
+  MessageType,
+  isEmptyHardState,
+  type ConfChange,
+  type ConfChangeV2,
+  type ConfState,
+  type Entry,
+  type HardState,
+  type Message,
+  type Snapshot,
+} from '../types.js';
+import { asV2, type ConfChangeI } from './confchange.js';
+import { raftPanic } from './logger.js';
+import { validateMessageUntrusted } from '../validate.js';
+import { Raft, RaftError, confChangeToMsg, raftStateToString, type RaftConfig, type RaftSoftState } from './raft.js';
+import type { ReadState } from './read-only.js';
+import { getBasicStatus, getStatus, type BasicStatus, type Status } from './status.js';
+import type { Progress } from './tracker.js';
+import { LOCAL_APPEND_THREAD, LOCAL_APPLY_THREAD, NONE, entsSize, isLocalMsg, isLocalMsgTarget, isResponseMsg, newMessage } from './util.js';
+
+/** Volatile state, reported in a Ready only when it changed. raftState is e.g. "StateLeader". */
+export interface SoftState {
+  lead: number;
+  raftState: string;
+}
+
+/**
+ * Everything the application must do next. Absent hardState/softState/snapshot mean "no
+ * change" (Go's empty values).
+ */
+export interface Ready {
+  softState?: SoftState;
+  /** Persist after `entries` (a commit pointing at missing entries breaks restart). */
+  hardState?: HardState;
+  readStates: ReadState[];
+  /** Persist before sending messages; writing index i discards stored entries >= i. */
+  entries: Entry[];
+  /** Persist and apply first when present. */
+  snapshot?: Snapshot;
+  /** Apply to the state machine (may overlap `entries`: persist those first). */
+  committedEntries: Entry[];
+  /** Send after the writes above are durable. */
+  messages: Message[];
+  /** Whether entries or term/vote changed (commit-only changes need no fsync). */
+  mustSync: boolean;
+}
+
+export enum SnapshotStatus {
+  SnapshotFinish = 1,
+  SnapshotFailure = 2,
+}
+
+export enum ProgressType {
+  ProgressTypePeer = 0,
+  ProgressTypeLearner = 1,
+}
+
+/** A bootstrap peer: an id, or an id with a context carried in its AddNode change. */
+export type Peer = number | { id: number; context?: Uint8Array };
+
+export type RawNodeConfig = RaftConfig;
+
+/** Go's MustSync. */
+export function mustSync(hardState: HardState, previous: HardState, entryCount: number): boolean {
+  return entryCount !== 0 || hardState.vote !== previous.vote || hardState.term !== previous.term;
+}
+
+function isHardStateEqual(a: HardState, b: HardState): boolean {
+  return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
+}
+
+function softStateEqual(a: RaftSoftState, b: RaftSoftState): boolean {
+  return a.lead === b.lead && a.raftState === b.raftState;
+}
+
+/** Go's IsEmptySnap. */
+export function isEmptySnap(snapshot: Snapshot | undefined): boolean {
+  return snapshot === undefined || snapshot.metadata.index === 0;
+}
+
+export class RawNode {
+  /** The state machine (exposed for white-box tests). */
+  readonly raft: Raft;
+  private prevSoftState: RaftSoftState;
+  private prevHardState: HardState;
+  /** Messages to step on advance(): self-acks and the storage append/apply responses. */
+  private stepsOnAdvance: Message[] = [];
+  /**
+   * The storage error or raft panic that stopped this node. Raft's state may be half-updated
+   * after one, so every later call fails with ERR_STOPPED instead of running on it.
+   */
+  private fatalError: unknown = undefined;
+
+  constructor(config: RawNodeConfig) {
+    this.raft = new Raft(config);
+    this.prevSoftState = this.raft.softState();
+    this.prevHardState = this.raft.hardState();
+  }
+
+  /**
+   * Fake-appends AddNode changes for `peers` (entries 1..n at term 1, committed) on fresh
+   * storage. Prefer a storage prepared with a snapshot holding the ConfState.
+   */
+  bootstrap(peers: Peer[]): void {
+    this.throwIfStopped();
+    // Go returns these errors (the node stays usable), so they do not stop the node.
+    if (peers.length === 0) throw new Error('must provide at least one peer to Bootstrap');
+    const lastIndex = this.raft.raftLog.storage.lastIndex();
+    if (lastIndex !== 0) throw new Error("can't bootstrap a nonempty Storage");
+    // Nothing is persisted yet: the first Ready must carry the hard state.
+    this.prevHardState = { term: 0, vote: 0, commit: 0 };
+    this.raft.becomeFollower(1, NONE);
+    const normalized = peers.map((peer) => (typeof peer === 'number' ? { id: peer } : peer));
+    const entries: Entry[] = normalized.map((peer, i) => {
+      const cc: ConfChange = { id: 0, type: ConfChangeType.AddNode, nodeId: peer.id };
+      if (peer.context !== undefined) cc.context = peer.context;
+      return { type: EntryType.ConfChange, term: 1, index: i + 1, data: encodeConfChange(cc) };
+    });
+    this.raft.raftLog.append(entries);
+    // Commit them and apply them now so campaign() works at once; the application still sees
+    // them in committedEntries and applies them again (a no-op for AddNode). applied is not
+    // moved, so they are delivered.
+    this.raft.raftLog.committed = entries.length;
+    for (const peer of normalized) {
+      this.raft.applyConfChange(asV2({ id: 0, type: ConfChangeType.AddNode, nodeId: peer.id }));
+    }
+  }
+
+  tick(): void {
+    this.guard(() => {
+      this.raft.tick();
+    });
+  }
+
+  /** Advances the election timer only (Go's deprecated TickQuiesced). */
+  tickQuiesced(): void {
+    this.guard(() => {
+      this.raft.electionElapsed++;
+    });
+  }
+
+  /** Starts an election now (a pre-election first when preVote is on). */
+  campaign(): void {
+    this.guard(() => {
+      this.throwIfError(this.raft.step(newMessage({ type: MessageType.MsgHup })));
+    });
+  }
+
+  /** Proposes `data` for the log; throws ERR_PROPOSAL_DROPPED if it cannot be proposed now. */
+  propose(data: Uint8Array): void {
+    this.guard(() => {
+      this.throwIfError(
+        this.raft.step(
+          newMessage({
+            type: MessageType.MsgProp,
+            from: this.raft.id,
+            entries: [{ type: EntryType.Normal, term: 0, index: 0, data }],
+          }),
+        ),
+      );
+    });
+  }
+
+  /** Proposes a configuration change; apply it with applyConfChange once it is committed. */
+  proposeConfChange(cc: ConfChange | ConfChangeV2): void {
+    this.guard(() => {
+      this.throwIfError(this.raft.step(confChangeToMsg(cc)));
+    });
+  }
+
+  /** Applies a committed configuration change; persist the returned ConfState. */
+  applyConfChange(cc: ConfChange | ConfChangeV2): ConfState {
+    return this.guard(() => {
+      return this.raft.applyConfChange(asV2(cc));
+    });
+  }
+
+  /**
+   * Delivers a message from the network. Throws ERR_STEP_LOCAL_MSG for local message types and
+   * ERR_STEP_PEER_NOT_FOUND for responses from unknown peers (and ERR_PROPOSAL_DROPPED for a
+   * forwarded proposal that cannot be accepted).
+   */
+  step(message: Message): void {
+    this.guard(() => {
+      // Messages come from the network: check their shape before raft trusts them.
+      validateMessageUntrusted(message);
+      // Local messages are generated by raft itself; refuse them from the network.
+      if (isLocalMsg(message.type) && !isLocalMsgTarget(message.from)) {
+        throw new RaftError('ERR_STEP_LOCAL_MSG', 'raft: cannot step raft local message');
+      }
+      if (isResponseMsg(message.type) && !isLocalMsgTarget(message.from) && !this.raft.trk.progress.has(message.from)) {
+        throw new RaftError('ERR_STEP_PEER_NOT_FOUND', 'raft: cannot step as peer not found');
+      }
+      this.throwIfError(this.raft.step(message));
+    });
+  }
+
+  /** The next Ready; call advance(rd) after processing it, before the next ready(). */
+  ready(): Ready {
+    return this.guard(() => {
+      const rd = this.readyWithoutAccept();
+      this.acceptReady(rd);
+      return rd;
+    });
+  }
+
+  private readyWithoutAccept(): Ready {
+    const r = this.raft;
+    const rd: Ready = {
+      readStates: [],
+      entries: r.raftLog.nextUnstableEnts(),
+      committedEntries: r.raftLog.nextCommittedEnts(true),
+      messages: r.msgs.slice(),
+      mustSync: false,
+    };
+    const softState = r.softState();
+    if (!softStateEqual(softState, this.prevSoftState)) {
+      rd.softState = { lead: softState.lead, raftState: raftStateToString(softState.raftState) };
+    }
+    const hardState = r.hardState();
+    if (!isHardStateEqual(hardState, this.prevHardState)) rd.hardState = hardState;
+    const snapshot = r.raftLog.nextUnstableSnapshot();
+    if (snapshot !== undefined) rd.snapshot = snapshot;
+    if (r.readStates.length !== 0) rd.readStates = r.readStates.slice();
+    rd.mustSync = mustSync(hardState, this.prevHardState, rd.entries.length);
+    // Responses that acknowledge durable state go out with this Ready (the application sends
+    // messages only after persisting); self-addressed ones are stepped on advance().
+    for (const m of r.msgsAfterAppend) {
+      if (m.to !== r.id) rd.messages.push(m);
+    }
+    return rd;
+  }
+
+  private acceptReady(rd: Ready): void {
+    const r = this.raft;
+    if (rd.softState !== undefined) this.prevSoftState = r.softState();
+    if (rd.hardState !== undefined && !isEmptyHardState(rd.hardState)) this.prevHardState = rd.hardState;
+    if (rd.readStates.length !== 0) r.readStates = [];
+    if (this.stepsOnAdvance.length !== 0) {
+      raftPanic(r.logger, 'two accepted Ready structs without call to Advance');
+    }
+    for (const m of r.msgsAfterAppend) {
+      if (m.to === r.id) this.stepsOnAdvance.push(m);
+    }
+    // Once written, the entries (and snapshot) are stable: tell raft on advance().
+    if (r.raftLog.hasNextOrInProgressUnstableEnts() || !isEmptySnap(rd.snapshot)) {
+      const response = newMessage({ type: MessageType.MsgStorageAppendResp, to: r.id, from: LOCAL_APPEND_THREAD, term: r.term });
+      if (r.raftLog.hasNextOrInProgressUnstableEnts()) {
+        const last = r.raftLog.lastEntryId();
+        response.index = last.index;
+        response.logTerm = last.term;
+      }
+      if (!isEmptySnap(rd.snapshot)) response.snapshot = rd.snapshot;
+      this.stepsOnAdvance.push(response);
+    }
+    if (rd.committedEntries.length > 0) {
+      this.stepsOnAdvance.push(
+        newMessage({ type: MessageType.MsgStorageApplyResp, to: r.id, from: LOCAL_APPLY_THREAD, term: 0, entries: rd.committedEntries }),
+      );
+    }
+    r.msgs = [];
+    r.msgsAfterAppend = [];
+    r.raftLog.acceptUnstable();
+    if (rd.committedEntries.length > 0) {
+      const last = rd.committedEntries[rd.committedEntries.length - 1]!;
+      r.raftLog.acceptApplying(last.index, entsSize(rd.committedEntries), true);
+    }
+  }
+
+  /** Cheap check (no storage reads) whether ready() would return something. */
+  hasReady(): boolean {
+    return this.guard(() => {
+      const r = this.raft;
+      if (!softStateEqual(r.softState(), this.prevSoftState)) return true;
+      const hardState = r.hardState();
+      if (!isEmptyHardState(hardState) && !isHardStateEqual(hardState, this.prevHardState)) return true;
+      if (r.raftLog.hasNextUnstableSnapshot()) return true;
+      if (r.msgs.length > 0 || r.msgsAfterAppend.length > 0) return true;
+      if (r.raftLog.hasNextUnstableEnts() || r.raftLog.hasNextCommittedEnts(true)) return true;
+      if (r.readStates.length !== 0) return true;
+      return false;
+    });
+  }
+
+  /**
+   * Everything in the last Ready is persisted and applied: mark entries stable, the snapshot
+   * applied, committed entries applied (this can trigger leaving a joint configuration).
+   */
+  advance(_rd?: Ready): void {
+    this.guard(() => {
+      const steps = this.stepsOnAdvance;
+      this.stepsOnAdvance = [];
+      for (const m of steps) this.raft.step(m);
+    });
+  }
+
+  status(): Status {
+    return getStatus(this.raft);
+  }
+
+  basicStatus(): BasicStatus {
+    return getBasicStatus(this.raft);
+  }
+
+  /** Visits every progress (a copy without inflights details) in id order. */
+  withProgress(visitor: (id: number, type: ProgressType, progress: Progress) => void): void {
+    this.raft.trk.visit((id, pr) => {
+      visitor(id, pr.isLearner ? ProgressType.ProgressTypeLearner : ProgressType.ProgressTypePeer, pr.clone());
+    });
+  }
+
+  /** The last message to `id` was not delivered. */
+  reportUnreachable(id: number): void {
+    this.guard(() => {
+      this.raft.step(newMessage({ type: MessageType.MsgUnreachable, from: id }));
+    });
+  }
+
+  /** Outcome of sending a snapshot to `id` (must be reported, else `id` stays paused). */
+  reportSnapshot(id: number, status: SnapshotStatus): void {
+    this.guard(() => {
+      this.raft.step(newMessage({ type: MessageType.MsgSnapStatus, from: id, reject: status === SnapshotStatus.SnapshotFailure }));
+    });
+  }
+
+  /** Asks the leader to hand leadership to `transferee`. */
+  transferLeader(transferee: number): void {
+    this.guard(() => {
+      this.raft.step(newMessage({ type: MessageType.MsgTransferLeader, from: transferee }));
+    });
+  }
+
+  /** Forgets the current leader (followers only; a no-op on leaders). */
+  forgetLeader(): void {
+    this.guard(() => {
+      this.throwIfError(this.raft.step(newMessage({ type: MessageType.MsgForgetLeader })));
+    });
+  }
+
+  /**
+   * Requests a read index; the answer arrives as a ReadState (with this context) in a later
+   * Ready. Serve the read once applied >= its index.
+   */
+  readIndex(context: Uint8Array): void {
+    this.guard(() => {
+      this.raft.step(newMessage({ type: MessageType.MsgReadIndex, entries: [{ type: EntryType.Normal, term: 0, index: 0, data: context }] }));
+    });
+  }
+
+  private throwIfError(error: RaftError | undefined): void {
+    if (error !== undefined) throw error;
+  }
+
+  private throwIfStopped(): void {
+    if (this.fatalError === undefined) return;
+    const reason = this.fatalError instanceof Error ? this.fatalError.message : String(this.fatalError);
+    throw new RaftError('ERR_STOPPED', `raft: stopped (${reason})`, this.fatalError);
+  }
+
+  /** The error that stopped this node, if any. */
+  stoppedBy(): unknown {
+    return this.fatalError;
+  }
+
+  /**
+   * Runs `operation` unless the node is stopped; an error that is not one of Go's returned
+   * errors (RaftError) stops the node and is rethrown unchanged.
+   */
+  private guard<T>(operation: () => T): T {
+    this.throwIfStopped();
+    try {
+      return operation();
+    } catch (error) {
+      if (!(error instanceof RaftError)) this.fatalError = error;
+      throw error;
+    }
+  }
+}
+
+/**
+ * Decodes the change carried by an EntryConfChange / EntryConfChangeV2 entry (undefined for a
+ * normal entry). Absent data decodes as the empty change (V2: leave the joint config).
+ */
+export function decodeConfChangeEntry(entry: Entry): ConfChangeI | undefined {
+  const data = entry.data ?? new Uint8Array();
+  if (entry.type === EntryType.ConfChange) return decodeConfChange(data);
+  if (entry.type === EntryType.ConfChangeV2) return decodeConfChangeV2(data);
+  return undefined;
+}

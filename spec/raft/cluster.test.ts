@@ -1,0 +1,4 @@
+import { defineClusterTests } from './cluster-suite.js';
+import { memoryStoreFactory } from './network.js';
+
+defineClusterTests('MemoryStorage', memoryStoreFactory);
