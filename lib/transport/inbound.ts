@@ -10,7 +10,7 @@ import { checkAttachmentHeaders, StagedAttachmentWriter } from './attachments.js
 import { encodeFrame, FrameDecoder, FrameKind, malformedFrameError, TransportError, TransportErrorCode } from './framing.js';
 import type { Frame } from './framing.js';
 import { decodeHello, decodeStreamHeader, decodeU64, encodeU64, PROTOCOL_VERSION } from './wire.js';
-import { asError, INBOUND_HIGH_WATER_BYTES, INBOUND_LOW_WATER_BYTES } from './options.js';
+import { asError, forwardsOnBehalf, INBOUND_HIGH_WATER_BYTES, INBOUND_LOW_WATER_BYTES } from './options.js';
 import type { ResolvedOptions } from './options.js';
 
 /** Receive state of a stream between StreamBegin and StreamEnd. */
@@ -212,7 +212,7 @@ export class InboundConnection {
       throw malformedFrameError(`${this.describePeer()} sent an undecodable message: ${asError(error).message}`, { cause: error });
     }
     // The handshake fixed who is talking to whom; a message claiming otherwise is a protocol error.
-    if (message.from !== this.peerId || message.to !== this.context.localId) {
+    if ((message.from !== this.peerId && !forwardsOnBehalf(message)) || message.to !== this.context.localId) {
       throw malformedFrameError(
         `${this.describePeer()} sent a message from ${message.from} to ${message.to} on a connection from ${this.peerId} to ${this.context.localId}`,
       );

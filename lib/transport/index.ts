@@ -1,6 +1,6 @@
 /** The network transport: raftpb Messages between node processes (see transport.ts for the design). */
 export { backoffDelay, Transport } from './transport.js';
-export type { BackoffOptions, PeerAddress, PeerStatus, SnapshotStatus, TransportOptions } from './transport.js';
+export type { BackoffOptions, PeerAddress, PeerStatus, SnapshotTransferStatus, TransportOptions } from './transport.js';
 export {
   attachmentFromEntryDirectory,
   discardStagedDirectories,

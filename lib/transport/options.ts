@@ -1,6 +1,6 @@
 /** Transport options, their defaults and validation, and small helpers shared by its parts. */
 import { checkSafeUnsigned, invalidArgumentError } from '../errors.js';
-import type { Message } from '../types.js';
+import { MessageType, type Message } from '../types.js';
 import type { AttachmentsProvider } from './attachments.js';
 import { TransportError, TransportErrorCode } from './framing.js';
 
@@ -9,8 +9,8 @@ export interface PeerAddress {
   port: number;
 }
 
-/** etcd raft's SnapshotStatus, as a string. */
-export type SnapshotStatus = 'finish' | 'failure';
+/** etcd raft's SnapshotTransferStatus, as a string. */
+export type SnapshotTransferStatus = 'finish' | 'failure';
 
 export interface BackoffOptions {
   /** First redial delay in ms (before jitter). Default 100. */
@@ -33,7 +33,7 @@ export interface TransportOptions {
   /** A message to `peerId` was (or may have been) lost: call raft's reportUnreachable. */
   onUnreachable: (peerId: number) => void;
   /** Outcome of a MsgSnap sent to `peerId`: call raft's reportSnapshot. */
-  onSnapshotStatus?: (peerId: number, status: SnapshotStatus) => void;
+  onSnapshotStatus?: (peerId: number, status: SnapshotTransferStatus) => void;
   /** Diagnostics: connection-level failures (codes in TransportErrorCode). Never thrown. */
   onError?: (error: Error) => void;
   /** Files to ship with a message's entries (see attachments.ts). Without it nothing is attached. */
@@ -136,4 +136,13 @@ export function connectionLost(message: string, peerId: number | undefined, caus
     ...(peerId === undefined ? {} : { peerId }),
     ...(cause === undefined ? {} : { cause }),
   });
+}
+
+/**
+ * True for the one message raft sends on another node's behalf: a follower forwards a MsgProp
+ * it received from another follower to its leader with the original `from` (etcd raft
+ * stepFollower). Every other message must come from the connection's own node.
+ */
+export function forwardsOnBehalf(message: Message): boolean {
+  return message.type === MessageType.MsgProp;
 }

@@ -22,7 +22,7 @@ import type { Frame } from './framing.js';
 import { decodeU64, decodeUtf8, encodeHello, encodeStreamHeader, encodeU64, PROTOCOL_VERSION } from './wire.js';
 import type { StreamHeader } from './wire.js';
 import { asError, COALESCE_BYTES, connectionLost, DIALER_MAX_FRAME_BYTES } from './options.js';
-import type { PeerAddress, PeerStatus, ResolvedOptions, SnapshotStatus } from './options.js';
+import type { PeerAddress, PeerStatus, ResolvedOptions, SnapshotTransferStatus } from './options.js';
 
 /** A message waiting in a peer queue, encoded at `send` time (later mutation of the message is harmless). */
 export interface QueuedMessage {
@@ -42,7 +42,7 @@ export interface LinkContext {
   readonly options: ResolvedOptions;
   readonly attachmentsFor: AttachmentsProvider | undefined;
   unreachable(peerId: number): void;
-  snapshotStatus(peerId: number, status: SnapshotStatus): void;
+  snapshotStatus(peerId: number, status: SnapshotTransferStatus): void;
   error(error: Error): void;
 }
 

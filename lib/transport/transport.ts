@@ -64,7 +64,7 @@
  * `store.insertLogEntry(entry, dir)` or remove it. The entry's own data (a gitaly RaftEntry whose
  * local_path names a directory on the *sender*) is passed through untouched and must not be used
  * as a path on the receiver (gitaly.md B13). Messages whose `from` is not the handshake's sender
- * or whose `to` is not this node close the connection.
+ * (except a forwarded MsgProp) or whose `to` is not this node close the connection.
  *
  * Callbacks are never invoked synchronously from inside `send`, and never after `close()`
  * has been called (close() does wait for an `onMessage` call already in progress). Errors that
@@ -86,14 +86,15 @@ import type { Message } from '../types.js';
 import { DIRECTORY_MODE } from '../wal/layout.js';
 import { DEFAULT_MAX_FRAME_BYTES } from './framing.js';
 import { MAX_CLUSTER_ID_BYTES } from './wire.js';
+import { forwardsOnBehalf } from './options.js';
 import { InboundConnection } from './inbound.js';
 import type { InboundContext } from './inbound.js';
 import { PeerLink } from './outbound.js';
 import type { LinkContext, QueuedMessage } from './outbound.js';
 import { asError, checkAddress, checkNodeId, DEFAULTS, positiveInteger } from './options.js';
-import type { PeerAddress, PeerStatus, ResolvedOptions, SnapshotStatus, TransportOptions } from './options.js';
+import type { PeerAddress, PeerStatus, ResolvedOptions, SnapshotTransferStatus, TransportOptions } from './options.js';
 
-export type { BackoffOptions, PeerAddress, PeerStatus, SnapshotStatus, TransportOptions } from './options.js';
+export type { BackoffOptions, PeerAddress, PeerStatus, SnapshotTransferStatus, TransportOptions } from './options.js';
 export { backoffDelay } from './outbound.js';
 
 /** The transport of one node: listens for its peers, dials them, and moves raft messages. */
@@ -250,8 +251,12 @@ export class Transport {
 
   private encodeForQueue(message: Message): QueuedMessage {
     if (typeof message !== 'object' || message === null) throw invalidArgumentError('send: every message must be an object');
-    // The receiver checks `from` against the handshake and would drop the whole connection.
-    if (message.from !== this.id) throw invalidArgumentError(`send: message.from is ${message.from}, not this node (${this.id})`);
+    // The receiver checks `from` against the handshake and would drop the whole connection. A
+    // MsgProp is the one exception: etcd raft forwards a proposal it got from another follower
+    // on to its leader with the original `from` (see forwardsOnBehalf).
+    if (message.from !== this.id && !forwardsOnBehalf(message)) {
+      throw invalidArgumentError(`send: message.from is ${message.from}, not this node (${this.id})`);
+    }
     const snapshotData = message.snapshot?.data;
     // Snapshot data travels as bulk chunks, never inside the (size-limited) header frame.
     const wireMessage: Message =
@@ -341,7 +346,7 @@ export class Transport {
     }
   }
 
-  private reportSnapshotStatus(peerId: number, status: SnapshotStatus): void {
+  private reportSnapshotStatus(peerId: number, status: SnapshotTransferStatus): void {
     if (this.state === 'closed') return;
     try {
       this.callbacks.onSnapshotStatus?.(peerId, status);

@@ -15,7 +15,7 @@ import { attachmentFromEntryDirectory } from '../../lib/transport/attachments.js
 import type { AttachmentsProvider } from '../../lib/transport/attachments.js';
 import { encodeFrame, FrameDecoder, FrameKind, TransportErrorCode } from '../../lib/transport/framing.js';
 import { backoffDelay, Transport } from '../../lib/transport/transport.js';
-import type { PeerAddress, SnapshotStatus, TransportOptions } from '../../lib/transport/transport.js';
+import type { PeerAddress, SnapshotTransferStatus, TransportOptions } from '../../lib/transport/transport.js';
 import { encodeHello, PROTOCOL_VERSION } from '../../lib/transport/wire.js';
 import { EntryType, MessageType } from '../../lib/types.js';
 import type { Message } from '../../lib/types.js';
@@ -51,7 +51,7 @@ interface TestNode {
   address: PeerAddress;
   received: Received[];
   unreachable: number[];
-  snapshotStatuses: [number, SnapshotStatus][];
+  snapshotStatuses: [number, SnapshotTransferStatus][];
   errors: Error[];
 }
 
@@ -277,6 +277,11 @@ describe('Transport: messages', () => {
     await waitFor(() => b!.received.length === 1, 'the good message');
     await sleep(30);
     expect(b!.received).toHaveLength(1);
+    // A follower forwards another node's proposal to its leader with the original `from`.
+    const forwarded = message({ type: MessageType.MsgProp, from: 3, to: 2, entries: [{ type: 0, term: 0, index: 0, data: new Uint8Array([1]) }] });
+    a!.transport.send([forwarded]);
+    await waitFor(() => b!.received.length === 2, 'the forwarded proposal');
+    expect(b!.received[1]!.message).toMatchObject({ type: MessageType.MsgProp, from: 3, to: 2 });
     await a!.transport.close();
     expect(() => a!.transport.send([good])).toThrow(expect.objectContaining({ code: ErrorCode.Closed }));
   });
