@@ -70,3 +70,6 @@ export {
 export * from './transport/index.js';
 export { verifyTree } from './verify.js';
 export { writePreRaftWal } from './fixture.js';
+export * from './raft/index.js';
+export { ReplicaNode } from './node/node.js';
+export { KvStateMachine, encodeCommand, decodeCommand, deriveStateFromPreRaftWal, recoverStateFromStorage } from './node/state-machine.js';

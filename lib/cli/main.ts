@@ -8,9 +8,11 @@
  * command line) adds the stack and the causes.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { registerDemoCommand } from './demo-command.js';
 import { runInspect } from './inspect.js';
 import { EXIT_OK, EXIT_USAGE, exitCodeOf, formatDebug, formatErrorLine, packageVersion, processIo, type CliIo } from './io.js';
 import { runMigrate } from './migrate.js';
+import { registerNodeCommand } from './node-command.js';
 import { runTour } from './tour.js';
 import { runVerify } from './verify.js';
 
@@ -138,16 +140,9 @@ Exit status: 0 no problem (notices allowed); 1 problems found; 2 bad usage.
     .description('what replicalog is and what each command does (npm start)')
     .action(() => finish(runTour(io)));
 
-  program
-    .command('demo')
-    .description('a local cluster on ReplicaLogStores — not yet available in this version (exits 2; see tour)')
-    .option('--nodes <n>', 'number of nodes', '3')
-    .option('--dir <dir>', 'where the nodes keep their stores')
-    .addHelpText('after', '\nNot yet available: this version exits with status 2 and points to `replicalog tour`.\n')
-    .action(() => {
-      io.stderr(`replicalog: demo: not yet available in replicalog ${packageVersion()}; run 'replicalog tour' for what is\n`);
-      finish(EXIT_USAGE);
-    });
+  // The cluster commands (lib/node): `demo` is what `npm start` runs.
+  registerDemoCommand(program);
+  registerNodeCommand(program);
 
   return program;
 }

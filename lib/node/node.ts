@@ -1,0 +1,558 @@
+/**
+ * ReplicaNode: one member of a replicated key-value cluster. It runs etcd raft's Ready loop
+ * (RawNode) over a ReplicaLogStore, carries messages with the Transport, applies committed
+ * commands to a KvStateMachine, and serves a tiny HTTP API on loopback.
+ *
+ * The loop is strictly sequential: one Ready at a time, and RawNode is only touched by the
+ * "pump" between Readys. Everything that happens outside (a tick, a message from a peer, a
+ * client's proposal, a transport report) is queued in `inbox` and stepped into RawNode by the
+ * pump before it asks for the next Ready. For each Ready, in this order:
+ *   1. persist: the snapshot (then restore the state machine from it), the entries, then the
+ *      hard state: the store refuses a commit above its last index, and a durable commit that
+ *      points at entries that are not durable would break a restart;
+ *   2. send the messages (only now: a vote or an append acknowledgement promises durability);
+ *   3. apply the committed entries (a conf change goes through applyConfChange and its conf
+ *      state is saved before the next entry);
+ *   4. advance;
+ *   5. every `snapshotEvery` applied entries: createSnapshot(applied, confState, state) and
+ *      compact(applied - keepEntries), never past the snapshot just taken.
+ *
+ * Restart: the state machine is restored from the store's snapshot (data + index) and RawNode
+ * starts with `applied` = that index, so raft hands out every committed entry after it again.
+ *
+ * HTTP (127.0.0.1 only):
+ *   PUT /kv/<key>     body = value. Proposed here (a follower forwards it to the leader as a
+ *                     MsgProp); answers 200 once the put is committed AND applied on this node,
+ *                     503 {error, code, lead} when there is no leader, the leader changed
+ *                     meanwhile, or it was not applied in time (not acknowledged: it may still
+ *                     be applied later; retry it).
+ *   DELETE /kv/<key>  likewise.
+ *   GET /kv/<key>     this node's applied value (200 text/plain), 404 when absent.
+ *   GET /kv           {applied, digest, size, entries: {key: value}} of this node.
+ *   GET /status       {id, term, vote, lead, raftState, commit, applied, firstIndex, lastIndex, …}
+ */
+import { randomUUID } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { decodeConfChangeEntry, isEmptySnap, RawNode, SnapshotStatus, type Ready } from '../raft/rawnode.js';
+import type { RaftLogger } from '../raft/logger.js';
+import { ReplicaLogStore } from '../replica-log-store.js';
+import { Transport, type PeerAddress } from '../transport/index.js';
+import { EntryType, MessageType, type Entry, type Message } from '../types.js';
+import { stagingPath } from '../wal/layout.js';
+import { KvStateMachine, encodeCommand, type KvCommand } from './state-machine.js';
+
+export interface ReplicaNodeOptions {
+  id: number;
+  /** The node's store directory. */
+  dir: string;
+  /** Raft address of every member, this node's own included (it listens there). */
+  peers: ReadonlyMap<number, PeerAddress>;
+  clusterId?: string;
+  /** Port of the HTTP API on 127.0.0.1 (0 picks one; omitted: no HTTP API). */
+  httpPort?: number;
+  /** Milliseconds per raft tick (default 100). */
+  tickMs?: number;
+  /** Ticks (default 10 and 1). */
+  electionTick?: number;
+  heartbeatTick?: number;
+  /** Take a snapshot every this many applied entries (default 100). */
+  snapshotEvery?: number;
+  /** Entries kept in the log behind a snapshot (default 50), for slow followers. */
+  keepEntries?: number;
+  /** How long a proposal waits to be applied here (default 5000 ms). */
+  proposalTimeoutMs?: number;
+  /** Narration of what the node does (default: stderr with a `[node N]` prefix). */
+  log?: (line: string) => void;
+  /** Raft's own log (default: silent). */
+  raftLogger?: RaftLogger;
+  /** Called once when the node stops on an unrecoverable error (the node is closed by then). */
+  onFatal?: (error: Error) => void;
+}
+
+export interface ReplicaNodeStatus {
+  id: number;
+  term: number;
+  vote: number;
+  lead: number;
+  raftState: string;
+  commit: number;
+  applied: number;
+  firstIndex: number;
+  lastIndex: number;
+  snapshotIndex: number;
+  keys: number;
+  digest: string;
+}
+
+/**
+ * A proposal that was not acknowledged (no leader, dropped, leader changed, timed out, node
+ * stopping). It may or may not be applied later: retry it (puts are idempotent).
+ */
+export class ProposalError extends Error {
+  readonly code: 'ERR_NO_LEADER' | 'ERR_PROPOSAL_DROPPED' | 'ERR_LEADER_CHANGED' | 'ERR_TIMEOUT' | 'ERR_STOPPED';
+  readonly lead: number;
+  constructor(code: ProposalError['code'], message: string, lead: number) {
+    super(message);
+    this.name = 'ProposalError';
+    this.code = code;
+    this.lead = lead;
+  }
+}
+
+interface Waiter {
+  resolve: (index: number) => void;
+  reject: (error: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+const MAX_BODY_BYTES = 1024 * 1024;
+
+export class ReplicaNode {
+  readonly id: number;
+  readonly store: ReplicaLogStore;
+  readonly stateMachine: KvStateMachine;
+  private readonly raw: RawNode;
+  private readonly transport: Transport;
+  private readonly options: Required<Pick<ReplicaNodeOptions, 'tickMs' | 'electionTick' | 'snapshotEvery' | 'keepEntries' | 'proposalTimeoutMs'>>;
+  private readonly log: (line: string) => void;
+  private readonly onFatal: ((error: Error) => void) | undefined;
+
+  private state: 'running' | 'stopping' | 'stopped' = 'running';
+  private readonly inbox: (() => void)[] = [];
+  private pendingTicks = 0;
+  private pumpRunning: Promise<void> | undefined;
+  private tickTimer: NodeJS.Timeout | undefined;
+  private httpServer: Server | undefined;
+  private httpPort: number | undefined;
+  private readonly waiters = new Map<string, Waiter>();
+  private lead = 0;
+  private raftState = 'StateFollower';
+  private lastSnapshotIndex: number;
+  private closing: Promise<void> | undefined;
+
+  private constructor(options: ReplicaNodeOptions, store: ReplicaLogStore, stateMachine: KvStateMachine, raw: RawNode, transport: Transport) {
+    this.id = options.id;
+    this.store = store;
+    this.stateMachine = stateMachine;
+    this.raw = raw;
+    this.transport = transport;
+    this.options = {
+      tickMs: options.tickMs ?? 100,
+      electionTick: options.electionTick ?? 10,
+      snapshotEvery: options.snapshotEvery ?? 100,
+      keepEntries: options.keepEntries ?? 50,
+      proposalTimeoutMs: options.proposalTimeoutMs ?? 5000,
+    };
+    this.log = options.log ?? ((line) => process.stderr.write(`${new Date().toISOString()} [node ${options.id}] ${line}\n`));
+    this.onFatal = options.onFatal;
+    this.lastSnapshotIndex = store.snapshot().metadata.index;
+  }
+
+  /** Opens the store, restores the state, starts raft, the transport, the HTTP API and the ticks. */
+  static async start(options: ReplicaNodeOptions): Promise<ReplicaNode> {
+    const own = options.peers.get(options.id);
+    if (own === undefined) throw new Error(`peers must include this node's own address (id ${options.id})`);
+    // The store first: opening it empties staging/, where the transport stages received files.
+    const store = await ReplicaLogStore.open({ dir: options.dir });
+    let transport: Transport | undefined;
+    try {
+      if (store.status === 'needs-backfill') {
+        // No hard state yet: a pre-Raft log (migrated or not) that no seed bootstrap took over.
+        throw new Error(`${store.dir} holds a log without a hard state (a pre-Raft log): migrate it and bootstrap it as a seed first`);
+      }
+      const snapshot = store.snapshot();
+      const hardState = store.initialState().hardState;
+      if (snapshot.metadata.index > hardState.commit) {
+        // A crash between applySnapshot and the hard state of the same Ready: a received
+        // snapshot only ever holds committed entries, so its index is a valid commit (and the
+        // log ends there). Without this, raft refuses applied > commit. A term raised to the
+        // snapshot's carries no vote: no vote in that term was persisted, so none was sent.
+        const term = Math.max(hardState.term, snapshot.metadata.term);
+        await store.setHardState({ term, vote: term === hardState.term ? hardState.vote : 0, commit: snapshot.metadata.index });
+      }
+      const stateMachine = KvStateMachine.fromSnapshot(snapshot.data, snapshot.metadata.index);
+      const raw = new RawNode({
+        id: options.id,
+        storage: store,
+        electionTick: options.electionTick ?? 10,
+        heartbeatTick: options.heartbeatTick ?? 1,
+        // The state machine holds everything up to the snapshot; raft re-delivers the rest.
+        applied: stateMachine.applied,
+        preVote: true,
+        checkQuorum: true,
+        maxSizePerMsg: 1024 * 1024,
+        maxCommittedSizePerReady: 4 * 1024 * 1024,
+        maxInflightMsgs: 256,
+        ...(options.raftLogger === undefined ? {} : { logger: options.raftLogger }),
+      });
+      let node: ReplicaNode | undefined;
+      const peers = new Map([...options.peers].filter(([peerId]) => peerId !== options.id));
+      transport = new Transport({
+        id: options.id,
+        clusterId: options.clusterId ?? 'replicalog',
+        listen: own,
+        peers,
+        stagingDir: stagingPath(store.dir),
+        onMessage: (message, stagedDirs) => node?.receive(message, stagedDirs),
+        onUnreachable: (peerId) => node?.enqueue(() => node?.raw.reportUnreachable(peerId)),
+        onSnapshotStatus: (peerId, status) => {
+          node?.log(`snapshot to node ${peerId}: ${status}`);
+          node?.enqueue(() => node?.raw.reportSnapshot(peerId, status === 'finish' ? SnapshotStatus.SnapshotFinish : SnapshotStatus.SnapshotFailure));
+        },
+      });
+      node = new ReplicaNode(options, store, stateMachine, raw, transport);
+      await transport.start();
+      if (options.httpPort !== undefined) await node.startHttp(options.httpPort);
+      node.log(
+        `started: log ${store.firstIndex()}..${store.lastIndex()}, snapshot ${snapshot.metadata.index}, commit ${store.initialState().hardState.commit}, ` +
+          `voters [${store.initialState().confState.voters.join(',')}], raft on ${own.host}:${own.port}` +
+          (node.httpPort === undefined ? '' : `, http on 127.0.0.1:${node.httpPort}`),
+      );
+      node.tickTimer = setInterval(() => {
+        node!.pendingTicks++;
+        node!.kick();
+      }, node.options.tickMs);
+      node.kick();
+      return node;
+    } catch (error) {
+      await transport?.close().catch(() => {});
+      await store.close().catch(() => {});
+      throw error;
+    }
+  }
+
+  /** The HTTP API's port, when it runs. */
+  get httpAddress(): PeerAddress | undefined {
+    return this.httpPort === undefined ? undefined : { host: '127.0.0.1', port: this.httpPort };
+  }
+
+  get leader(): number {
+    return this.lead;
+  }
+
+  get isLeader(): boolean {
+    return this.raftState === 'StateLeader';
+  }
+
+  status(): ReplicaNodeStatus {
+    const basic = this.raw.basicStatus();
+    return {
+      id: this.id,
+      term: basic.term,
+      vote: basic.vote,
+      lead: basic.lead,
+      raftState: basic.raftState,
+      commit: basic.commit,
+      applied: this.stateMachine.applied,
+      firstIndex: this.state === 'stopped' ? 0 : this.store.firstIndex(),
+      lastIndex: this.state === 'stopped' ? 0 : this.store.lastIndex(),
+      snapshotIndex: this.lastSnapshotIndex,
+      keys: this.stateMachine.size,
+      digest: this.stateMachine.digest(),
+    };
+  }
+
+  get(key: string): string | undefined {
+    return this.stateMachine.get(key);
+  }
+
+  /** Resolves with the entry's index once the put is committed and applied on this node. */
+  put(key: string, value: string, requestId: string = randomUUID()): Promise<number> {
+    return this.propose({ op: 'put', key, value, requestId });
+  }
+
+  delete(key: string, requestId: string = randomUUID()): Promise<number> {
+    return this.propose({ op: 'delete', key, requestId });
+  }
+
+  /** Proposes `command` (a follower forwards it to the leader) and waits until it is applied here. */
+  propose(command: KvCommand): Promise<number> {
+    if (this.state !== 'running') return Promise.reject(new ProposalError('ERR_STOPPED', 'the node is stopping', this.lead));
+    if (this.lead === 0) return Promise.reject(new ProposalError('ERR_NO_LEADER', 'no leader known', 0));
+    if (this.waiters.has(command.requestId)) return Promise.reject(new Error(`request ${command.requestId} is already pending`));
+    return new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(command.requestId);
+        reject(new ProposalError('ERR_TIMEOUT', `not applied within ${this.options.proposalTimeoutMs} ms`, this.lead));
+      }, this.options.proposalTimeoutMs);
+      this.waiters.set(command.requestId, { resolve, reject, timer });
+      this.enqueue(() => {
+        try {
+          this.raw.propose(encodeCommand(command));
+        } catch (error) {
+          this.settle(command.requestId, new ProposalError('ERR_PROPOSAL_DROPPED', (error as Error).message, this.lead));
+        }
+      });
+    });
+  }
+
+  /**
+   * Stops: no more ticks or requests, lets the Ready in progress finish, then closes the
+   * transport (after the last send) and the store (after the last write).
+   */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    if (this.state === 'running') this.state = 'stopping';
+    clearInterval(this.tickTimer);
+    const server = this.httpServer;
+    if (server !== undefined) {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+    await this.pumpRunning?.catch(() => {});
+    for (const requestId of [...this.waiters.keys()]) this.settle(requestId, new ProposalError('ERR_STOPPED', 'the node stopped', this.lead));
+    await this.transport.close().catch(() => {});
+    await this.store.close().catch(() => {});
+    this.state = 'stopped';
+    this.log('stopped');
+  }
+
+  // ---------------------------------------------------------------- the loop
+
+  /** Queued for after this Ready's advance (the inbox is only drained between Readys). */
+  private enqueueAfterReady(action: () => void): void {
+    if (this.state === 'running') this.inbox.push(action);
+  }
+
+  private enqueue(action: () => void): void {
+    if (this.state !== 'running') return;
+    this.inbox.push(action);
+    this.kick();
+  }
+
+  /** A message from a peer: staged attachment directories are not used (no attachments are sent). */
+  private receive(message: Message, stagedDirs: ReadonlyMap<number, string>): void {
+    for (const dir of stagedDirs.values()) void rm(dir, { recursive: true, force: true });
+    this.enqueue(() => {
+      try {
+        this.raw.step(message);
+      } catch (error) {
+        // e.g. a response from a peer that is not in the configuration: drop it.
+        this.log(`dropped a message from node ${message.from}: ${(error as Error).message}`);
+      }
+    });
+  }
+
+  private hasWork(): boolean {
+    return this.inbox.length > 0 || this.pendingTicks > 0 || this.raw.hasReady();
+  }
+
+  /** Starts the pump unless it runs; it loops until there is nothing left to do. */
+  private kick(): void {
+    if (this.pumpRunning !== undefined || this.state !== 'running') return;
+    this.pumpRunning = this.pump().then(
+      () => {
+        this.pumpRunning = undefined;
+        // Work queued between the pump's last check and now.
+        if (this.state === 'running' && this.hasWork()) this.kick();
+      },
+      (error: unknown) => {
+        this.pumpRunning = undefined;
+        this.fail(error instanceof Error ? error : new Error(String(error)));
+      },
+    );
+  }
+
+  private async pump(): Promise<void> {
+    while (this.state === 'running') {
+      this.drainInbox();
+      if (!this.raw.hasReady()) return;
+      const ready = this.raw.ready();
+      await this.handleReady(ready);
+      // Everything in the Ready is persisted and applied: raft may now forget it.
+      this.raw.advance(ready);
+      await this.maybeSnapshot();
+    }
+  }
+
+  /** Ticks, messages, proposals and reports: synchronous RawNode calls, between Readys only. */
+  private drainInbox(): void {
+    // A node whose log is empty joined without data: it must not campaign (see bootstrap.ts),
+    // so it does not tick until a leader gave it a snapshot or entries.
+    const mayTick = this.store.lastIndex() > 0;
+    // After a long stall (a slow fsync) do not fire a burst of ticks that would start an
+    // election at once: at most half an election timeout.
+    const ticks = Math.min(this.pendingTicks, Math.max(1, Math.floor(this.options.electionTick / 2)));
+    this.pendingTicks = 0;
+    if (mayTick) for (let tick = 0; tick < ticks; tick++) this.raw.tick();
+    while (this.inbox.length > 0) this.inbox.shift()!();
+  }
+
+  private async handleReady(ready: Ready): Promise<void> {
+    if (ready.softState !== undefined) {
+      if (ready.softState.lead !== this.lead || ready.softState.raftState !== this.raftState) {
+        this.log(`${ready.softState.raftState.replace('State', '').toLowerCase()} (leader ${ready.softState.lead || 'unknown'}, term ${this.raw.basicStatus().term})`);
+      }
+      const lostLeader = this.lead !== 0 && ready.softState.lead !== this.lead;
+      this.lead = ready.softState.lead;
+      this.raftState = ready.softState.raftState;
+      if (lostLeader) {
+        // A proposal forwarded to a leader that is gone is most likely lost: answer now (503)
+        // rather than at the timeout, so clients retry with the new leader. It may still be
+        // committed by the next leader; a retried put is then applied twice, harmlessly.
+        for (const requestId of [...this.waiters.keys()]) {
+          this.settle(requestId, new ProposalError('ERR_LEADER_CHANGED', 'the leader changed while the proposal was pending: retry', this.lead));
+        }
+      }
+    }
+    // 1. Persist. The snapshot first: it resets the log, the entries (if any) follow it.
+    if (ready.snapshot !== undefined && !isEmptySnap(ready.snapshot)) {
+      const snapshot = ready.snapshot;
+      await this.store.applySnapshot(snapshot);
+      this.stateMachine.restore(snapshot.data, snapshot.metadata.index);
+      this.lastSnapshotIndex = snapshot.metadata.index;
+      this.log(`installed a snapshot at index ${snapshot.metadata.index} (term ${snapshot.metadata.term}, ${this.stateMachine.size} keys)`);
+    }
+    if (ready.entries.length > 0) await this.store.append(ready.entries);
+    // After the entries: the store refuses a commit above its last index.
+    if (ready.hardState !== undefined) await this.store.setHardState(ready.hardState);
+    // 2. Send, now that what the messages promise is durable.
+    if (ready.messages.length > 0) this.send(ready.messages);
+    // 3. Apply.
+    for (const entry of ready.committedEntries) await this.applyEntry(entry);
+  }
+
+  /**
+   * Hands messages to the transport. If it refuses the batch (it validates every message
+   * first), they are lost as if the network dropped them: raft retransmits, and is told so,
+   * including the snapshot failure without which a follower would stay paused forever.
+   */
+  private send(messages: Message[]): void {
+    try {
+      this.transport.send(messages);
+    } catch (error) {
+      this.log(`the transport refused ${messages.length} messages: ${(error as Error).message}`);
+      for (const message of messages) {
+        this.enqueueAfterReady(() => {
+          this.raw.reportUnreachable(message.to);
+          if (message.type === MessageType.MsgSnap) this.raw.reportSnapshot(message.to, SnapshotStatus.SnapshotFailure);
+        });
+      }
+    }
+  }
+
+  private async applyEntry(entry: Entry): Promise<void> {
+    if (entry.index <= this.stateMachine.applied) return; // already in the restored state
+    if (entry.type === EntryType.ConfChange || entry.type === EntryType.ConfChangeV2) {
+      const change = decodeConfChangeEntry(entry);
+      if (change !== undefined) {
+        const confState = this.raw.applyConfChange(change);
+        // Saved before the next entry is applied: initialState() must match the applied index.
+        await this.store.setConfState(confState);
+        this.log(`configuration at index ${entry.index}: voters [${confState.voters.join(',')}]`);
+      }
+    }
+    const result = this.stateMachine.apply(entry);
+    if (result.command !== undefined) this.settle(result.command.requestId, undefined, entry.index);
+  }
+
+  private settle(requestId: string, error: Error | undefined, index = 0): void {
+    const waiter = this.waiters.get(requestId);
+    if (waiter === undefined) return;
+    this.waiters.delete(requestId);
+    clearTimeout(waiter.timer);
+    if (error === undefined) waiter.resolve(index);
+    else waiter.reject(error);
+  }
+
+  /** Every snapshotEvery applied entries: snapshot the state, then compact behind it. */
+  private async maybeSnapshot(): Promise<void> {
+    const applied = this.stateMachine.applied;
+    if (applied - this.lastSnapshotIndex < this.options.snapshotEvery) return;
+    // The saved conf state is the one as of `applied` (conf changes are saved when applied).
+    const confState = this.store.initialState().confState;
+    await this.store.createSnapshot(applied, confState, this.stateMachine.snapshot());
+    this.lastSnapshotIndex = applied;
+    const compactTo = applied - this.options.keepEntries;
+    // Never past the snapshot just taken (compactTo < applied), and only forward.
+    if (compactTo > this.store.firstIndex() - 1) await this.store.compact(compactTo);
+    this.log(`snapshot at index ${applied} (${this.stateMachine.size} keys); log now ${this.store.firstIndex()}..${this.store.lastIndex()}`);
+  }
+
+  private fail(error: Error): void {
+    if (this.state !== 'running') return;
+    this.log(`FATAL: ${error.stack ?? error.message}`);
+    void this.close().then(() => this.onFatal?.(error));
+  }
+
+  // ---------------------------------------------------------------- HTTP
+
+  private async startHttp(port: number): Promise<void> {
+    const server = createServer((request, response) => {
+      this.serveHttp(request, response).catch((error: unknown) => {
+        if (!response.headersSent) this.reply(response, 500, { error: (error as Error).message });
+        else response.destroy();
+      });
+    });
+    this.httpServer = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, '127.0.0.1', () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.httpPort = (server.address() as AddressInfo).port;
+  }
+
+  private reply(response: ServerResponse, status: number, body: unknown): void {
+    const text = JSON.stringify(body) + '\n';
+    response.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+    response.end(text);
+  }
+
+  private async serveHttp(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const url = new URL(request.url ?? '/', 'http://127.0.0.1');
+    const method = request.method ?? 'GET';
+    if (url.pathname === '/status' && method === 'GET') return this.reply(response, 200, this.status());
+    if (url.pathname === '/kv' && method === 'GET') {
+      return this.reply(response, 200, {
+        applied: this.stateMachine.applied,
+        digest: this.stateMachine.digest(),
+        size: this.stateMachine.size,
+        entries: Object.fromEntries(this.stateMachine.entries()),
+      });
+    }
+    if (!url.pathname.startsWith('/kv/') || url.pathname.length === 4) return this.reply(response, 404, { error: 'not found' });
+    const key = decodeURIComponent(url.pathname.slice(4));
+    if (method === 'GET') {
+      const value = this.stateMachine.get(key);
+      if (value === undefined) return this.reply(response, 404, { error: 'no such key', key });
+      response.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
+      response.end(value);
+      return;
+    }
+    if (method !== 'PUT' && method !== 'DELETE') return this.reply(response, 405, { error: `method ${method} not allowed` });
+    const body = method === 'PUT' ? await readBody(request) : '';
+    const header = request.headers['x-request-id'];
+    const requestId = typeof header === 'string' && header !== '' ? header : randomUUID();
+    try {
+      const index = method === 'PUT' ? await this.put(key, body, requestId) : await this.delete(key, requestId);
+      this.reply(response, 200, { ok: true, key, index, node: this.id, lead: this.lead });
+    } catch (error) {
+      if (error instanceof ProposalError) {
+        this.reply(response, 503, { error: error.message, code: error.code, lead: error.lead, node: this.id });
+      } else {
+        throw error;
+      }
+    }
+  }
+}
+
+async function readBody(request: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request) {
+    const buffer = chunk as Buffer;
+    size += buffer.length;
+    if (size > MAX_BODY_BYTES) throw new Error(`request body above ${MAX_BODY_BYTES} bytes`);
+    chunks.push(buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}

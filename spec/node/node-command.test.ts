@@ -1,0 +1,80 @@
+/**
+ * `replicalog node`: flag parsing, and a one-node cluster run as a process (--bootstrap on an
+ * empty directory seeds it; PUT/GET over HTTP; SIGTERM stops it cleanly and the data stays).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { InvalidArgumentError } from 'commander';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { formatPeers, parsePeers } from '../../lib/cli/node-command.js';
+import { freePort } from '../../lib/node/ports.js';
+import { recoverStateFromStorage } from '../../lib/node/state-machine.js';
+import { ReplicaLogStore } from '../../lib/replica-log-store.js';
+import { clusterEntry as entry, ensureBuilt } from './build.js';
+const root = mkdtempSync(join(tmpdir(), 'replicalog-node-command-'));
+let child: ChildProcess | undefined;
+
+beforeAll(ensureBuilt, 120_000);
+
+afterAll(() => {
+  if (child !== undefined && child.exitCode === null) child.kill('SIGKILL');
+  rmSync(root, { recursive: true, force: true });
+});
+
+it('parses --peers', () => {
+  const peers = parsePeers('1=127.0.0.1:7001,2=127.0.0.1:7002');
+  expect([...peers]).toEqual([
+    [1, { host: '127.0.0.1', port: 7001 }],
+    [2, { host: '127.0.0.1', port: 7002 }],
+  ]);
+  expect(formatPeers(peers)).toBe('1=127.0.0.1:7001,2=127.0.0.1:7002');
+  expect(() => parsePeers('1=127.0.0.1')).toThrow(InvalidArgumentError);
+  expect(() => parsePeers('0=127.0.0.1:1')).toThrow(/positive/);
+  expect(() => parsePeers('1=a:1,1=b:2')).toThrow(/twice/);
+  expect(() => parsePeers('1=a:70000')).toThrow(/port/);
+});
+
+it('runs a one-node cluster until SIGTERM', async () => {
+  const dir = join(root, 'single');
+  const raftPort = await freePort();
+  child = spawn(process.execPath, [entry, 'node', '--id', '1', '--dir', dir, '--peers', `1=127.0.0.1:${raftPort}`, '--bootstrap', '--tick-ms', '20'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const ready = await new Promise<string>((resolvePromise, reject) => {
+    let stdout = '';
+    child!.stdout!.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString();
+      if (stdout.includes('\n')) resolvePromise(stdout);
+    });
+    child!.once('exit', () => reject(new Error(`exited: ${stderr}`)));
+  });
+  const match = /^ready id=1 raft=127\.0\.0\.1:\d+ http=127\.0\.0\.1:(\d+) pid=\d+/.exec(ready);
+  expect(match, ready).not.toBeNull();
+  const base = `http://127.0.0.1:${match![1]}`;
+  // A single voter elects itself after an election timeout.
+  let answer: Response | undefined;
+  for (let attempt = 0; attempt < 100; attempt++) {
+    answer = await fetch(`${base}/kv/greeting`, { method: 'PUT', body: 'hello' });
+    if (answer.status === 200) break;
+    await new Promise((resolvePromise) => setTimeout(resolvePromise, 50));
+  }
+  expect(answer!.status).toBe(200);
+  expect(await (await fetch(`${base}/kv/greeting`)).text()).toBe('hello');
+  expect(stderr).toContain('bootstrap: seeded the cluster with an empty state');
+
+  const exitCode = await new Promise<number | null>((resolvePromise) => {
+    child!.once('exit', (code) => resolvePromise(code));
+    child!.kill('SIGTERM');
+  });
+  expect(exitCode, stderr).toBe(0);
+  const store = await ReplicaLogStore.open({ dir });
+  try {
+    expect(recoverStateFromStorage(store).get('greeting')).toBe('hello');
+  } finally {
+    await store.close();
+  }
+}, 30_000);
