@@ -46,7 +46,8 @@ describe('--help', () => {
     { args: ['inspect', '--help'], usage: 'Usage: replicalog inspect', mentions: ['--entries', '--json', 'point-in-time', 'never takes its lock'] },
     { args: ['verify', '--help'], usage: 'Usage: replicalog verify', mentions: ['--json', 'RAFT_MISSING', 'NEEDS_MIGRATION', 'Exit status'] },
     { args: ['tour', '--help'], usage: 'Usage: replicalog tour', mentions: [] },
-    { args: ['demo', '--help'], usage: 'Usage: replicalog demo', mentions: ['Not yet available'] },
+    { args: ['demo', '--help'], usage: 'Usage: replicalog demo', mentions: ['--nodes', '--keep'] },
+    { args: ['node', '--help'], usage: 'Usage: replicalog node', mentions: ['--id', '--peers'] },
     { args: ['help', 'verify'], usage: 'Usage: replicalog verify', mentions: [] },
     { args: ['verify', 'some-dir', '--help'], usage: 'Usage: replicalog verify', mentions: [] },
   ];
@@ -81,7 +82,7 @@ describe('bad usage exits 2 with a message on stderr', () => {
     { name: 'a directory that does not exist', args: () => ['inspect', '/nonexistent/replicalog-store'], stderr: /^replicalog: \/nonexistent\/replicalog-store: no such directory\n$/ },
     { name: 'a file instead of a directory', args: () => ['verify', file()], stderr: /^replicalog: .*plain-file: not a directory\n$/ },
     { name: 'migrate on a directory without wal/', args: () => ['migrate', makeTempDir()], stderr: /^replicalog: .*: not a replicalog or Gitaly state directory .*wal does not exist\)\n$/ },
-    { name: 'demo (not yet available)', args: () => ['demo'], stderr: /^replicalog: demo: not yet available/ },
+    { name: 'demo with too few nodes', args: () => ['demo', '--nodes', '1'], stderr: /^replicalog: option '--nodes <n>' argument '1' is invalid/ },
   ];
   it.each(cases)('$name', async ({ args, stderr }) => {
     const result = await runCli(args());
