@@ -8,7 +8,8 @@ import { RaftLog } from '../../lib/raft/log.js';
 import { confChangeAsV2 } from '../../lib/raft/confchange.js';
 import { Raft, StateType, type RaftConfig } from '../../lib/raft/raft.js';
 import { StateType as ProgressState } from '../../lib/raft/tracker.js';
-import { ConfChangeType, EntryType, MessageType, emptyConfState, type Entry, type Message } from '../../lib/types.js';
+import { ConfChangeTransition, ConfChangeType, EntryType, MessageType, emptyConfState, type Entry, type Message } from '../../lib/types.js';
+import { ReadOnlyOption } from '../../lib/raft/read-only.js';
 import { index } from './helpers.js';
 import {
   BLACK_HOLE,
@@ -1069,5 +1070,205 @@ describe('raft (raft_test.go subset)', () => {
         expect(m.commit).toBe(wantCommitted);
       }
     }
+  });
+
+  it('TestReadOnlyOptionLease', async () => {
+    const make = async (id: number) =>
+      new Raft({ ...newTestConfig(id, 10, 1, await newTestMemoryStorage([1, 2, 3])), checkQuorum: true, readOnlyOption: ReadOnlyOption.ReadOnlyLeaseBased });
+    const a = await make(1);
+    const b = await make(2);
+    const c = await make(3);
+    const n = await TestNetwork.create([a, b, c]);
+    b.randomizedElectionTimeout = b.electionTimeout + 1;
+    for (let i = 0; i < b.electionTimeout; i++) b.tick();
+    n.send(hup(1));
+    expect(a.state).toBe(StateType.StateLeader);
+    const cases: Array<[Raft, number, string]> = [
+      [a, 11, 'ctx1'],
+      [b, 21, 'ctx2'],
+      [c, 31, 'ctx3'],
+      [a, 41, 'ctx4'],
+      [b, 51, 'ctx5'],
+      [c, 61, 'ctx6'],
+    ];
+    for (const [r, wantIndex, ctx] of cases) {
+      for (let j = 0; j < 10; j++) n.send(prop(1));
+      n.send(msg({ from: r.id, to: r.id, type: MessageType.MsgReadIndex, entries: [e(0, 0, encoder.encode(ctx))] }));
+      expect(r.readStates[0]!.index).toBe(wantIndex);
+      expect(new TextDecoder().decode(r.readStates[0]!.requestCtx)).toBe(ctx);
+      r.readStates = [];
+    }
+  });
+
+  it('TestReadOnlyForNewLeader', async () => {
+    const configs: Array<[number, number, number, number]> = [
+      [1, 1, 1, 0],
+      [2, 2, 2, 2],
+      [3, 2, 2, 2],
+    ];
+    const peers: Raft[] = [];
+    for (const [id, committed, applied, compactIndex] of configs) {
+      const storage = await newTestMemoryStorage([1, 2, 3]);
+      await storage.append(index(1).terms(1, 1));
+      await storage.setHardState({ term: 1, vote: 0, commit: committed });
+      if (compactIndex !== 0) await storage.compact(compactIndex);
+      peers.push(new Raft({ ...newTestConfig(id, 10, 1, storage), applied }));
+    }
+    const n = await TestNetwork.create(peers);
+    // Keep the new leader from committing an entry of its term.
+    n.ignore(MessageType.MsgApp);
+    n.send(hup(1));
+    const sm = peer(n, 1);
+    expect(sm.state).toBe(StateType.StateLeader);
+    const ctx = encoder.encode('ctx');
+    n.send(msg({ from: 1, to: 1, type: MessageType.MsgReadIndex, entries: [e(0, 0, ctx)] }));
+    // Not answerable before the leader commits in its term.
+    expect(sm.readStates).toEqual([]);
+    n.recover();
+    for (let i = 0; i < sm.heartbeatTimeout; i++) sm.tick();
+    n.send(prop(1));
+    expect(sm.raftLog.committed).toBe(4);
+    expect(sm.raftLog.zeroTermOnOutOfBounds(sm.raftLog.committed)).toBe(sm.term);
+    expect(sm.readStates).toEqual([{ index: 4, requestCtx: ctx }]);
+    n.send(msg({ from: 1, to: 1, type: MessageType.MsgReadIndex, entries: [e(0, 0, ctx)] }));
+    expect(sm.readStates.length).toBe(2);
+    expect(sm.readStates[1]).toEqual({ index: 4, requestCtx: ctx });
+  });
+
+  it('TestLeaderTransferToSelf, ToNonExistingNode, Back', async () => {
+    let n = await TestNetwork.create([undefined, undefined, undefined]);
+    n.send(hup(1));
+    n.send(msg({ from: 1, to: 1, type: MessageType.MsgTransferLeader }));
+    checkLeaderTransferState(peer(n, 1), StateType.StateLeader, 1);
+    n.send(msg({ from: 4, to: 1, type: MessageType.MsgTransferLeader }));
+    checkLeaderTransferState(peer(n, 1), StateType.StateLeader, 1);
+
+    n = await TestNetwork.create([undefined, undefined, undefined]);
+    n.send(hup(1));
+    n.isolate(3);
+    const lead = peer(n, 1);
+    n.send(msg({ from: 3, to: 1, type: MessageType.MsgTransferLeader }));
+    expect(lead.leadTransferee).toBe(3);
+    // Transferring back to the leader itself aborts the transfer.
+    n.send(msg({ from: 1, to: 1, type: MessageType.MsgTransferLeader }));
+    checkLeaderTransferState(lead, StateType.StateLeader, 1);
+  });
+
+  it('TestLeaderTransferReceiveHigherTermVote', async () => {
+    const n = await TestNetwork.create([undefined, undefined, undefined]);
+    n.send(hup(1));
+    n.isolate(3);
+    const lead = peer(n, 1);
+    n.send(msg({ from: 3, to: 1, type: MessageType.MsgTransferLeader }));
+    expect(lead.leadTransferee).toBe(3);
+    n.send(msg({ from: 2, to: 2, type: MessageType.MsgHup, index: 1, term: 2 }));
+    checkLeaderTransferState(lead, StateType.StateFollower, 2);
+  });
+
+  it('TestLeaderTransferRemoveNode and TestLeaderTransferDemoteNode', async () => {
+    for (const demote of [false, true]) {
+      const n = await TestNetwork.create([undefined, undefined, undefined]);
+      n.send(hup(1));
+      n.ignore(MessageType.MsgTimeoutNow);
+      const lead = peer(n, 1);
+      n.send(msg({ from: 3, to: 1, type: MessageType.MsgTransferLeader }));
+      expect(lead.leadTransferee).toBe(3);
+      if (demote) {
+        lead.applyConfChange({
+          transition: ConfChangeTransition.Auto,
+          changes: [
+            { type: ConfChangeType.RemoveNode, nodeId: 3 },
+            { type: ConfChangeType.AddLearnerNode, nodeId: 3 },
+          ],
+        });
+        lead.applyConfChange({ transition: ConfChangeTransition.Auto, changes: [] });
+      } else {
+        lead.applyConfChange(confChangeAsV2({ id: 0, type: ConfChangeType.RemoveNode, nodeId: 3 }));
+      }
+      // The transferee is no longer a voter: the transfer is aborted.
+      checkLeaderTransferState(lead, StateType.StateLeader, 1);
+    }
+  });
+
+  it('TestLeaderTransferSecondTransferToAnotherNode and ToSameNode', async () => {
+    let n = await TestNetwork.create([undefined, undefined, undefined]);
+    n.send(hup(1));
+    n.isolate(3);
+    let lead = peer(n, 1);
+    n.send(msg({ from: 3, to: 1, type: MessageType.MsgTransferLeader }));
+    expect(lead.leadTransferee).toBe(3);
+    n.send(msg({ from: 2, to: 1, type: MessageType.MsgTransferLeader }));
+    checkLeaderTransferState(lead, StateType.StateFollower, 2);
+
+    n = await TestNetwork.create([undefined, undefined, undefined]);
+    n.send(hup(1));
+    n.isolate(3);
+    lead = peer(n, 1);
+    n.send(msg({ from: 3, to: 1, type: MessageType.MsgTransferLeader }));
+    expect(lead.leadTransferee).toBe(3);
+    for (let i = 0; i < lead.heartbeatTimeout; i++) lead.tick();
+    // A repeated request does not extend the transfer's deadline.
+    n.send(msg({ from: 3, to: 1, type: MessageType.MsgTransferLeader }));
+    for (let i = 0; i < lead.electionTimeout - lead.heartbeatTimeout; i++) lead.tick();
+    checkLeaderTransferState(lead, StateType.StateLeader, 1);
+  });
+
+  it('TestTransferNonMember', async () => {
+    const r = newTestRaft(1, 5, 1, await newTestMemoryStorage([2, 3, 4]));
+    r.step(msg({ from: 2, to: 1, type: MessageType.MsgTimeoutNow }));
+    r.step(msg({ from: 2, to: 1, type: MessageType.MsgVoteResp }));
+    r.step(msg({ from: 3, to: 1, type: MessageType.MsgVoteResp }));
+    expect(r.state).toBe(StateType.StateFollower);
+  });
+
+  it('TestLeaderTransferWithCheckQuorum', async () => {
+    const n = await TestNetwork.create([undefined, undefined, undefined], (c) => {
+      c.checkQuorum = true;
+    });
+    for (let i = 1; i < 4; i++) peer(n, i).randomizedElectionTimeout = peer(n, i).electionTimeout + i;
+    const f = peer(n, 2);
+    for (let i = 0; i < f.electionTimeout; i++) f.tick();
+    n.send(hup(1));
+    const lead = peer(n, 1);
+    expect(lead.state).toBe(StateType.StateLeader);
+    // A transfer bypasses the followers' leader lease.
+    n.send(msg({ from: 2, to: 1, type: MessageType.MsgTransferLeader }));
+    checkLeaderTransferState(lead, StateType.StateFollower, 2);
+    n.send(prop(1));
+    n.send(msg({ from: 1, to: 2, type: MessageType.MsgTransferLeader }));
+    checkLeaderTransferState(lead, StateType.StateLeader, 1);
+  });
+
+  it('TestUncommittedEntryLimit', async () => {
+    const maxEntries = 1024;
+    const testData = encoder.encode('testdata');
+    const maxEntrySize = maxEntries * testData.length;
+    const r = new Raft({
+      ...newTestConfig(1, 5, 1, await newTestMemoryStorage([1, 2, 3])),
+      maxUncommittedEntriesSize: maxEntrySize,
+      maxInflightMsgs: 2 * 1024,
+    });
+    r.becomeCandidate();
+    r.becomeLeader();
+    expect(r.uncommittedSize).toBe(0);
+    r.trk.progress.get(2)!.becomeReplicate();
+    r.trk.progress.get(3)!.becomeReplicate();
+    r.uncommittedSize = 0;
+    const propOne = () => msg({ from: 1, to: 1, type: MessageType.MsgProp, entries: [e(0, 0, testData)] });
+    for (let i = 0; i < maxEntries; i++) expect(r.step(propOne())).toBeUndefined();
+    // Over the limit: dropped.
+    expect(r.step(propOne())?.code).toBe('ERR_PROPOSAL_DROPPED');
+    expect(readMessages(r).length).toBe(maxEntries * 2);
+    r.reduceUncommittedSize(maxEntrySize);
+    expect(r.uncommittedSize).toBe(0);
+    // A single oversized batch is allowed when nothing is uncommitted.
+    const large = Array.from({ length: 2 * maxEntries }, () => e(0, 0, testData));
+    expect(r.step(msg({ from: 1, to: 1, type: MessageType.MsgProp, entries: large }))).toBeUndefined();
+    expect(r.step(propOne())?.code).toBe('ERR_PROPOSAL_DROPPED');
+    // Empty entries are always allowed.
+    expect(r.step(prop(1))).toBeUndefined();
+    expect(readMessages(r).length).toBe(2 * 2);
+    r.reduceUncommittedSize(2 * maxEntrySize);
+    expect(r.uncommittedSize).toBe(0);
   });
 });

@@ -261,28 +261,57 @@ describe('RawNode (rawnode_test.go)', () => {
     expect(status.config.voters[1].size).toBe(0);
   });
 
-  it('TestRawNodeJointAutoLeave (reduced): enters and automatically leaves a joint config', async () => {
-    const storage = await storageWithPeers(1);
-    const rawNode = newTestRawNode(1, storage);
-    await becomeLeader(rawNode, storage);
-    rawNode.proposeConfChange({
+  it('TestRawNodeJointAutoLeave: leaves the joint config automatically, even after losing leadership', async () => {
+    const testCc: ConfChangeV2 = {
       transition: ConfChangeTransition.JointImplicit,
       changes: [{ type: ConfChangeType.AddLearnerNode, nodeId: 2 }],
-    });
-    const seen: ConfState[] = [];
-    for (let i = 0; i < 10 && rawNode.hasReady(); i++) {
+    };
+    const storage = await storageWithPeers(1);
+    const rawNode = newTestRawNode(1, storage);
+    rawNode.campaign();
+    let proposed = false;
+    let applied: ConfState | undefined;
+    while (applied === undefined) {
       const rd = rawNode.ready();
-      await persist(storage, rd);
+      await storage.append(rd.entries);
       for (const entry of rd.committedEntries) {
-        if (entry.type === EntryType.ConfChangeV2) {
-          const cs = rawNode.applyConfChange(decodeConfChangeV2(entry.data ?? new Uint8Array()));
-          seen.push(cs);
-        }
+        if (entry.type !== EntryType.ConfChangeV2) continue;
+        // Lose leadership (a higher term) right before applying the joint change.
+        rawNode.step(newMessage({ type: MessageType.MsgHeartbeatResp, from: 1, term: rawNode.raft.term + 1 }));
+        applied = rawNode.applyConfChange(decodeConfChangeV2(entry.data ?? new Uint8Array()));
       }
       rawNode.advance(rd);
+      if (!proposed && rd.softState?.lead === rawNode.raft.id) {
+        rawNode.propose(bytes('somedata'));
+        rawNode.proposeConfChange(testCc);
+        proposed = true;
+      }
     }
-    expect(seen[0]).toEqual({ voters: [1], votersOutgoing: [1], learners: [2], learnersNext: [], autoLeave: true });
-    expect(seen[1]).toEqual({ voters: [1], votersOutgoing: [], learners: [2], learnersNext: [], autoLeave: false });
+    const last = storage.lastIndex();
+    const stored = storage.entries(last - 1, last + 1, NO_LIMIT);
+    expect(stored.length).toBe(2);
+    expect(new TextDecoder().decode(stored[0]!.data)).toBe('somedata');
+    expect(stored[1]!.type).toBe(EntryType.ConfChangeV2);
+    expect([...stored[1]!.data!]).toEqual([...encodeConfChangeV2(testCc)]);
+    expect(applied).toEqual({ voters: [1], votersOutgoing: [1], learners: [2], learnersNext: [], autoLeave: true });
+    // As a follower it did not propose leaving the joint config.
+    expect(rawNode.raft.pendingConfIndex).toBe(0);
+    expect(rawNode.raft.raftLog.nextUnstableEnts()).toEqual([]);
+    // Once leader again and caught up, it proposes the leave-joint entry by itself.
+    rawNode.campaign();
+    let rd = rawNode.ready();
+    for (let i = 0; i < 3; i++) {
+      await storage.append(rd.entries);
+      rawNode.advance(rd);
+      rd = rawNode.ready();
+    }
+    await storage.append(rd.entries);
+    expect(rd.entries.length).toBe(1);
+    expect(rd.entries[0]!.type).toBe(EntryType.ConfChangeV2);
+    const leave = decodeConfChangeV2(rd.entries[0]!.data ?? new Uint8Array());
+    expect(leave.changes).toEqual([]);
+    expect(leave.context).toBeUndefined();
+    expect(rawNode.applyConfChange(leave)).toEqual({ voters: [1], votersOutgoing: [], learners: [2], learnersNext: [], autoLeave: false });
   });
 
   it('TestRawNodeBoundedLogGrowthWithPartition', async () => {
