@@ -9,6 +9,7 @@
  * Deterministic: the same options give byte-identical MANIFESTs and payloads. Fast: only
  * synchronous syscalls, no fsync (a fixture is test data, not a durable write).
  */
+import { seededRandom } from './seeded-random.js';
 import { linkSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeLogEntry, GITALY_DIRECTORY_MODE, type LogEntry, type LogEntryOperation } from './codec.js';
@@ -46,17 +47,6 @@ export interface PreRaftWalSummary {
   payloadFiles: number;
 }
 
-/** mulberry32: a tiny, fast, well-distributed 32-bit PRNG. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const utf8 = (text: string): Uint8Array => new TextEncoder().encode(text);
 
@@ -94,7 +84,7 @@ export function writePreRaftWal(options: PreRaftWalOptions): PreRaftWalSummary {
   if (firstLsn < 1) throw invalidArgumentError('firstLsn must be at least 1');
   const payloadFilesPerEntry = checkSafeUnsigned(options.payloadFilesPerEntry ?? 2, 'payloadFilesPerEntry');
   const withKeys = options.withKeys ?? true;
-  const random = prng(checkSafeUnsigned(options.seed ?? 1, 'seed'));
+  const random = seededRandom(checkSafeUnsigned(options.seed ?? 1, 'seed'));
 
   const wal = walPath(options.dir);
   const staging = stagingPath(options.dir);

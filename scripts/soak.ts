@@ -11,6 +11,7 @@
  * kills, restarts, crashes (nodes that exited on their own), leader changes the client saw,
  * in-run checks, lost. Exit 0 when nothing was lost and the replicas agree.
  */
+import { seededRandom } from '../lib/seeded-random.js';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -39,16 +40,9 @@ if (!(minutes > 0) || !Number.isInteger(nodeCount) || nodeCount < 3 || nodeCount
   process.exit(2);
 }
 
-/** mulberry32, seeded: a run can be replayed with --seed. */
-let randomState = Number(flags.seed ?? Math.floor(Math.random() * 2 ** 31)) >>> 0;
-const seed = randomState;
-function random(): number {
-  randomState = (randomState + 0x6d2b79f5) >>> 0;
-  let t = randomState;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
+/** Seeded: a run can be replayed with --seed. */
+const seed = Number(flags.seed ?? Math.floor(Math.random() * 2 ** 31)) >>> 0;
+const random = seededRandom(seed);
 const between = (low: number, high: number) => low + Math.floor(random() * (high - low + 1));
 
 const root = flags.dir === undefined ? mkdtempSync(join(tmpdir(), 'replicalog-soak-')) : resolve(flags.dir);

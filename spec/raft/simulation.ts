@@ -20,19 +20,11 @@
 import { RaftError } from '../../lib/raft/raft.js';
 import type { StoreFactory } from './network.js';
 import { Network, encodeText, memoryStoreFactory } from './network.js';
+import { seededRandom } from '../../lib/seeded-random.js';
+
+export { seededRandom };
 import { ConfChangeTransition, ConfChangeType, type ConfChange, type ConfChangeV2, type Entry } from '../../lib/types.js';
 
-/** mulberry32: a small, fast, seedable PRNG returning [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export interface SimulationOptions {
   /** Random steps per seed (default 500). */
