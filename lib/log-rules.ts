@@ -17,7 +17,8 @@ export interface LogView {
 
 /**
  * Checks a batch for `append` and returns the part of it to write (the compacted prefix
- * trimmed, etcd MemoryStorage.Append semantics), or an empty array when nothing is to be done.
+ * trimmed, etcd MemoryStorage.Append semantics, and a prefix that matches committed entries
+ * trimmed too, so they are never rewritten), or an empty array when nothing is to be done.
  * Refuses: a gap inside the batch or after lastIndex() (ERR_NOT_CONTIGUOUS); a term lower
  * than the entry before it (ERR_TERM_REGRESSION); dropping or replacing an entry at or below
  * the saved commit (ERR_COMMITTED).
@@ -88,6 +89,10 @@ export function planAppend(log: LogView, batch: readonly Entry[]): Entry[] {
         );
       }
     }
+    // The committed prefix matches (same index and term: the same entry, by Raft's log
+    // matching property). Drop it from the plan rather than rewrite it: a store truncates from
+    // the plan's first index, and a crash mid-rewrite would leave commit above the last index.
+    return trimmed.slice(protectedLast - start + 1);
   }
   return trimmed;
 }

@@ -33,6 +33,34 @@
  *                     intent cleared. At open a pending intent is redone.
  *   createSnapshot    data file as above, then the metadata in KV (the conf state is untouched).
  *
+ * Checkpoint (KV raft/log_checkpoint, raft-state.ts): so that open() need not read every
+ * retained RAFT file, KV may hold { V, the term runs of the retained entries up to V }.
+ *   Invariant C1: V <= the saved commit. The record is only ever written (a) in the SAME synced
+ *     batch as a hard state whose commit is V (setHardState), or (b) alone at close() with V =
+ *     the commit already saved — never in a separate unsynced write, so no crash can leave a
+ *     checkpoint whose V is above the durable commit. The commit never goes down.
+ *   Invariant C2: when it is written, every entry <= V is durable (commit <= lastIndex, and
+ *     lastIndex only counts entries whose append was fsynced) and the runs are the in-memory
+ *     terms, which are exactly the terms of the RAFT files on disk.
+ *   Invariant C3: it is only written once a hard state exists and no entry is pending backfill
+ *     (pendingRaft empty): the runs never hold a term that backfill has yet to write.
+ *   Why it stays right: an entry <= commit is never truncated or replaced with another term
+ *   (log-rules planAppend refuses it with ERR_COMMITTED; insertLogEntry applies the same
+ *   rules); compact(i) only removes entries, so the checkpoint merely covers indexes that are
+ *   gone (open skips them); applySnapshot(s) is refused below the commit, so s >= commit >= V
+ *   and every entry the checkpoint describes is dropped (its batch also deletes the record).
+ *   So for every retained entry <= V the checkpoint's term is its term forever: the record
+ *   can become stale, never wrong.
+ *   At open it is used only when consistent with KV and wal/ (a hard state exists, V <= its
+ *   commit, anchor < V <= last, its first run starts at or below the first retained index;
+ *   terms non-decreasing and runs strictly increasing are checked when decoding); otherwise
+ *   open() reads every RAFT file as before (openStats says which). Entries <= V must still be
+ *   listed in wal/ (gaps and stray names are found as before) but their RAFT files are not
+ *   read: a RAFT file damaged or missing at or below V is not found by open() — a read of it
+ *   still fails (ERR_CORRUPT: missing, does not decode, its index is not its LSN, or its term
+ *   is not the indexed one), and `replicalog verify` (verify.ts) reads every file. The entry
+ *   cache starts with the tail only (entries <= V are read from disk on first use).
+ *
  * Status (API.md): `unbootstrapped` — no hard state and no WAL entries (an empty wal/ without
  * a hard state is a fresh store: firstIndex 1, lastIndex 0); `needs-backfill` — no hard state
  * but WAL entries (a log written before Raft, or entries appended before any hard state);
@@ -94,11 +122,39 @@ import { EntryCache } from './wal/entry-cache.js';
 import { nodeFileSystem, type FileSystem } from './wal/file-system.js';
 import { entryRelativePath, kvPath } from './wal/layout.js';
 import { WalLogManager, type CrashPoint, type CrashPointName } from './wal/log-manager.js';
-import { RaftStateStore, type LogAnchor } from './wal/raft-state.js';
+import { RaftStateStore, type LogAnchor, type LogCheckpoint, type RaftStateChange, type SavedRaftState } from './wal/raft-state.js';
 import { TermRuns } from './wal/term-runs.js';
 
 /** How many entries backfill() rewrites at the same time. */
 const BACKFILL_CONCURRENCY = 16;
+
+/** A hard state whose commit is this many entries past the checkpoint's V carries a new one. */
+export const CHECKPOINT_INTERVAL = 4096;
+/**
+ * close() writes a checkpoint when it would cover at least this many more committed entries
+ * (capped by the interval): below that a full scan at open costs a few milliseconds.
+ */
+const CHECKPOINT_AT_CLOSE_MIN = 1024;
+/**
+ * A log whose terms change more often than this (16 bytes per run) gets no checkpoint: the
+ * record would be rewritten at every interval for little gain. Open then reads every RAFT file.
+ */
+const CHECKPOINT_MAX_RUNS = 65536;
+
+/** How open() built the term index (ReplicaLogStore.openStats). */
+export interface OpenStats {
+  /** RAFT files open() read (the whole retained log, or only the tail past the checkpoint). */
+  scanned: number;
+  /** Retained entries whose term came from the checkpoint, their RAFT files not read. */
+  fromCheckpoint: number;
+  /**
+   * `used`; `absent` (no record); `stale` (it covers no retained entry: everything it
+   * described was compacted); `invalid` (undecodable or inconsistent with the log: `reason`).
+   * Every case but `used` is a full scan.
+   */
+  checkpoint: 'used' | 'absent' | 'stale' | 'invalid';
+  reason?: string;
+}
 
 export type StoreStatus = 'unbootstrapped' | 'needs-backfill' | 'bootstrapped';
 
@@ -113,6 +169,11 @@ export interface ReplicaLogStoreOptions<K = string, V = string> {
   /** Entry cache bounds (defaults: 4096 entries, 16 MiB). */
   cacheMaxEntries?: number;
   cacheMaxBytes?: number;
+  /**
+   * Entries of commit progress between two checkpoints written with setHardState (default
+   * CHECKPOINT_INTERVAL); 0 never writes one (an existing one is still used at open).
+   */
+  checkpointInterval?: number;
   /** Test only: the file system the WAL uses (fault injection). */
   fileSystem?: FileSystem;
   /** Test only: called at every named step of the write path (crash injection). */
@@ -153,6 +214,10 @@ export class ReplicaLogStore implements WritableStorage, LogView {
   private snapshotDataFile: string | undefined;
   /** Whether KV holds raft/log_anchor (written with the first hard state, or by compact/applySnapshot). */
   private anchorRecorded = false;
+  /** V of the checkpoint in KV when it is usable, else 0 (what the next checkpoint improves on). */
+  private checkpointThrough = 0;
+  private readonly checkpointInterval: number;
+  private stats: OpenStats = { scanned: 0, fromCheckpoint: 0, checkpoint: 'absent' };
 
   // ---- lifecycle
   private closed = false;
@@ -175,16 +240,19 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     private readonly ownedDatabase: ClassicLevel<Uint8Array, Uint8Array> | undefined,
     private readonly crashPoint: CrashPoint,
     cache: EntryCache,
+    checkpointInterval: number,
   ) {
     this.dir = dir;
     this.partitionId = partitionId;
     this.cache = cache;
+    this.checkpointInterval = checkpointInterval;
   }
 
   /**
    * Opens (creating if needed) the store in `dir`: takes the directory lock (ERR_LOCKED when
    * another open store holds it), finishes any interrupted multi-step operation, checks the
-   * tree (ERR_CORRUPT naming the path) and builds the in-memory index from the RAFT files.
+   * tree (ERR_CORRUPT naming the path) and builds the in-memory index from the RAFT files —
+   * only those past the checkpoint when KV holds a consistent one (header "Checkpoint").
    */
   static async open<K = string, V = string>(options: ReplicaLogStoreOptions<K, V>): Promise<ReplicaLogStore> {
     if (typeof options !== 'object' || options === null) throw invalidArgumentError('open: options must be an object');
@@ -192,6 +260,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     if (options.partitionId !== undefined) checkSafeUnsigned(options.partitionId, 'partitionId');
     if (options.cacheMaxEntries !== undefined) checkSafeUnsigned(options.cacheMaxEntries, 'cacheMaxEntries');
     if (options.cacheMaxBytes !== undefined) checkSafeUnsigned(options.cacheMaxBytes, 'cacheMaxBytes');
+    if (options.checkpointInterval !== undefined) checkSafeUnsigned(options.checkpointInterval, 'checkpointInterval');
     const dir = resolve(options.dir);
     const fileSystem = options.fileSystem ?? nodeFileSystem;
     try {
@@ -233,6 +302,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         ownedDatabase,
         crashPoint,
         new EntryCache(options.cacheMaxEntries, options.cacheMaxBytes),
+        options.checkpointInterval ?? CHECKPOINT_INTERVAL,
       );
       await store.recover(where);
       return store;
@@ -284,11 +354,35 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       expected++;
     }
 
-    // Terms from the RAFT files (never MANIFEST or payloads). A damaged RAFT file is a torn
-    // backfill on a store without hard state (backfill rewrites it) and corruption otherwise.
+    const last = indexes.length > 0 ? indexes[indexes.length - 1]! : anchor.index;
     const bootstrapped = hardState !== undefined;
     let nearestTerm: number | undefined = saved.anchor !== undefined && saved.anchor.index > 0 ? saved.anchor.term : undefined;
-    for (const index of indexes) {
+
+    // Terms of the retained entries <= V from a consistent checkpoint, without reading their
+    // RAFT files (header "Checkpoint": such a term can never have changed since it was written).
+    // Every one of these indexes was listed in wal/ just above (the gap check).
+    const decision = ReplicaLogStore.checkpointDecision(saved, anchor, last);
+    let position = 0;
+    if (decision.use !== undefined) {
+      const { starts, terms, verifiedThrough } = decision.use;
+      const first = anchor.index + 1;
+      for (let run = 0; run < starts.length; run++) {
+        const runLast = run + 1 < starts.length ? starts[run + 1]! - 1 : verifiedThrough;
+        if (runLast < first) continue; // compacted since the checkpoint was written
+        this.terms.push(Math.max(starts[run]!, first), terms[run]!);
+        nearestTerm = terms[run]!;
+      }
+      position = verifiedThrough - anchor.index; // indexes[position] === verifiedThrough + 1
+      this.checkpointThrough = verifiedThrough;
+    }
+    this.stats = { scanned: indexes.length - position, fromCheckpoint: position, checkpoint: decision.state };
+    if (decision.reason !== undefined) this.stats.reason = decision.reason;
+
+    // Terms from the RAFT files (never MANIFEST or payloads) of the entries past the checkpoint
+    // (all of them without one). A damaged RAFT file is a torn backfill on a store without hard
+    // state (backfill rewrites it) and corruption otherwise.
+    for (; position < indexes.length; position++) {
+      const index = indexes[position]!;
       const inspection = this.wal.inspectRaftSync(index);
       if (inspection.state === 'ok') {
         this.terms.push(index, inspection.entry.term);
@@ -307,7 +401,6 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       this.terms.push(index, nearestTerm ?? hardState?.term ?? 0);
     }
 
-    const last = indexes.length > 0 ? indexes[indexes.length - 1]! : anchor.index;
     if (hardState !== undefined && hardState.commit > last) {
       throw corruptError(`${where}: the hard state's commit ${hardState.commit} is above the last index ${last} of ${this.wal.walDirectory}`, {
         path: where,
@@ -334,6 +427,55 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     this.savedConfState = saved.confState ?? emptyConfState();
     if (saved.snapshot) this.snapshotMetadata = saved.snapshot;
     this.snapshotDataFile = saved.snapshotDataFile;
+  }
+
+  /**
+   * Whether open() may take terms from the saved checkpoint. `anchor`/`last` are the retained
+   * range after the leftovers were removed and the gap check passed (so every index in
+   * (anchor, last] is listed in wal/).
+   */
+  private static checkpointDecision(
+    saved: SavedRaftState,
+    anchor: LogAnchor,
+    last: number,
+  ): { state: OpenStats['checkpoint']; reason?: string; use?: LogCheckpoint } {
+    const record = saved.checkpoint;
+    if (record === undefined) return { state: 'absent' };
+    if (!record.ok) return { state: 'invalid', reason: record.reason };
+    const checkpoint = record.checkpoint;
+    const v = checkpoint.verifiedThrough;
+    // C3: never written without a hard state; C1: never above its commit.
+    if (saved.hardState === undefined) return { state: 'invalid', reason: 'a checkpoint without a hard state' };
+    if (v > last) return { state: 'invalid', reason: `checkpoint index ${v} is above the last index ${last}` };
+    if (v > saved.hardState.commit) return { state: 'invalid', reason: `checkpoint index ${v} is above the commit ${saved.hardState.commit}` };
+    // Everything it described is compacted (or dropped by a snapshot): nothing to take from it.
+    if (v <= anchor.index) return { state: 'stale', reason: `checkpoint index ${v} is at or below the anchor ${anchor.index}` };
+    // Its runs must cover every retained index up to V.
+    if (checkpoint.starts[0]! > anchor.index + 1) {
+      return { state: 'invalid', reason: `checkpoint runs start at ${checkpoint.starts[0]}, above the first index ${anchor.index + 1}` };
+    }
+    return { state: 'used', use: checkpoint };
+  }
+
+  /**
+   * The checkpoint to write with a hard state whose commit is `commit` (already checked <=
+   * lastIndex), or undefined when none is due: it must improve on the saved one by at least
+   * `minimumGain` committed entries. V = commit (invariant C1) and the runs are the in-memory
+   * terms of (anchor, V] (C2). Never while backfill is pending or before a hard state (C3).
+   */
+  private checkpointFor(commit: number, minimumGain: number): LogCheckpoint | undefined {
+    // C3: callers only ask with a hard state (setHardState's, or the saved one at close).
+    if (this.checkpointInterval === 0 || this.pendingRaft.size > 0) return undefined;
+    if (commit <= this.anchor.index || commit > this.last) return undefined;
+    if (commit - Math.max(this.checkpointThrough, this.anchor.index) < Math.max(1, minimumGain)) return undefined;
+    if (this.terms.runCountThrough(commit) > CHECKPOINT_MAX_RUNS) return undefined;
+    const { starts, terms } = this.terms.runsThrough(commit);
+    return { verifiedThrough: commit, starts, terms };
+  }
+
+  /** How open() built the term index: how many RAFT files it read, how many terms came from the checkpoint. */
+  get openStats(): OpenStats {
+    return { ...this.stats };
   }
 
   // -------------------------------------------------------------------------------------------
@@ -418,7 +560,16 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     const cached = this.cache.get(index);
     if (cached !== undefined) return readerCopy(cached);
     const entry = this.wal.readEntrySync(index);
-    if (entry !== undefined) return entry;
+    if (entry !== undefined) {
+      // The term index may come from the checkpoint (its RAFT file unread at open): a file that
+      // decodes to another term is served neither by entries() nor contradicted by term().
+      const indexed = this.terms.termAt(index);
+      if (entry.term !== indexed) {
+        const path = this.wal.entryDirectory(index);
+        throw corruptError(`WAL entry ${path} holds term ${entry.term}, but the log's term of index ${index} is ${indexed}`, { path, index });
+      }
+      return entry;
+    }
     // Gitaly B2: a file that vanished below the first index was compacted meanwhile.
     if (index < this.anchor.index + 1) throw compactedError(index);
     const path = this.wal.entryDirectory(index);
@@ -571,13 +722,20 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     return this.enqueue(async () => {
       this.refuseWhileBackfillPending();
       checkHardState(this.view, next);
+      // Every checkpointInterval entries of commit progress, the checkpoint rides in the SAME
+      // synced batch as the hard state whose commit is its V (invariant C1: atomically, so no
+      // crash leaves a checkpoint above the durable commit).
+      const checkpoint = this.checkpointFor(next.commit, this.checkpointInterval);
       await this.durably(async () => {
         this.crashPoint('before-kv-write');
         // The first hard state also records the anchor: Raft owns the log from now on.
-        await this.raftState.write(this.anchorRecorded ? { hardState: next } : { hardState: next, anchor: { ...this.anchor } });
+        const change: RaftStateChange = this.anchorRecorded ? { hardState: next } : { hardState: next, anchor: { ...this.anchor } };
+        if (checkpoint !== undefined) change.checkpoint = checkpoint;
+        await this.raftState.write(change);
       });
       this.savedHardState = next;
       this.anchorRecorded = true;
+      if (checkpoint !== undefined) this.checkpointThrough = checkpoint.verifiedThrough;
     });
   }
 
@@ -634,8 +792,11 @@ export class ReplicaLogStore implements WritableStorage, LogView {
           confState: next.metadata.confState,
           anchor: { index, term },
           intent: 'drop-all-entries',
+          // index >= commit >= V: the checkpoint can only describe entries this drops.
+          checkpoint: null,
         });
         this.anchorRecorded = true;
+        this.checkpointThrough = 0;
         this.crashPoint('between-kv-and-wal');
         const dropped = this.retainedIndexes();
         this.anchor = { index, term };
@@ -781,6 +942,14 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     if (this.closed) return;
     this.closed = true;
     await this.queue;
+    // A checkpoint at V = the saved commit (already durable: invariant C1), alone in one synced
+    // batch, when it covers enough new entries. Not after an I/O failure (memory may be ahead of
+    // the disk). A failure here is ignored: the record is only an accelerator, and the old one
+    // (if any) stays valid — stale at worst, never wrong.
+    if (this.failure === undefined && this.savedHardState !== undefined) {
+      const checkpoint = this.checkpointFor(this.savedHardState.commit, Math.min(CHECKPOINT_AT_CLOSE_MIN, this.checkpointInterval));
+      if (checkpoint !== undefined) await this.raftState.write({ checkpoint }).catch(() => {});
+    }
     this.cache.clear();
     try {
       await this.ownedDatabase?.close();

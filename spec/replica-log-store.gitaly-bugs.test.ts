@@ -2,7 +2,7 @@
  * Gitaly's ReplicaLogStore / log manager bugs (reference/gitaly.md §1.13, §3.5), each pinned by
  * a test named after it. Where the fix changes a Gitaly test expectation, the test says so.
  */
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { entrySize } from '../lib/codec.js';
 import { ErrorCode } from '../lib/errors.js';
@@ -167,6 +167,18 @@ describe('Gitaly bugs, fixed', () => {
     expect(await codeOf(() => store.insertLogEntry(entry(2, 2), makeTempDir()))).toBe(ErrorCode.Committed);
     await store.append(terms(3, 2)); // replacing above the commit is raft's normal overwrite
     store = await reopen(store);
+    expect(store.entries(1, 4).map((e) => [e.index, e.term])).toEqual([[1, 1], [2, 1], [3, 2]]);
+  });
+
+  it('B6: a batch that repeats committed entries never rewrites them on disk (a crash mid-rewrite could lose them)', async () => {
+    const dir = makeTempDir();
+    const store = await open({ dir });
+    await store.append(terms(1, 1, 1, 1));
+    await store.setHardState({ term: 2, vote: 0, commit: 2 });
+    const inodesBefore = [1, 2].map((index) => statSync(entryPath(dir, index)).ino);
+    // Entries 1..2 match the committed ones; 3 is replaced with a newer term.
+    await store.append(terms(1, 1, 1, 2));
+    expect([1, 2].map((index) => statSync(entryPath(dir, index)).ino)).toEqual(inodesBefore);
     expect(store.entries(1, 4).map((e) => [e.index, e.term])).toEqual([[1, 1], [2, 1], [3, 2]]);
   });
 

@@ -13,6 +13,13 @@ export const DEFAULT_CACHE_MAX_BYTES = 16 * 1024 * 1024;
 export class EntryCache {
   private readonly entries = new Map<number, Entry>();
   private bytes = 0;
+  /**
+   * Every cached index lies in [lowest, highest] (empty when lowest > highest). Entries are
+   * added in increasing index order, so eviction walks `lowest` forward: amortised O(1) per
+   * add, where iterating the Map from its head would pass every deleted slot each time.
+   */
+  private lowest = 1;
+  private highest = 0;
 
   constructor(
     private readonly maxEntries = DEFAULT_CACHE_MAX_ENTRIES,
@@ -30,26 +37,29 @@ export class EntryCache {
     this.delete(entry.index);
     this.entries.set(entry.index, Object.freeze(entry));
     this.bytes += size;
-    for (const [index, oldest] of this.entries) {
-      if (this.entries.size <= this.maxEntries && this.bytes <= this.maxBytes) break;
-      this.entries.delete(index);
-      this.bytes -= entrySize(oldest);
+    if (this.entries.size === 1) this.lowest = entry.index;
+    this.lowest = Math.min(this.lowest, entry.index);
+    this.highest = Math.max(this.highest, entry.index);
+    while ((this.entries.size > this.maxEntries || this.bytes > this.maxBytes) && this.lowest <= this.highest) {
+      this.delete(this.lowest++);
     }
   }
 
   /** Forgets every index >= `index`. */
   truncateFrom(index: number): void {
-    for (const key of [...this.entries.keys()]) if (key >= index) this.delete(key);
+    while (this.highest >= index && this.highest >= this.lowest) this.delete(this.highest--);
   }
 
   /** Forgets every index < `index`. */
   dropBelow(index: number): void {
-    for (const key of [...this.entries.keys()]) if (key < index) this.delete(key);
+    while (this.lowest < index && this.lowest <= this.highest) this.delete(this.lowest++);
   }
 
   clear(): void {
     this.entries.clear();
     this.bytes = 0;
+    this.lowest = 1;
+    this.highest = 0;
   }
 
   get size(): number {

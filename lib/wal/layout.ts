@@ -131,3 +131,10 @@ export const KEY_SNAPSHOT_DATA = 'raft/snapshot_data';
 export const KEY_LOG_ANCHOR = 'raft/log_anchor';
 /** raft/intent: a multi-step operation to redo at open (applySnapshot's "drop every entry directory"). */
 export const KEY_INTENT = 'raft/intent';
+/**
+ * raft/log_checkpoint: the open() accelerator (raft-state.ts encodeCheckpoint): an index V no
+ * higher than the saved commit and the term runs of the retained entries up to V, so open()
+ * reads RAFT files only past V. Only ever written together with, or after, a hard state whose
+ * commit is >= V (see replica-log-store.ts "Checkpoint").
+ */
+export const KEY_LOG_CHECKPOINT = 'raft/log_checkpoint';

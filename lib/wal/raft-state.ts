@@ -10,6 +10,13 @@
  *                       written by compact/applySnapshot and with the first hard state (absent
  *                       while the WAL may still be Gitaly's alone: the anchor is then derived)
  *   raft/intent         1 byte, 0x01 = "drop every entry directory" (applySnapshot, redone at open)
+ *   raft/log_checkpoint open()'s accelerator: version byte 0x01, V (uint64 BE), run count n
+ *                       (uint32 BE), then n × (start, term) (2 × uint64 BE): the terms of the
+ *                       entries from the first run's start through V, run-length encoded. V is
+ *                       never above the commit of the hard state saved with or before it.
+ *                       Unlike every other key, a record that does not decode is not corruption:
+ *                       it is only an accelerator, so open() falls back to reading every RAFT
+ *                       file (load() reports it as invalid instead of throwing).
  *
  * Every write is one `batch(…, { sync: true })`: durable when it resolves, and atomic when
  * several keys change together. Missing keys read as undefined (classic-level 3).
@@ -31,6 +38,7 @@ import {
   KEY_HARD_STATE,
   KEY_INTENT,
   KEY_LOG_ANCHOR,
+  KEY_LOG_CHECKPOINT,
   KEY_SNAPSHOT,
   KEY_SNAPSHOT_DATA,
   kvKey,
@@ -43,6 +51,22 @@ export interface LogAnchor {
 
 export type Intent = 'drop-all-entries';
 
+/**
+ * raft/log_checkpoint: the terms of the entries starts[0] .. verifiedThrough (V), run-length
+ * encoded like TermRuns: run k covers [starts[k], starts[k+1]) (the last one up to V) with
+ * term terms[k]. Decoded records always satisfy: at least one run, starts[0] >= 1, starts
+ * strictly increasing, every start <= V, terms non-decreasing (a Raft log's terms never go
+ * down). Whether it fits the log on disk is the store's check at open (replica-log-store.ts).
+ */
+export interface LogCheckpoint {
+  verifiedThrough: number;
+  starts: number[];
+  terms: number[];
+}
+
+/** What load() found under raft/log_checkpoint: a record that does not decode is not an error. */
+export type CheckpointRecord = { ok: true; checkpoint: LogCheckpoint } | { ok: false; reason: string };
+
 export interface SavedRaftState {
   hardState?: HardState;
   confState?: ConfState;
@@ -50,6 +74,8 @@ export interface SavedRaftState {
   snapshotDataFile?: string;
   anchor?: LogAnchor;
   intent?: Intent;
+  /** Absent when the key is absent. */
+  checkpoint?: CheckpointRecord;
 }
 
 /** One atomic change: a field set to a value is written, set to null is deleted, absent is untouched. */
@@ -60,6 +86,8 @@ export interface RaftStateChange {
   snapshotDataFile?: string | null;
   anchor?: LogAnchor;
   intent?: Intent | null;
+  /** Only ever in the same batch as a hard state (or alone at close): see replica-log-store.ts. */
+  checkpoint?: LogCheckpoint | null;
 }
 
 /** The part of classic-level's API the store uses, with byte keys and values. */
@@ -88,8 +116,63 @@ export function decodeAnchor(bytes: Uint8Array, where = 'kv'): LogAnchor {
   return { index: Number(index), term: Number(term) };
 }
 
+const CHECKPOINT_VERSION = 0x01;
+const CHECKPOINT_HEADER_BYTES = 1 + 8 + 4;
+const CHECKPOINT_RUN_BYTES = 16;
+
+export function encodeCheckpoint(checkpoint: LogCheckpoint): Uint8Array {
+  const count = checkpoint.starts.length;
+  const bytes = new Uint8Array(CHECKPOINT_HEADER_BYTES + CHECKPOINT_RUN_BYTES * count);
+  const view = new DataView(bytes.buffer);
+  view.setUint8(0, CHECKPOINT_VERSION);
+  view.setBigUint64(1, BigInt(checkpoint.verifiedThrough), false);
+  view.setUint32(9, count, false);
+  for (let run = 0; run < count; run++) {
+    const offset = CHECKPOINT_HEADER_BYTES + CHECKPOINT_RUN_BYTES * run;
+    view.setBigUint64(offset, BigInt(checkpoint.starts[run]!), false);
+    view.setBigUint64(offset + 8, BigInt(checkpoint.terms[run]!), false);
+  }
+  return bytes;
+}
+
+/**
+ * Decodes a raft/log_checkpoint record and checks everything that does not depend on the log
+ * (see LogCheckpoint); throws an Error saying what is wrong.
+ */
+export function decodeCheckpoint(bytes: Uint8Array): LogCheckpoint {
+  if (bytes.length < CHECKPOINT_HEADER_BYTES) throw new Error(`${bytes.length} bytes, shorter than the ${CHECKPOINT_HEADER_BYTES}-byte header`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const version = view.getUint8(0);
+  if (version !== CHECKPOINT_VERSION) throw new Error(`unknown version ${version}`);
+  const safe = (offset: number, what: string): number => {
+    const value = view.getBigUint64(offset, false);
+    if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error(`${what} is out of range`);
+    return Number(value);
+  };
+  const verifiedThrough = safe(1, 'verified index');
+  const count = view.getUint32(9, false);
+  if (bytes.length !== CHECKPOINT_HEADER_BYTES + CHECKPOINT_RUN_BYTES * count) {
+    throw new Error(`${bytes.length} bytes for ${count} runs (expected ${CHECKPOINT_HEADER_BYTES + CHECKPOINT_RUN_BYTES * count})`);
+  }
+  if (count === 0) throw new Error('no runs');
+  const starts: number[] = [];
+  const terms: number[] = [];
+  for (let run = 0; run < count; run++) {
+    const offset = CHECKPOINT_HEADER_BYTES + CHECKPOINT_RUN_BYTES * run;
+    const start = safe(offset, `run ${run} start`);
+    const term = safe(offset + 8, `run ${run} term`);
+    if (run === 0 && start < 1) throw new Error('the first run starts at index 0');
+    if (run > 0 && start <= starts[run - 1]!) throw new Error(`run ${run} starts at ${start}, not after run ${run - 1} (${starts[run - 1]})`);
+    if (run > 0 && term < terms[run - 1]!) throw new Error(`run ${run} has term ${term}, below run ${run - 1}'s ${terms[run - 1]}`);
+    starts.push(start);
+    terms.push(term);
+  }
+  if (starts[count - 1]! > verifiedThrough) throw new Error(`run ${count - 1} starts at ${starts[count - 1]}, above the verified index ${verifiedThrough}`);
+  return { verifiedThrough, starts, terms };
+}
+
 export class RaftStateStore {
-  private readonly keys: Record<'hardState' | 'confState' | 'snapshot' | 'snapshotData' | 'anchor' | 'intent', Uint8Array>;
+  private readonly keys: Record<'hardState' | 'confState' | 'snapshot' | 'snapshotData' | 'anchor' | 'intent' | 'checkpoint', Uint8Array>;
 
   /** `where` names the database in errors (its path, or "the given db"). */
   constructor(
@@ -104,18 +187,27 @@ export class RaftStateStore {
       snapshotData: kvKey(partitionId, KEY_SNAPSHOT_DATA),
       anchor: kvKey(partitionId, KEY_LOG_ANCHOR),
       intent: kvKey(partitionId, KEY_INTENT),
+      checkpoint: kvKey(partitionId, KEY_LOG_CHECKPOINT),
     };
   }
 
   async load(): Promise<SavedRaftState> {
     let values: (Uint8Array | undefined)[];
-    const keys = [this.keys.hardState, this.keys.confState, this.keys.snapshot, this.keys.snapshotData, this.keys.anchor, this.keys.intent];
+    const keys = [
+      this.keys.hardState,
+      this.keys.confState,
+      this.keys.snapshot,
+      this.keys.snapshotData,
+      this.keys.anchor,
+      this.keys.intent,
+      this.keys.checkpoint,
+    ];
     try {
       values = await this.database.getMany<Uint8Array, Uint8Array>(keys, BYTES);
     } catch (error) {
       throw ioError('read', this.where, error);
     }
-    const [hardState, confState, snapshot, snapshotData, anchor, intent] = values;
+    const [hardState, confState, snapshot, snapshotData, anchor, intent, checkpoint] = values;
     const decode = <T>(name: string, bytes: Uint8Array | undefined, decoder: (bytes: Uint8Array) => T): T | undefined => {
       if (bytes === undefined) return undefined;
       try {
@@ -141,6 +233,13 @@ export class RaftStateStore {
       }
       state.intent = 'drop-all-entries';
     }
+    if (checkpoint !== undefined) {
+      try {
+        state.checkpoint = { ok: true, checkpoint: decodeCheckpoint(checkpoint) };
+      } catch (error) {
+        state.checkpoint = { ok: false, reason: `key ${KEY_LOG_CHECKPOINT} does not decode: ${(error as Error).message}` };
+      }
+    }
     return state;
   }
 
@@ -158,6 +257,8 @@ export class RaftStateStore {
     if (change.anchor) put(this.keys.anchor, encodeAnchor(change.anchor));
     if (change.intent === null) del(this.keys.intent);
     else if (change.intent === 'drop-all-entries') put(this.keys.intent, Uint8Array.of(INTENT_DROP_ALL_ENTRIES));
+    if (change.checkpoint === null) del(this.keys.checkpoint);
+    else if (change.checkpoint !== undefined) put(this.keys.checkpoint, encodeCheckpoint(change.checkpoint));
     if (operations.length === 0) return;
     try {
       await this.database.batch<Uint8Array, Uint8Array>(operations, { ...BYTES, sync: true });

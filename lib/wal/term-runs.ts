@@ -53,6 +53,29 @@ export class TermRuns {
     if (this.starts.length > 0 && this.starts[0]! < index) this.starts[0] = index;
   }
 
+  /**
+   * Copies of the runs that start at or below `last` (the checkpoint of the entries
+   * firstIndex..last; the caller has checked last lies in the retained range). The first start
+   * is firstIndex: dropBelow moves it up to the new first index.
+   */
+  runsThrough(last: number): { starts: number[]; terms: number[] } {
+    const count = this.runCountThrough(last);
+    return { starts: this.starts.slice(0, count), terms: this.terms.slice(0, count) };
+  }
+
+  /** How many runs start at or below `last` (the size of runsThrough(last), without copying). */
+  runCountThrough(last: number): number {
+    let low = 0;
+    let high = this.starts.length;
+    // First k with starts[k] > last.
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if (this.starts[middle]! <= last) low = middle + 1;
+      else high = middle;
+    }
+    return low;
+  }
+
   clear(): void {
     this.starts = [];
     this.terms = [];
