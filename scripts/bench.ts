@@ -1,0 +1,78 @@
+/**
+ * npm run bench [-- --quick] [-- --json] [-- --root DIR]
+ *
+ * Measures ReplicaLogStore against the physical limit, the on-disk format's own floor and the
+ * sequential Gitaly write path, all in one interleaved run (see scripts/bench-lib.ts), prints a
+ * table with every goal's ratio, target and PASS/MISS, and with --json one JSON object on the
+ * last line of stdout. --quick (under 3 minutes) measures open at 100 k entries instead of 1 M
+ * (open_1m_seconds is then null and "quick": true).
+ */
+import { statfsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { formatTable, fullConfig, jsonLine, quickConfig, removeTree, runBench, tinyConfig } from './bench-lib.js';
+
+function usage(): never {
+  process.stderr.write('usage: node dist/scripts/bench.js [--quick] [--json] [--root DIR] [--reps N]\n');
+  process.exit(2);
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  let quick = false;
+  let tiny = false;
+  let json = false;
+  let root = resolve('/work/.tmp-bench');
+  let reps: number | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const argument = argv[i]!;
+    if (argument === '--quick') quick = true;
+    else if (argument === '--tiny') tiny = true; // development: every path at a tiny size, numbers meaningless
+    else if (argument === '--json') json = true;
+    else if (argument === '--root' && argv[i + 1] !== undefined) root = resolve(argv[++i]!);
+    else if (argument === '--reps' && /^[0-9]+$/.test(argv[i + 1] ?? '')) reps = Number(argv[++i]);
+    else if (argument === '--help' || argument === '-h') {
+      process.stdout.write('usage: node dist/scripts/bench.js [--quick] [--json] [--root DIR] [--reps N]\n');
+      return 0;
+    } else usage();
+  }
+  const config = tiny ? tinyConfig(root) : quick ? quickConfig(root) : fullConfig(root);
+  if (reps !== undefined) config.reps = Math.max(1, reps);
+  config.log = (line) => process.stderr.write(`${line}\n`);
+  // Ctrl-C: remove this run's scratch tree (up to ~9 GiB for the 1 M-entry tree) before exiting.
+  config.onRunDirectory = (path) => {
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      process.once(signal, () => {
+        process.stderr.write(`bench: interrupted, removing ${path}\n`);
+        removeTree(path);
+        process.exit(130);
+      });
+    }
+  };
+
+  // The open tree costs ~8 KiB of blocks and 3 inodes per entry (entry dir, MANIFEST, RAFT).
+  try {
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(root, { recursive: true });
+    const stats = statfsSync(root);
+    const needBytes = config.openEntries * 10 * 1024;
+    const needInodes = config.openEntries * 3 + config.worstIndexEntries * 3;
+    if (stats.bavail * stats.bsize < needBytes * 1.2 || stats.ffree < needInodes * 1.2) {
+      process.stderr.write(
+        `bench: ${root} has ${(stats.bavail * stats.bsize / 2 ** 30).toFixed(1)} GiB and ${stats.ffree} inodes free; ` +
+          `the ${config.openEntries}-entry tree needs ~${(needBytes / 2 ** 30).toFixed(1)} GiB and ${needInodes} inodes\n`,
+      );
+      return 1;
+    }
+  } catch (error) {
+    process.stderr.write(`bench: cannot use ${root}: ${(error as Error).message}\n`);
+    return 1;
+  }
+
+  const started = Date.now();
+  const result = await runBench(config);
+  process.stdout.write(`${formatTable(result)}\n`);
+  process.stdout.write(`(${((Date.now() - started) / 1000).toFixed(0)} s)\n`);
+  if (json) process.stdout.write(`${jsonLine(result)}\n`);
+  return 0;
+}
+
+process.exitCode = await main(process.argv.slice(2));
