@@ -36,6 +36,7 @@ import {
   type WritableStorage,
 } from './types.js';
 import {
+  checkBytes,
   validateConfStateUntrusted,
   validateEntriesUntrusted,
   validateHardStateUntrusted,
@@ -162,6 +163,7 @@ export class MemoryStorage implements WritableStorage, LogView {
   async createSnapshot(index: number, confState?: ConfState, data?: Uint8Array): Promise<Snapshot> {
     checkSafeUnsigned(index, 'createSnapshot index');
     if (confState !== undefined) validateConfStateUntrusted(confState);
+    checkBytes(data, 'createSnapshot data');
     if (index <= this.savedSnapshot.metadata.index) throw snapOutOfDateError(index);
     if (index > this.lastIndex()) {
       throw new ReplicaLogError(

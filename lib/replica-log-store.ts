@@ -120,7 +120,7 @@ import {
 } from './validate.js';
 import { EntryCache } from './wal/entry-cache.js';
 import { nodeFileSystem, type FileSystem } from './wal/file-system.js';
-import { entryRelativePath, kvPath } from './wal/layout.js';
+import { entryRelativePath, isSnapshotFileName, kvPath } from './wal/layout.js';
 import { WalLogManager, type CrashPoint, type CrashPointName } from './wal/log-manager.js';
 import { RaftStateStore, type LogAnchor, type LogCheckpoint, type RaftStateChange, type SavedRaftState } from './wal/raft-state.js';
 import { TermRuns } from './wal/term-runs.js';
@@ -334,6 +334,22 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       saved.anchor ??
       (indexes.length > 0 && indexes[0]! > 1 ? { index: indexes[0]! - 1, term: hardState?.term ?? 0 } : { index: 0, term: 0 });
 
+    // A durable anchor never lies above every entry directory: compact(i) needs i <= lastIndex()
+    // and removes the oldest directories first, so the highest one survives until the end, and
+    // applySnapshot's removal is covered by its intent (redone above). An anchor above them all
+    // is a damaged record; treating the directories as leftovers would delete committed entries.
+    if (indexes.length > 0 && anchor.index > indexes[indexes.length - 1]!) {
+      throw corruptError(
+        `${where}: the log anchor ${anchor.index} is above the last entry directory ${this.wal.entryDirectory(indexes[indexes.length - 1]!)}`,
+        { path: where, index: anchor.index },
+      );
+    }
+    if (saved.snapshotDataFile !== undefined && !isSnapshotFileName(saved.snapshotDataFile)) {
+      throw corruptError(`${where}: the snapshot data file name ${JSON.stringify(saved.snapshotDataFile)} is not one replicalog writes`, {
+        path: where,
+      });
+    }
+
     // Entry directories at or below the anchor are leftovers of an interrupted compaction.
     const stale = indexes.filter((index) => index <= anchor.index);
     if (stale.length > 0) {
@@ -361,7 +377,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     // Terms of the retained entries <= V from a consistent checkpoint, without reading their
     // RAFT files (header "Checkpoint": such a term can never have changed since it was written).
     // Every one of these indexes was listed in wal/ just above (the gap check).
-    const decision = ReplicaLogStore.checkpointDecision(saved, anchor, last);
+    const decision = this.checkpointCrossCheck(ReplicaLogStore.checkpointDecision(saved, anchor, last), anchor);
     let position = 0;
     if (decision.use !== undefined) {
       const { starts, terms, verifiedThrough } = decision.use;
@@ -385,6 +401,13 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       const index = indexes[position]!;
       const inspection = this.wal.inspectRaftSync(index);
       if (inspection.state === 'ok') {
+        // Terms never decrease along a log (append refuses it): a regression is damage.
+        if (nearestTerm !== undefined && inspection.entry.term < nearestTerm) {
+          throw corruptError(
+            `corrupt WAL entry ${this.wal.entryDirectory(index)}: term ${inspection.entry.term} is below term ${nearestTerm} of the entry before it`,
+            { path: this.wal.entryDirectory(index), index },
+          );
+        }
         this.terms.push(index, inspection.entry.term);
         nearestTerm = inspection.entry.term;
         this.cache.add(inspection.entry);
@@ -427,6 +450,32 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     this.savedConfState = saved.confState ?? emptyConfState();
     if (saved.snapshot) this.snapshotMetadata = saved.snapshot;
     this.snapshotDataFile = saved.snapshotDataFile;
+  }
+
+  /**
+   * A well-formed checkpoint can still disagree with the files (a damaged record). Before its
+   * terms are used, the RAFT files at the first retained index and at V are read and must carry
+   * the terms it gives them; otherwise open falls back to the full scan.
+   */
+  private checkpointCrossCheck(
+    decision: ReturnType<typeof ReplicaLogStore.checkpointDecision>,
+    anchor: LogAnchor,
+  ): ReturnType<typeof ReplicaLogStore.checkpointDecision> {
+    const checkpoint = decision.use;
+    if (checkpoint === undefined) return decision;
+    const termAt = (index: number): number => {
+      let run = 0;
+      while (run + 1 < checkpoint.starts.length && checkpoint.starts[run + 1]! <= index) run++;
+      return checkpoint.terms[run]!;
+    };
+    for (const index of new Set([anchor.index + 1, checkpoint.verifiedThrough])) {
+      const inspection = this.wal.inspectRaftSync(index);
+      if (inspection.state !== 'ok' || inspection.entry.term !== termAt(index)) {
+        const found = inspection.state === 'ok' ? `term ${inspection.entry.term}` : `a ${inspection.state} RAFT file`;
+        return { state: 'invalid', reason: `checkpoint gives index ${index} term ${termAt(index)}, its RAFT file has ${found}` };
+      }
+    }
+    return decision;
   }
 
   /**

@@ -22,7 +22,7 @@ function checkObject(value: unknown, name: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-function checkBytes(value: unknown, name: string): Uint8Array | undefined {
+export function checkBytes(value: unknown, name: string): Uint8Array | undefined {
   if (value === undefined) return undefined;
   if (!(value instanceof Uint8Array)) throw invalidArgumentError(`${name} must be a Uint8Array or absent`);
   return value;
@@ -37,7 +37,8 @@ function checkEnum(value: unknown, name: string, maximum: number): number {
 
 function checkIdList(value: unknown, name: string): number[] {
   if (!Array.isArray(value)) throw invalidArgumentError(`${name} must be an array of ids`);
-  value.forEach((id, position) => checkSafeUnsigned(id, `${name}[${position}]`));
+  // An index loop, not forEach: forEach skips the holes of a sparse array ([1, , 3]).
+  for (let position = 0; position < value.length; position++) checkSafeUnsigned(value[position], `${name}[${position}]`);
   return value as number[];
 }
 
@@ -52,7 +53,8 @@ export function validateEntryUntrusted(value: unknown, name = 'entry'): Entry {
 
 export function validateEntriesUntrusted(value: unknown, name = 'entries'): Entry[] {
   if (!Array.isArray(value)) throw invalidArgumentError(`${name} must be an array`);
-  value.forEach((entry, position) => validateEntryUntrusted(entry, `${name}[${position}]`));
+  // An index loop, not forEach: forEach skips the holes of a sparse array ([ , entry]).
+  for (let position = 0; position < value.length; position++) validateEntryUntrusted(value[position], `${name}[${position}]`);
   return value as Entry[];
 }
 

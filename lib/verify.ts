@@ -19,7 +19,7 @@
  * whose index is not its LSN is a problem whatever the status (on a store without hard state,
  * migrate rewrites it; the problem is still reported so nobody serves it meanwhile).
  */
-import { decodeAnchor, type LogAnchor } from './wal/raft-state.js';
+import { decodeAnchor, decodeIntent, type LogAnchor } from './wal/raft-state.js';
 import { copyFile, lstat, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -46,6 +46,7 @@ import {
   snapshotDirectoryPath,
   stagingPath,
   walPath,
+  isSnapshotFileName,
 } from './wal/layout.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -251,10 +252,15 @@ export async function readKvSnapshot(dir: string, partitionId?: number): Promise
   if (decodedConfState !== undefined) state.confState = decodedConfState;
   const decodedSnapshot = decode(KEY_SNAPSHOT, snapshot, decodeSnapshot);
   if (decodedSnapshot !== undefined) state.snapshot = decodedSnapshot.metadata;
-  if (snapshotData !== undefined) state.snapshotDataFile = new TextDecoder().decode(snapshotData);
+  const snapshotDataFile = decode(KEY_SNAPSHOT_DATA, snapshotData, (bytes) => {
+    const name = new TextDecoder().decode(bytes);
+    if (!isSnapshotFileName(name)) throw new Error(`${JSON.stringify(name)} is not a snapshot file name replicalog writes`);
+    return name;
+  });
+  if (snapshotDataFile !== undefined) state.snapshotDataFile = snapshotDataFile;
   const decodedAnchor = decode(KEY_LOG_ANCHOR, anchor, (bytes) => decodeAnchor(bytes));
   if (decodedAnchor !== undefined) state.anchor = decodedAnchor;
-  state.intentPending = intent !== undefined;
+  state.intentPending = decode(KEY_INTENT, intent, (bytes) => decodeIntent(bytes)) !== undefined;
   const decodedLatest = decode(KEY_LATEST_CONFIG_CHANGE, latestConfigChange, decodeLsn);
   if (decodedLatest !== undefined) state.latestConfigChange = decodedLatest;
   return state;

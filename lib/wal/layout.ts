@@ -123,6 +123,14 @@ export function snapshotFileName(index: number, uniqueTag: string): string {
   return `${formatLsn(index)}-${uniqueTag}${SNAPSHOT_FILE_SUFFIX}`;
 }
 
+/**
+ * True for a name snapshotFileName can produce. The name comes from the KV record
+ * raft/snapshot_data, so it is checked before it is joined to snapshot/ (no '../', no NUL).
+ */
+export function isSnapshotFileName(name: string): boolean {
+  return /^[0-9a-z]{13}-[0-9a-f]{1,64}\.snap$/.test(name);
+}
+
 /** raft/snapshot: the latest snapshot's metadata (raftpb.Snapshot without data). */
 export const KEY_SNAPSHOT = 'raft/snapshot';
 /** raft/snapshot_data: the name of the latest snapshot's data file in snapshot/ (absent: no data). */

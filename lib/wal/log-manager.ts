@@ -186,6 +186,8 @@ export class WalLogManager {
       const code = errorCode(error);
       if (code === 'ENOENT') return { state: 'missing' };
       if (code === 'ENOTDIR') throw corruptError(`${directory} is not a directory`, { path: directory, index });
+      // A RAFT that is a directory is damage in the tree, not a failing disk.
+      if (code === 'EISDIR') throw corruptError(`${path} is a directory, not a RAFT file`, { path: directory, index });
       throw ioError('read', path, error);
     }
     if (bytes.length === 0) return { state: 'damaged', reason: `${path} is empty (a torn write)` };

@@ -96,6 +96,14 @@ type ByteDatabase = ClassicLevel<Uint8Array, Uint8Array>;
 const BYTES = { keyEncoding: 'view', valueEncoding: 'view' } as const;
 const INTENT_DROP_ALL_ENTRIES = 0x01;
 
+/** Decodes raft/intent; throws ERR_CORRUPT on a value open would not know how to redo. Shared with verify.ts. */
+export function decodeIntent(bytes: Uint8Array, where = 'kv'): Intent {
+  if (bytes.length !== 1 || bytes[0] !== INTENT_DROP_ALL_ENTRIES) {
+    throw corruptError(`${where}: unknown intent record ${Buffer.from(bytes).toString('hex')}`);
+  }
+  return 'drop-all-entries';
+}
+
 function encodeAnchor(anchor: LogAnchor): Uint8Array {
   const bytes = new Uint8Array(16);
   const view = new DataView(bytes.buffer);

@@ -136,7 +136,6 @@ export const DAMAGE_TABLE: Row[] = [
     outcome: { open: 'refused', code: ErrorCode.Corrupt, path: (dir) => entryPath(dir, 4) },
     verify: ['TERM_REGRESSION'],
     why: 'terms never decrease along a raft log; serving it breaks log matching',
-    bug: 'ReplicaLogStore.recover (lib/replica-log-store.ts, the RAFT inspection loop, l.383-400) never compares an entry\'s term with the one before it: the store opens and serves the regressed entry',
   },
   {
     damage: 'RAFT is a directory',
@@ -147,15 +146,20 @@ export const DAMAGE_TABLE: Row[] = [
     outcome: { open: 'refused', code: ErrorCode.Corrupt, path: (dir) => entryPath(dir, 3) },
     verify: ['NOT_A_FILE'],
     why: 'damage in the tree, not an I/O failure',
-    bug: 'WalLogManager.inspectRaftSync (lib/wal/log-manager.ts l.183-190) maps only ENOENT/ENOTDIR; EISDIR becomes ERR_IO ("read …: EISDIR") instead of ERR_CORRUPT naming the entry',
   },
   {
     damage: 'RAFT missing on a bootstrapped store',
     apply: (dir) => rmSync(raftOf(dir, 3)),
-    outcome: { open: 'refused', code: ErrorCode.Corrupt, path: (dir) => entryPath(dir, 3) },
+    outcome: {
+      open: 'opens',
+      check: (store) => {
+        // Decided (README, Migrating): Gitaly lets Raft be switched off and on, so entries written
+        // meanwhile have no RAFT; they wait for backfill (reads of them: ERR_NEEDS_BACKFILL).
+        expect([store.status, store.pendingBackfill]).toEqual(['bootstrapped', 1]);
+      },
+    },
     verify: ['RAFT_MISSING'],
-    why: 'once Raft owns the log every entry has a RAFT file; backfilling it would invent a raft entry',
-    bug: 'ReplicaLogStore.recover (lib/replica-log-store.ts l.392-399) refuses only a *damaged* RAFT on a bootstrapped store; a *missing* one is queued for backfill (pendingBackfill 1, reads ERR_NEEDS_BACKFILL) and backfill() would fabricate it with a guessed term',
+    why: 'entries written while Raft was switched off (Gitaly allows toggling) are backfilled, not refused; verify flags them so an operator runs migrate',
   },
   {
     damage: 'MANIFEST does not decode',
@@ -246,7 +250,6 @@ export const DAMAGE_TABLE: Row[] = [
     outcome: { open: 'refused', code: ErrorCode.Corrupt, path: kvPathOf },
     verify: ['KV_CORRUPT'],
     why: 'an unknown pending operation cannot be redone',
-    bug: 'lib/verify.ts readKvSnapshot sets intentPending for any value (`intent !== undefined`) and never reports an unknown intent as KV_CORRUPT, while open refuses it',
   },
   {
     damage: 'commit above the last index after the tail was removed (hard state raised in KV)',
@@ -272,7 +275,6 @@ export const DAMAGE_TABLE: Row[] = [
     outcome: { open: 'refused', code: ErrorCode.Corrupt, path: kvPathOf },
     verify: ['COMMIT_BELOW_FIRST', 'COMPACTION_LEFTOVER', 'COMPACTION_LEFTOVER', 'COMPACTION_LEFTOVER', 'COMPACTION_LEFTOVER'],
     why: 'compact(i) needs i <= last, so an anchor above every entry directory is not an interrupted compaction; deleting the log is not provably safe',
-    bug: 'ReplicaLogStore.recover (lib/replica-log-store.ts l.336-341) treats every entry directory <= the anchor as a compaction leftover and DELETES the whole log (entries 1..4, two of them committed) when the anchor record is damaged upwards; it should refuse unless anchor <= the highest entry directory (or an intent is pending)',
   },
   {
     damage: 'snapshot_data names a file outside snapshot/ (../kv/CURRENT)',
@@ -280,27 +282,14 @@ export const DAMAGE_TABLE: Row[] = [
     outcome: { open: 'refused', code: ErrorCode.Corrupt, path: kvPathOf },
     verify: ['KV_CORRUPT'],
     why: 'the name must be a snapshot file name; anything else reads (and serves as snapshot data) a file elsewhere in the tree',
-    bug: 'ReplicaLogStore.recover / WalLogManager.snapshotFileExists (lib/wal/log-manager.ts l.426-440) join the KV value to snapshot/ unchecked: the store opens and snapshot().data is the bytes of kv/CURRENT; pruneSnapshotFiles also deletes the real snapshot file. verify neither reports it',
   },
   {
-    damage: 'with a checkpoint (V = 2): RAFT at or below V does not decode',
+    damage: 'with a checkpoint (V = 2): RAFT at V does not decode',
     checkpoint: true,
     apply: (dir) => replaceFile(raftOf(dir, 2), Uint8Array.of(0xff, 0xff, 0xff)),
-    outcome: {
-      open: 'opens',
-      check: (store, dir) => {
-        expect(store.openStats.checkpoint).toBe('used');
-        let caught: { code?: string; path?: string } | undefined;
-        try {
-          store.entries(2, 3);
-        } catch (error) {
-          caught = error as typeof caught;
-        }
-        expect([caught?.code, caught?.path]).toEqual([ErrorCode.Corrupt, entryPath(dir, 2)]);
-      },
-    },
+    outcome: { open: 'refused', code: ErrorCode.Corrupt, path: (dir) => entryPath(dir, 2) },
     verify: ['RAFT_CORRUPT'],
-    why: 'by design (lib "Checkpoint"): open() trusts the checkpoint for entries <= V and does not read their RAFT files; the read that meets the damage refuses it, and verify reads every file',
+    why: 'open cross-checks the checkpoint against the RAFT files at the first index and at V; a mismatch means the full scan, which refuses the damaged file. Damage strictly between them is met by the read of that entry (ERR_CORRUPT) and by verify, which reads every file (lib "Checkpoint")',
   },
   {
     damage: 'with a checkpoint: raft/log_checkpoint does not decode',
@@ -320,10 +309,12 @@ export const DAMAGE_TABLE: Row[] = [
       const { encodeCheckpoint } = await import('../../lib/wal/raft-state.js');
       await putKv(dir, 'raft/log_checkpoint', encodeCheckpoint({ verifiedThrough: 2, starts: [1], terms: [7] }));
     },
-    outcome: { open: 'refused', code: ErrorCode.Corrupt, path: kvPathOf },
-    verify: ['KV_CORRUPT'],
-    why: 'term 7 at index 2 followed by term 2 at index 3 is a term regression: the record contradicts the log',
-    bug: 'ReplicaLogStore.recover / checkpointDecision (lib/replica-log-store.ts l.436) never compares the checkpoint\'s last term with the first RAFT file read after V: the store opens (openStats.checkpoint "used"), term(1) and term(2) answer 7 from memory (no file is read) — raft\'s log matching would use the wrong term — while entries(1, 3) refuses with ERR_CORRUPT (the RAFT term differs from the indexed one). verify.ts does not read the key at all',
+    outcome: { open: 'repaired', check: (store) => {
+      expect(store.openStats.checkpoint).toBe('invalid');
+      servesAll(store);
+    } },
+    verify: [],
+    why: 'an accelerator only: open cross-checks it against the RAFT files at the first index and at V, and a disagreeing record means a full scan (safe)',
   },
   {
     damage: 'an unreferenced file in snapshot/ (an older snapshot, a crashed .tmp)',
@@ -366,7 +357,8 @@ describe('damage decision table', () => {
       } else {
         expect(error).toBeUndefined();
         row.outcome.check(store!, dir);
-        // And it writes: the damage it tolerates does not stop the log.
+        // And it writes (after the backfill it asks for, if any): the damage it tolerates does not stop the log.
+        if (store!.pendingBackfill > 0) await store!.backfill();
         await store!.append([entry(5, 2, 'five')]);
       }
     });
