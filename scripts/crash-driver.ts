@@ -28,22 +28,19 @@ import { writePreRaftWal } from '../lib/fixture.js';
 import { ReplicaLogStore } from '../lib/replica-log-store.js';
 import { EntryType, type ConfState, type Entry, type HardState, type Snapshot, type WritableStorage } from '../lib/types.js';
 import type { CrashPointName } from '../lib/wal/log-manager.js';
+import { seededRandom } from '../lib/seeded-random.js';
 
 // ---------------------------------------------------------------------------------------------
 // PRNG
 
-/** mulberry32: a small, fast, well-distributed 32-bit PRNG; the same seed gives the same stream. */
+/** lib/seeded-random.ts with integer helpers; the same seed gives the same stream. */
 export class Random {
-  private state: number;
+  private readonly source: () => number;
   constructor(seed: number) {
-    this.state = seed >>> 0;
+    this.source = seededRandom(seed);
   }
   next(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return this.source();
   }
   /** An integer in [lo, hi] (inclusive). */
   int(lo: number, hi: number): number {
