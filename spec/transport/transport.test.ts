@@ -2,6 +2,7 @@
  * Transport over loopback TCP (127.0.0.1 only; ports chosen by listening on port 0). Every test
  * closes its transports, proxies and sockets and removes its temporary directories (afterEach).
  */
+import { newMessage } from '../../lib/raft/util.js';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, mkdir, readdir, readFile, rm, stat, writeFile, open } from 'node:fs/promises';
 import { createServer, connect } from 'node:net';
@@ -108,19 +109,9 @@ async function waitFor(condition: () => boolean, what: string, timeoutMs = 3000)
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** A message with zero values for every field not given (raft's newMessage), naming its endpoints. */
 function message(fields: Partial<Message> & Pick<Message, 'type' | 'from' | 'to'>): Message {
-  return {
-    term: 0,
-    logTerm: 0,
-    index: 0,
-    entries: [],
-    commit: 0,
-    vote: 0,
-    reject: false,
-    rejectHint: 0,
-    responses: [],
-    ...fields,
-  };
+  return newMessage(fields);
 }
 
 function snapshotMessage(from: number, to: number, index: number, data: Uint8Array | undefined): Message {
