@@ -1,6 +1,5 @@
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -30,18 +29,9 @@ import {
   marshalConfChange,
   restore,
 } from './confchange.js';
-import { type TestData, argBool, runDataDriven } from './datadriven.js';
+import { type TestData, argBool, etcdTestdataDir, runDataDriven } from './datadriven.js';
 import { type Config, type ProgressMap, ProgressTracker, progressMapToString } from './tracker.js';
 
-/** Where etcd raft's confchange testdata lives: vendored copy first, then the unpacked v3.6 source. */
-function testdataDir(pkg: string): string | undefined {
-  const here = dirname(fileURLToPath(import.meta.url));
-  const candidates = [
-    join(here, 'testdata', pkg),
-    join(process.env.ETCD_RAFT_SRC ?? '/work/etcd-raft-v3.6', pkg, 'testdata'),
-  ];
-  return candidates.find((dir) => existsSync(dir));
-}
 
 function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
@@ -95,7 +85,7 @@ function makeConfChangeRunner(): (d: TestData) => string {
   };
 }
 
-const confchangeTestdata = testdataDir('confchange');
+const confchangeTestdata = etcdTestdataDir('confchange');
 
 describe.skipIf(confchangeTestdata === undefined)('confchange datadriven (etcd confchange/testdata)', () => {
   const dir = confchangeTestdata ?? '';

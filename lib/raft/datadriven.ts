@@ -22,6 +22,9 @@
  * `expected` keeps a "\n" after every line, like Go's reader. `normalizeOutput` applies the
  * runner's rule that non-empty actual output gets a trailing newline before comparison.
  */
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /** One `key`, `key=val` or `key=(v1, v2)` directive argument. */
 export interface CmdArg {
@@ -230,4 +233,15 @@ export function runDataDriven(
     const actual = normalizeOutput(fn(data));
     return { data, actual, pass: actual === data.expected };
   });
+}
+
+/**
+ * Where etcd raft's testdata for package `pkg` (quorum, confchange) lives: a copy under
+ * lib/raft/testdata/<pkg> first, then an etcd raft v3.6 checkout named by ETCD_RAFT_SRC
+ * (default /work/etcd-raft-v3.6). Undefined when neither exists: the tests then skip.
+ */
+export function etcdTestdataDir(pkg: string): string | undefined {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const candidates = [join(here, 'testdata', pkg), join(process.env.ETCD_RAFT_SRC ?? '/work/etcd-raft-v3.6', pkg, 'testdata')];
+  return candidates.find((dir) => existsSync(dir));
 }

@@ -1,6 +1,5 @@
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -15,6 +14,7 @@ import {
   parseDataDriven,
   parseDirective,
   runDataDriven,
+  etcdTestdataDir,
 } from './datadriven.js';
 import {
   type AckedIndexer,
@@ -34,15 +34,6 @@ import {
   voteResultToString,
 } from './quorum.js';
 
-/** Where etcd raft's quorum testdata lives: vendored copy first, then the unpacked v3.6 source. */
-function testdataDir(pkg: string): string | undefined {
-  const here = dirname(fileURLToPath(import.meta.url));
-  const candidates = [
-    join(here, 'testdata', pkg),
-    join(process.env.ETCD_RAFT_SRC ?? '/work/etcd-raft-v3.6', pkg, 'testdata'),
-  ];
-  return candidates.find((dir) => existsSync(dir));
-}
 
 /** The "dumb" committed-index computation that quick_test.go compares against. */
 function alternativeMajorityCommittedIndex(c: MajorityConfig, l: AckedIndexer): number {
@@ -207,7 +198,7 @@ function runQuorumCase(d: TestData): string {
   return out;
 }
 
-const quorumTestdata = testdataDir('quorum');
+const quorumTestdata = etcdTestdataDir('quorum');
 
 describe.skipIf(quorumTestdata === undefined)('quorum datadriven (etcd quorum/testdata)', () => {
   const dir = quorumTestdata ?? '';
