@@ -19,6 +19,9 @@
  * Writes are serialised in call order by a promise queue. Each one validates first (nothing
  * changes when it is refused), then makes its change durable, then publishes it to memory in
  * one synchronous step: a synchronous reader sees the state before or after, never between.
+ * Group commit: append and setHardState calls queued back to back (made while an earlier write
+ * runs, or in one tick as a Ready loop makes them) form one write group, checked call by call
+ * but flushed as one durable write (lib/write-group.ts); any other write ends the group.
  * Any failure while changing the disk (an fsync error, ENOSPC, …) makes the store refuse every
  * further write with ERR_IO until it is closed and reopened: after a failed fsync the kernel
  * may have dropped the dirty pages, so only a fresh open knows what is on disk.
@@ -36,7 +39,7 @@
  * Checkpoint (KV raft/log_checkpoint, raft-state.ts): so that open() need not read every
  * retained RAFT file, KV may hold { V, the term runs of the retained entries up to V }.
  *   Invariant C1: V <= the saved commit. The record is only ever written (a) in the SAME synced
- *     batch as a hard state whose commit is V (setHardState), or (b) alone at close() with V =
+ *     batch as a hard state whose commit is at least V (setHardState), or (b) alone at close() with V =
  *     the commit already saved — never in a separate unsynced write, so no crash can leave a
  *     checkpoint whose V is above the durable commit. The commit never goes down.
  *   Invariant C2: when it is written, every entry <= V is durable (commit <= lastIndex, and
@@ -124,6 +127,7 @@ import { entryRelativePath, isSnapshotFileName, kvPath } from './wal/layout.js';
 import { WalLogManager, type CrashPoint, type CrashPointName } from './wal/log-manager.js';
 import { RaftStateStore, type LogAnchor, type LogCheckpoint, type RaftStateChange, type SavedRaftState } from './wal/raft-state.js';
 import { TermRuns } from './wal/term-runs.js';
+import { PendingLog, type GroupedWrite, type WriteGroup } from './write-group.js';
 
 /** How many entries backfill() rewrites at the same time. */
 const BACKFILL_CONCURRENCY = 16;
@@ -223,6 +227,8 @@ export class ReplicaLogStore implements WritableStorage, LogView {
   private closed = false;
   private failure: ReplicaLogError | undefined;
   private queue: Promise<void> = Promise.resolve();
+  /** The write group at the tail of the queue that appends and hard states may still join. */
+  private openGroup: WriteGroup | undefined;
   /** What the log-rules checks see (no closed check, for the same reason as termOf). */
   private readonly view: LogView = {
     firstIndex: () => this.anchor.index + 1,
@@ -507,10 +513,11 @@ export class ReplicaLogStore implements WritableStorage, LogView {
   }
 
   /**
-   * The checkpoint to write with a hard state whose commit is `commit` (already checked <=
-   * lastIndex), or undefined when none is due: it must improve on the saved one by at least
-   * `minimumGain` committed entries. V = commit (invariant C1) and the runs are the in-memory
-   * terms of (anchor, V] (C2). Never while backfill is pending or before a hard state (C3).
+   * The checkpoint with V = `commit` to write with a hard state whose commit is at least
+   * `commit` (invariant C1), or undefined when none is due: V must be <= the published
+   * lastIndex and improve on the saved V by at least `minimumGain` entries. The runs are the
+   * published terms of (anchor, V] (C2). Never while backfill is pending or before a hard
+   * state (C3).
    */
   private checkpointFor(commit: number, minimumGain: number): LogCheckpoint | undefined {
     // C3: callers only ask with a hard state (setHardState's, or the saved one at close).
@@ -639,9 +646,13 @@ export class ReplicaLogStore implements WritableStorage, LogView {
    * Runs `operation` after every earlier write, in call order. Arguments were validated and
    * copied by the caller before this (synchronously), so later changes to them are invisible.
    */
-  private enqueue<T>(operation: () => Promise<T>): Promise<T> {
+  private enqueue<T>(operation: () => Promise<T>, onTurn?: () => void): Promise<T> {
     if (this.closed) return Promise.reject(closedError('ReplicaLogStore'));
+    // A write queued now runs after the open write group: later appends must not join it (they
+    // would overtake this write). joinGroup re-opens a group it starts after this call.
+    this.openGroup = undefined;
     const run = async (): Promise<T> => {
+      onTurn?.();
       if (this.failure !== undefined) {
         throw new ReplicaLogError(
           ErrorCode.Io,
@@ -694,26 +705,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       return validateEntriesUntrusted(entries).map(storedCopy);
     });
     if ('error' in prepared) return Promise.reject(prepared.error);
-    const batch = prepared.value;
-    return this.enqueue(async () => {
-      this.refuseWhileBackfillPending();
-      const plan = planAppend(this.view, batch);
-      if (plan.length === 0) return;
-      const start = plan[0]!.index;
-      const truncating = start <= this.last;
-      const staged = plan.map((entry) => ({ index: entry.index, raft: encodeEntry(entry) }));
-      await this.durably(async () => {
-        const batchDirectory = await this.wal.createBatchDirectory();
-        await this.wal.stageEntries(batchDirectory, staged);
-        if (truncating) await this.wal.truncateTail(batchDirectory, start, this.last);
-        await this.wal.publishStaged(
-          batchDirectory,
-          plan.map((entry) => entry.index),
-        );
-        this.publishAppend(plan);
-        await this.wal.discardBatchDirectory(batchDirectory);
-      });
-    });
+    return this.joinGroup({ kind: 'append', entries: prepared.value });
   }
 
   /** Publishes durable appended entries (the first one's index may truncate the tail). */
@@ -767,25 +759,113 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       return { term: hardState.term, vote: hardState.vote, commit: hardState.commit };
     });
     if ('error' in prepared) return Promise.reject(prepared.error);
-    const next = prepared.value;
-    return this.enqueue(async () => {
-      this.refuseWhileBackfillPending();
-      checkHardState(this.view, next);
-      // Every checkpointInterval entries of commit progress, the checkpoint rides in the SAME
-      // synced batch as the hard state whose commit is its V (invariant C1: atomically, so no
-      // crash leaves a checkpoint above the durable commit).
-      const checkpoint = this.checkpointFor(next.commit, this.checkpointInterval);
-      await this.durably(async () => {
-        this.crashPoint('before-kv-write');
-        // The first hard state also records the anchor: Raft owns the log from now on.
-        const change: RaftStateChange = this.anchorRecorded ? { hardState: next } : { hardState: next, anchor: { ...this.anchor } };
-        if (checkpoint !== undefined) change.checkpoint = checkpoint;
-        await this.raftState.write(change);
-      });
+    return this.joinGroup({ kind: 'hardState', hardState: prepared.value });
+  }
+
+  /**
+   * Adds an append or setHardState call to the write group at the tail of the queue, or starts
+   * one (lib/write-group.ts). A group stays open until its turn comes: every append and
+   * setHardState called meanwhile, with no other kind of write between, joins it.
+   */
+  private joinGroup(write: { kind: 'append'; entries: Entry[] } | { kind: 'hardState'; hardState: HardState }): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let group = this.openGroup;
+      if (group === undefined) {
+        const started: WriteGroup = { writes: [] };
+        // Whatever fails the group as a whole (the store poisoned by an earlier failure, an I/O
+        // error while flushing) rejects each call not already refused on its own.
+        const close = () => {
+          // Closed to new calls once its turn comes (even when it is refused as a whole):
+          // later calls start the next group.
+          if (this.openGroup === started) this.openGroup = undefined;
+        };
+        this.enqueue(() => this.flushGroup(started), close).catch((error: unknown) => {
+          for (const waiting of started.writes) waiting.reject(error);
+        });
+        this.openGroup = group = started;
+      }
+      group.writes.push({ ...write, resolve, reject } as GroupedWrite);
+    });
+  }
+
+  /**
+   * Flushes a write group: checks each call in order against the log as the earlier accepted
+   * ones leave it (a refused call rejects alone), then makes the result durable — the entries
+   * (staged, fsynced, renamed, ONE fsync of wal/), THEN the last hard state with its checkpoint
+   * in one synced KV batch. Entries first, so a saved commit never points past the durable log.
+   */
+  private async flushGroup(group: WriteGroup): Promise<void> {
+    const pending = new PendingLog(this.view);
+    const accepted: GroupedWrite[] = [];
+    for (const write of group.writes) {
+      try {
+        this.refuseWhileBackfillPending();
+        if (write.kind === 'append') {
+          pending.append(planAppend(pending, write.entries));
+        } else {
+          checkHardState(pending, write.hardState);
+          pending.setHardState(write.hardState);
+        }
+        accepted.push(write);
+      } catch (error) {
+        write.reject(error);
+      }
+    }
+    const plan = pending.plannedEntries;
+    const next = pending.plannedHardState;
+    const trash = plan.length > 0 ? await this.writeEntries(plan) : undefined;
+    const checkpoint = next === undefined ? undefined : await this.writeHardState(next, plan);
+    // Published in ONE synchronous step once all of it is durable: a reader sees the log before
+    // the group or after it, never its entries without its hard state.
+    if (plan.length > 0) this.publishAppend(plan);
+    if (next !== undefined) {
       this.savedHardState = next;
       this.anchorRecorded = true;
       if (checkpoint !== undefined) this.checkpointThrough = checkpoint.verifiedThrough;
+    }
+    if (trash !== undefined) await this.wal.discardBatchDirectory(trash);
+    for (const write of accepted) write.resolve();
+  }
+
+  /**
+   * The durable half of append: stages `plan`, cuts the durable tail from its first index if
+   * needed, renames the entries into wal/ and fsyncs it. Memory is not changed: the caller
+   * publishes. Returns the batch directory holding the old tail (a truncating append), which
+   * must outlive the publication: until then a reader may still read an old entry from it
+   * (readEntrySync).
+   */
+  private async writeEntries(plan: readonly Entry[]): Promise<string | undefined> {
+    const start = plan[0]!.index;
+    const truncating = start <= this.last;
+    const staged = plan.map((entry) => ({ index: entry.index, raft: encodeEntry(entry) }));
+    return this.durably(async () => {
+      await this.wal.stageEntries(staged);
+      const trash = truncating ? await this.wal.createBatchDirectory() : undefined;
+      if (trash !== undefined) await this.wal.truncateTail(trash, start, this.last);
+      await this.wal.publishStaged(plan.map((entry) => entry.index));
+      return trash;
     });
+  }
+
+  /**
+   * The durable half of setHardState (already checked), after the group's entries `plan` are
+   * durable. Every checkpointInterval entries of commit progress a checkpoint rides in the SAME
+   * synced batch (invariant C1: its V is at most this commit, atomically, so no crash leaves a
+   * checkpoint above the durable commit). Its runs come from the published terms, which do not
+   * hold `plan` yet, so V stops below plan's first index: every entry <= V is durable and its
+   * term is the published one (C2). Returns the checkpoint written, if any.
+   */
+  private async writeHardState(next: HardState, plan: readonly Entry[]): Promise<LogCheckpoint | undefined> {
+    const verifiedThrough = plan.length > 0 ? Math.min(next.commit, plan[0]!.index - 1) : next.commit;
+    const checkpoint = this.checkpointFor(verifiedThrough, this.checkpointInterval);
+    await this.durably(async () => {
+      this.crashPoint('before-kv-write');
+      // The first hard state also records the anchor: Raft owns the log from now on.
+      const change: RaftStateChange = this.anchorRecorded ? { hardState: next } : { hardState: next, anchor: { ...this.anchor } };
+      if (checkpoint !== undefined) change.checkpoint = checkpoint;
+      await this.raftState.write(change);
+    });
+    return checkpoint;
   }
 
   setConfState(confState: ConfState): Promise<void> {

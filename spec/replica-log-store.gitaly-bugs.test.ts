@@ -209,7 +209,7 @@ describe('Gitaly bugs, fixed', () => {
       `rename wal/${formatLsn(4)} -> staging/batch/old-${formatLsn(4)}`,
       `rename wal/${formatLsn(3)} -> staging/batch/old-${formatLsn(3)}`,
       'fsync wal',
-      `rename staging/batch/${formatLsn(3)} -> wal/${formatLsn(3)}`,
+      `rename staging/${formatLsn(3)} -> wal/${formatLsn(3)}`,
       'fsync wal',
     ]);
   });

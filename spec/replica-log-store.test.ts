@@ -387,8 +387,8 @@ describe('write path: group commit, ordering, faults', () => {
     const walFsyncs = calls.filter((call) => call === 'fsync wal');
     expect(walFsyncs).toHaveLength(1);
     expect(calls[calls.length - 1]).toBe('fsync wal');
-    const fileFsyncs = calls.filter((call) => /^fsync staging\/batch-\w+\/\w{13}\/(MANIFEST|RAFT)$/.test(call));
-    const directoryFsyncs = calls.filter((call) => /^fsync staging\/batch-\w+\/\w{13}$/.test(call));
+    const fileFsyncs = calls.filter((call) => /^fsync staging\/\w{13}\/(MANIFEST|RAFT)$/.test(call));
+    const directoryFsyncs = calls.filter((call) => /^fsync staging\/\w{13}$/.test(call));
     expect([fileFsyncs.length, directoryFsyncs.length]).toEqual([40, 20]);
     const renames = calls.filter((call) => call.startsWith('rename'));
     expect(renames.map((call) => call.split(' ')[2])).toEqual(Array.from({ length: 20 }, (_, k) => `wal/${formatLsn(k + 1)}`));
@@ -397,7 +397,8 @@ describe('write path: group commit, ordering, faults', () => {
       Math.max(...[...fileFsyncs, ...directoryFsyncs].map((call) => calls.lastIndexOf(call))),
     );
     expect(maxInFlight).toBeGreaterThan(1);
-    expect(maxInFlight).toBeLessThanOrEqual(8);
+    // Bounded (FSYNC_CONCURRENCY): a batch of 10,000 entries does not queue 30,000 fsyncs at once.
+    expect(maxInFlight).toBeLessThanOrEqual(32);
   });
 
   it('the write path passes the named crash points in order', async () => {
@@ -568,6 +569,105 @@ describe('write path: group commit, ordering, faults', () => {
       'ok',
     ]);
     expect([store.firstIndex(), store.lastIndex(), store.term(2)]).toEqual([2, 2, 1]);
+  });
+
+  it('appends and hard states called while a flush runs are coalesced into ONE next flush (one wal/ fsync, one KV write)', async () => {
+    const dir = makeTempDir();
+    const calls: string[] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let gated = false;
+    const store = await open({
+      dir,
+      crashPoint: (name) => {
+        if (name === 'before-kv-write') calls.push('kv write');
+      },
+      fileSystem: recordingFileSystem(dir, calls, {
+        async fsync(path) {
+          // Holds the first append's wal/ fsync until every later call has been made.
+          if (!gated && path.endsWith('wal')) {
+            gated = true;
+            await gate;
+          }
+          return nodeFileSystem.fsync(path);
+        },
+      }),
+    });
+    calls.length = 0;
+    const first = store.append([entry(1, 1)]);
+    await new Promise((resolve) => setTimeout(resolve, 5)); // the first flush is in flight
+    const later = [
+      store.append([entry(2, 1), entry(3, 1)]),
+      store.setHardState({ term: 1, vote: 1, commit: 2 }),
+      store.append([entry(4, 2)]),
+      store.append([entry(2, 3)]), // refused alone: entry 2 is committed by the hard state before it
+      store.append([entry(4, 3), entry(5, 3)]), // replaces this group's own entry 4
+      store.setHardState({ term: 3, vote: 1, commit: 4 }),
+    ];
+    release();
+    const outcomes = await Promise.allSettled([first, ...later]);
+    expect(outcomes.map((outcome) => (outcome.status === 'fulfilled' ? 'ok' : (outcome.reason as { code: string }).code))).toEqual([
+      'ok', 'ok', 'ok', 'ok', ErrorCode.Committed, 'ok', 'ok',
+    ]);
+    // Two flushes: the first append, then everything that arrived while it ran.
+    expect(calls.filter((call) => call === 'fsync wal')).toHaveLength(2);
+    expect(calls.filter((call) => call === 'kv write')).toHaveLength(1);
+    // Entry 4 of term 2 was replaced inside the group: it was never written.
+    expect(calls.filter((call) => call.startsWith('rename')).map((call) => call.split(' ')[2])).toEqual(
+      [1, 2, 3, 4, 5].map((index) => `wal/${formatLsn(index)}`),
+    );
+    const expected = [entry(1, 1), entry(2, 1), entry(3, 1), entry(4, 3), entry(5, 3)];
+    expect(store.entries(1, 6)).toEqual(expected);
+    expect(store.initialState().hardState).toEqual({ term: 3, vote: 1, commit: 4 });
+    const reopened = await reopen(store);
+    expect(reopened.entries(1, 6)).toEqual(expected);
+    expect(reopened.initialState().hardState).toEqual({ term: 3, vote: 1, commit: 4 });
+  });
+
+  it('a Ready-style append + setHardState in one tick is one flush; another kind of write ends the group', async () => {
+    const dir = makeTempDir();
+    const calls: string[] = [];
+    const store = await open({ dir, fileSystem: recordingFileSystem(dir, calls) });
+    calls.length = 0;
+    await Promise.all([store.append([entry(1, 1), entry(2, 1)]), store.setHardState({ term: 1, vote: 1, commit: 2 })]);
+    expect(calls.filter((call) => call === 'fsync wal')).toHaveLength(1);
+    calls.length = 0;
+    // compact(1) sits between two appends: the second append must not overtake it, so it is a
+    // group of its own (2 wal/ fsyncs for the appends, 1 for the compaction).
+    const order: string[] = [];
+    await Promise.all([
+      store.append([entry(3, 1)]).then(() => order.push('append 3')),
+      store.compact(1).then(() => order.push('compact 1')),
+      store.append([entry(4, 1)]).then(() => order.push('append 4')),
+    ]);
+    expect(order).toEqual(['append 3', 'compact 1', 'append 4']);
+    expect(calls.filter((call) => call === 'fsync wal')).toHaveLength(3);
+  });
+
+  it('when a coalesced flush fails, every call in it rejects with ERR_IO and none is published', async () => {
+    const dir = makeTempDir();
+    let armed = false;
+    const store = await open({
+      dir,
+      fileSystem: {
+        ...nodeFileSystem,
+        async fsync(path) {
+          if (armed && path.endsWith('wal')) throw Object.assign(new Error('EIO: injected'), { code: 'EIO' });
+          return nodeFileSystem.fsync(path);
+        },
+      },
+    });
+    await store.append([entry(1, 1)]);
+    armed = true;
+    const outcomes = await Promise.allSettled([
+      store.append([entry(2, 1)]),
+      store.setHardState({ term: 1, vote: 0, commit: 1 }),
+      store.append([entry(3, 1)]),
+    ]);
+    expect(outcomes.map((outcome) => (outcome.status === 'rejected' ? (outcome.reason as { code: string }).code : 'ok'))).toEqual([
+      ErrorCode.Io, ErrorCode.Io, ErrorCode.Io,
+    ]);
+    expect([store.lastIndex(), store.initialState().hardState.commit]).toEqual([1, 0]);
   });
 });
 
