@@ -4,8 +4,8 @@
  * default, backed by node:fs. Every function is free-standing (no `this`), so a test can
  * override one with `{ ...nodeFileSystem, fsync: … }`.
  */
-import { closeSync, fstatSync, fsync as fsyncDescriptor, mkdirSync, openSync, readSync, renameSync, writeSync } from 'node:fs';
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { closeSync, fstatSync, fsync as fsyncDescriptor, mkdirSync, openSync, readdirSync, readSync, renameSync, writeSync } from 'node:fs';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
 
 export interface FileStat {
   isDirectory: boolean;
@@ -73,7 +73,9 @@ export const nodeFileSystem: FileSystem = {
     return mkdtemp(prefix);
   },
   async readdir(path) {
-    return readdir(path);
+    // Synchronous: open() lists wal/ once, and readdirSync of a million names is a third
+    // faster than the pool's scandir (no copy of the list between threads).
+    return readdirSync(path);
   },
   async writeFile(path, data, mode) {
     const descriptor = openSync(path, 'wx', mode);

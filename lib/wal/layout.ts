@@ -24,7 +24,6 @@ export const FILE_MODE = 0o400;
 
 /** An LSN directory name is the index in lowercase base 36, left-padded with '0' to 13 characters. */
 export const LSN_NAME_LENGTH = 13;
-const LSN_NAME_PATTERN = /^[0-9a-z]{13}$/;
 
 export function formatLsn(index: number): string {
   checkSafeUnsigned(index, 'LSN');
@@ -36,10 +35,21 @@ export function formatLsn(index: number): string {
  * upper case, wrong width, or a value above Number.MAX_SAFE_INTEGER), so callers can report it.
  */
 export function parseLsn(name: string): number | undefined {
-  if (!LSN_NAME_PATTERN.test(name)) return undefined;
-  const value = parseInt(name, 36);
-  if (!Number.isSafeInteger(value) || value.toString(36).padStart(LSN_NAME_LENGTH, '0') !== name) return undefined;
-  return value;
+  // Hand-written (open() parses every name in wal/: a regex, parseInt and a round trip cost
+  // about 0.3 µs per name, a third of listing 1 M names). 13 lowercase base-36 digits,
+  // left-padded, are canonical by construction; only the value's range is left to check.
+  if (name.length !== LSN_NAME_LENGTH) return undefined;
+  let value = 0;
+  for (let position = 0; position < LSN_NAME_LENGTH; position++) {
+    const code = name.charCodeAt(position);
+    let digit: number;
+    if (code >= 48 && code <= 57) digit = code - 48; // 0-9
+    else if (code >= 97 && code <= 122) digit = code - 87; // a-z
+    else return undefined;
+    value = value * 36 + digit;
+  }
+  // Above 2^53 the float may round, but never down to MAX_SAFE_INTEGER or below.
+  return value <= Number.MAX_SAFE_INTEGER ? value : undefined;
 }
 
 /** Payload files inside an entry are numbered 1, 2, … in base 36 (Gitaly wal.Entry.stageFile). */
