@@ -77,6 +77,13 @@ export interface JsonSnapshot {
 export type Op =
   | { kind: 'append'; entries: JsonEntry[] }
   | { kind: 'setHardState'; hardState: HardState }
+  /**
+   * What a Ready loop does: append(entries) and setHardState(hardState) called in one tick,
+   * without awaiting the first (ReplicaLogStore flushes them as one write group). Its code is
+   * the two calls' code when they agree ('ok', or ERR_IO when the group's write failed), else
+   * `<append code>+<hard state code>`. The generator only makes valid ones.
+   */
+  | { kind: 'ready'; entries: JsonEntry[]; hardState: HardState }
   | { kind: 'setConfState'; confState: ConfState }
   | { kind: 'compact'; index: number }
   | { kind: 'createSnapshot'; index: number; confState: ConfState | null; data: string | null }
@@ -109,6 +116,11 @@ export async function applyOp(storage: WritableStorage, op: Op): Promise<string>
       case 'setHardState':
         await storage.setHardState({ ...op.hardState });
         break;
+      case 'ready': {
+        const settle = (write: Promise<void>) => write.then(() => 'ok', codeOfError);
+        const codes = await Promise.all([settle(storage.append(op.entries.map(toEntry))), settle(storage.setHardState({ ...op.hardState }))]);
+        return codes[0] === codes[1] ? codes[0]! : codes.join('+');
+      }
       case 'setConfState':
         await storage.setConfState(structuredClone(op.confState));
         break;
@@ -199,7 +211,16 @@ export function nextOp(random: Random, store: WritableStorage, adoptRoot?: strin
     }));
   for (;;) {
     const roll = random.next();
-    if (roll < 0.36) return { kind: 'append', entries: entries(last + 1, random.int(1, 6), topTerm + (random.chance(0.15) ? 1 : 0)) };
+    if (roll < 0.24) return { kind: 'append', entries: entries(last + 1, random.int(1, 6), topTerm + (random.chance(0.15) ? 1 : 0)) };
+    if (roll < 0.36) {
+      // A Ready: new entries and a hard state committing some of the log (now and then all of
+      // it, new entries included, which is only valid because the append comes first).
+      const count = random.int(1, 6);
+      const term = topTerm + (random.chance(0.15) ? 1 : 0);
+      const commit = random.int(hardState.commit, last + (random.chance(0.3) ? count : 0));
+      const vote = term === hardState.term && hardState.vote !== 0 ? hardState.vote : random.int(0, 3);
+      return { kind: 'ready', entries: entries(last + 1, count, term), hardState: { term, vote, commit } };
+    }
     if (roll < 0.48) {
       const low = Math.max(hardState.commit + 1, first);
       if (low > last) continue;

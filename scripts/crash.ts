@@ -8,7 +8,8 @@
  *   - every acknowledged write is there, byte for byte: the acknowledged operations are
  *     replayed on a MemoryStorage model and the whole observable state must be equal;
  *   - the operation in flight is either fully absent ("before") or fully present ("after") —
- *     or, for an append, a contiguous prefix of its batch ("prefix"), which the store's write
+ *     or, for an append (or a Ready op's entries, its hard state not yet written), a contiguous
+ *     prefix of its batch ("prefix"), which the store's write
  *     path documents (log-manager.ts step 4) and raft tolerates; the caller decides whether
  *     prefix states are allowed, and they are counted separately;
  *   - verifyTree reports nothing but what open repairs (staging / compaction leftovers) before
@@ -162,12 +163,23 @@ export async function replay(base: Observation, lines: Record<string, unknown>[]
   const variants: Variant[] = [{ name: 'before', observation: before }];
   if (inFlight !== undefined) {
     const after = modelFromObservation(before);
-    if ((await applyOp(after, inFlight)) === 'ok') {
+    const code = await applyOp(after, inFlight);
+    // A Ready op is two calls: either may have been refused and the other still written.
+    if (code === 'ok' || (inFlight.kind === 'ready' && code !== 'ok')) {
       variants.push({ name: 'after', observation: observeStore(after) });
-      const appended = inFlight.kind === 'append' ? inFlight.entries : inFlight.kind === 'insertLogEntry' ? [inFlight.entry] : undefined;
+      const appendedOk = inFlight.kind !== 'ready' || code === 'ok' || code.startsWith('ok+');
+      const appended =
+        inFlight.kind === 'append' || (inFlight.kind === 'ready' && appendedOk)
+          ? inFlight.entries
+          : inFlight.kind === 'insertLogEntry'
+            ? [inFlight.entry]
+            : undefined;
       if (appended !== undefined) {
         const batch = appended.filter((entry) => entry.index >= before.first);
-        for (let k = 1; k < batch.length; k++) {
+        // A Ready's group writes its entries before its hard state: all of them without the
+        // hard state is one more state a kill can leave.
+        const longest = inFlight.kind === 'ready' && code === 'ok' ? batch.length : batch.length - 1;
+        for (let k = 1; k <= longest; k++) {
           const prefix = modelFromObservation(before);
           await applyOp(prefix, { kind: 'append', entries: batch.slice(0, k) });
           variants.push({ name: `prefix ${k}/${batch.length}`, observation: observeStore(prefix) });
