@@ -409,9 +409,12 @@ export class ReplicaNode {
       this.lastSnapshotIndex = snapshot.metadata.index;
       this.log(`installed a snapshot at index ${snapshot.metadata.index} (term ${snapshot.metadata.term}, ${this.stateMachine.size} keys)`);
     }
-    if (ready.entries.length > 0) await this.store.append(ready.entries);
-    // After the entries: the store refuses a commit above its last index.
-    if (ready.hardState !== undefined) await this.store.setHardState(ready.hardState);
+    // Entries and hard state called in one tick: the store checks them in this order (a commit
+    // may cover the new entries) and flushes them as ONE write group, entries first.
+    const persisted: Promise<void>[] = [];
+    if (ready.entries.length > 0) persisted.push(this.store.append(ready.entries));
+    if (ready.hardState !== undefined) persisted.push(this.store.setHardState(ready.hardState));
+    await Promise.all(persisted);
     // 2. Send, now that what the messages promise is durable.
     if (ready.messages.length > 0) this.send(ready.messages);
     // 3. Apply.

@@ -7,8 +7,8 @@
  *     while (node.hasReady()) {
  *       const rd = node.ready();
  *       if (rd.snapshot) await store.applySnapshot(rd.snapshot);
- *       await store.append(rd.entries);
- *       if (rd.hardState) await store.setHardState(rd.hardState);
+ *       // one tick, one write group: entries, then the hard state
+ *       await Promise.all([store.append(rd.entries), rd.hardState && store.setHardState(rd.hardState)]);
  *       send(rd.messages);                       // report MsgSnap outcomes with reportSnapshot
  *       apply(rd.committedEntries);              // conf changes: applyConfChange + setConfState
  *       node.advance(rd);

@@ -4,7 +4,7 @@
  * default, backed by node:fs. Every function is free-standing (no `this`), so a test can
  * override one with `{ ...nodeFileSystem, fsync: … }`.
  */
-import { closeSync, fstatSync, fsync as fsyncDescriptor, mkdirSync, openSync, readdirSync, readSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, fsync as fsyncDescriptor, mkdirSync, opendirSync, openSync, readSync, renameSync, writeSync } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 
 export interface FileStat {
@@ -45,6 +45,9 @@ export function errorCode(error: unknown): string | undefined {
   return typeof error === 'object' && error !== null && 'code' in error ? String((error as { code: unknown }).code) : undefined;
 }
 
+/** Directory entries read per batch when listing a directory. */
+const READDIR_BATCH = 4096;
+
 /** fsync(2) of an open descriptor on a libuv pool thread (the one call here that waits on the disk). */
 function syncDescriptor(descriptor: number): Promise<void> {
   return new Promise((done, fail) => fsyncDescriptor(descriptor, (error) => (error ? fail(error) : done())));
@@ -73,9 +76,18 @@ export const nodeFileSystem: FileSystem = {
     return mkdtemp(prefix);
   },
   async readdir(path) {
-    // Synchronous: open() lists wal/ once, and readdirSync of a million names is a third
-    // faster than the pool's scandir (no copy of the list between threads).
-    return readdirSync(path);
+    // open() lists wal/ once, with up to millions of names. readdir()/readdirSync go through
+    // libuv's scandir, which copies every name into its own allocation and sorts them all with
+    // strcmp; reading the directory stream in large batches does neither and is about twice as
+    // fast (the order is the file system's: callers sort if they need to).
+    const directory = opendirSync(path, { bufferSize: READDIR_BATCH });
+    try {
+      const names: string[] = [];
+      for (let entry = directory.readSync(); entry !== null; entry = directory.readSync()) names.push(entry.name);
+      return names;
+    } finally {
+      directory.closeSync();
+    }
   },
   async writeFile(path, data, mode) {
     const descriptor = openSync(path, 'wx', mode);
