@@ -160,6 +160,9 @@ export interface Measurement {
   median: number;
 }
 
+/** Appends kept in flight by the concurrent case (append1x16). */
+export const CONCURRENT_CALLERS = 16;
+
 export const RATIO_NAMES = [
   'append1_over_raw1',
   'append16_over_append1',
@@ -204,6 +207,8 @@ export interface BenchResult {
   index_bytes_per_entry: number;
   /** The same with a new term at every entry (TermRuns' worst case). */
   index_bytes_per_entry_worst: number;
+  /** Not a target: 16 concurrent one-entry appends (coalesced) over append1 (one at a time). */
+  coalesced16_over_append1: number;
   quick: boolean;
   machine: Record<string, unknown>;
   measurements: Record<string, { median: number; unit: Unit; samples: number[] }>;
@@ -508,6 +513,38 @@ export function appendCase(config: BenchConfig, batch: number): BenchCase {
         for (let k = 0; k < batch; k++) entries.push(makeEntry(first + k, 1, data));
         await target.append(entries);
         return batch;
+      });
+    },
+    async teardown() {
+      await store?.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Group commit under concurrency: `callers` appends of ONE entry each kept in flight at once
+ * (each caller takes the next index synchronously, as a Raft leader's proposals would), so the
+ * store coalesces the calls that arrive during a flush into the next one. Not a target of the
+ * issue; shows what coalescing buys over append1 (one call at a time).
+ */
+export function concurrentAppendCase(config: BenchConfig, callers: number): BenchCase {
+  const dir = join(config.root, `append-concurrent-${callers}`);
+  const data = payload(config.payloadBytes);
+  let store: ReplicaLogStore | undefined;
+  return {
+    name: `append1x${callers}`,
+    description: `ReplicaLogStore.append, 1 entry per call, ${callers} calls in flight (write groups)`,
+    unit: 'entries/s',
+    async setup() {
+      store = await ReplicaLogStore.open({ dir });
+    },
+    async run() {
+      const target = store!;
+      return throughput(config, async () => {
+        const first = target.lastIndex() + 1;
+        await Promise.all(Array.from({ length: callers }, (_, k) => target.append([makeEntry(first + k, 1, data)])));
+        return callers;
       });
     },
     async teardown() {
@@ -914,6 +951,7 @@ export async function runBench(config: BenchConfig): Promise<BenchResult> {
         formatFloorCase(scoped, scoped.floorBatch),
         sequentialCase(scoped, scoped.sequentialBatch),
         ...scoped.appendBatches.map((batch) => appendCase(scoped, batch)),
+        concurrentAppendCase(scoped, CONCURRENT_CALLERS),
       ],
       measurements,
     );
@@ -961,6 +999,7 @@ export async function runBench(config: BenchConfig): Promise<BenchResult> {
     open_entries: scoped.openEntries,
     index_bytes_per_entry: m('index_bytes'),
     index_bytes_per_entry_worst: m('index_bytes_worst'),
+    coalesced16_over_append1: m(`append1x${CONCURRENT_CALLERS}`) / m('append1'),
     quick: scoped.quick,
     machine,
     measurements: Object.fromEntries(
@@ -1029,6 +1068,7 @@ export function formatTable(result: BenchResult): string {
       : ` (first open/full scan: ${result.open_scan_seconds.toFixed(1)} s)`,
   );
   row('index_bytes_per_entry', result.index_bytes_per_entry, ` (worst case, a term per entry: ${result.index_bytes_per_entry_worst.toFixed(1)})`);
+  lines.push(`${pad('coalesced16_over_append1', 28)} ${pad(result.coalesced16_over_append1.toFixed(3), 10, true)} ${pad('(no target)', 10)} 16 one-entry appends in flight, coalesced into write groups`);
   return lines.join('\n');
 }
 
@@ -1044,6 +1084,7 @@ export function jsonLine(result: BenchResult): string {
     open_states: result.open_states,
     open_entries: result.open_entries,
     index_bytes_per_entry_worst: result.index_bytes_per_entry_worst,
+    coalesced16_over_append1: result.coalesced16_over_append1,
     targets: TARGETS,
     pass: Object.fromEntries([
       ...RATIO_NAMES.map((name) => [name, meets(TARGETS[name], result.ratios[name])]),

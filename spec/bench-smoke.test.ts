@@ -15,7 +15,7 @@ describe('bench (tiny)', () => {
     const result = await runBench(config);
 
     const expected = [
-      'raw1', 'raw16', 'level1', 'level16', 'level256', 'floor256', 'seq16', 'append1', 'append16', 'append256',
+      'raw1', 'raw16', 'level1', 'level16', 'level256', 'floor256', 'seq16', 'append1', 'append16', 'append256', 'append1x16',
       'entries_store', 'entries_memory', 'term_store', 'term_memory', 'entries_store_uncached',
       'open', 'open_scan', 'raw_read', 'raw_read_decode', 'index_bytes', 'index_bytes_worst',
     ];
@@ -42,6 +42,7 @@ describe('bench (tiny)', () => {
     const indexBytes = json.index_bytes_per_entry;
     expect(typeof indexBytes === 'number' && Number.isFinite(indexBytes) && indexBytes > 0).toBe(true);
     expect(typeof (json.machine as Record<string, unknown>).node).toBe('string');
+    expect(json.coalesced16_over_append1).toBe(result.measurements.append1x16!.median / result.measurements.append1!.median);
 
     const table = formatTable(result);
     for (const name of RATIO_NAMES) expect(table).toMatch(new RegExp(`${name}\\s.*(PASS|MISS)`));
