@@ -146,7 +146,7 @@ async function main(argv: string[]): Promise<void> {
     const at = argv.indexOf(name);
     return at >= 0 && argv[at + 1] !== undefined ? argv[at + 1]! : fallback;
   };
-  const base = resolve(option('--root', '/work/.tmp-bench'));
+  const base = resolve(option('--root', '.bench-scratch'));
   mkdirSync(base, { recursive: true });
   const root = mkdtempSync(join(base, 'experiments-'));
   const config: BenchConfig = { ...quickConfig(root), minMs: Number(option('--ms', '400')), reps: Number(option('--reps', '3')) };

@@ -104,7 +104,7 @@ async function main(argv: string[]): Promise<void> {
     const at = argv.indexOf(name);
     return at >= 0 && argv[at + 1] !== undefined ? argv[at + 1]! : fallback;
   };
-  const base = resolve(option('--root', '/work/.tmp-bench'));
+  const base = resolve(option('--root', '.bench-scratch'));
   mkdirSync(base, { recursive: true });
   const root = mkdtempSync(join(base, 'profile-'));
   try {

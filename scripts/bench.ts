@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --quick] [-- --json] [-- --root DIR]
+ * npm run bench [-- --quick] [-- --json] [-- --root DIR]   (scratch: ./.bench-scratch by default)
  *
  * Measures ReplicaLogStore against the physical limit, the on-disk format's own floor and the
  * sequential Gitaly write path, all in one interleaved run (see scripts/bench-lib.ts), prints a
@@ -20,7 +20,9 @@ async function main(argv: readonly string[]): Promise<number> {
   let quick = false;
   let tiny = false;
   let json = false;
-  let root = resolve('/work/.tmp-bench');
+  // Scratch space on the disk under test: next to the checkout (npm runs scripts from the
+  // package root), not os.tmpdir(), which may be a tmpfs where fsync costs nothing.
+  let root = resolve('.bench-scratch');
   let reps: number | undefined;
   for (let i = 0; i < argv.length; i++) {
     const argument = argv[i]!;
