@@ -56,11 +56,12 @@ function syncDescriptor(descriptor: number): Promise<void> {
 /**
  * The default FileSystem. Calls that only touch the page cache and the dentry cache (mkdir,
  * creating and writing a small file, rename, the open() before an fsync) are made
- * synchronously on the calling thread: each takes microseconds, far less than a hop through
+ * synchronously on the calling thread: each usually takes tens of µs, less than a hop through
  * libuv's pool of 4 threads (shared with LevelDB), and the profile showed about 25 such hops
  * in a row per append. Only fsync(2) itself, which waits for the disk, goes to the pool, so
  * the fsyncs of a batch overlap there (the kernel's journal merges their commits). The cost is
- * event-loop time: about 60 µs per staged entry, bounded by the batch size.
+ * event-loop time: about 3 such calls per staged entry, bounded by the batch size (each can
+ * wait on the journal like any metadata call: up to about 1 ms was seen on a slow disk).
  */
 export const nodeFileSystem: FileSystem = {
   async mkdir(path, mode) {
