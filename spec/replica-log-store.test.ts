@@ -644,6 +644,34 @@ describe('write path: group commit, ordering, faults', () => {
     expect(calls.filter((call) => call === 'fsync wal')).toHaveLength(3);
   });
 
+  it('a large batch lets the event loop run while it is created (16 entries at a time), and fsyncs while creating', async () => {
+    const dir = makeTempDir();
+    let created = 0;
+    let fsyncedWhileCreating = 0;
+    const store = await open({
+      dir,
+      fileSystem: {
+        ...nodeFileSystem,
+        async writeFile(path, data, mode) {
+          if (path.endsWith('RAFT')) created++;
+          return nodeFileSystem.writeFile(path, data, mode);
+        },
+        async fsync(path) {
+          if (created < 256) fsyncedWhileCreating++;
+          return nodeFileSystem.fsync(path);
+        },
+      },
+    });
+    let createdWhenTheLoopRan: number | undefined;
+    setImmediate(() => (createdWhenTheLoopRan = created));
+    await store.append(Array.from({ length: 256 }, (_, k) => entry(k + 1, 1)));
+    expect(created).toBe(256);
+    // The callback queued before the call ran after the first chunk, not after all 256.
+    expect(createdWhenTheLoopRan).toBe(16);
+    expect(fsyncedWhileCreating).toBeGreaterThan(0);
+    expect(store.lastIndex()).toBe(256);
+  });
+
   it('when a coalesced flush fails, every call in it rejects with ERR_IO and none is published', async () => {
     const dir = makeTempDir();
     let armed = false;

@@ -157,3 +157,41 @@ export async function forEachBounded<T>(items: readonly T[], limit: number, task
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   if (failure !== undefined) throw failure.error;
 }
+
+/**
+ * Tasks started one by one (as their inputs become ready), at most `limit` running at once;
+ * settle() waits for every task added before it is called, then rejects with the first
+ * failure. After a failure the tasks still waiting for a slot are skipped.
+ */
+export class BoundedTasks {
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+  private readonly started: Promise<void>[] = [];
+  private failure: { error: unknown } | undefined;
+
+  constructor(private readonly limit: number) {}
+
+  add(task: () => Promise<void>): void {
+    const run = async (): Promise<void> => {
+      // A finishing task hands its slot straight to the next waiter (running is not lowered
+      // in between), so a task added meanwhile cannot take it too.
+      if (this.running >= this.limit) await new Promise<void>((resume) => this.waiting.push(resume));
+      else this.running++;
+      try {
+        if (this.failure === undefined) await task();
+      } catch (error) {
+        this.failure ??= { error };
+      } finally {
+        const next = this.waiting.shift();
+        if (next !== undefined) next();
+        else this.running--;
+      }
+    };
+    this.started.push(run());
+  }
+
+  async settle(): Promise<void> {
+    await Promise.all(this.started);
+    if (this.failure !== undefined) throw this.failure.error;
+  }
+}
