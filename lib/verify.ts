@@ -83,8 +83,11 @@ export const ProblemCode = {
   PayloadMissing: 'PAYLOAD_MISSING',
   /** The hard state's commit is above the last index. */
   CommitAboveLast: 'COMMIT_ABOVE_LAST',
-  /** The hard state's commit is below firstIndex - 1 (entries compacted beyond the commit). */
-  CommitBelowFirst: 'COMMIT_BELOW_FIRST',
+  /**
+   * The log anchor is above every entry directory and no applySnapshot intent is pending: not
+   * an interrupted compaction (compact(i) needs i <= lastIndex), so open refuses the tree.
+   */
+  AnchorBeyondLog: 'ANCHOR_BEYOND_LOG',
   /** The snapshot metadata's index is above the last index. */
   SnapshotBeyondLog: 'SNAPSHOT_BEYOND_LOG',
   /** The KV names a snapshot data file that is not in `snapshot/`. */
@@ -111,6 +114,12 @@ export const NoticeCode = {
   IntentPending: 'INTENT_PENDING',
   /** There is no `<dir>/kv` (a log written before Raft, or a store whose KV lives elsewhere). */
   KvAbsent: 'KV_ABSENT',
+  /**
+   * The hard state's commit is below firstIndex - 1: entries were compacted, or a snapshot
+   * applied, beyond the commit. Both are legal (raft saves a snapshot before the hard state
+   * that raises the commit to it); the next hard state raises it.
+   */
+  CommitBelowFirst: 'COMMIT_BELOW_FIRST',
 } as const;
 export type NoticeCode = (typeof NoticeCode)[keyof typeof NoticeCode];
 
@@ -515,8 +524,11 @@ export function logExtent(scan: TreeScan): LogExtent {
   const all = scan.entries;
   const anchor: LogAnchorRecord =
     scan.kv.anchor ?? (all.length > 0 && all[0]!.index > 1 ? { index: all[0]!.index - 1, term: hardState?.term ?? 0 } : { index: 0, term: 0 });
-  const compactionLeftovers = all.filter((entry) => entry.index <= anchor.index);
-  const retained = all.filter((entry) => entry.index > anchor.index);
+  // applySnapshot's intent pending: its KV batch (the new anchor) is durable and the next open
+  // drops EVERY entry directory, whatever its index.
+  const dropped = (entry: ScannedEntry) => scan.kv.intentPending || entry.index <= anchor.index;
+  const compactionLeftovers = all.filter(dropped);
+  const retained = all.filter((entry) => !dropped(entry));
   const lastIndex = retained.length > 0 ? retained[retained.length - 1]!.index : anchor.index;
   const status: TreeStatus = hardState !== undefined ? 'bootstrapped' : lastIndex > anchor.index ? 'needs-backfill' : 'unbootstrapped';
   return {
@@ -601,8 +613,21 @@ export function verifyScan(scan: TreeScan): VerifyResult {
   const extent = logExtent(scan);
   const bootstrapped = extent.status === 'bootstrapped';
 
-  for (const entry of extent.compactionLeftovers) {
-    atEntry(entry, ProblemCode.CompactionLeftover, `${entry.path} is at or below the log anchor ${extent.anchor.index} (an interrupted compaction; the next open removes it)`);
+  const lastDirectory = scan.entries[scan.entries.length - 1];
+  if (!kv.intentPending && kv.anchor !== undefined && lastDirectory !== undefined && kv.anchor.index > lastDirectory.index) {
+    // What open refuses (replica-log-store.ts recover): deleting the whole log is not provably safe.
+    problems.push({
+      code: ProblemCode.AnchorBeyondLog,
+      path: kv.path,
+      message: `the log anchor ${kv.anchor.index} in ${kv.path} is above the last entry directory ${lastDirectory.path}: not an interrupted compaction`,
+    });
+  } else {
+    for (const entry of extent.compactionLeftovers) {
+      const why = kv.intentPending
+        ? `an interrupted applySnapshot (index ${extent.anchor.index}) drops every entry directory; the next open removes it`
+        : `it is at or below the log anchor ${extent.anchor.index} (an interrupted compaction; the next open removes it)`;
+      atEntry(entry, ProblemCode.CompactionLeftover, `${entry.path}: ${why}`);
+    }
   }
 
   // ---- sequence: anchor+1 .. last without a hole
@@ -747,10 +772,10 @@ export function verifyScan(scan: TreeScan): VerifyResult {
       });
     }
     if (hardState.commit < extent.firstIndex - 1) {
-      problems.push({
-        code: ProblemCode.CommitBelowFirst,
+      notices.push({
+        code: NoticeCode.CommitBelowFirst,
         path: kv.path,
-        message: `the hard state's commit ${hardState.commit} is below firstIndex-1 = ${extent.firstIndex - 1} (entries compacted beyond the commit)`,
+        message: `the hard state's commit ${hardState.commit} is below firstIndex-1 = ${extent.firstIndex - 1}: entries were compacted or a snapshot applied beyond the commit (legal; the next hard state raises it)`,
       });
     }
   }

@@ -9,9 +9,9 @@
  *     replayed on a MemoryStorage model and the whole observable state must be equal;
  *   - the operation in flight is either fully absent ("before") or fully present ("after") —
  *     or, for an append (or a Ready op's entries, its hard state not yet written), a contiguous
- *     prefix of its batch ("prefix"), which the store's write
- *     path documents (log-manager.ts step 4) and raft tolerates; the caller decides whether
- *     prefix states are allowed, and they are counted separately;
+ *     prefix of its batch ("prefix"), which the store's write path documents (log-manager.ts
+ *     step 4) and raft tolerates; the caller decides whether prefix states are allowed, and
+ *     they are counted separately;
  *   - verifyTree reports nothing but what open repairs (staging / compaction leftovers) before
  *     the reopen, and nothing at all after it;
  *   - the store accepts writes again.
@@ -202,19 +202,10 @@ export async function replay(base: Observation, lines: Record<string, unknown>[]
 
 /** verifyTree problems a crash may leave and open repairs. */
 const REPAIRED_AT_OPEN = new Set(['STAGING_LEFTOVER', 'COMPACTION_LEFTOVER']);
-/**
- * Known verifier false positive (reported to the lead): with applySnapshot's intent pending,
- * every entry directory is about to be dropped by open, yet verifyTree still checks them against
- * the new anchor (lib/verify.ts): TERM_REGRESSION against `kv.anchor.term`, and GAP when the
- * snapshot's index is below the old first index (applySnapshot below the anchor is legal).
- */
-const VERIFY_IGNORES_INTENT = new Set(['TERM_REGRESSION', 'GAP']);
 
 export interface CheckOptions {
   /** Accept a prefix of an in-flight append batch (the store's documented behaviour). */
   allowPrefix: boolean;
-  /** verifyTree problem codes tolerated after the reopen (known verifier false positives), counted. */
-  toleratedProblems?: ReadonlySet<string>;
   /** Append one entry after the check (the store accepts writes again). */
   writeAfter?: boolean;
 }
@@ -223,7 +214,6 @@ export interface CheckResult {
   variant: string;
   /** The state after the check (including the write it made), the base of the next generation. */
   observation: Observation;
-  toleratedProblems: string[];
   /** How the reopen built its term index (ReplicaLogStore.openStats.checkpoint). */
   checkpoint: string;
 }
@@ -237,16 +227,7 @@ function brief(observation: Observation): string {
 /** Reopens `dir` after a kill and checks it against `variants` (see the module comment). */
 export async function checkCrashedDirectory(dir: string, variants: Variant[], options: CheckOptions): Promise<CheckResult> {
   const beforeOpen = await verifyTree(dir);
-  const intentPending = beforeOpen.notices.some((notice) => notice.code === 'INTENT_PENDING');
-  const tolerated: string[] = [];
-  const unrepairable = beforeOpen.problems.filter((problem) => {
-    if (REPAIRED_AT_OPEN.has(problem.code)) return false;
-    if (options.toleratedProblems?.has(problem.code) || (intentPending && VERIFY_IGNORES_INTENT.has(problem.code))) {
-      tolerated.push(options.toleratedProblems?.has(problem.code) ? problem.code : `${problem.code} (intent pending)`);
-      return false;
-    }
-    return true;
-  });
+  const unrepairable = beforeOpen.problems.filter((problem) => !REPAIRED_AT_OPEN.has(problem.code));
   if (unrepairable.length > 0) {
     throw new Error(`verifyTree after the kill: ${unrepairable.map((problem) => `${problem.code} ${problem.message}`).join('; ')}`);
   }
@@ -280,15 +261,9 @@ export async function checkCrashedDirectory(dir: string, variants: Variant[], op
     await store.close();
   }
   const afterOpen = await verifyTree(dir);
-  const problems = afterOpen.problems.filter((problem) => {
-    if (options.toleratedProblems?.has(problem.code)) {
-      tolerated.push(problem.code);
-      return false;
-    }
-    return true;
-  });
+  const problems = afterOpen.problems;
   if (problems.length > 0) throw new Error(`verifyTree after the reopen: ${problems.map((problem) => `${problem.code} ${problem.message}`).join('; ')}`);
-  return { variant: variant.name, observation, toleratedProblems: tolerated, checkpoint };
+  return { variant: variant.name, observation, checkpoint };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -304,7 +279,6 @@ export interface Totals {
   missedKills: number;
   acknowledged: number;
   variants: Record<string, number>;
-  toleratedProblems: Record<string, number>;
   /** crash points reached per name, over all count runs */
   pointsReached: Record<string, number>;
   /** kills per crash point name (write path, recovery and backfill) */
@@ -316,7 +290,7 @@ export interface Totals {
 }
 
 export function newTotals(): Totals {
-  return { kills: 0, crashPointKills: 0, randomKills: 0, recoveryKills: 0, backfillKills: 0, missedKills: 0, acknowledged: 0, variants: {}, toleratedProblems: {}, pointsReached: {}, killedAt: {}, checkpoint: {}, lost: 0 };
+  return { kills: 0, crashPointKills: 0, randomKills: 0, recoveryKills: 0, backfillKills: 0, missedKills: 0, acknowledged: 0, variants: {}, pointsReached: {}, killedAt: {}, checkpoint: {}, lost: 0 };
 }
 
 export interface SeedOptions {
@@ -362,7 +336,6 @@ function expectKilled(run: ChildRun, what: string): void {
 function recordCheck(totals: Totals, result: CheckResult): void {
   totals.kills++;
   count(totals.variants, result.variant.startsWith('prefix 0') ? 'old tail partly truncated' : result.variant.startsWith('prefix') ? 'batch prefix' : result.variant);
-  for (const code of result.toleratedProblems) count(totals.toleratedProblems, code);
   count(totals.checkpoint, result.checkpoint);
 }
 
@@ -574,7 +547,7 @@ async function main(): Promise<void> {
         randomGenerations: Number(args.generations ?? 4),
         recoveryKills: true,
         ...(seed % 2 === 0 ? { checkpointInterval: 1 } : {}),
-        check: { allowPrefix: args.strict !== 'true', toleratedProblems: new Set(args.strict === 'true' ? [] : ['COMMIT_BELOW_FIRST']) },
+        check: { allowPrefix: args.strict !== 'true' },
         tempDir: () => {
           const dir = join(seedRoot, String(made++));
           return dir;

@@ -120,13 +120,14 @@ sequence (GAP), MANIFEST present and decodable as a gitaly.LogEntry (MANIFEST_MI
 MANIFEST_CORRUPT; 0 bytes is valid), RAFT (RAFT_MISSING on a bootstrapped store, RAFT_EMPTY,
 RAFT_CORRUPT, RAFT_INDEX_MISMATCH), modes (BAD_MODE: directories 0700, MANIFEST/RAFT 0400,
 payload files at most 0500), payload files the MANIFEST links (PAYLOAD_MISSING), terms never
-decreasing (TERM_REGRESSION), the KV against the log (COMMIT_ABOVE_LAST, COMMIT_BELOW_FIRST,
+decreasing (TERM_REGRESSION), the KV against the log (COMMIT_ABOVE_LAST, ANCHOR_BEYOND_LOG,
 SNAPSHOT_BEYOND_LOG, SNAPSHOT_DATA_MISSING, KV_CORRUPT, KV_UNREADABLE), leftovers
 (STAGING_LEFTOVER, COMPACTION_LEFTOVER), NOT_A_DIRECTORY, NOT_A_FILE, UNREADABLE, WAL_MISSING.
 Each problem names the entry's LSN directory where an entry is at fault.
 Entries without RAFT on a store with no hard state are a log written before Raft: a notice
-(NEEDS_MIGRATION: run 'replicalog migrate'), not a problem. The KV is read from a copy, as in
-inspect.
+(NEEDS_MIGRATION: run 'replicalog migrate'), not a problem. So is a commit below the first
+index (COMMIT_BELOW_FIRST: compacted or snapshotted beyond the commit, which is legal). The KV
+is read from a copy, as in inspect.
 Exit status: 0 no problem (notices allowed); 1 problems found; 2 bad usage.
 `,
     )

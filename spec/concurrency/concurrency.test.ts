@@ -120,7 +120,7 @@ describe('two processes, one directory', () => {
     expect(run.signal).toBe('SIGKILL');
     const { variants, acknowledged } = await replay(observeStore(new MemoryStorage()), run.lines);
     expect(acknowledged).toBeGreaterThan(0);
-    const result = await checkCrashedDirectory(dir, variants, { allowPrefix: true, toleratedProblems: new Set(['COMMIT_BELOW_FIRST']) });
+    const result = await checkCrashedDirectory(dir, variants, { allowPrefix: true });
     expect(result.variant).toBeDefined();
   }, 60_000);
 });

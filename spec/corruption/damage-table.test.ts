@@ -273,7 +273,7 @@ export const DAMAGE_TABLE: Row[] = [
     damage: 'log anchor beyond the last entry, no intent pending (anchor 10, entries 1..4)',
     apply: (dir) => putKv(dir, 'raft/log_anchor', anchorBytes(10, 3)),
     outcome: { open: 'refused', code: ErrorCode.Corrupt, path: kvPathOf },
-    verify: ['COMMIT_BELOW_FIRST', 'COMPACTION_LEFTOVER', 'COMPACTION_LEFTOVER', 'COMPACTION_LEFTOVER', 'COMPACTION_LEFTOVER'],
+    verify: ['ANCHOR_BEYOND_LOG'],
     why: 'compact(i) needs i <= last, so an anchor above every entry directory is not an interrupted compaction; deleting the log is not provably safe',
   },
   {

@@ -1,8 +1,8 @@
 /**
  * Trees the store writes in normal operation, or leaves after a crash it repairs at open, must
- * verify clean (apart from the leftovers open removes). The kill tests (spec/crash) found two
- * cases where lib/verify.ts reports a problem on such a tree; they run as `it.fails` until the
- * verifier is fixed, and the kill tests tolerate (and count) them meanwhile.
+ * verify clean (apart from the leftovers open removes). The kill tests (spec/crash) found the
+ * cases below, where lib/verify.ts used to report a problem on such a tree; each is pinned
+ * here now that it is fixed, and the kill tests tolerate no problem at all.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { ReplicaLogStore } from '../../lib/replica-log-store.js';
@@ -25,12 +25,12 @@ describe('verifyTree on trees the store writes itself', () => {
     expect(await verifyTree(store.dir)).toMatchObject({ ok: true, problems: [] });
   });
 
-  // VERIFIER BUG (reported): lib/verify.ts verifyScan reports COMMIT_BELOW_FIRST ("entries
+  // FIXED VERIFIER BUG: lib/verify.ts verifyScan reported COMMIT_BELOW_FIRST ("entries
   // compacted beyond the commit") when commit < firstIndex-1. But applySnapshot(s) with s.index
   // above the saved commit is legal (API.md; MemoryStorage accepts it; raft persists the
   // snapshot before the hard state that raises the commit, so a crash between them leaves this
-  // tree), and so is compact(i) with commit < i <= lastIndex(). Suggest: a notice, not a problem.
-  it.fails('applySnapshot above the saved commit leaves a tree that verifies clean', async () => {
+  // tree), and so is compact(i) with commit < i <= lastIndex(). Now a notice, not a problem.
+  it('applySnapshot above the saved commit leaves a tree that verifies clean', async () => {
     const store = await ReplicaLogStore.open({ dir: makeTempDir() });
     await store.append([entry(1, 1), entry(2, 1)]);
     await store.setHardState({ term: 1, vote: 1, commit: 1 });
@@ -39,12 +39,12 @@ describe('verifyTree on trees the store writes itself', () => {
     expect((await verifyTree(store.dir)).problems.map((problem) => problem.code)).toEqual([]);
   });
 
-  // VERIFIER BUG (reported): with applySnapshot's intent pending (a crash after its KV batch),
+  // FIXED VERIFIER BUG: with applySnapshot's intent pending (a crash after its KV batch),
   // every entry directory is about to be dropped by the next open, yet verifyScan checks their
-  // terms against the NEW anchor (`previousTerm` starts from kv.anchor) and reports
+  // terms against the NEW anchor (`previousTerm` started from kv.anchor) and reported
   // TERM_REGRESSION on the retained entries above it (here entry 3, term 1 < 4). While the
-  // intent is pending every entry directory should be reported as a leftover, not as damage.
-  it.fails('a crash right after applySnapshot\'s KV batch leaves a tree with no problem but leftovers', async () => {
+  // intent is pending every entry directory is now reported as a leftover, not as damage.
+  it('a crash right after applySnapshot\'s KV batch leaves a tree with no problem but leftovers', async () => {
     let armed = false;
     const store = await ReplicaLogStore.open({
       dir: makeTempDir(),
@@ -63,11 +63,11 @@ describe('verifyTree on trees the store writes itself', () => {
     expect(result.problems.filter((problem) => problem.code !== 'COMPACTION_LEFTOVER').map((problem) => problem.code)).toEqual([]);
   });
 
-  // VERIFIER BUG (reported, same cause): applySnapshot below the current first index is legal
+  // FIXED VERIFIER BUG (same cause): applySnapshot below the current first index is legal
   // (the v3.7 rule: any index above the stored snapshot's and at or above the commit). Crash
   // after its KV batch: the anchor is the snapshot's index and the old entries start above
   // anchor+1, so verifyScan reports a GAP (found by the kill tests, seed 102).
-  it.fails('a crash right after applySnapshot below the first index leaves no GAP problem', async () => {
+  it('a crash right after applySnapshot below the first index leaves no GAP problem', async () => {
     let armed = false;
     const store = await ReplicaLogStore.open({
       dir: makeTempDir(),

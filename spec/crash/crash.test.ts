@@ -33,9 +33,6 @@ let root: string;
 let made = 0;
 const totals: Totals = newTotals();
 
-/** Known verifier false positive, tolerated and counted (see the report): applySnapshot above the commit. */
-const TOLERATED = new Set(['COMMIT_BELOW_FIRST']);
-
 function options(seed: number, allowPrefix = true): SeedOptions {
   return {
     driver: built.driver,
@@ -46,7 +43,7 @@ function options(seed: number, allowPrefix = true): SeedOptions {
     recoveryKills: true,
     // Even seeds: a checkpoint in KV with nearly every hard state and at close (lib: "Checkpoint").
     ...(seed % 2 === 0 ? { checkpointInterval: 1 } : {}),
-    check: { allowPrefix, toleratedProblems: TOLERATED },
+    check: { allowPrefix },
     tempDir: () => join(root, `${seed}-${made++}`),
   };
 }
