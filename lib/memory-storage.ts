@@ -28,7 +28,9 @@ import {
   emptyConfState,
   emptyHardState,
   emptySnapshot,
+  hardStateCopy,
   NO_LIMIT,
+  withoutNegativeZero,
   type ConfState,
   type Entry,
   type HardState,
@@ -45,7 +47,7 @@ import {
 
 /** A stored entry: a private frozen copy, so neither the caller's object nor a reader can change it. */
 export function storedCopy(entry: Entry): Entry {
-  const copy: Entry = { type: entry.type, term: entry.term, index: entry.index };
+  const copy: Entry = { type: entry.type, term: withoutNegativeZero(entry.term), index: withoutNegativeZero(entry.index) };
   if (entry.data !== undefined) copy.data = copyBytes(entry.data);
   return Object.freeze(copy);
 }
@@ -133,7 +135,7 @@ export class MemoryStorage implements WritableStorage, LogView {
   async setHardState(hardState: HardState): Promise<void> {
     validateHardStateUntrusted(hardState);
     checkHardState(this, hardState);
-    this.savedHardState = { term: hardState.term, vote: hardState.vote, commit: hardState.commit };
+    this.savedHardState = hardStateCopy(hardState);
   }
 
   async setConfState(confState: ConfState): Promise<void> {

@@ -107,6 +107,7 @@ import {
   emptySnapshot,
   EntryType,
   NO_LIMIT,
+  hardStateCopy,
   type ConfState,
   type Entry,
   type HardState,
@@ -756,7 +757,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     const prepared = ReplicaLogStore.prepare(() => {
       this.checkOpen();
       validateHardStateUntrusted(hardState);
-      return { term: hardState.term, vote: hardState.vote, commit: hardState.commit };
+      return hardStateCopy(hardState);
     });
     if ('error' in prepared) return Promise.reject(prepared.error);
     return this.joinGroup({ kind: 'hardState', hardState: prepared.value });

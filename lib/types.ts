@@ -178,12 +178,24 @@ export function copyBytes(bytes: Uint8Array): Uint8Array {
   return copy;
 }
 
+/**
+ * -0 as +0, any other number unchanged. Validation accepts -0 (an integer equal to 0); every
+ * copy a store keeps goes through this, so no -0 is ever stored or answered.
+ */
+export function withoutNegativeZero(value: number): number {
+  return value === 0 ? 0 : value;
+}
+
+export function hardStateCopy(hardState: HardState): HardState {
+  return { term: withoutNegativeZero(hardState.term), vote: withoutNegativeZero(hardState.vote), commit: withoutNegativeZero(hardState.commit) };
+}
+
 export function cloneConfState(confState: ConfState): ConfState {
   return {
-    voters: [...confState.voters],
-    learners: [...confState.learners],
-    votersOutgoing: [...confState.votersOutgoing],
-    learnersNext: [...confState.learnersNext],
+    voters: confState.voters.map(withoutNegativeZero),
+    learners: confState.learners.map(withoutNegativeZero),
+    votersOutgoing: confState.votersOutgoing.map(withoutNegativeZero),
+    learnersNext: confState.learnersNext.map(withoutNegativeZero),
     autoLeave: confState.autoLeave,
   };
 }
@@ -191,8 +203,8 @@ export function cloneConfState(confState: ConfState): ConfState {
 export function cloneSnapshot(snapshot: Snapshot): Snapshot {
   const metadata: SnapshotMetadata = {
     confState: cloneConfState(snapshot.metadata.confState),
-    index: snapshot.metadata.index,
-    term: snapshot.metadata.term,
+    index: withoutNegativeZero(snapshot.metadata.index),
+    term: withoutNegativeZero(snapshot.metadata.term),
   };
   return snapshot.data === undefined ? { metadata } : { data: copyBytes(snapshot.data), metadata };
 }
