@@ -59,8 +59,11 @@ export class PendingLog implements LogView {
     if (plan.length === 0) return;
     const first = plan[0]!.index;
     if (this.entries.length > 0 && first >= this.start) {
-      // Replaces this group's own entries from `first` on (first <= lastIndex()+1: planAppend).
-      this.entries = this.entries.slice(0, first - this.start).concat(plan);
+      // Replaces this group's own entries from `first` on (first <= lastIndex()+1: planAppend);
+      // usually first = lastIndex()+1 and nothing is cut. In place: a group of many small
+      // appends stays linear.
+      this.entries.length = first - this.start;
+      for (const entry of plan) this.entries.push(entry);
     } else {
       this.start = first;
       this.entries = plan.slice();
