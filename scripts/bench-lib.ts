@@ -35,6 +35,7 @@ import {
   readFileSync,
   readSync,
   renameSync,
+  rmdirSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -968,7 +969,7 @@ export async function runBench(config: BenchConfig): Promise<BenchResult> {
   } finally {
     removeTree(root);
     try {
-      rmSync(config.root); // only when empty (another run may share it)
+      rmdirSync(config.root); // only when empty (another run may share it)
     } catch {
       // not empty or already gone
     }

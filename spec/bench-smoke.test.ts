@@ -3,6 +3,7 @@
  * finite positive number and the JSON line must carry every key. No timing assertions: speed is
  * measured by `npm run bench`, never in a test.
  */
+import { existsSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { jsonLine, formatTable, RATIO_NAMES, runBench, tinyConfig } from '../scripts/bench-lib.js';
 import { makeTempDir, removeTempDirs } from './helpers/temp-dir.js';
@@ -43,6 +44,9 @@ describe('bench (tiny)', () => {
     expect(typeof indexBytes === 'number' && Number.isFinite(indexBytes) && indexBytes > 0).toBe(true);
     expect(typeof (json.machine as Record<string, unknown>).node).toBe('string');
     expect(json.coalesced16_over_append1).toBe(result.measurements.append1x16!.median / result.measurements.append1!.median);
+
+    // The scratch root is removed once empty (no stray .bench-scratch left in a checkout).
+    expect(existsSync(config.root)).toBe(false);
 
     const table = formatTable(result);
     for (const name of RATIO_NAMES) expect(table).toMatch(new RegExp(`${name}\\s.*(PASS|MISS)`));
