@@ -49,11 +49,11 @@ import {
 
 /** Every named step of the write path, in the order a write passes them. */
 export const CRASH_POINTS = [
-  /** a staged file (MANIFEST, RAFT, snapshot data) is written but not fsynced */
+  /** staged files (MANIFEST, RAFT: a chunk of an append; snapshot data) written, not fsynced */
   'after-file-write',
-  /** about to fsync a staged file */
+  /** about to fsync staged files (an append's chunk: its files and directories together) */
   'before-file-fsync',
-  /** staged files fsynced; about to fsync the staged entry directory */
+  /** about to fsync a staged directory (an append's chunk: passed with the two above; insertLogEntry: files fsynced) */
   'before-directory-fsync',
   /** about to rename one old tail entry out of wal/ (truncating append) */
   'before-truncate-rename',
