@@ -249,9 +249,21 @@ function makeEntry(index: number, term: number, data: Uint8Array): Entry {
 }
 
 /** fsync of a path (a directory or a file) with synchronous calls. */
-function fsyncPath(path: string): void {
+export function fsyncPath(path: string): void {
   const descriptor = openSync(path, 'r');
   try {
+    fsyncSync(descriptor);
+  } finally {
+    closeSync(descriptor);
+  }
+}
+
+/** Creates a new file (mode 0400) holding `bytes` and fsyncs it, with synchronous calls. */
+export function createSynced(path: string, bytes: Uint8Array): void {
+  const descriptor = openSync(path, 'wx', FILE_MODE);
+  try {
+    let written = 0;
+    while (written < bytes.length) written += writeSync(descriptor, bytes, written, bytes.length - written);
     fsyncSync(descriptor);
   } finally {
     closeSync(descriptor);
@@ -452,16 +464,6 @@ export function sequentialCase(config: BenchConfig, batch: number): BenchCase {
   const data = payload(config.payloadBytes);
   let tree: ReturnType<typeof formatTree> | undefined;
   let next = 0;
-  const writeSynced = (path: string, bytes: Uint8Array): void => {
-    const descriptor = openSync(path, 'wx', FILE_MODE);
-    try {
-      let written = 0;
-      while (written < bytes.length) written += writeSync(descriptor, bytes, written, bytes.length - written);
-      fsyncSync(descriptor);
-    } finally {
-      closeSync(descriptor);
-    }
-  };
   return {
     name: `seq${batch}`,
     description: `sequential Gitaly path, ${batch} entries one at a time (file+dir+wal fsync)`,
@@ -477,8 +479,8 @@ export function sequentialCase(config: BenchConfig, batch: number): BenchCase {
           const name = formatLsn(index);
           const directory = join(staging, name);
           mkdirSync(directory, { mode: DIRECTORY_MODE });
-          writeSynced(join(directory, MANIFEST_FILE), new Uint8Array(0));
-          writeSynced(join(directory, RAFT_FILE), encodeEntry(makeEntry(index, 1, data)));
+          createSynced(join(directory, MANIFEST_FILE), new Uint8Array(0));
+          createSynced(join(directory, RAFT_FILE), encodeEntry(makeEntry(index, 1, data)));
           fsyncPath(directory);
           renameSync(directory, join(wal, name));
           fsyncPath(wal);
@@ -494,48 +496,24 @@ export function sequentialCase(config: BenchConfig, batch: number): BenchCase {
   };
 }
 
-/** ReplicaLogStore.append of B entries at a time (each resolved promise = durable). */
-export function appendCase(config: BenchConfig, batch: number): BenchCase {
-  const dir = join(config.root, `append-${batch}`);
-  const data = payload(config.payloadBytes);
-  let store: ReplicaLogStore | undefined;
-  return {
-    name: `append${batch}`,
-    description: `ReplicaLogStore.append, ${batch} entries per call`,
-    unit: 'entries/s',
-    async setup() {
-      store = await ReplicaLogStore.open({ dir });
-    },
-    async run() {
-      const target = store!;
-      return throughput(config, async () => {
-        const first = target.lastIndex() + 1;
-        const entries: Entry[] = [];
-        for (let k = 0; k < batch; k++) entries.push(makeEntry(first + k, 1, data));
-        await target.append(entries);
-        return batch;
-      });
-    },
-    async teardown() {
-      await store?.close();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
 /**
- * Group commit under concurrency: `callers` appends of ONE entry each kept in flight at once
- * (each caller takes the next index synchronously, as a Raft leader's proposals would), so the
- * store coalesces the calls that arrive during a flush into the next one. Not a target of the
- * issue; shows what coalescing buys over append1 (one call at a time).
+ * ReplicaLogStore.append of B entries per call, `callers` calls kept in flight at once (each
+ * resolved promise = durable). With callers > 1 each caller takes the next index
+ * synchronously, as a Raft leader's proposals would, and the store coalesces the calls that
+ * arrive during a flush into the next one (write groups): append1x16 is not a target of the
+ * issue, it shows what coalescing buys over append1 (one call at a time).
  */
-export function concurrentAppendCase(config: BenchConfig, callers: number): BenchCase {
-  const dir = join(config.root, `append-concurrent-${callers}`);
+export function appendCase(config: BenchConfig, batch: number, callers = 1): BenchCase {
+  const name = callers === 1 ? `append${batch}` : `append${batch}x${callers}`;
+  const dir = join(config.root, name);
   const data = payload(config.payloadBytes);
   let store: ReplicaLogStore | undefined;
   return {
-    name: `append1x${callers}`,
-    description: `ReplicaLogStore.append, 1 entry per call, ${callers} calls in flight (write groups)`,
+    name,
+    description:
+      callers === 1
+        ? `ReplicaLogStore.append, ${batch} entries per call`
+        : `ReplicaLogStore.append, ${batch} entry per call, ${callers} calls in flight (write groups)`,
     unit: 'entries/s',
     async setup() {
       store = await ReplicaLogStore.open({ dir });
@@ -544,8 +522,13 @@ export function concurrentAppendCase(config: BenchConfig, callers: number): Benc
       const target = store!;
       return throughput(config, async () => {
         const first = target.lastIndex() + 1;
-        await Promise.all(Array.from({ length: callers }, (_, k) => target.append([makeEntry(first + k, 1, data)])));
-        return callers;
+        const calls = Array.from({ length: callers }, (_, call) => {
+          const entries: Entry[] = [];
+          for (let k = 0; k < batch; k++) entries.push(makeEntry(first + call * batch + k, 1, data));
+          return target.append(entries);
+        });
+        await Promise.all(calls);
+        return batch * callers;
       });
     },
     async teardown() {
@@ -952,7 +935,7 @@ export async function runBench(config: BenchConfig): Promise<BenchResult> {
         formatFloorCase(scoped, scoped.floorBatch),
         sequentialCase(scoped, scoped.sequentialBatch),
         ...scoped.appendBatches.map((batch) => appendCase(scoped, batch)),
-        concurrentAppendCase(scoped, CONCURRENT_CALLERS),
+        appendCase(scoped, 1, CONCURRENT_CALLERS),
       ],
       measurements,
     );

@@ -9,32 +9,14 @@
  * + fsync of that directory; and the whole chain one entry needs (mkdir, MANIFEST and RAFT created
  * and fsynced, the entry directory fsynced, renamed into wal/, wal/ fsynced).
  */
-import { closeSync, fdatasyncSync, fsyncSync, mkdirSync, mkdtempSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fdatasyncSync, mkdirSync, mkdtempSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { createSynced, fsyncPath } from './bench-lib.js';
 
 function option(name: string, fallback: string): string {
   const position = process.argv.indexOf(name);
   return position >= 0 && process.argv[position + 1] !== undefined ? process.argv[position + 1]! : fallback;
-}
-
-function fsyncPath(path: string): void {
-  const descriptor = openSync(path, 'r');
-  try {
-    fsyncSync(descriptor);
-  } finally {
-    closeSync(descriptor);
-  }
-}
-
-function createSynced(path: string, data: Uint8Array): void {
-  const descriptor = openSync(path, 'wx', 0o400);
-  try {
-    if (data.length > 0) writeSync(descriptor, data);
-    fsyncSync(descriptor);
-  } finally {
-    closeSync(descriptor);
-  }
 }
 
 /** Microseconds per call of `step`, median of three rounds of `count` calls. */
