@@ -8,37 +8,17 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decodeEntry, decodeRaftEntry, encodeEntry, encodeLogEntry, encodeRaftEntry } from '../lib/codec.js';
 import { ErrorCode } from '../lib/errors.js';
-import { ReplicaLogStore, type ReplicaLogStoreOptions } from '../lib/replica-log-store.js';
+import { ReplicaLogStore } from '../lib/replica-log-store.js';
 import { EntryType, type Entry } from '../lib/types.js';
 import { entryPath, formatLsn } from '../lib/wal/layout.js';
 import type { CrashPointName } from '../lib/wal/log-manager.js';
-import { makeTempDir, removeTempDirs } from './helpers/temp-dir.js';
+import { makeTempDir } from './helpers/temp-dir.js';
+import { closeTestStores, codeOf, openTestStore, reopenTestStore, type TestStoreOptions } from './helpers/stores.js';
 
-const opened: ReplicaLogStore[] = [];
-afterEach(async () => {
-  for (const store of opened.splice(0)) await store.close();
-  removeTempDirs();
-});
+afterEach(closeTestStores);
 
-async function open(dir: string, options: Partial<ReplicaLogStoreOptions> = {}): Promise<ReplicaLogStore> {
-  const store = await ReplicaLogStore.open({ dir, ...options });
-  opened.push(store);
-  return store;
-}
-
-async function reopen(store: ReplicaLogStore, options: Partial<ReplicaLogStoreOptions> = {}): Promise<ReplicaLogStore> {
-  await store.close();
-  return open(store.dir, options);
-}
-
-async function codeOf(action: () => unknown): Promise<string> {
-  try {
-    await action();
-    return 'ok';
-  } catch (error) {
-    return (error as { code?: string }).code ?? `uncoded: ${(error as Error).message}`;
-  }
-}
+const open = (dir: string, options: TestStoreOptions = {}): Promise<ReplicaLogStore> => openTestStore({ ...options, dir });
+const reopen = reopenTestStore;
 
 const utf8 = (text: string) => new TextEncoder().encode(text);
 

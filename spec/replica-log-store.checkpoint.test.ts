@@ -11,7 +11,7 @@ import { ClassicLevel } from 'classic-level';
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeEntry } from '../lib/codec.js';
 import { ErrorCode } from '../lib/errors.js';
-import { ReplicaLogStore, type ReplicaLogStoreOptions } from '../lib/replica-log-store.js';
+import { ReplicaLogStore } from '../lib/replica-log-store.js';
 import { MemoryStorage } from '../lib/memory-storage.js';
 import { EntryType, type Entry, type WritableStorage } from '../lib/types.js';
 import { verifyTree } from '../lib/verify.js';
@@ -19,21 +19,14 @@ import { nodeFileSystem, type FileSystem } from '../lib/wal/file-system.js';
 import { entryPath, formatLsn, kvKey, KEY_LOG_CHECKPOINT } from '../lib/wal/layout.js';
 import { decodeCheckpoint, encodeCheckpoint, type LogCheckpoint } from '../lib/wal/raft-state.js';
 import { observe, storageConformance } from './conformance.js';
-import { makeTempDir, removeTempDirs } from './helpers/temp-dir.js';
+import { makeTempDir } from './helpers/temp-dir.js';
+import { closeTestStores, codeOf, openTestStore, type TestStoreOptions } from './helpers/stores.js';
+import { seededRandom } from '../lib/seeded-random.js';
 
-const opened: ReplicaLogStore[] = [];
-afterEach(async () => {
-  for (const store of opened.splice(0)) await store.close();
-  removeTempDirs();
-});
+afterEach(closeTestStores);
 
-type TestOptions = Partial<ReplicaLogStoreOptions<Uint8Array, Uint8Array>>;
-
-async function open(options: TestOptions = {}): Promise<ReplicaLogStore> {
-  const store = await ReplicaLogStore.open({ dir: options.dir ?? makeTempDir(), ...options });
-  opened.push(store);
-  return store;
-}
+type TestOptions = TestStoreOptions;
+const open = openTestStore;
 
 /** Closes `store` and opens it again (checkpointInterval 100 unless given), recording which RAFT files the open reads. */
 async function reopen(store: ReplicaLogStore, options: TestOptions = {}): Promise<{ store: ReplicaLogStore; reads: number[] }> {
@@ -341,24 +334,10 @@ describe('what open() checks with a checkpoint', () => {
 });
 
 describe('random histories against MemoryStorage, reopening often', () => {
-  /** mulberry32: a small seeded generator, so a failure replays. */
+  /** An integer below `below` from lib/seeded-random.ts (the same stream as before), so a failure replays. */
   function generator(seed: number): (below: number) => number {
-    let state = seed >>> 0;
-    return (below) => {
-      state = (state + 0x6d2b79f5) >>> 0;
-      let t = state;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * below);
-    };
-  }
-  async function codeOf(action: () => Promise<unknown>): Promise<string> {
-    try {
-      await action();
-      return 'ok';
-    } catch (error) {
-      return (error as { code?: string }).code ?? `uncoded: ${(error as Error).message}`;
-    }
+    const next = seededRandom(seed);
+    return (below) => Math.floor(next() * below);
   }
 
   it('appends, truncations of the uncommitted tail, commits, compactions and snapshots: every reopen equals the model', async () => {

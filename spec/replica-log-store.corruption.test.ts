@@ -10,13 +10,10 @@ import { ErrorCode } from '../lib/errors.js';
 import { ReplicaLogStore } from '../lib/replica-log-store.js';
 import { EntryType, type Entry } from '../lib/types.js';
 import { entryPath, formatLsn, walPath } from '../lib/wal/layout.js';
-import { makeTempDir, removeTempDirs } from './helpers/temp-dir.js';
+import { makeTempDir } from './helpers/temp-dir.js';
+import { closeTestStores, trackStore } from './helpers/stores.js';
 
-const opened: ReplicaLogStore[] = [];
-afterEach(async () => {
-  for (const store of opened.splice(0)) await store.close();
-  removeTempDirs();
-});
+afterEach(closeTestStores);
 
 const entry = (index: number, term: number): Entry => ({ type: EntryType.Normal, term, index, data: Uint8Array.of(index) });
 
@@ -27,7 +24,7 @@ function replaceFile(path: string, content: Uint8Array): void {
 
 async function openError(dir: string): Promise<{ code?: string; path?: string; message: string }> {
   try {
-    opened.push(await ReplicaLogStore.open({ dir }));
+    trackStore(await ReplicaLogStore.open({ dir }));
   } catch (error) {
     return error as { code?: string; path?: string; message: string };
   }
@@ -108,7 +105,7 @@ describe('corruption on open', () => {
     expect((await openError(dir)).code).toBe(ErrorCode.Corrupt);
     replaceFile(join(entryPath(dir, 3), 'RAFT'), encodeEntry(entry(3, 1)));
     const store = await ReplicaLogStore.open({ dir });
-    opened.push(store);
+    trackStore(store);
     expect(store.entries(1, 4)).toEqual([entry(1, 1), entry(2, 1), entry(3, 1)]);
   });
 
@@ -116,7 +113,7 @@ describe('corruption on open', () => {
     const dir = await closedStore(false);
     replaceFile(join(entryPath(dir, 2), 'RAFT'), new Uint8Array(0));
     const store = await ReplicaLogStore.open({ dir });
-    opened.push(store);
+    trackStore(store);
     expect([store.status, store.pendingBackfill]).toEqual(['needs-backfill', 1]);
   });
 
@@ -141,7 +138,7 @@ describe('corruption met by a read (cache miss)', () => {
   ];
   it.each(cases)('$name → ERR_CORRUPT naming the entry, never a wrong entry or a raw ENOENT', async ({ damage }) => {
     const store = await ReplicaLogStore.open({ dir: makeTempDir(), cacheMaxEntries: 0 });
-    opened.push(store);
+    trackStore(store);
     await store.append([entry(1, 1), entry(2, 1), entry(3, 1)]);
     damage(store.dir);
     let caught: { code?: string; path?: string; message: string } | undefined;

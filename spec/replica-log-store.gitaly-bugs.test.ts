@@ -6,37 +6,17 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { entrySize } from '../lib/codec.js';
 import { ErrorCode } from '../lib/errors.js';
-import { ReplicaLogStore, type ReplicaLogStoreOptions } from '../lib/replica-log-store.js';
+import { ReplicaLogStore } from '../lib/replica-log-store.js';
 import { EntryType, NO_LIMIT, type Entry } from '../lib/types.js';
 import { nodeFileSystem, type FileSystem } from '../lib/wal/file-system.js';
 import { entryPath, formatLsn, walPath } from '../lib/wal/layout.js';
-import { makeTempDir, removeTempDirs } from './helpers/temp-dir.js';
+import { makeTempDir } from './helpers/temp-dir.js';
+import { closeTestStores, codeOf, openTestStore, reopenTestStore } from './helpers/stores.js';
 
-const opened: ReplicaLogStore[] = [];
-afterEach(async () => {
-  for (const store of opened.splice(0)) await store.close();
-  removeTempDirs();
-});
+afterEach(closeTestStores);
 
-async function open(options: Partial<ReplicaLogStoreOptions> = {}): Promise<ReplicaLogStore> {
-  const store = await ReplicaLogStore.open({ dir: makeTempDir(), ...options });
-  opened.push(store);
-  return store;
-}
-
-async function reopen(store: ReplicaLogStore, options: Partial<ReplicaLogStoreOptions> = {}): Promise<ReplicaLogStore> {
-  await store.close();
-  return open({ dir: store.dir, ...options });
-}
-
-async function codeOf(action: () => unknown): Promise<string> {
-  try {
-    await action();
-    return 'ok';
-  } catch (error) {
-    return (error as { code?: string }).code ?? `uncoded: ${(error as Error).message}`;
-  }
-}
+const open = openTestStore;
+const reopen = reopenTestStore;
 
 const entry = (index: number, term: number, size = 0): Entry => ({ type: EntryType.Normal, term, index, data: new Uint8Array(size).fill(index) });
 const terms = (first: number, ...values: number[]) => values.map((term, offset) => entry(first + offset, term));

@@ -17,41 +17,18 @@ import { entryPath, formatLsn, kvKey, walPath } from '../lib/wal/layout.js';
 import { EntryCache } from '../lib/wal/entry-cache.js';
 import type { CrashPointName } from '../lib/wal/log-manager.js';
 import { TermRuns } from '../lib/wal/term-runs.js';
-import { makeTempDir, removeTempDirs } from './helpers/temp-dir.js';
+import { makeTempDir } from './helpers/temp-dir.js';
+import { closeTestStores, codeOf, openTestStore, reopenTestStore } from './helpers/stores.js';
 
-const opened: ReplicaLogStore[] = [];
-afterEach(async () => {
-  for (const store of opened.splice(0)) await store.close();
-  removeTempDirs();
-});
+afterEach(closeTestStores);
 
-/** Options as the tests pass them (a given db is always a byte-typed ClassicLevel here). */
-type TestOptions = Partial<ReplicaLogStoreOptions<Uint8Array, Uint8Array>>;
-
-async function open(options: TestOptions = {}): Promise<ReplicaLogStore> {
-  const store = await ReplicaLogStore.open({ dir: options.dir ?? makeTempDir(), ...options });
-  opened.push(store);
-  return store;
-}
-
-async function reopen(store: ReplicaLogStore, options: TestOptions = {}): Promise<ReplicaLogStore> {
-  await store.close();
-  return open({ dir: store.dir, partitionId: store.partitionId, ...options });
-}
+const open = openTestStore;
+const reopen = reopenTestStore;
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 const entry = (index: number, term: number, data?: string): Entry =>
   data === undefined ? { type: EntryType.Normal, term, index } : { type: EntryType.Normal, term, index, data: bytes(data) };
 const voters123: ConfState = { voters: [1, 2, 3], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
-
-async function codeOf(action: () => unknown): Promise<string> {
-  try {
-    await action();
-    return 'ok';
-  } catch (error) {
-    return (error as { code?: string }).code ?? `uncoded: ${(error as Error).message}`;
-  }
-}
 
 /** A FileSystem that records every call as "op path" (paths relative to `dir`). */
 function recordingFileSystem(dir: string, calls: string[], overrides: Partial<FileSystem> = {}): FileSystem {

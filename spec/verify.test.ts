@@ -13,13 +13,10 @@ import { ReplicaLogStore } from '../lib/replica-log-store.js';
 import { EntryType, type Entry } from '../lib/types.js';
 import { verifyTree, type Problem } from '../lib/verify.js';
 import { entryPath, formatLsn, KEY_HARD_STATE, kvKey, kvPath, stagingPath, walPath } from '../lib/wal/layout.js';
-import { makeTempDir, removeTempDirs } from './helpers/temp-dir.js';
+import { makeTempDir } from './helpers/temp-dir.js';
+import { closeTestStores, trackStore } from './helpers/stores.js';
 
-const opened: ReplicaLogStore[] = [];
-afterEach(async () => {
-  for (const store of opened.splice(0)) await store.close();
-  removeTempDirs();
-});
+afterEach(closeTestStores);
 
 const TERMS = [1, 1, 2, 2, 3, 3];
 
@@ -71,7 +68,7 @@ describe('verifyTree on clean trees', () => {
     const dir = makeTempDir('replicalog-verify-');
     writePreRaftWal({ dir, entries: 15, seed: 3, firstLsn: 40 });
     const store = await ReplicaLogStore.open({ dir });
-    opened.push(store);
+    trackStore(store);
     await store.backfill();
     // The store is open (and locked) while verify runs: the KV is read from a copy.
     const result = await verifyTree(dir);

@@ -11,16 +11,13 @@ import { writePreRaftWal } from '../../lib/fixture.js';
 import { ReplicaLogStore } from '../../lib/replica-log-store.js';
 import { EntryType, type Entry } from '../../lib/types.js';
 import { entryPath, formatLsn, stagingPath, walPath } from '../../lib/wal/layout.js';
-import { makeTempDir, removeTempDirs } from '../helpers/temp-dir.js';
+import { makeTempDir } from '../helpers/temp-dir.js';
+import { closeTestStores, trackStore } from '../helpers/stores.js';
 import { ensureBuilt, runCli, treeSnapshot } from './harness.js';
 
 beforeAll(ensureBuilt, 180_000);
 
-const opened: ReplicaLogStore[] = [];
-afterEach(async () => {
-  for (const store of opened.splice(0)) await store.close();
-  removeTempDirs();
-});
+afterEach(closeTestStores);
 
 const utf8 = (text: string) => new TextEncoder().encode(text);
 
@@ -247,7 +244,7 @@ describe('inspect', () => {
   it('works while the store is open (locked) in another process, without taking the lock', async () => {
     const dir = await bootstrappedStore();
     const store = await ReplicaLogStore.open({ dir });
-    opened.push(store);
+    trackStore(store);
     await store.append([{ type: EntryType.Normal, term: 3, index: 6 }]);
     await store.setHardState({ term: 3, vote: 2, commit: 6 });
     const result = await runCli(['inspect', dir, '--json']);

@@ -12,16 +12,13 @@ import { writePreRaftWal } from '../../lib/fixture.js';
 import { ReplicaLogStore } from '../../lib/replica-log-store.js';
 import { EntryType } from '../../lib/types.js';
 import { entryPath, formatLsn, walPath } from '../../lib/wal/layout.js';
-import { makeTempDir, removeTempDirs } from '../helpers/temp-dir.js';
+import { makeTempDir } from '../helpers/temp-dir.js';
+import { closeTestStores, trackStore } from '../helpers/stores.js';
 import { ensureBuilt, REPO_ROOT, runCli, startCli, treeSnapshot } from './harness.js';
 
 beforeAll(ensureBuilt, 180_000);
 
-const opened: ReplicaLogStore[] = [];
-afterEach(async () => {
-  for (const store of opened.splice(0)) await store.close();
-  removeTempDirs();
-});
+afterEach(closeTestStores);
 
 interface MigrateJson {
   dir: string;
@@ -142,7 +139,7 @@ describe('migrate', () => {
   it('refuses a store open in another process: exit 1, ERR_LOCKED', async () => {
     const dir = fixture(5);
     const store = await ReplicaLogStore.open({ dir });
-    opened.push(store);
+    trackStore(store);
     const result = await runCli(['migrate', dir]);
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/^replicalog: .*LOCK\.db: .*locked.*\[ERR_LOCKED\]\n$/);

@@ -20,13 +20,10 @@ import { ReplicaLogStore } from '../../lib/replica-log-store.js';
 import { EntryType, type Entry } from '../../lib/types.js';
 import { verifyTree } from '../../lib/verify.js';
 import { entryPath, kvKey, walPath } from '../../lib/wal/layout.js';
-import { makeTempDir, removeTempDirs } from '../helpers/temp-dir.js';
+import { makeTempDir } from '../helpers/temp-dir.js';
+import { closeTestStores, trackStore } from '../helpers/stores.js';
 
-const opened: ReplicaLogStore[] = [];
-afterEach(async () => {
-  for (const store of opened.splice(0)) await store.close();
-  removeTempDirs();
-});
+afterEach(closeTestStores);
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 const entry = (index: number, term: number, data?: string): Entry =>
@@ -345,7 +342,7 @@ describe('damage decision table', () => {
       let error: { code?: string; path?: string; message: string } | undefined;
       try {
         store = await ReplicaLogStore.open({ dir });
-        opened.push(store);
+        trackStore(store);
       } catch (caught) {
         error = caught as typeof error;
       }

@@ -13,19 +13,12 @@ import { MemoryStorage } from '../../lib/memory-storage.js';
 import { ReplicaLogStore } from '../../lib/replica-log-store.js';
 import { EntryType, type WritableStorage } from '../../lib/types.js';
 import { applyOp, codeOfError, nextOp, observeStore, Random } from '../../scripts/crash-driver.js';
-import { makeTempDir, removeTempDirs } from '../helpers/temp-dir.js';
+import { makeTempDir } from '../helpers/temp-dir.js';
+import { closeTestStores, openTestStore } from '../helpers/stores.js';
 
-const opened: ReplicaLogStore[] = [];
-afterEach(async () => {
-  for (const store of opened.splice(0)) await store.close();
-  removeTempDirs();
-});
+afterEach(closeTestStores);
 
-async function openStore(dir = makeTempDir('replicalog-hostile-')): Promise<ReplicaLogStore> {
-  const store = await ReplicaLogStore.open({ dir });
-  opened.push(store);
-  return store;
-}
+const openStore = (dir = makeTempDir('replicalog-hostile-')): Promise<ReplicaLogStore> => openTestStore({ dir });
 
 // ---------------------------------------------------------------------------------------------
 // Hostile values
@@ -207,7 +200,6 @@ describe('targeted hostile inputs', () => {
     const code = await outcome(() => call(store));
     const visible = observeStore(store);
     await store.close();
-    opened.splice(opened.indexOf(store), 1);
     const reopened = await openStore(dir);
     // Whatever was accepted is well-formed and durable exactly as it is visible.
     expect(observeStore(reopened)).toEqual(visible);
