@@ -235,13 +235,41 @@ export function runDataDriven(
   });
 }
 
+/** The checkout's copy of etcd raft v3.6.0's datadriven data: `shared/etcd-raft-v3.6.0` beside the repository. */
+export const ETCD_RAFT_DATA_ENV = 'ETCD_RAFT_DATA';
+
 /**
- * Where etcd raft's testdata for package `pkg` (quorum, confchange) lives: a copy under
- * lib/raft/testdata/<pkg> first, then an etcd raft v3.6 checkout named by ETCD_RAFT_SRC
- * (default /work/etcd-raft-v3.6). Undefined when neither exists: the tests then skip.
+ * The folder of etcd raft v3.6.0's datadriven data (`../shared/etcd-raft-v3.6.0` from the
+ * repository root, or `$ETCD_RAFT_DATA`). It is part of the checkout, so a missing folder is an
+ * error that fails the suite loudly, never a reason to skip.
  */
-export function etcdTestdataDir(pkg: string): string | undefined {
-  const here = dirname(fileURLToPath(import.meta.url));
-  const candidates = [join(here, 'testdata', pkg), join(process.env.ETCD_RAFT_SRC ?? '/work/etcd-raft-v3.6', pkg, 'testdata')];
-  return candidates.find((dir) => existsSync(dir));
+export function etcdRaftDataDir(): string {
+  const override = process.env[ETCD_RAFT_DATA_ENV];
+  if (override !== undefined && override !== '') {
+    if (!existsSync(override)) throw new Error(`${ETCD_RAFT_DATA_ENV}=${override} does not exist`);
+    return override;
+  }
+  // Walk up from this file (lib/raft, or dist/lib/raft when built) to the repository root.
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'package.json'))) break;
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error('etcd raft data: no package.json above ' + fileURLToPath(import.meta.url));
+    dir = parent;
+  }
+  const data = join(dir, '..', 'shared', 'etcd-raft-v3.6.0');
+  if (!existsSync(join(data, 'testdata'))) {
+    throw new Error(
+      `etcd raft v3.6.0's datadriven data is missing: expected ${data} (the checkout's sibling shared/ folder), ` +
+        `or set ${ETCD_RAFT_DATA_ENV} to a copy. These cases are part of npm test and are never skipped.`,
+    );
+  }
+  return data;
+}
+
+/** Where etcd raft's testdata for package `pkg` (quorum, confchange, or '' for the interaction transcripts) lives. */
+export function etcdTestdataDir(pkg: string): string {
+  const dir = pkg === '' ? join(etcdRaftDataDir(), 'testdata') : join(etcdRaftDataDir(), pkg, 'testdata');
+  if (!existsSync(dir)) throw new Error(`etcd raft testdata for ${pkg || 'interactions'} is missing: ${dir}`);
+  return dir;
 }
