@@ -55,6 +55,8 @@ export const TransportErrorCode = {
   ConnectionLost: 'ERR_CONNECTION_LOST',
   /** staging received attachments, or reading attachments to send, failed */
   Attachment: 'ERR_ATTACHMENT',
+  /** received snapshot data would exceed the memory budget shared by every connection */
+  SnapshotBudget: 'ERR_SNAPSHOT_BUDGET',
 } as const;
 
 export type TransportErrorCode = (typeof TransportErrorCode)[keyof typeof TransportErrorCode];
@@ -115,7 +117,8 @@ export function encodeFrame(kind: FrameKind, payload: Uint8Array = new Uint8Arra
  * byte stream has lost its framing and the connection must be closed.
  */
 export class FrameDecoder {
-  readonly maxFrameBytes: number;
+  /** Raised once, after the handshake (see raiseMaxFrameBytes); never lowered. */
+  maxFrameBytes: number;
   /** Unconsumed chunks, oldest first; `buffered` is the sum of their lengths. */
   private chunks: Buffer[] = [];
   private buffered = 0;
@@ -127,6 +130,14 @@ export class FrameDecoder {
       throw new RangeError(`maxFrameBytes must be an integer in 1..${0xffff_ffff}, got ${maxFrameBytes}`);
     }
     this.maxFrameBytes = maxFrameBytes;
+  }
+
+  /**
+   * Allows larger frames from now on (after the peer proved who it is). Before that, a stranger
+   * can only make us buffer the small pre-handshake limit.
+   */
+  raiseMaxFrameBytes(maxFrameBytes: number): void {
+    if (maxFrameBytes > this.maxFrameBytes) this.maxFrameBytes = maxFrameBytes;
   }
 
   /** Bytes received but not yet part of a returned frame. */

@@ -10,14 +10,19 @@ import { checkAttachmentHeaders, StagedAttachmentWriter } from './attachments.js
 import { encodeFrame, FrameDecoder, FrameKind, malformedFrameError, TransportError, TransportErrorCode } from './framing.js';
 import type { Frame } from './framing.js';
 import { decodeHello, decodeStreamHeader, decodeU64, encodeU64, PROTOCOL_VERSION } from './wire.js';
-import { asError, forwardsOnBehalf, INBOUND_HIGH_WATER_BYTES, INBOUND_LOW_WATER_BYTES } from './options.js';
+import { asError, forwardsOnBehalf, INBOUND_HIGH_WATER_BYTES, INBOUND_LOW_WATER_BYTES, PRE_HANDSHAKE_MAX_FRAME_BYTES } from './options.js';
 import type { ResolvedOptions } from './options.js';
 
 /** Receive state of a stream between StreamBegin and StreamEnd. */
 export interface InboundStream {
   message: Message;
-  snapshotData: Buffer | undefined;
-  /** Bytes of snapshotData filled so far. */
+  /**
+   * Snapshot data received so far, one copy per chunk. Nothing is allocated from what the header
+   * announces: memory grows only with bytes that actually arrived, within the shared budget.
+   */
+  snapshotChunks: Buffer[] | undefined;
+  /** Announced snapshot data length; bytes of it received so far (also charged to the budget). */
+  snapshotLength: number;
   snapshotFilled: number;
   writer: StagedAttachmentWriter | undefined;
   /** Total bulk bytes announced by the header, and received so far. */
@@ -31,10 +36,43 @@ export interface InboundContext {
   readonly clusterId: string;
   readonly options: ResolvedOptions;
   readonly stagingDir: string | undefined;
+  /** Who may complete a handshake (membership); undefined accepts every id. */
+  readonly acceptPeer: ((peerId: number) => boolean) | undefined;
+  /** The shared budget of snapshot bytes held in memory by every connection. */
+  readonly snapshotBudget: ByteBudget;
   deliver(message: Message, stagedDirs: ReadonlyMap<number, string>): Promise<void>;
   accepted(connection: InboundConnection): void;
+  /** A refusal to count (see TransportRefusals), reported with the error. */
+  refused(kind: 'handshakesRefused' | 'malformedFrames' | 'snapshotBudgetExceeded', error: Error): void;
   error(error: Error): void;
 }
+
+/** A byte budget shared by every connection (snapshot data held in memory). */
+export class ByteBudget {
+  private used = 0;
+  constructor(readonly limit: number) {}
+
+  get inUse(): number {
+    return this.used;
+  }
+
+  /** Charges `bytes` if they fit; false (and nothing charged) if they do not. */
+  take(bytes: number): boolean {
+    if (this.used + bytes > this.limit) return false;
+    this.used += bytes;
+    return true;
+  }
+
+  release(bytes: number): void {
+    this.used = Math.max(0, this.used - bytes);
+  }
+}
+
+/**
+ * What the TLS handshake proved about the remote side: `undefined` on a plain TCP connection,
+ * otherwise the member id its certificate names for this cluster, or why it names none.
+ */
+export type CertifiedIdentity = { id: number } | { refusal: string } | undefined;
 
 export class InboundConnection {
   peerId: number | undefined;
@@ -51,8 +89,10 @@ export class InboundConnection {
   constructor(
     readonly socket: Socket,
     private readonly context: InboundContext,
+    private readonly certified: CertifiedIdentity = undefined,
   ) {
-    this.decoder = new FrameDecoder({ maxFrameBytes: context.options.maxFrameBytes });
+    // Until the handshake is accepted a stranger may only send a small Hello.
+    this.decoder = new FrameDecoder({ maxFrameBytes: Math.min(PRE_HANDSHAKE_MAX_FRAME_BYTES, context.options.maxFrameBytes) });
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', () => undefined); // 'close' follows; a reset peer is not our error
@@ -142,7 +182,9 @@ export class InboundConnection {
       error instanceof TransportError
         ? error
         : malformedFrameError(`from ${this.describePeer()}: ${error.message}`, { cause: error, ...(this.peerId === undefined ? {} : { peerId: this.peerId }) });
-    this.context.error(wrapped);
+    if (wrapped.code === TransportErrorCode.SnapshotBudget) this.context.refused('snapshotBudgetExceeded', wrapped);
+    else if (wrapped.code === TransportErrorCode.MalformedFrame || wrapped.code === TransportErrorCode.FrameTooLarge) this.context.refused('malformedFrames', wrapped);
+    else this.context.error(wrapped);
     this.closed = true;
     this.socket.destroy();
     this.schedule();
@@ -155,6 +197,7 @@ export class InboundConnection {
   private async discardStream(): Promise<void> {
     const stream = this.stream;
     this.stream = undefined;
+    if (stream !== undefined) this.context.snapshotBudget.release(stream.snapshotFilled);
     await stream?.writer?.abort();
   }
 
@@ -182,24 +225,31 @@ export class InboundConnection {
     if (frame.kind !== FrameKind.Hello) throw malformedFrameError(`${this.describePeer()} sent frame kind ${frame.kind} before Hello`);
     const hello = decodeHello(frame.payload);
     const { localId, clusterId } = this.context;
+    const certified = this.certified;
+    // The refusal goes back to a stranger: it names what was wrong, never our own settings
+    // (the cluster id is not quoted back).
     let refusal: string | undefined;
     if (hello.version !== PROTOCOL_VERSION) refusal = `protocol version ${hello.version} is not ${PROTOCOL_VERSION}`;
-    else if (hello.clusterId !== clusterId) refusal = `cluster id ${JSON.stringify(hello.clusterId)} is not ${JSON.stringify(clusterId)}`;
-    else if (hello.receiverId !== localId) refusal = `this is node ${localId}, not node ${hello.receiverId}`;
+    else if (hello.clusterId !== clusterId) refusal = 'the cluster id does not match';
+    else if (hello.receiverId !== localId) refusal = `this is not node ${hello.receiverId}`;
     else if (hello.senderId === 0 || hello.senderId === localId) refusal = `sender id ${hello.senderId} is not a valid peer id`;
+    else if (certified !== undefined && 'refusal' in certified) refusal = certified.refusal;
+    else if (certified !== undefined && certified.id !== hello.senderId) refusal = `the certificate is member ${certified.id}'s, not member ${hello.senderId}'s`;
+    else if (this.context.acceptPeer !== undefined && !this.context.acceptPeer(hello.senderId)) refusal = `node ${hello.senderId} is not a member of this cluster`;
     if (refusal !== undefined) {
       const error = new TransportError(
         TransportErrorCode.HandshakeRefused,
         `refused connection from ${this.describePeer()} (node ${hello.senderId}): ${refusal}`,
         { peerId: hello.senderId },
       );
-      this.context.error(error);
+      this.context.refused('handshakesRefused', error);
       this.closed = true;
       // end() (not destroy) so the refusal reaches the dialer before the FIN.
       this.socket.end(encodeFrame(FrameKind.HelloRefuse, Buffer.from(refusal, 'utf8')));
       return;
     }
     this.peerId = hello.senderId;
+    this.decoder.raiseMaxFrameBytes(this.context.options.maxFrameBytes);
     this.socket.write(encodeFrame(FrameKind.HelloAccept));
     this.context.accepted(this);
   }
@@ -225,7 +275,8 @@ export class InboundConnection {
     const header = decodeStreamHeader(payload);
     const message = this.decode(header.messageBytes);
     let expected = 0;
-    let snapshotData: Buffer | undefined;
+    let snapshotChunks: Buffer[] | undefined;
+    let snapshotLength = 0;
     if (header.snapshotDataLength !== undefined) {
       if (message.snapshot === undefined) throw malformedFrameError(`${this.describePeer()} sent snapshot data for a message without a snapshot`);
       if (message.snapshot.data !== undefined) throw malformedFrameError(`${this.describePeer()} sent snapshot data twice`);
@@ -234,8 +285,9 @@ export class InboundConnection {
           `${this.describePeer()} sent a snapshot of ${header.snapshotDataLength} bytes; the maximum is ${this.context.options.maxSnapshotBytes}`,
         );
       }
-      // Allocated only after the bound check above.
-      snapshotData = Buffer.allocUnsafe(header.snapshotDataLength);
+      // Nothing is allocated here: a 55-byte header may announce a gigabyte.
+      snapshotChunks = [];
+      snapshotLength = header.snapshotDataLength;
       expected += header.snapshotDataLength;
     }
     checkAttachmentHeaders(message, header.attachments, 'receive');
@@ -250,7 +302,7 @@ export class InboundConnection {
       writer = new StagedAttachmentWriter(stagingDir, header.attachments);
     }
     // Registered before open() so that a failing open's directories are removed by discardStream.
-    this.stream = { message, snapshotData, snapshotFilled: 0, writer, expected, received: 0 };
+    this.stream = { message, snapshotChunks, snapshotLength, snapshotFilled: 0, writer, expected, received: 0 };
     await writer?.open();
   }
 
@@ -263,9 +315,16 @@ export class InboundConnection {
     stream.received += payload.length;
     let offset = 0;
     // Bulk order is fixed: snapshot data first, then attachment files.
-    if (stream.snapshotData !== undefined && stream.snapshotFilled < stream.snapshotData.length) {
-      const count = Math.min(stream.snapshotData.length - stream.snapshotFilled, payload.length);
-      payload.copy(stream.snapshotData, stream.snapshotFilled, 0, count);
+    if (stream.snapshotChunks !== undefined && stream.snapshotFilled < stream.snapshotLength) {
+      const count = Math.min(stream.snapshotLength - stream.snapshotFilled, payload.length);
+      if (!this.context.snapshotBudget.take(count)) {
+        throw new TransportError(
+          TransportErrorCode.SnapshotBudget,
+          `${this.describePeer()}: snapshot data would exceed the budget of ${this.context.snapshotBudget.limit} bytes held in memory`,
+        );
+      }
+      // A copy: the payload is a view into the socket's buffer.
+      stream.snapshotChunks.push(Buffer.from(payload.subarray(0, count)));
       stream.snapshotFilled += count;
       offset = count;
     }
@@ -285,11 +344,17 @@ export class InboundConnection {
     // From here the directories are complete and durable; ownership passes to deliver().
     this.stream = undefined;
     const message = stream.message;
-    if (stream.snapshotData !== undefined && message.snapshot !== undefined) {
-      const data = stream.snapshotData;
+    if (stream.snapshotChunks !== undefined && message.snapshot !== undefined) {
+      const data = Buffer.concat(stream.snapshotChunks, stream.snapshotLength);
+      stream.snapshotChunks.length = 0;
       message.snapshot.data = new Uint8Array(data.buffer, data.byteOffset, data.length);
     }
-    await this.context.deliver(message, stagedDirs);
+    try {
+      await this.context.deliver(message, stagedDirs);
+    } finally {
+      // Handed over: the application holds it now (raft keeps it until it is persisted).
+      this.context.snapshotBudget.release(stream.snapshotFilled);
+    }
     if (message.type === MessageType.MsgSnap && !this.closed) {
       this.socket.write(encodeFrame(FrameKind.SnapshotAck, encodeU64(message.snapshot?.metadata.index ?? 0)));
     }

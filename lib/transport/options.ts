@@ -58,6 +58,56 @@ export interface TransportOptions {
   snapshotAckTimeoutMs?: number;
   /** A connection whose socket buffer stays full (the peer reads nothing) this long is broken off. Default 15000. */
   writeTimeoutMs?: number;
+  /**
+   * Mutual TLS (see tls.ts): every connection, both ways, must present a certificate signed by
+   * `ca` that names its member id and this cluster. Without it the transport accepts and dials
+   * loopback addresses only, unless `insecure` is set.
+   */
+  tls?: TransportTlsOptions;
+  /** Allow plain TCP on non-loopback addresses (no authentication at all: a trusted network only). */
+  insecure?: boolean;
+  /**
+   * Who may complete a handshake: called with the sender id of every Hello (with TLS, the id its
+   * certificate proved). The node passes its current membership. Default: every id.
+   */
+  acceptPeer?: (peerId: number) => boolean;
+  /** An inbound connection must finish TLS and Hello within this many ms. Default 5000. */
+  handshakeTimeoutMs?: number;
+  /** An inbound connection that delivers nothing for this long is closed (the peer redials). Default 300000. */
+  idleTimeoutMs?: number;
+  /** Inbound connections still in their handshake, in all. Default 64. */
+  maxPendingConnections?: number;
+  /** Inbound connections still in their handshake, from one remote address. Default 8. */
+  maxPendingConnectionsPerAddress?: number;
+  /** Snapshot data being reassembled, over every connection at once (bytes actually received). Default 512 MiB. */
+  maxBufferedSnapshotBytes?: number;
+}
+
+/** PEM (or DER) material for mutual TLS between members. */
+export interface TransportTlsOptions {
+  /** This member's certificate (it must name this member, see tls.ts). */
+  cert: string | Buffer;
+  key: string | Buffer;
+  /** The cluster's CA: the only issuer whose certificates are accepted. */
+  ca: string | Buffer;
+}
+
+/** Counters of what the transport refused (for logs and metrics). */
+export interface TransportRefusals {
+  /** Connections closed at once: too many pending in all or from one address. */
+  connectionsOverLimit: number;
+  /** Connections that did not finish TLS and Hello in time. */
+  handshakeTimeouts: number;
+  /** Handshakes refused: wrong cluster, version, receiver, an id that is not a member, or one its certificate does not prove. */
+  handshakesRefused: number;
+  /** TLS handshakes that failed (no certificate, another CA, …). */
+  tlsFailures: number;
+  /** Connections closed for a malformed, oversize or out-of-place frame or message. */
+  malformedFrames: number;
+  /** Connections closed because they were idle for idleTimeoutMs. */
+  idleTimeouts: number;
+  /** Snapshot streams refused because the snapshot memory budget was used up. */
+  snapshotBudgetExceeded: number;
 }
 
 export interface PeerStatus {
@@ -80,7 +130,18 @@ export const DEFAULTS = {
   connectTimeoutMs: 5000,
   snapshotAckTimeoutMs: 30_000,
   writeTimeoutMs: 15_000,
+  handshakeTimeoutMs: 5000,
+  idleTimeoutMs: 300_000,
+  maxPendingConnections: 64,
+  maxPendingConnectionsPerAddress: 8,
+  maxBufferedSnapshotBytes: 512 * 1024 * 1024,
 } as const;
+
+/**
+ * Largest frame read before the handshake is accepted: a Hello is at most 1 + 8 + 8 + 2 + 256
+ * bytes, so nobody may make us buffer more than this before proving who they are.
+ */
+export const PRE_HANDSHAKE_MAX_FRAME_BYTES = 4096;
 
 /** Control frames the dialer receives (HelloAccept/Refuse, SnapshotAck) are tiny. */
 export const DIALER_MAX_FRAME_BYTES = 64 * 1024;
@@ -103,6 +164,11 @@ export interface ResolvedOptions {
   connectTimeoutMs: number;
   snapshotAckTimeoutMs: number;
   writeTimeoutMs: number;
+  handshakeTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxPendingConnections: number;
+  maxPendingConnectionsPerAddress: number;
+  maxBufferedSnapshotBytes: number;
 }
 
 export function positiveInteger(value: number | undefined, fallback: number, name: string): number {
@@ -145,4 +211,20 @@ export function connectionLost(message: string, peerId: number | undefined, caus
  */
 export function forwardsOnBehalf(message: Message): boolean {
   return message.type === MessageType.MsgProp;
+}
+
+/** True for an address only this machine can reach (127.0.0.0/8, ::1, localhost). */
+export function isLoopbackHost(host: string): boolean {
+  const bare = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
+  if (bare === 'localhost' || bare === '::1' || bare === '0:0:0:0:0:0:0:1') return true;
+  const v4 = bare.startsWith('::ffff:') ? bare.slice('::ffff:'.length) : bare;
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4);
+}
+
+/** A non-loopback address without TLS (and without `insecure`): refused, with what to do. */
+export function insecureAddressError(what: string, host: string): Error {
+  return invalidArgumentError(
+    `${what} address ${host} is not a loopback address, and without TLS nothing would authenticate peers: ` +
+      'give the peer TLS files (--peer-cert, --peer-key, --peer-ca), or --insecure on a network you trust completely',
+  );
 }

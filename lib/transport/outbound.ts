@@ -4,6 +4,8 @@
  */
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
+import { connect as connectTls } from 'node:tls';
+import { memberIdOfCertificate } from './tls.js';
 import { invalidArgumentError } from '../errors.js';
 import { MessageType } from '../types.js';
 import type { Message } from '../types.js';
@@ -22,7 +24,7 @@ import type { Frame } from './framing.js';
 import { decodeU64, decodeUtf8, encodeHello, encodeStreamHeader, encodeU64, PROTOCOL_VERSION } from './wire.js';
 import type { StreamHeader } from './wire.js';
 import { asError, COALESCE_BYTES, connectionLost, DIALER_MAX_FRAME_BYTES } from './options.js';
-import type { PeerAddress, PeerStatus, ResolvedOptions, SnapshotTransferStatus } from './options.js';
+import type { PeerAddress, PeerStatus, ResolvedOptions, SnapshotTransferStatus, TransportTlsOptions } from './options.js';
 
 /** A message waiting in a peer queue, encoded at `send` time (later mutation of the message is harmless). */
 export interface QueuedMessage {
@@ -41,6 +43,8 @@ export interface LinkContext {
   readonly clusterId: string;
   readonly options: ResolvedOptions;
   readonly attachmentsFor: AttachmentsProvider | undefined;
+  /** Mutual TLS: present our certificate and accept only the peer's own (see tls.ts). */
+  readonly tls: TransportTlsOptions | undefined;
   unreachable(peerId: number): void;
   snapshotStatus(peerId: number, status: SnapshotTransferStatus): void;
   error(error: Error): void;
@@ -59,16 +63,39 @@ export class OutboundConnection {
   private handshake: { resolve: () => void; reject: (error: Error) => void } | undefined;
   private ackWaiter: { index: number; resolve: () => void; reject: (error: Error) => void } | undefined;
 
+  /** 'connect', or 'secureConnect' once TLS proved the peer: Hello is sent only then. */
+  private readonly readyEvent: 'connect' | 'secureConnect';
+
   constructor(
     private readonly peerId: number,
     address: PeerAddress,
     private readonly writeTimeoutMs: number,
+    tls?: { options: TransportTlsOptions; clusterId: string },
   ) {
     this.closed = new Promise<never>((_, reject) => {
       this.rejectClosed = reject;
     });
     this.closed.catch(() => undefined);
-    this.socket = connect({ host: address.host, port: address.port });
+    if (tls === undefined) {
+      this.socket = connect({ host: address.host, port: address.port });
+      this.readyEvent = 'connect';
+    } else {
+      this.socket = connectTls({
+        host: address.host,
+        port: address.port,
+        ...tls.options,
+        minVersion: 'TLSv1.3',
+        // Members are identified by the member id their certificate names, not by host name:
+        // the acceptor must prove it is the peer we meant to reach.
+        checkServerIdentity: (_host, certificate) => {
+          const proved = memberIdOfCertificate(certificate, tls.clusterId);
+          if ('refusal' in proved) return new Error(`peer ${peerId}: ${proved.refusal}`);
+          if (proved.id !== peerId) return new Error(`peer ${peerId} presented member ${proved.id}'s certificate`);
+          return undefined;
+        },
+      });
+      this.readyEvent = 'secureConnect';
+    }
     this.socket.setNoDelay(true);
     this.socket.setKeepAlive(true, 10_000);
     this.socket.on('drain', () => this.releaseDrainWaiters());
@@ -82,7 +109,7 @@ export class OutboundConnection {
     const handshake = new Promise<void>((resolve, reject) => {
       this.handshake = { resolve, reject };
     });
-    this.socket.once('connect', () => this.socket.write(encodeFrame(FrameKind.Hello, hello)));
+    this.socket.once(this.readyEvent, () => this.socket.write(encodeFrame(FrameKind.Hello, hello)));
     const timer = setTimeout(
       () => this.destroy(connectionLost(`connecting to peer ${this.peerId} timed out after ${timeoutMs} ms`, this.peerId)),
       timeoutMs,
@@ -294,7 +321,12 @@ export class PeerLink {
   private async run(): Promise<void> {
     let failures = 0;
     while (!this.stopped) {
-      const connection = new OutboundConnection(this.peerId, this.address, this.context.options.writeTimeoutMs);
+      const connection = new OutboundConnection(
+        this.peerId,
+        this.address,
+        this.context.options.writeTimeoutMs,
+        this.context.tls === undefined ? undefined : { options: this.context.tls, clusterId: this.context.clusterId },
+      );
       this.connection = connection;
       const hello = encodeHello({
         version: PROTOCOL_VERSION,

@@ -78,6 +78,7 @@
  */
 import { mkdir, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { encodeMessage } from '../codec.js';
 import { closedError, invalidArgumentError } from '../errors.js';
@@ -87,14 +88,16 @@ import { DIRECTORY_MODE } from '../wal/layout.js';
 import { DEFAULT_MAX_FRAME_BYTES } from './framing.js';
 import { MAX_CLUSTER_ID_BYTES } from './wire.js';
 import { forwardsOnBehalf } from './options.js';
-import { InboundConnection } from './inbound.js';
-import type { InboundContext } from './inbound.js';
+import { ByteBudget, InboundConnection } from './inbound.js';
+import type { CertifiedIdentity, InboundContext } from './inbound.js';
+import { memberIdOfCertificate } from './tls.js';
+import { TransportError, TransportErrorCode } from './framing.js';
 import { PeerLink } from './outbound.js';
 import type { LinkContext, QueuedMessage } from './outbound.js';
-import { asError, checkAddress, checkNodeId, DEFAULTS, positiveInteger } from './options.js';
-import type { PeerAddress, PeerStatus, ResolvedOptions, SnapshotTransferStatus, TransportOptions } from './options.js';
+import { asError, checkAddress, checkNodeId, DEFAULTS, insecureAddressError, isLoopbackHost, positiveInteger } from './options.js';
+import type { PeerAddress, PeerStatus, ResolvedOptions, SnapshotTransferStatus, TransportOptions, TransportRefusals, TransportTlsOptions } from './options.js';
 
-export type { BackoffOptions, PeerAddress, PeerStatus, SnapshotTransferStatus, TransportOptions } from './options.js';
+export type { BackoffOptions, PeerAddress, PeerStatus, SnapshotTransferStatus, TransportOptions, TransportRefusals, TransportTlsOptions } from './options.js';
 export { backoffDelay } from './outbound.js';
 
 /** The transport of one node: listens for its peers, dials them, and moves raft messages. */
@@ -108,6 +111,22 @@ export class Transport {
   private readonly links = new Map<number, PeerLink>();
   private readonly inbound = new Set<InboundConnection>();
   private server: Server | undefined;
+  private readonly tls: TransportTlsOptions | undefined;
+  private readonly insecure: boolean;
+  private readonly acceptPeer: ((peerId: number) => boolean) | undefined;
+  private readonly snapshotBudget: ByteBudget;
+  /** Inbound connections still in TLS or Hello, by remote address (see onRawConnection). */
+  private readonly pendingByAddress = new Map<string, number>();
+  private pendingTotal = 0;
+  private readonly refusals: TransportRefusals = {
+    connectionsOverLimit: 0,
+    handshakeTimeouts: 0,
+    handshakesRefused: 0,
+    tlsFailures: 0,
+    malformedFrames: 0,
+    idleTimeouts: 0,
+    snapshotBudgetExceeded: 0,
+  };
   private boundAddress: PeerAddress | undefined;
   private state: 'new' | 'starting' | 'running' | 'closed' = 'new';
 
@@ -136,7 +155,27 @@ export class Transport {
       connectTimeoutMs: positiveInteger(options.connectTimeoutMs, DEFAULTS.connectTimeoutMs, 'connectTimeoutMs'),
       snapshotAckTimeoutMs: positiveInteger(options.snapshotAckTimeoutMs, DEFAULTS.snapshotAckTimeoutMs, 'snapshotAckTimeoutMs'),
       writeTimeoutMs: positiveInteger(options.writeTimeoutMs, DEFAULTS.writeTimeoutMs, 'writeTimeoutMs'),
+      handshakeTimeoutMs: positiveInteger(options.handshakeTimeoutMs, DEFAULTS.handshakeTimeoutMs, 'handshakeTimeoutMs'),
+      idleTimeoutMs: positiveInteger(options.idleTimeoutMs, DEFAULTS.idleTimeoutMs, 'idleTimeoutMs'),
+      maxPendingConnections: positiveInteger(options.maxPendingConnections, DEFAULTS.maxPendingConnections, 'maxPendingConnections'),
+      maxPendingConnectionsPerAddress: positiveInteger(
+        options.maxPendingConnectionsPerAddress,
+        DEFAULTS.maxPendingConnectionsPerAddress,
+        'maxPendingConnectionsPerAddress',
+      ),
+      maxBufferedSnapshotBytes: positiveInteger(options.maxBufferedSnapshotBytes, DEFAULTS.maxBufferedSnapshotBytes, 'maxBufferedSnapshotBytes'),
     };
+    this.tls = options.tls;
+    this.insecure = options.insecure === true;
+    this.acceptPeer = options.acceptPeer;
+    this.snapshotBudget = new ByteBudget(this.options.maxBufferedSnapshotBytes);
+    // Without TLS nothing authenticates a peer: only this machine may take part, unless the
+    // operator says the network is trusted.
+    if (this.tls === undefined && !this.insecure) {
+      for (const [what, address] of [['listen', this.listenAddress] as const, ...[...(options.peers ?? [])].map(([peerId, address]) => [`peer ${peerId}`, address] as const)]) {
+        if (!isLoopbackHost(address.host)) throw insecureAddressError(what, address.host);
+      }
+    }
     this.callbacks = {
       onMessage: options.onMessage,
       onUnreachable: options.onUnreachable,
@@ -158,7 +197,30 @@ export class Transport {
     if (this.state !== 'new') throw invalidArgumentError(`transport ${this.id} was already started`);
     this.state = 'starting';
     if (this.stagingDir !== undefined) await mkdir(this.stagingDir, { recursive: true, mode: DIRECTORY_MODE });
-    const server = createServer((socket) => this.onConnection(socket));
+    let server: Server;
+    if (this.tls === undefined) {
+      server = createServer((socket) => this.onConnection(socket, undefined));
+    } else {
+      const tlsServer = createTlsServer(
+        {
+          ...this.tls,
+          requestCert: true,
+          rejectUnauthorized: true,
+          minVersion: 'TLSv1.3',
+          handshakeTimeout: this.options.handshakeTimeoutMs,
+        },
+        (socket) => this.onConnection(socket, memberIdOfCertificate(socket.getPeerCertificate(), this.clusterId)),
+      );
+      tlsServer.on('tlsClientError', (error, socket) => {
+        this.refusals.tlsFailures++;
+        this.reportError(
+          new TransportError(TransportErrorCode.HandshakeRefused, `TLS handshake with ${socket.remoteAddress}:${socket.remotePort} failed: ${error.message}`),
+        );
+      });
+      server = tlsServer;
+    }
+    // Every accepted TCP connection (before TLS) counts against the pending limits.
+    server.on('connection', (socket: Socket) => this.onRawConnection(socket));
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -210,6 +272,7 @@ export class Transport {
     checkNodeId(peerId, 'peerId');
     if (peerId === this.id) throw invalidArgumentError(`peer ${peerId} is this transport's own id`);
     const checked = checkAddress(address, 'address');
+    if (this.tls === undefined && !this.insecure && !isLoopbackHost(checked.host)) throw insecureAddressError(`peer ${peerId}`, checked.host);
     const existing = this.links.get(peerId);
     if (existing && existing.address.host === checked.host && existing.address.port === checked.port) return;
     if (existing) this.dropLink(existing);
@@ -221,6 +284,11 @@ export class Transport {
   removePeer(peerId: number): void {
     const link = this.links.get(peerId);
     if (link) this.dropLink(link);
+  }
+
+  /** What was refused so far (connections, handshakes, frames, budgets), for logs and metrics. */
+  refused(): TransportRefusals {
+    return { ...this.refusals };
   }
 
   /** Known peers and their queue state. */
@@ -290,18 +358,70 @@ export class Transport {
       clusterId: this.clusterId,
       options: this.options,
       attachmentsFor: this.callbacks.attachmentsFor,
+      tls: this.tls,
       unreachable: (peerId) => this.reportUnreachable(peerId),
       snapshotStatus: (peerId, status) => this.reportSnapshotStatus(peerId, status),
       error: (error) => this.reportError(error),
     };
   }
 
-  private onConnection(socket: Socket): void {
+  /**
+   * A TCP connection was accepted (before TLS). It is pending until its Hello is accepted: at most
+   * `maxPendingConnections` such, `maxPendingConnectionsPerAddress` from one address, and each
+   * must finish within `handshakeTimeoutMs`. So a stranger can hold only a few descriptors, for
+   * a few seconds, and members (whose connections are one per peer) are never crowded out by
+   * other addresses.
+   */
+  private onRawConnection(socket: Socket): void {
+    const address = socket.remoteAddress ?? '?';
+    const fromAddress = this.pendingByAddress.get(address) ?? 0;
+    if (this.state === 'closed' || this.pendingTotal >= this.options.maxPendingConnections || fromAddress >= this.options.maxPendingConnectionsPerAddress) {
+      if (this.state !== 'closed') {
+        this.refusals.connectionsOverLimit++;
+        this.reportError(new TransportError(TransportErrorCode.HandshakeRefused, `refused a connection from ${address}: too many connections in their handshake`));
+      }
+      socket.destroy();
+      return;
+    }
+    this.pendingTotal++;
+    this.pendingByAddress.set(address, fromAddress + 1);
+    let pending = true;
+    const release = () => {
+      if (!pending) return;
+      pending = false;
+      clearTimeout(timer);
+      this.pendingTotal--;
+      const left = (this.pendingByAddress.get(address) ?? 1) - 1;
+      if (left <= 0) this.pendingByAddress.delete(address);
+      else this.pendingByAddress.set(address, left);
+    };
+    const timer = setTimeout(() => {
+      if (!pending) return;
+      this.refusals.handshakeTimeouts++;
+      this.reportError(new TransportError(TransportErrorCode.HandshakeRefused, `closed a connection from ${address}: no handshake within ${this.options.handshakeTimeoutMs} ms`));
+      release();
+      socket.destroy();
+    }, this.options.handshakeTimeoutMs);
+    socket.once('close', release);
+    this.pendingRelease.set(`${address}:${socket.remotePort}`, () => {
+      release();
+      // Accepted: from now on only silence is bounded (the peer redials when it has something to send).
+      socket.setTimeout(this.options.idleTimeoutMs, () => {
+        this.refusals.idleTimeouts++;
+        socket.destroy();
+      });
+    });
+    socket.once('close', () => this.pendingRelease.delete(`${address}:${socket.remotePort}`));
+  }
+
+  private readonly pendingRelease = new Map<string, () => void>();
+
+  private onConnection(socket: Socket, certified: CertifiedIdentity): void {
     if (this.state === 'closed') {
       socket.destroy();
       return;
     }
-    const connection = new InboundConnection(socket, this.inboundContext());
+    const connection = new InboundConnection(socket, this.inboundContext(), this.tls === undefined ? undefined : certified);
     this.inbound.add(connection);
     socket.once('close', () => this.inbound.delete(connection));
   }
@@ -312,8 +432,15 @@ export class Transport {
       clusterId: this.clusterId,
       options: this.options,
       stagingDir: this.stagingDir,
+      acceptPeer: this.acceptPeer,
+      snapshotBudget: this.snapshotBudget,
       deliver: (message, stagedDirs) => this.deliver(message, stagedDirs),
+      refused: (kind, error) => {
+        this.refusals[kind]++;
+        this.reportError(error);
+      },
       accepted: (connection) => {
+        this.pendingRelease.get(`${connection.socket.remoteAddress}:${connection.socket.remotePort}`)?.();
         // A peer that reconnects (e.g. after a restart) supersedes its older inbound connection,
         // which may be half-open; keeping one connection per peer keeps delivery in order.
         for (const other of this.inbound) {
