@@ -13,6 +13,7 @@ import { runInspect } from './inspect.js';
 import { EXIT_OK, EXIT_USAGE, exitCodeOf, formatDebug, formatErrorLine, packageVersion, processIo, type CliIo } from './io.js';
 import { runMigrate } from './migrate.js';
 import { registerNodeCommand } from './node-command.js';
+import { registerCertsCommand } from './certs-command.js';
 import { runTour } from './tour.js';
 import { runVerify } from './verify.js';
 
@@ -144,6 +145,7 @@ Exit status: 0 no problem (notices allowed); 1 problems found; 2 bad usage.
   // The cluster commands (lib/node): `demo` is what `npm start` runs.
   registerDemoCommand(program);
   registerNodeCommand(program);
+  registerCertsCommand(program);
 
   return program;
 }

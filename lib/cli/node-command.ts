@@ -22,6 +22,29 @@ import type { RaftLogger } from '../raft/logger.js';
 import { ReplicaLogStore } from '../replica-log-store.js';
 import type { PeerAddress } from '../transport/index.js';
 import { UsageError } from './io.js';
+import { readFileSync } from 'node:fs';
+import type { ReplicaNodeOptions } from '../node/node.js';
+import { isLoopbackHost, readTlsFiles } from '../transport/index.js';
+
+/**
+ * Without --bootstrap an empty directory has no configuration: the node would idle forever.
+ * Say what to do instead (exit 2).
+ */
+async function refuseUnpreparedStore(dir: string): Promise<void> {
+  const store = await ReplicaLogStore.open({ dir });
+  try {
+    // A joining member's store holds the configuration only (no hard state yet): that is ready.
+    if (store.status !== 'bootstrapped' && store.initialState().confState.voters.length === 0) {
+      throw new UsageError(
+        `${dir} has no raft state yet (${store.status === 'needs-backfill' ? 'a pre-Raft log' : 'an empty store'}), and --bootstrap was not given: ` +
+          'start every member of a new cluster once with --bootstrap (the lowest id seeds it, the others join; a pre-Raft log is migrated), ' +
+          'or add --bootstrap --join to join a running cluster that already lists this node',
+      );
+    }
+  } finally {
+    await store.close();
+  }
+}
 
 export interface NodeCommandFlags {
   id: number;
@@ -33,6 +56,16 @@ export interface NodeCommandFlags {
   tickMs: number;
   snapshotEvery: number;
   keepEntries: number;
+  /** With --bootstrap: join an existing cluster even on the lowest id (never seed). */
+  join?: boolean;
+  peerCert?: string;
+  peerKey?: string;
+  peerCa?: string;
+  insecure?: boolean;
+  clientCert?: string;
+  clientKey?: string;
+  clientCa?: string;
+  authTokenFile?: string;
 }
 
 function parsePositiveInteger(value: string): number {
@@ -73,7 +106,7 @@ const stderrRaftLogger: RaftLogger = {
 };
 
 /** The `--bootstrap` preparation (see the header); returns a sentence saying what was done. */
-export async function prepareStore(dir: string, id: number, voters: readonly number[]): Promise<string> {
+export async function prepareStore(dir: string, id: number, voters: readonly number[], join = false): Promise<string> {
   const store = await ReplicaLogStore.open({ dir });
   try {
     if (store.status === 'bootstrapped') return 'already bootstrapped';
@@ -83,7 +116,7 @@ export async function prepareStore(dir: string, id: number, voters: readonly num
       const seeded = await bootstrapSeedStore(store, voters, state);
       return `migrated ${backfilled} entries and seeded the cluster: snapshot at ${seeded.snapshotIndex} with ${state.size} keys`;
     }
-    if (id === Math.min(...voters)) {
+    if (!join && id === Math.min(...voters)) {
       await bootstrapSeedStore(store, voters, new KvStateMachine());
       return 'seeded the cluster with an empty state (snapshot at 1)';
     }
@@ -94,11 +127,52 @@ export async function prepareStore(dir: string, id: number, voters: readonly num
   }
 }
 
+/** The TLS and token flags, read and checked before anything starts (usage errors exit 2). */
+function securityOptions(flags: NodeCommandFlags, log: (line: string) => void): Pick<ReplicaNodeOptions, 'peerTls' | 'insecure' | 'httpTls' | 'httpAuthToken'> {
+  const peerFiles = [flags.peerCert, flags.peerKey, flags.peerCa];
+  if (peerFiles.some((file) => file !== undefined) && peerFiles.some((file) => file === undefined)) {
+    throw new UsageError('--peer-cert, --peer-key and --peer-ca go together');
+  }
+  const options: Pick<ReplicaNodeOptions, 'peerTls' | 'insecure' | 'httpTls' | 'httpAuthToken'> = {};
+  if (flags.peerCert !== undefined) {
+    options.peerTls = readTlsFiles({ cert: flags.peerCert, key: flags.peerKey!, ca: flags.peerCa! });
+  } else {
+    const remote = [...flags.peers].filter(([, address]) => !isLoopbackHost(address.host));
+    if (remote.length > 0 && flags.insecure !== true) {
+      throw new UsageError(
+        `${remote.map(([peerId, address]) => `node ${peerId} (${address.host})`).join(', ')} not on loopback, and without TLS nothing authenticates peers: ` +
+          'give --peer-cert, --peer-key and --peer-ca (see "replicalog certs"), or --insecure on a network you trust completely',
+      );
+    }
+    if (remote.length > 0) log('WARNING: --insecure: raft traffic is plain TCP and unauthenticated; anyone who reaches these ports controls the cluster');
+    if (flags.insecure === true) options.insecure = true;
+  }
+  if ((flags.clientCert === undefined) !== (flags.clientKey === undefined)) throw new UsageError('--client-cert and --client-key go together');
+  if (flags.clientCa !== undefined && flags.clientCert === undefined) throw new UsageError('--client-ca needs --client-cert and --client-key');
+  if (flags.clientCert !== undefined) {
+    const files = readTlsFiles({ cert: flags.clientCert, key: flags.clientKey!, ca: flags.clientCa ?? flags.clientCert });
+    options.httpTls = { cert: files.cert, key: files.key, ...(flags.clientCa === undefined ? {} : { ca: files.ca }) };
+  }
+  if (flags.authTokenFile !== undefined) {
+    let token: string;
+    try {
+      token = readFileSync(flags.authTokenFile, 'utf8').trim();
+    } catch (error) {
+      throw new UsageError(`cannot read --auth-token-file ${flags.authTokenFile}: ${(error as Error).message}`);
+    }
+    if (token.length < 16) throw new UsageError(`the token in ${flags.authTokenFile} is shorter than 16 characters`);
+    options.httpAuthToken = token;
+  }
+  return options;
+}
+
 /** Runs the node until SIGTERM/SIGINT; rejects when it failed. */
 export async function runNode(flags: NodeCommandFlags): Promise<void> {
   if (!flags.peers.has(flags.id)) throw new UsageError(`--peers must include this node (${flags.id})`);
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} [node ${flags.id}] ${line}\n`);
-  if (flags.bootstrap === true) log(`bootstrap: ${await prepareStore(flags.dir, flags.id, [...flags.peers.keys()])}`);
+  const security = securityOptions(flags, log);
+  if (flags.bootstrap === true) log(`bootstrap: ${await prepareStore(flags.dir, flags.id, [...flags.peers.keys()], flags.join === true)}`);
+  else await refuseUnpreparedStore(flags.dir);
   let failure: Error | undefined;
   let wake: () => void = () => {};
   const stopped = new Promise<void>((resolve) => {
@@ -115,6 +189,7 @@ export async function runNode(flags: NodeCommandFlags): Promise<void> {
     httpPort: flags.httpPort ?? 0,
     log,
     raftLogger: stderrRaftLogger,
+    ...security,
     onFatal: (error) => {
       failure = error;
       wake();
@@ -152,6 +227,15 @@ export function registerNodeCommand(program: Command): Command {
     .option('--tick-ms <ms>', 'milliseconds per raft tick (election after 10-20 ticks, heartbeat every tick)', parsePositiveInteger, 100)
     .option('--snapshot-every <n>', 'take a snapshot every n applied entries', parsePositiveInteger, 100)
     .option('--keep-entries <n>', 'entries kept behind a snapshot when compacting', parsePositiveInteger, 50)
+    .option('--join', 'with --bootstrap: join a running cluster (conf state only) even on the lowest id')
+    .option('--peer-cert <file>', 'this member\'s certificate (PEM; its URI SAN names the member: see "replicalog certs")')
+    .option('--peer-key <file>', 'the private key of --peer-cert')
+    .option('--peer-ca <file>', 'the cluster CA: peers must present a certificate it signed')
+    .option('--insecure', 'allow plain TCP between members on non-loopback addresses (unauthenticated)')
+    .option('--client-cert <file>', 'serve the HTTP API over HTTPS with this certificate')
+    .option('--client-key <file>', 'the private key of --client-cert')
+    .option('--client-ca <file>', 'HTTPS clients must present a certificate signed by this CA')
+    .option('--auth-token-file <file>', 'HTTP clients must send "Authorization: Bearer <the token in this file>"')
     .addHelpText(
       'after',
       `

@@ -31,16 +31,19 @@
  *   GET /kv           {applied, digest, size, entries: {key: value}} of this node.
  *   GET /status       {id, term, vote, lead, raftState, commit, applied, firstIndex, lastIndex, …}
  */
-import { randomUUID } from 'node:crypto';
+import { randomUUID, timingSafeEqual } from 'node:crypto';
+import { createServer as createHttpsServer } from 'node:https';
 import { rm } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { decodeConfChangeEntry, isEmptySnap, RawNode, SnapshotStatus, type Ready } from '../raft/rawnode.js';
 import type { RaftLogger } from '../raft/logger.js';
 import { ReplicaLogStore } from '../replica-log-store.js';
-import { Transport, type PeerAddress } from '../transport/index.js';
-import { EntryType, MessageType, type Entry, type Message } from '../types.js';
-import { stagingPath } from '../wal/layout.js';
+import { ErrorCode, ReplicaLogError } from '../errors.js';
+import { Transport, type PeerAddress, type TransportRefusals, type TransportTlsOptions } from '../transport/index.js';
+import { refuseInboundMessage, type MessageGuardView } from './message-guard.js';
+import { RateLimitedLog } from './rate-limited-log.js';
+import { EntryType, MessageType, type ConfState, type Entry, type Message } from '../types.js';
 import { KvStateMachine, encodeCommand, type KvCommand } from './state-machine.js';
 
 export interface ReplicaNodeOptions {
@@ -69,6 +72,30 @@ export interface ReplicaNodeOptions {
   raftLogger?: RaftLogger;
   /** Called once when the node stops on an unrecoverable error (the node is closed by then). */
   onFatal?: (error: Error) => void;
+  /** Mutual TLS between members (see transport/tls.ts). Without it, loopback addresses only. */
+  peerTls?: TransportTlsOptions;
+  /** Plain TCP on non-loopback addresses: nothing authenticates peers (a trusted network only). */
+  insecure?: boolean;
+  /** raft's bound on proposed but uncommitted entry bytes (default 32 MiB; 0: no bound). */
+  maxUncommittedEntriesSize?: number;
+  /** Proposals waiting to be applied, at most (default 10,000); beyond it PUT answers 503. */
+  maxPendingProposals?: number;
+  /** Messages, ticks and reports waiting for the loop, at most (default 10,000); peers' messages beyond it are dropped. */
+  maxInboxLength?: number;
+  /** HTTPS for the HTTP API; with `ca`, clients must present a certificate it signed. */
+  httpTls?: { cert: string | Buffer; key: string | Buffer; ca?: string | Buffer };
+  /** Every HTTP request must carry `Authorization: Bearer <token>` (except nothing: /status too). */
+  httpAuthToken?: string;
+}
+
+/** What the node refused from the network, by kind (also in /status). */
+export interface ReplicaNodeRefusals {
+  /** Messages the guard refused (local types, non-members, terms above the cap, impossible commits, bad snapshots). */
+  messages: number;
+  /** Messages dropped because the inbox was full. */
+  inboxFull: number;
+  /** Proposals refused because too many were pending. */
+  proposalsOverLimit: number;
 }
 
 export interface ReplicaNodeStatus {
@@ -84,6 +111,8 @@ export interface ReplicaNodeStatus {
   snapshotIndex: number;
   keys: number;
   digest: string;
+  /** What this node refused: from the network (message guard, inbox) and from its transport. */
+  refused: ReplicaNodeRefusals & { transport: TransportRefusals };
 }
 
 /**
@@ -91,7 +120,7 @@ export interface ReplicaNodeStatus {
  * stopping). It may or may not be applied later: retry it (puts are idempotent).
  */
 export class ProposalError extends Error {
-  readonly code: 'ERR_NO_LEADER' | 'ERR_PROPOSAL_DROPPED' | 'ERR_LEADER_CHANGED' | 'ERR_TIMEOUT' | 'ERR_STOPPED';
+  readonly code: 'ERR_NO_LEADER' | 'ERR_PROPOSAL_DROPPED' | 'ERR_LEADER_CHANGED' | 'ERR_TIMEOUT' | 'ERR_STOPPED' | 'ERR_OVERLOADED';
   readonly lead: number;
   constructor(code: ProposalError['code'], message: string, lead: number) {
     super(message);
@@ -131,6 +160,14 @@ export class ReplicaNode {
   private raftState = 'StateFollower';
   private lastSnapshotIndex: number;
   private closing: Promise<void> | undefined;
+  /** Ids of the current configuration (voters, learners, joint halves), kept as conf changes apply. */
+  private members = new Set<number>();
+  /** Configured peers: accepted while this node has no configuration yet (it is joining). */
+  private readonly configuredPeers: ReadonlySet<number>;
+  private readonly refusals: ReplicaNodeRefusals = { messages: 0, inboxFull: 0, proposalsOverLimit: 0 };
+  private readonly refusalLog: RateLimitedLog;
+  private readonly maxPendingProposals: number;
+  private readonly maxInboxLength: number;
 
   private constructor(options: ReplicaNodeOptions, store: ReplicaLogStore, stateMachine: KvStateMachine, raw: RawNode, transport: Transport) {
     this.id = options.id;
@@ -148,6 +185,21 @@ export class ReplicaNode {
     this.log = options.log ?? ((line) => process.stderr.write(`${new Date().toISOString()} [node ${options.id}] ${line}\n`));
     this.onFatal = options.onFatal;
     this.lastSnapshotIndex = store.snapshot().metadata.index;
+    this.configuredPeers = new Set([...options.peers.keys()].filter((peerId) => peerId !== options.id));
+    this.setMembers(store.initialState().confState);
+    this.refusalLog = new RateLimitedLog(this.log, 10_000);
+    this.maxPendingProposals = options.maxPendingProposals ?? 10_000;
+    this.maxInboxLength = options.maxInboxLength ?? 10_000;
+  }
+
+  private setMembers(confState: ConfState): void {
+    this.members = new Set([...confState.voters, ...confState.learners, ...confState.votersOutgoing, ...confState.learnersNext]);
+  }
+
+  /** Who may connect and speak: the configuration's members, or the configured peers while joining. */
+  private isMember(peerId: number): boolean {
+    if (peerId === this.id) return false;
+    return this.members.size === 0 ? this.configuredPeers.has(peerId) : this.members.has(peerId);
   }
 
   /** Opens the store, restores the state, starts raft, the transport, the HTTP API and the ticks. */
@@ -172,7 +224,20 @@ export class ReplicaNode {
         const term = Math.max(hardState.term, snapshot.metadata.term);
         await store.setHardState({ term, vote: term === hardState.term ? hardState.vote : 0, commit: snapshot.metadata.index });
       }
-      const stateMachine = KvStateMachine.fromSnapshot(snapshot.data, snapshot.metadata.index);
+      let stateMachine: KvStateMachine;
+      try {
+        stateMachine = KvStateMachine.fromSnapshot(snapshot.data, snapshot.metadata.index);
+      } catch (error) {
+        // Snapshots are checked before they are saved, so this is damage on disk (or a snapshot
+        // saved by an older version). The log cannot rebuild what the snapshot replaced.
+        throw new ReplicaLogError(
+          ErrorCode.Corrupt,
+          `${store.dir}: the stored snapshot at index ${snapshot.metadata.index} cannot be restored (${(error as Error).message}). ` +
+            `This replica must be rebuilt from its peers: stop it, move ${store.dir} aside, and start it again with an empty --dir and ` +
+            `"--bootstrap --join": it rejoins with the configuration only and receives a snapshot from the leader.`,
+          { path: store.dir, index: snapshot.metadata.index, cause: error },
+        );
+      }
       const raw = new RawNode({
         id: options.id,
         storage: store,
@@ -185,6 +250,8 @@ export class ReplicaNode {
         maxSizePerMsg: 1024 * 1024,
         maxCommittedSizePerReady: 4 * 1024 * 1024,
         maxInflightMsgs: 256,
+        // A flood of proposals is refused by raft itself once this many bytes wait for a commit.
+        maxUncommittedEntriesSize: options.maxUncommittedEntriesSize ?? 32 * 1024 * 1024,
         ...(options.raftLogger === undefined ? {} : { logger: options.raftLogger }),
       });
       let node: ReplicaNode | undefined;
@@ -194,7 +261,11 @@ export class ReplicaNode {
         clusterId: options.clusterId ?? 'replicalog',
         listen: own,
         peers,
-        stagingDir: stagingPath(store.dir),
+        // No stagingDir: this node never uses attachments, so a peer's attachments are refused.
+        ...(options.peerTls === undefined ? {} : { tls: options.peerTls }),
+        ...(options.insecure === true ? { insecure: true } : {}),
+        acceptPeer: (peerId) => node?.isMember(peerId) ?? false,
+        onError: (error) => node?.refusalLog.note((error as { code?: string }).code ?? 'transport', `transport: ${error.message}`),
         onMessage: (message, stagedDirs) => node?.receive(message, stagedDirs),
         onUnreachable: (peerId) => node?.enqueue(() => node?.raw.reportUnreachable(peerId)),
         onSnapshotStatus: (peerId, status) => {
@@ -204,7 +275,7 @@ export class ReplicaNode {
       });
       node = new ReplicaNode(options, store, stateMachine, raw, transport);
       await transport.start();
-      if (options.httpPort !== undefined) await node.startHttp(options.httpPort);
+      if (options.httpPort !== undefined) await node.startHttp(options.httpPort, options.httpTls, options.httpAuthToken);
       node.log(
         `started: log ${store.firstIndex()}..${store.lastIndex()}, snapshot ${snapshot.metadata.index}, commit ${store.initialState().hardState.commit}, ` +
           `voters [${store.initialState().confState.voters.join(',')}], raft on ${own.host}:${own.port}` +
@@ -251,6 +322,7 @@ export class ReplicaNode {
       snapshotIndex: this.lastSnapshotIndex,
       keys: this.stateMachine.size,
       digest: this.stateMachine.digest(),
+      refused: { ...this.refusals, transport: this.transport.refused() },
     };
   }
 
@@ -272,6 +344,10 @@ export class ReplicaNode {
     if (this.state !== 'running') return Promise.reject(new ProposalError('ERR_STOPPED', 'the node is stopping', this.lead));
     if (this.lead === 0) return Promise.reject(new ProposalError('ERR_NO_LEADER', 'no leader known', 0));
     if (this.waiters.has(command.requestId)) return Promise.reject(new Error(`request ${command.requestId} is already pending`));
+    if (this.waiters.size >= this.maxPendingProposals) {
+      this.refusals.proposalsOverLimit++;
+      return Promise.reject(new ProposalError('ERR_OVERLOADED', `${this.waiters.size} proposals are already pending: retry later`, this.lead));
+    }
     return new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiters.delete(command.requestId);
@@ -326,10 +402,25 @@ export class ReplicaNode {
     this.kick();
   }
 
-  /** A message from a peer: staged attachment directories are not used (no attachments are sent). */
+  /**
+   * A message from a peer: staged attachment directories are not used (no attachments are sent).
+   * It is checked by the message guard when the loop steps it (not on arrival: the guard compares
+   * with the log as raft has it then), and dropped when the inbox is full (raft retransmits).
+   */
   private receive(message: Message, stagedDirs: ReadonlyMap<number, string>): void {
     for (const dir of stagedDirs.values()) void rm(dir, { recursive: true, force: true });
+    if (this.inbox.length >= this.maxInboxLength) {
+      this.refusals.inboxFull++;
+      this.refusalLog.note('inbox-full', `dropped a message from node ${message.from}: the inbox holds ${this.inbox.length} items`);
+      return;
+    }
     this.enqueue(() => {
+      const refusal = refuseInboundMessage(message, this.guardView());
+      if (refusal !== undefined) {
+        this.refusals.messages++;
+        this.refusalLog.note(`guard:${message.from}:${message.type}`, `refused ${MessageType[message.type] ?? message.type} from node ${message.from} (term ${message.term}): ${refusal}`);
+        return;
+      }
       try {
         this.raw.step(message);
       } catch (error) {
@@ -337,6 +428,24 @@ export class ReplicaNode {
         this.log(`dropped a message from node ${message.from}: ${(error as Error).message}`);
       }
     });
+  }
+
+  /** This node as the message guard sees it, at the moment a message is stepped. */
+  private guardView(): MessageGuardView {
+    return {
+      localId: this.id,
+      isMember: (peerId) => this.isMember(peerId),
+      // Readys are persisted before the inbox is drained, so the store's log is raft's log here.
+      lastIndex: this.store.lastIndex(),
+      checkSnapshotData: (data, index) => {
+        try {
+          KvStateMachine.fromSnapshot(data, index);
+          return undefined;
+        } catch (error) {
+          return `the snapshot at index ${index} cannot be restored: ${(error as Error).message}`;
+        }
+      },
+    };
   }
 
   private hasWork(): boolean {
@@ -406,6 +515,7 @@ export class ReplicaNode {
       const snapshot = ready.snapshot;
       await this.store.applySnapshot(snapshot);
       this.stateMachine.restore(snapshot.data, snapshot.metadata.index);
+      this.setMembers(snapshot.metadata.confState);
       this.lastSnapshotIndex = snapshot.metadata.index;
       this.log(`installed a snapshot at index ${snapshot.metadata.index} (term ${snapshot.metadata.term}, ${this.stateMachine.size} keys)`);
     }
@@ -448,6 +558,7 @@ export class ReplicaNode {
         const confState = this.raw.applyConfChange(change);
         // Saved before the next entry is applied: initialState() must match the applied index.
         await this.store.setConfState(confState);
+        this.setMembers(confState);
         this.log(`configuration at index ${entry.index}: voters [${confState.voters.join(',')}]`);
       }
     }
@@ -486,13 +597,26 @@ export class ReplicaNode {
 
   // ---------------------------------------------------------------- HTTP
 
-  private async startHttp(port: number): Promise<void> {
-    const server = createServer((request, response) => {
+  private async startHttp(port: number, tls: ReplicaNodeOptions['httpTls'], authToken: string | undefined): Promise<void> {
+    this.httpAuthToken = authToken === undefined ? undefined : Buffer.from(authToken, 'utf8');
+    const handler = (request: IncomingMessage, response: ServerResponse): void => {
       this.serveHttp(request, response).catch((error: unknown) => {
-        if (!response.headersSent) this.reply(response, 500, { error: (error as Error).message });
+        if (error instanceof BodyTooLargeError) {
+          if (!response.headersSent) this.reply(response, 413, { error: error.message, code: 'ERR_BODY_TOO_LARGE' }, { connection: 'close' });
+          request.destroy();
+        } else if (!response.headersSent) this.reply(response, 500, { error: (error as Error).message });
         else response.destroy();
       });
-    });
+    };
+    const server =
+      tls === undefined
+        ? createServer(handler)
+        : createHttpsServer({ cert: tls.cert, key: tls.key, ...(tls.ca === undefined ? {} : { ca: tls.ca, requestCert: true, rejectUnauthorized: true }) }, handler);
+    // Bounded: slow or idle clients cannot hold sockets for long, and there are only so many.
+    server.headersTimeout = 10_000;
+    server.requestTimeout = 30_000;
+    server.keepAliveTimeout = 5_000;
+    server.maxConnections = 1024;
     this.httpServer = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -504,24 +628,63 @@ export class ReplicaNode {
     this.httpPort = (server.address() as AddressInfo).port;
   }
 
-  private reply(response: ServerResponse, status: number, body: unknown): void {
+  private httpAuthToken: Buffer | undefined;
+
+  /**
+   * GET /kv: {applied, digest, size, entries: {key: value, …}} written pair by pair, waiting for
+   * the socket to drain, so a large state never becomes one string. The pairs are a copy taken
+   * at the start (the state moves on while the response is written).
+   */
+  private async streamState(response: ServerResponse): Promise<void> {
+    const pairs = this.stateMachine.entries();
+    response.writeHead(200, { 'content-type': 'application/json' });
+    const write = async (text: string): Promise<void> => {
+      if (!response.write(text)) await new Promise<void>((resolve) => response.once('drain', resolve));
+    };
+    await write(`{"applied":${this.stateMachine.applied},"digest":${JSON.stringify(this.stateMachine.digest())},"size":${pairs.length},"entries":{`);
+    for (let position = 0; position < pairs.length; position++) {
+      if (response.destroyed) return;
+      const [key, value] = pairs[position]!;
+      await write(`${position === 0 ? '' : ','}${JSON.stringify(key)}:${JSON.stringify(value)}`);
+    }
+    response.end('}}\n');
+  }
+
+  private reply(response: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
     const text = JSON.stringify(body) + '\n';
-    response.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+    response.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
     response.end(text);
   }
 
+  /**
+   * The Host header must name this server's own address: a page on another site whose name
+   * resolves to 127.0.0.1 (DNS rebinding) sends its own name and is refused.
+   */
+  private hostAllowed(host: string | undefined): boolean {
+    if (host === undefined || this.httpPort === undefined) return false;
+    const port = String(this.httpPort);
+    return host === `127.0.0.1:${port}` || host === `localhost:${port}` || host === `[::1]:${port}`;
+  }
+
+  private authorized(header: string | undefined): boolean {
+    const expected = this.httpAuthToken;
+    if (expected === undefined) return true;
+    if (header === undefined || !header.startsWith('Bearer ')) return false;
+    const given = Buffer.from(header.slice('Bearer '.length), 'utf8');
+    return given.length === expected.length && timingSafeEqual(given, expected);
+  }
+
   private async serveHttp(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    if (!this.hostAllowed(request.headers.host)) {
+      return this.reply(response, 421, { error: 'the Host header does not name this server (127.0.0.1, localhost or [::1] with its port)', code: 'ERR_HOST' });
+    }
+    if (!this.authorized(request.headers.authorization)) {
+      return this.reply(response, 401, { error: 'a valid bearer token is required', code: 'ERR_UNAUTHORIZED' }, { 'www-authenticate': 'Bearer' });
+    }
     const url = new URL(request.url ?? '/', 'http://127.0.0.1');
     const method = request.method ?? 'GET';
     if (url.pathname === '/status' && method === 'GET') return this.reply(response, 200, this.status());
-    if (url.pathname === '/kv' && method === 'GET') {
-      return this.reply(response, 200, {
-        applied: this.stateMachine.applied,
-        digest: this.stateMachine.digest(),
-        size: this.stateMachine.size,
-        entries: Object.fromEntries(this.stateMachine.entries()),
-      });
-    }
+    if (url.pathname === '/kv' && method === 'GET') return this.streamState(response);
     if (!url.pathname.startsWith('/kv/') || url.pathname.length === 4) return this.reply(response, 404, { error: 'not found' });
     const key = decodeURIComponent(url.pathname.slice(4));
     if (method === 'GET') {
@@ -540,7 +703,7 @@ export class ReplicaNode {
       this.reply(response, 200, { ok: true, key, index, node: this.id, lead: this.lead });
     } catch (error) {
       if (error instanceof ProposalError) {
-        this.reply(response, 503, { error: error.message, code: error.code, lead: error.lead, node: this.id });
+        this.reply(response, 503, { error: error.message, code: error.code, lead: error.lead, node: this.id }, { 'retry-after': '1' });
       } else {
         throw error;
       }
@@ -548,13 +711,17 @@ export class ReplicaNode {
   }
 }
 
+class BodyTooLargeError extends Error {}
+
 async function readBody(request: IncomingMessage): Promise<string> {
+  const announced = Number(request.headers['content-length'] ?? 0);
+  if (announced > MAX_BODY_BYTES) throw new BodyTooLargeError(`request body of ${announced} bytes is above the limit of ${MAX_BODY_BYTES}`);
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of request) {
     const buffer = chunk as Buffer;
     size += buffer.length;
-    if (size > MAX_BODY_BYTES) throw new Error(`request body above ${MAX_BODY_BYTES} bytes`);
+    if (size > MAX_BODY_BYTES) throw new BodyTooLargeError(`request body above the limit of ${MAX_BODY_BYTES} bytes`);
     chunks.push(buffer);
   }
   return Buffer.concat(chunks).toString('utf8');

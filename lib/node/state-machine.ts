@@ -16,8 +16,18 @@
  *     first byte is a field tag (0x08/0x12), never `{`. Their key changes live in the entry's
  *     MANIFEST and are folded into the initial state by `deriveStateFromPreRaftWal`.
  *
- * Snapshot encoding: UTF-8 JSON `{"format":"replicalog-kv/1","applied":N,"entries":[[k,v],…]}`
- * with the keys sorted, so two replicas with the same state produce the same bytes.
+ * Snapshot encoding (binary, never one giant string: a value of 1 MiB of control characters
+ * would grow six-fold as JSON, and a few hundred of them exceed V8's string limit):
+ *
+ *     "RLKV" 0x02 | per pair, keys sorted: varint keyBytes | key (UTF-8) | varint valueBytes | value (UTF-8)
+ *
+ * so two replicas with the same state produce the same bytes. Restore also reads the older JSON
+ * format `{"format":"replicalog-kv/1","applied":N,"entries":[[k,v],…]}`, and refuses anything
+ * else (bad magic, truncated pairs, invalid UTF-8, a key twice) with a message naming the index.
+ *
+ * Digest: the XOR of a SHA-256 prefix of every (key, value) pair, kept up to date on every put
+ * and delete, so `/status` answers in O(1) whatever the size of the state. Equal contents give
+ * equal digests; the pair count is part of the digest.
  */
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -31,6 +41,9 @@ export type KvCommand =
   | { op: 'delete'; key: string; requestId: string };
 
 const SNAPSHOT_FORMAT = 'replicalog-kv/1';
+/** The binary snapshot's first bytes ("RLKV", version 2). */
+const BINARY_SNAPSHOT_MAGIC = Buffer.from([0x52, 0x4c, 0x4b, 0x56, 0x02]);
+const DIGEST_BYTES = 16;
 const OPEN_BRACE = 0x7b;
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder('utf-8', { fatal: true });
@@ -65,8 +78,35 @@ export interface ApplyResult {
   command?: KvCommand;
 }
 
+/** SHA-256 prefix of one pair; the key's length comes first so ("ab","c") and ("a","bc") differ. */
+function pairHash(key: string, value: string): Buffer {
+  const keyBytes = Buffer.from(key, 'utf8');
+  const length = Buffer.allocUnsafe(4);
+  length.writeUInt32BE(keyBytes.length, 0);
+  return createHash('sha256').update(length).update(keyBytes).update(value, 'utf8').digest().subarray(0, DIGEST_BYTES);
+}
+
+function writeVarint(value: number, into: number[]): void {
+  while (value >= 0x80) {
+    into.push((value & 0x7f) | 0x80);
+    value = Math.floor(value / 128);
+  }
+  into.push(value);
+}
+
+/** Thrown for snapshot bytes that are not a state this machine can restore. */
+export class SnapshotDataError extends Error {
+  readonly code = 'ERR_SNAPSHOT_DATA';
+  constructor(message: string) {
+    super(message);
+    this.name = 'SnapshotDataError';
+  }
+}
+
 export class KvStateMachine {
   private readonly map = new Map<string, string>();
+  /** XOR of pairHash over every pair (see the header). */
+  private readonly digestBytes = Buffer.alloc(DIGEST_BYTES);
   /** The index of the last entry applied (or of the snapshot the state was restored from). */
   applied = 0;
 
@@ -95,11 +135,21 @@ export class KvStateMachine {
 
   /** Direct changes, outside the log (deriving an initial state). */
   put(key: string, value: string): void {
+    const previous = this.map.get(key);
+    if (previous !== undefined) this.xorDigest(pairHash(key, previous));
     this.map.set(key, value);
+    this.xorDigest(pairHash(key, value));
   }
 
   remove(key: string): void {
+    const previous = this.map.get(key);
+    if (previous === undefined) return;
     this.map.delete(key);
+    this.xorDigest(pairHash(key, previous));
+  }
+
+  private xorDigest(hash: Buffer): void {
+    for (let position = 0; position < DIGEST_BYTES; position++) this.digestBytes[position]! ^= hash[position]!;
   }
 
   /** Every pair, keys sorted. */
@@ -125,33 +175,37 @@ export class KvStateMachine {
     return { index: entry.index, command };
   }
 
-  /** The whole map and the applied index (see the header for the encoding). */
+  /** The whole map in the binary format (see the header): buffers joined once, no string built. */
   snapshot(): Uint8Array {
-    return textEncoder.encode(JSON.stringify({ format: SNAPSHOT_FORMAT, applied: this.applied, entries: this.entries() }));
+    const parts: Buffer[] = [BINARY_SNAPSHOT_MAGIC];
+    for (const [key, value] of this.entries()) {
+      const keyBytes = Buffer.from(key, 'utf8');
+      const valueBytes = Buffer.from(value, 'utf8');
+      const prefix: number[] = [];
+      writeVarint(keyBytes.length, prefix);
+      parts.push(Buffer.from(prefix), keyBytes);
+      prefix.length = 0;
+      writeVarint(valueBytes.length, prefix);
+      parts.push(Buffer.from(prefix), valueBytes);
+    }
+    return Buffer.concat(parts);
   }
 
-  /** Replaces the state with the one in snapshot `data` taken at `index`. */
+  /**
+   * Replaces the state with the one in snapshot `data` taken at `index`. Throws a
+   * SnapshotDataError (and leaves this machine unchanged) when the data is not a valid snapshot.
+   */
   restore(data: Uint8Array | undefined, index: number): void {
+    const pairs = data === undefined || data.length === 0 ? [] : decodeSnapshotPairs(data, index);
     this.map.clear();
+    this.digestBytes.fill(0);
     this.applied = index;
-    if (data === undefined || data.length === 0) return;
-    const parsed = JSON.parse(textDecoder.decode(data)) as { format?: unknown; applied?: unknown; entries?: unknown };
-    if (parsed.format !== SNAPSHOT_FORMAT || !Array.isArray(parsed.entries)) {
-      throw new Error(`state machine: snapshot data at index ${index} is not a ${SNAPSHOT_FORMAT} snapshot`);
-    }
-    for (const pair of parsed.entries as unknown[]) {
-      if (!Array.isArray(pair) || typeof pair[0] !== 'string' || typeof pair[1] !== 'string') {
-        throw new Error(`state machine: malformed pair in the snapshot at index ${index}`);
-      }
-      this.map.set(pair[0], pair[1]);
-    }
+    for (const [key, value] of pairs) this.put(key, value);
   }
 
-  /** A short digest of the map (not of `applied`): equal digests mean equal contents. */
+  /** A short digest of the map (not of `applied`), in O(1): equal digests mean equal contents. */
   digest(): string {
-    const hash = createHash('sha256');
-    for (const [key, value] of this.entries()) hash.update(JSON.stringify([key, value])).update('\n');
-    return hash.digest('hex').slice(0, 16);
+    return `${this.digestBytes.toString('hex')}-${this.map.size}`;
   }
 }
 
@@ -199,4 +253,64 @@ export function recoverStateFromStorage(storage: Storage): KvStateMachine {
     for (const entry of storage.entries(machine.applied + 1, commit + 1)) machine.apply(entry);
   }
   return machine;
+}
+
+/** The pairs of snapshot data (binary, or the older JSON format); throws SnapshotDataError. */
+function decodeSnapshotPairs(data: Uint8Array, index: number): [string, string][] {
+  const bytes = Buffer.from(data.buffer, data.byteOffset, data.length);
+  const fail = (what: string): never => {
+    throw new SnapshotDataError(`state machine: snapshot data at index ${index} ${what}`);
+  };
+  if (bytes.length >= BINARY_SNAPSHOT_MAGIC.length && bytes.subarray(0, BINARY_SNAPSHOT_MAGIC.length).equals(BINARY_SNAPSHOT_MAGIC)) {
+    const pairs: [string, string][] = [];
+    const seen = new Set<string>();
+    let offset = BINARY_SNAPSHOT_MAGIC.length;
+    const readVarint = (): number => {
+      let value = 0;
+      let scale = 1;
+      for (let count = 0; count < 8; count++) {
+        if (offset >= bytes.length) fail(`ends inside a length (byte ${offset})`);
+        const byte = bytes[offset++]!;
+        value += (byte & 0x7f) * scale;
+        if ((byte & 0x80) === 0) return value;
+        scale *= 128;
+      }
+      return fail(`holds an over-long length at byte ${offset}`);
+    };
+    const readText = (what: string): string => {
+      const length = readVarint();
+      if (length > bytes.length - offset) fail(`ends inside a ${what} (byte ${offset}, ${length} bytes announced)`);
+      let text: string;
+      try {
+        text = textDecoder.decode(bytes.subarray(offset, offset + length));
+      } catch {
+        return fail(`holds a ${what} that is not UTF-8 at byte ${offset}`);
+      }
+      offset += length;
+      return text;
+    };
+    while (offset < bytes.length) {
+      const key = readText('key');
+      const value = readText('value');
+      if (seen.has(key)) fail(`holds key ${JSON.stringify(key.slice(0, 64))} twice`);
+      seen.add(key);
+      pairs.push([key, value]);
+    }
+    return pairs;
+  }
+  let parsed: { format?: unknown; entries?: unknown };
+  try {
+    parsed = JSON.parse(textDecoder.decode(bytes)) as { format?: unknown; entries?: unknown };
+  } catch {
+    return fail('is neither a binary nor a JSON state snapshot');
+  }
+  if (typeof parsed !== 'object' || parsed === null || parsed.format !== SNAPSHOT_FORMAT || !Array.isArray(parsed.entries)) {
+    return fail(`is not a ${SNAPSHOT_FORMAT} snapshot`);
+  }
+  const pairs: [string, string][] = [];
+  for (const pair of parsed.entries as unknown[]) {
+    if (!Array.isArray(pair) || typeof pair[0] !== 'string' || typeof pair[1] !== 'string') fail('holds a malformed pair');
+    pairs.push([(pair as string[])[0]!, (pair as string[])[1]!]);
+  }
+  return pairs;
 }
