@@ -22,7 +22,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { writePreRaftWal } from '../fixture.js';
 import { ReplicaLogStore } from '../replica-log-store.js';
-import type { PeerAddress } from '../transport/index.js';
+import { createClusterCertificates, type PeerAddress } from '../transport/index.js';
 import { verifyTree } from '../verify.js';
 import { bootstrapJoiningStore, bootstrapSeedStore } from './bootstrap.js';
 import type { ReplicaNodeStatus } from './node.js';
@@ -98,7 +98,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   let leaveRunning = false;
   const acknowledged = new Map<string, string>();
 
-  say(`replicalog demo: a ${nodeCount}-node raft cluster of separate processes on ReplicaLogStores (loopback only)`);
+  say(`replicalog demo: a ${nodeCount}-node raft cluster of separate processes on ReplicaLogStores (loopback only, mutual TLS between members)`);
   say(`data directory: ${root}`);
 
   try {
@@ -163,6 +163,10 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     const raftPeers = new Map<number, PeerAddress>(ids.map((id, i) => [id, { host: '127.0.0.1', port: ports[i]! }]));
     const peersArgument = [...raftPeers].map(([id, address]) => `${id}=${address.host}:${address.port}`).join(',');
     const entry = nodeEntryPath();
+    // The secure path is the tested path: members talk over mutual TLS, with a CA and one
+    // certificate per member made here with openssl (replicalog certs does the same).
+    const certificates = createClusterCertificates(join(root, 'certs'), 'replicalog-demo', ids);
+    say(`      mutual TLS between members: a CA and ${ids.length} member certificates in ${join(root, 'certs')} (made with openssl)`);
     for (const [i, id] of ids.entries()) {
       const node = new NodeProcess({
         id,
@@ -175,6 +179,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
         snapshotEvery: SNAPSHOT_EVERY,
         keepEntries: KEEP_ENTRIES,
         detached: keep,
+        tls: certificates.get(id)!,
       });
       processes.set(id, node);
       node.start();

@@ -62,6 +62,10 @@ export interface NodeProcessOptions {
   keepEntries?: number;
   /** Run in its own process group, to outlive the parent (demo --keep). */
   detached?: boolean;
+  /** Mutual TLS between members: this node's files (see createClusterCertificates). */
+  tls?: { cert: string; key: string; ca: string };
+  /** More command-line arguments (tests). */
+  extraArguments?: string[];
 }
 
 /** One `replicalog node` process of a local cluster. */
@@ -105,6 +109,8 @@ export class NodeProcess {
           '--tick-ms', String(this.options.tickMs ?? 100),
           '--snapshot-every', String(this.options.snapshotEvery ?? 100),
           '--keep-entries', String(this.options.keepEntries ?? 50),
+          ...(this.options.tls === undefined ? [] : ['--peer-cert', this.options.tls.cert, '--peer-key', this.options.tls.key, '--peer-ca', this.options.tls.ca]),
+          ...(this.options.extraArguments ?? []),
         ],
         { stdio: ['ignore', logFd, logFd], detached: this.options.detached === true },
       );

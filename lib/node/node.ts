@@ -278,7 +278,7 @@ export class ReplicaNode {
       if (options.httpPort !== undefined) await node.startHttp(options.httpPort, options.httpTls, options.httpAuthToken);
       node.log(
         `started: log ${store.firstIndex()}..${store.lastIndex()}, snapshot ${snapshot.metadata.index}, commit ${store.initialState().hardState.commit}, ` +
-          `voters [${store.initialState().confState.voters.join(',')}], raft on ${own.host}:${own.port}` +
+          `voters [${store.initialState().confState.voters.join(',')}], raft on ${own.host}:${own.port} (${options.peerTls !== undefined ? 'mutual TLS' : options.insecure === true ? 'plain TCP, INSECURE' : 'plain TCP, loopback only'})` +
           (node.httpPort === undefined ? '' : `, http on 127.0.0.1:${node.httpPort}`),
       );
       node.tickTimer = setInterval(() => {
