@@ -603,7 +603,10 @@ export class ReplicaNode {
       this.serveHttp(request, response).catch((error: unknown) => {
         if (error instanceof BodyTooLargeError) {
           if (!response.headersSent) this.reply(response, 413, { error: error.message, code: 'ERR_BODY_TOO_LARGE' }, { connection: 'close' });
-          request.destroy();
+          // Let the client read the answer: discard what it still sends, and cut it off soon
+          // after (it may never stop sending).
+          request.resume();
+          response.once('finish', () => setTimeout(() => request.destroy(), 1000).unref());
         } else if (!response.headersSent) this.reply(response, 500, { error: (error as Error).message });
         else response.destroy();
       });
