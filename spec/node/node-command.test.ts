@@ -78,3 +78,40 @@ it('runs a one-node cluster until SIGTERM', async () => {
     await store.close();
   }
 }, 30_000);
+
+/** Runs `replicalog node …` expecting it to refuse at once; returns its exit code and stderr. */
+function refusedRun(args: string[]): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const run = spawn(process.execPath, [entry, 'node', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    run.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+    const timer = setTimeout(() => run.kill('SIGKILL'), 20_000);
+    run.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stderr });
+    });
+  });
+}
+
+it.each([
+  {
+    name: 'a non-loopback peer without TLS',
+    args: ['--id', '1', '--peers', '1=127.0.0.1:1,2=192.0.2.10:7002', '--bootstrap'],
+    says: /node 2 \(192\.0\.2\.10\) not on loopback, and without TLS nothing authenticates peers/,
+  },
+  {
+    name: 'half of the peer TLS files',
+    args: ['--id', '1', '--peers', '1=127.0.0.1:1', '--peer-cert', '/nonexistent.pem'],
+    says: /--peer-cert, --peer-key and --peer-ca go together/,
+  },
+  {
+    name: 'an empty directory without --bootstrap',
+    args: ['--id', '1', '--peers', '1=127.0.0.1:1'],
+    says: /has no raft state yet \(an empty store\), and --bootstrap was not given/,
+  },
+])('refuses $name with exit 2 and says what to do', async ({ args, says }) => {
+  const dir = join(root, `refused-${Math.random().toString(36).slice(2)}`);
+  const result = await refusedRun(['--dir', dir, ...args]);
+  expect(result.code).toBe(2);
+  expect(result.stderr).toMatch(says);
+});
