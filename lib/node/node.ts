@@ -43,6 +43,7 @@ import { ErrorCode, ReplicaLogError } from '../errors.js';
 import { Transport, type PeerAddress, type TransportRefusals, type TransportTlsOptions } from '../transport/index.js';
 import { refuseInboundMessage, type MessageGuardView } from './message-guard.js';
 import { RateLimitedLog } from './rate-limited-log.js';
+import { ConsistencyChecker, decodeConsistencyRecord, encodeConsistencyRecord, type ConsistencyAlarm } from './consistency.js';
 import { EntryType, MessageType, type ConfState, type Entry, type Message } from '../types.js';
 import { KvStateMachine, encodeCommand, type KvCommand } from './state-machine.js';
 
@@ -82,6 +83,8 @@ export interface ReplicaNodeOptions {
   maxPendingProposals?: number;
   /** Messages, ticks and reports waiting for the loop, at most (default 10,000); peers' messages beyond it are dropped. */
   maxInboxLength?: number;
+  /** The leader asks every replica to compare state digests every this many applied entries (default 1000). */
+  consistencyCheckEvery?: number;
   /** HTTPS for the HTTP API; with `ca`, clients must present a certificate it signed. */
   httpTls?: { cert: string | Buffer; key: string | Buffer; ca?: string | Buffer };
   /** Every HTTP request must carry `Authorization: Bearer <token>` (except nothing: /status too). */
@@ -113,6 +116,8 @@ export interface ReplicaNodeStatus {
   digest: string;
   /** What this node refused: from the network (message guard, inbox) and from its transport. */
   refused: ReplicaNodeRefusals & { transport: TransportRefusals };
+  /** Replica consistency: reports compared, and alarms raised (replicas that disagree). */
+  consistency: { compared: number; alarms: ConsistencyAlarm[] };
 }
 
 /**
@@ -168,6 +173,7 @@ export class ReplicaNode {
   private readonly refusalLog: RateLimitedLog;
   private readonly maxPendingProposals: number;
   private readonly maxInboxLength: number;
+  private readonly consistency: ConsistencyChecker;
 
   private constructor(options: ReplicaNodeOptions, store: ReplicaLogStore, stateMachine: KvStateMachine, raw: RawNode, transport: Transport) {
     this.id = options.id;
@@ -190,6 +196,9 @@ export class ReplicaNode {
     this.refusalLog = new RateLimitedLog(this.log, 10_000);
     this.maxPendingProposals = options.maxPendingProposals ?? 10_000;
     this.maxInboxLength = options.maxInboxLength ?? 10_000;
+    this.consistency = new ConsistencyChecker(options.id, options.consistencyCheckEvery ?? 1000);
+    // No check before the first `every` entries after a start (the log before it is settled).
+    this.consistency.lastRequestedAt = store.initialState().hardState.commit;
   }
 
   private setMembers(confState: ConfState): void {
@@ -323,6 +332,7 @@ export class ReplicaNode {
       keys: this.stateMachine.size,
       digest: this.stateMachine.digest(),
       refused: { ...this.refusals, transport: this.transport.refused() },
+      consistency: { compared: this.consistency.compared, alarms: [...this.consistency.alarms] },
     };
   }
 
@@ -476,6 +486,7 @@ export class ReplicaNode {
       await this.handleReady(ready);
       // Everything in the Ready is persisted and applied: raft may now forget it.
       this.raw.advance(ready);
+      this.maybeRequestConsistencyCheck();
       await this.maybeSnapshot();
     }
   }
@@ -564,6 +575,43 @@ export class ReplicaNode {
     }
     const result = this.stateMachine.apply(entry);
     if (result.command !== undefined) this.settle(result.command.requestId, undefined, entry.index);
+    else if (entry.type === EntryType.Normal) this.applyConsistencyRecord(entry);
+  }
+
+  /** A consistency check entry (see consistency.ts): record and report, or compare. */
+  private applyConsistencyRecord(entry: Entry): void {
+    const record = decodeConsistencyRecord(entry.data);
+    if (record === undefined) return;
+    if (record.consistency === 'request') {
+      const report = this.consistency.onRequest(entry.index, this.stateMachine.digest());
+      // After this Ready (raft is not re-entered while it is being handled); a lost report only
+      // means one comparison fewer.
+      this.enqueueAfterReady(() => this.proposeQuietly(encodeConsistencyRecord(report)));
+      return;
+    }
+    const alarm = this.consistency.onReport(record);
+    if (alarm !== undefined) {
+      this.log(
+        `ALARM: replicas disagree at index ${alarm.index}: this node's state digest is ${alarm.ours}, node ${alarm.node}'s is ${alarm.theirs}; ` +
+          `compare their logs with "replicalog verify ${this.store.dir} --against <node ${alarm.node}'s directory>" and rebuild the damaged replica`,
+      );
+    }
+  }
+
+  /** A proposal nobody waits for (a check): dropped silently when raft refuses it. */
+  private proposeQuietly(data: Uint8Array): void {
+    try {
+      this.raw.propose(data);
+    } catch {
+      // no leader, or a full uncommitted budget: the next check will do
+    }
+  }
+
+  /** The leader asks for a consistency check every `consistencyCheckEvery` applied entries. */
+  private maybeRequestConsistencyCheck(): void {
+    if (!this.isLeader || !this.consistency.due(this.stateMachine.applied)) return;
+    this.consistency.lastRequestedAt = this.stateMachine.applied;
+    this.enqueueAfterReady(() => this.proposeQuietly(encodeConsistencyRecord({ consistency: 'request', requestId: randomUUID() })));
   }
 
   private settle(requestId: string, error: Error | undefined, index = 0): void {
