@@ -14,6 +14,7 @@ import { EXIT_OK, EXIT_USAGE, exitCodeOf, formatDebug, formatErrorLine, packageV
 import { runMigrate } from './migrate.js';
 import { registerNodeCommand } from './node-command.js';
 import { registerCertsCommand } from './certs-command.js';
+import { runVerifyAgainst } from './verify.js';
 import { runTour } from './tour.js';
 import { runVerify } from './verify.js';
 
@@ -111,6 +112,7 @@ best-effort snapshot (the KV copy and the wal/ listing are taken at slightly dif
     .description('check the tree and list every problem found (exit 1 if any)')
     .argument('<dir>', 'the store directory')
     .option('--json', 'print one JSON object {ok, problems: [{code, path, lsn, index, message}], notices}')
+    .option('--against <dir>', 'compare this replica\'s log with another replica\'s, entry by entry, instead')
     .addOption(partitionOption())
     .addHelpText(
       'after',
@@ -129,11 +131,19 @@ Entries without RAFT on a store with no hard state are a log written before Raft
 (NEEDS_MIGRATION: run 'replicalog migrate'), not a problem. So is a commit below the first
 index (COMMIT_BELOW_FIRST: compacted or snapshotted beyond the commit, which is legal). The KV
 is read from a copy, as in inspect.
+With --against OTHER, compares two replicas instead: every index both logs hold, RAFT and
+MANIFEST byte for byte, one entry at a time. A difference at or below both saved commits (two
+replicas committed different entries) is a problem; one above either commit is a notice (an
+uncommitted tail may be replaced after a leader change).
 Exit status: 0 no problem (notices allowed); 1 problems found; 2 bad usage.
 `,
     )
-    .action(async (dir: string, flags: DataCommandFlags) => {
+    .action(async (dir: string, flags: DataCommandFlags & { against?: string }) => {
       setDirectory(dir);
+      if (flags.against !== undefined) {
+        finish(await runVerifyAgainst(dir, flags.against, { json: flags.json === true, partitionId: flags.partition }, io), dir);
+        return;
+      }
       finish(await runVerify(dir, { json: flags.json === true, partitionId: flags.partition }, io), dir);
     });
 

@@ -1,5 +1,6 @@
 /** `replicalog verify <dir> [--json]`: every problem in the tree; exit 1 if there is any. */
 import { verifyScan, scanTree, type Finding } from '../verify.js';
+import { compareReplicas } from '../verify-against.js';
 import { EXIT_DATA, EXIT_OK, existingDirectory, json, type CliIo } from './io.js';
 
 export interface VerifyCommandOptions {
@@ -29,4 +30,28 @@ export async function runVerify(dir: string, options: VerifyCommandOptions, io: 
     );
   }
   return result.ok ? EXIT_OK : EXIT_DATA;
+}
+
+/** `replicalog verify <dir> --against <other>`: do two replicas hold the same log? */
+export async function runVerifyAgainst(dir: string, against: string, options: VerifyCommandOptions, io: CliIo): Promise<number> {
+  const comparison = await compareReplicas(existingDirectory(dir), existingDirectory(against), { partitionId: options.partitionId });
+  if (options.json) {
+    io.stdout(json(comparison));
+    return comparison.ok ? EXIT_OK : EXIT_DATA;
+  }
+  const { compared } = comparison;
+  for (const difference of comparison.differences) {
+    io.stdout(`${(difference.committed ? 'COMMITTED_DIFFERS' : 'notice: TAIL_DIFFERS').padEnd(20)} ${difference.lsn}  index ${difference.index}: ${difference.what}\n`);
+  }
+  if (comparison.differenceCount > comparison.differences.length) io.stdout(`… and ${comparison.differenceCount - comparison.differences.length} more\n`);
+  const scope =
+    compared === undefined
+      ? 'no index in common'
+      : `${compared.last - compared.first + 1} entr${compared.first === compared.last ? 'y' : 'ies'} compared (${compared.first}..${compared.last})`;
+  io.stdout(
+    comparison.differenceCount === 0
+      ? `${comparison.dir} and ${comparison.against}: the same log (${scope})\n`
+      : `${comparison.dir} and ${comparison.against}: ${comparison.differenceCount} entr${comparison.differenceCount === 1 ? 'y differs' : 'ies differ'}${comparison.ok ? ', none committed on both' : ''} (${scope})\n`,
+  );
+  return comparison.ok ? EXIT_OK : EXIT_DATA;
 }
