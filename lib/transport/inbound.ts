@@ -183,7 +183,9 @@ export class InboundConnection {
         ? error
         : malformedFrameError(`from ${this.describePeer()}: ${error.message}`, { cause: error, ...(this.peerId === undefined ? {} : { peerId: this.peerId }) });
     if (wrapped.code === TransportErrorCode.SnapshotBudget) this.context.refused('snapshotBudgetExceeded', wrapped);
-    else if (wrapped.code === TransportErrorCode.MalformedFrame || wrapped.code === TransportErrorCode.FrameTooLarge) this.context.refused('malformedFrames', wrapped);
+    else if (wrapped.code === TransportErrorCode.MalformedFrame || wrapped.code === TransportErrorCode.FrameTooLarge || wrapped.code === TransportErrorCode.Attachment) {
+      this.context.refused('malformedFrames', wrapped);
+    }
     else this.context.error(wrapped);
     this.closed = true;
     this.socket.destroy();
@@ -297,7 +299,16 @@ export class InboundConnection {
       if (stagingDir === undefined) {
         throw new TransportError(TransportErrorCode.Attachment, `${this.describePeer()} sent attachments but no stagingDir is configured`);
       }
-      for (const attachment of header.attachments) for (const file of attachment.files) expected += file.size;
+      if (header.attachments.length > this.context.options.maxAttachmentsPerStream) {
+        throw malformedFrameError(`${this.describePeer()} announced ${header.attachments.length} attachments; at most ${this.context.options.maxAttachmentsPerStream} per stream`);
+      }
+      let attachmentBytes = 0;
+      for (const attachment of header.attachments) for (const file of attachment.files) attachmentBytes += file.size;
+      // Checked before any directory is created or byte written: the disk budget of one stream.
+      if (!Number.isSafeInteger(attachmentBytes) || attachmentBytes > this.context.options.maxAttachmentBytesPerStream) {
+        throw malformedFrameError(`${this.describePeer()} announced ${attachmentBytes} attachment bytes; at most ${this.context.options.maxAttachmentBytesPerStream} per stream`);
+      }
+      expected += attachmentBytes;
       if (!Number.isSafeInteger(expected)) throw malformedFrameError(`${this.describePeer()} announced more bulk bytes than can be counted`);
       writer = new StagedAttachmentWriter(stagingDir, header.attachments);
     }

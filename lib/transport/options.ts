@@ -81,6 +81,13 @@ export interface TransportOptions {
   maxPendingConnectionsPerAddress?: number;
   /** Snapshot data being reassembled, over every connection at once (bytes actually received). Default 512 MiB. */
   maxBufferedSnapshotBytes?: number;
+  /**
+   * Attachment bytes one stream may announce (they are written to `stagingDir`). Default 1 GiB.
+   * Attachments are refused altogether unless `stagingDir` is given.
+   */
+  maxAttachmentBytesPerStream?: number;
+  /** Entry directories one stream may stage. Default 1024. */
+  maxAttachmentsPerStream?: number;
 }
 
 /** PEM (or DER) material for mutual TLS between members. */
@@ -135,6 +142,8 @@ export const DEFAULTS = {
   maxPendingConnections: 64,
   maxPendingConnectionsPerAddress: 8,
   maxBufferedSnapshotBytes: 512 * 1024 * 1024,
+  maxAttachmentBytesPerStream: 1024 * 1024 * 1024,
+  maxAttachmentsPerStream: 1024,
 } as const;
 
 /**
@@ -169,6 +178,8 @@ export interface ResolvedOptions {
   maxPendingConnections: number;
   maxPendingConnectionsPerAddress: number;
   maxBufferedSnapshotBytes: number;
+  maxAttachmentBytesPerStream: number;
+  maxAttachmentsPerStream: number;
 }
 
 export function positiveInteger(value: number | undefined, fallback: number, name: string): number {

@@ -164,6 +164,8 @@ export class Transport {
         'maxPendingConnectionsPerAddress',
       ),
       maxBufferedSnapshotBytes: positiveInteger(options.maxBufferedSnapshotBytes, DEFAULTS.maxBufferedSnapshotBytes, 'maxBufferedSnapshotBytes'),
+      maxAttachmentBytesPerStream: positiveInteger(options.maxAttachmentBytesPerStream, DEFAULTS.maxAttachmentBytesPerStream, 'maxAttachmentBytesPerStream'),
+      maxAttachmentsPerStream: positiveInteger(options.maxAttachmentsPerStream, DEFAULTS.maxAttachmentsPerStream, 'maxAttachmentsPerStream'),
     };
     this.tls = options.tls;
     this.insecure = options.insecure === true;
