@@ -29,7 +29,11 @@
  * frame (protocol version, cluster id, its id, the id it expects to reach); the acceptor answers
  * HelloAccept, or HelloRefuse and closes when the cluster id, the receiver id or the version do
  * not match (cross-cluster traffic is never delivered). Nothing is sent before HelloAccept.
- * There is no authentication: run it on a trusted network.
+ * With `tls`, every connection is mutual TLS and the Hello id must be the member id the
+ * certificate names (tls.ts); `acceptPeer` refuses ids outside the membership. Without TLS, only
+ * loopback addresses are allowed (unless `insecure`). Before its Hello is accepted a connection
+ * may send one small frame (PRE_HANDSHAKE_MAX_FRAME_BYTES) within `handshakeTimeoutMs`, and only
+ * a few such connections may exist at once (in all, and per remote address).
  *
  * Queues. Each peer has a FIFO queue bounded by `maxQueuedMessages` and `maxQueuedBytes`
  * (encoded message bytes plus snapshot data; attachment files are read later and not counted).
