@@ -213,6 +213,8 @@ export class ReplicaLogStore implements WritableStorage, LogView {
   private readonly cache: EntryCache;
   /** Retained entries without a valid RAFT file; their terms in `terms` are the ones backfill will write. */
   private readonly pendingRaft = new Set<number>();
+  /** What open() repaired (torn states only unacknowledged writes could leave), for logs and tests. */
+  readonly repairs: string[] = [];
   private savedHardState: HardState | undefined;
   private savedConfState: ConfState = emptyConfState();
   private snapshotMetadata: SnapshotMetadata = emptySnapshot().metadata;
@@ -271,9 +273,16 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     const dir = resolve(options.dir);
     const fileSystem = options.fileSystem ?? nodeFileSystem;
     try {
-      // A freshly created store directory is made durable in its parent before anything is put in it.
+      // A new name is durable only once its parent directory is fsynced, at every level: mkdir -p
+      // may have created several (finding 3). The store directory's own parent is fsynced at
+      // every open, not only when we created it: an earlier open may have died between its mkdir
+      // and that fsync, and this open would otherwise build on a name that can still vanish
+      // (finding 2). One fsync per level per open, nothing per write.
       const created = await mkdir(dir, { recursive: true, mode: 0o700 });
-      if (created !== undefined) await fileSystem.fsync(dirname(created));
+      const levels: string[] = [];
+      if (created !== undefined) for (let level = dir; level.length >= created.length; level = dirname(level)) levels.push(level);
+      else levels.push(dir);
+      for (const level of levels.reverse()) await fileSystem.fsync(dirname(level));
     } catch (error) {
       throw new ReplicaLogError(ErrorCode.Io, `cannot create ${dir}: ${(error as Error).message}`, { path: dir, cause: error });
     }
@@ -335,22 +344,18 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     }
 
     const hardState = saved.hardState;
+    await this.refuseLostKv(saved.anchor === undefined && hardState === undefined, indexes, where);
     // Without an anchor record (a tree written by Gitaly) the anchor is just below the oldest
     // retained entry; its term is unknown, so the hard state's term (Gitaly's lastTerm) or 0.
     const anchor: LogAnchor =
       saved.anchor ??
       (indexes.length > 0 && indexes[0]! > 1 ? { index: indexes[0]! - 1, term: hardState?.term ?? 0 } : { index: 0, term: 0 });
 
-    // A durable anchor never lies above every entry directory: compact(i) needs i <= lastIndex()
-    // and removes the oldest directories first, so the highest one survives until the end, and
-    // applySnapshot's removal is covered by its intent (redone above). An anchor above them all
-    // is a damaged record; treating the directories as leftovers would delete committed entries.
-    if (indexes.length > 0 && anchor.index > indexes[indexes.length - 1]!) {
-      throw corruptError(
-        `${where}: the log anchor ${anchor.index} is above the last entry directory ${this.wal.entryDirectory(indexes[indexes.length - 1]!)}`,
-        { path: where, index: anchor.index },
-      );
-    }
+    // A durable anchor above every entry directory is an empty log at the anchor. A power cut
+    // can leave it: compact(lastIndex) records the anchor, then renames the directories out, and
+    // unsynced renames survive in any order (finding 4). Every directory at or below it is a
+    // leftover, removed below. Nothing committed can hide there: a commit above the anchor with
+    // no entry above it is refused further down (commit above the last index).
     if (saved.snapshotDataFile !== undefined && !isSnapshotFileName(saved.snapshotDataFile)) {
       throw corruptError(`${where}: the snapshot data file name ${JSON.stringify(saved.snapshotDataFile)} is not one replicalog writes`, {
         path: where,
@@ -364,15 +369,33 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       indexes = indexes.slice(stale.length);
     }
 
-    // The retained entries must be exactly anchor+1 .. last.
+    // The retained entries must be exactly anchor+1 .. last. A gap is torn, not corrupt, when
+    // only unacknowledged writes can have left it: an append is acknowledged after wal/ is
+    // fsynced, so an acknowledged entry never goes missing, and appends run one after another,
+    // so every entry after a missing one belongs to the same unacknowledged write or a later
+    // one. The saved commit is the check: entries above it were never acknowledged as committed
+    // (raft re-replicates them), so the log is cut at the gap (finding 4). A gap at or below the
+    // commit could hide committed data: ERR_CORRUPT.
     let expected = anchor.index + 1;
-    for (const index of indexes) {
+    for (let position = 0; position < indexes.length; position++) {
+      const index = indexes[position]!;
       if (index !== expected) {
         const path = this.wal.entryDirectory(expected);
-        throw corruptError(`gap in the WAL: ${path} is missing (the next entry is ${this.wal.entryDirectory(index)})`, {
-          path,
-          index: expected,
-        });
+        const commit = hardState?.commit ?? 0;
+        // Only a log replicalog wrote (an anchor or a hard state is recorded) is repaired: in a
+        // pre-Raft tree every entry is the application's acknowledged data.
+        const written = saved.anchor !== undefined || hardState !== undefined;
+        if (!written || expected <= commit) {
+          throw corruptError(`gap in the WAL: ${path} is missing (the next entry is ${this.wal.entryDirectory(index)})${written ? `, at or below the commit ${commit}` : ''}`, {
+            path,
+            index: expected,
+          });
+        }
+        const torn = indexes.slice(position);
+        await this.wal.removeEntries(await this.wal.createBatchDirectory(), torn);
+        this.repairs.push(`cut the log at the gap before ${this.wal.entryDirectory(index)}: ${torn.length} unacknowledged entr${torn.length === 1 ? 'y' : 'ies'} removed`);
+        indexes = indexes.slice(0, position);
+        break;
       }
       expected++;
     }
@@ -448,8 +471,12 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     // passed — so a missing prefix (wal/ starting above anchor+1) is a detectable gap instead
     // of a silently moved firstIndex. Before that Gitaly may still prune the WAL on its own
     // (Raft can be toggled off and on, gitaly.md §1.5): nothing is recorded for a pre-Raft tree.
-    if (saved.anchor === undefined && hardState !== undefined) await this.raftState.write({ anchor });
-    this.anchorRecorded = saved.anchor !== undefined || hardState !== undefined;
+    // A fresh store (no entry, no hard state) records (0, 0) too, so a lost first entry of its
+    // first append is a detectable gap, never a log that starts at 2 (finding 5). A pre-Raft
+    // tree holds entries and records nothing until Raft owns it.
+    const fresh = saved.anchor === undefined && hardState === undefined && indexes.length === 0 && anchor.index === 0;
+    if ((saved.anchor === undefined && hardState !== undefined) || fresh) await this.raftState.write({ anchor });
+    this.anchorRecorded = saved.anchor !== undefined || hardState !== undefined || fresh;
 
     this.anchor = anchor;
     this.last = last;
@@ -457,6 +484,29 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     this.savedConfState = saved.confState ?? emptyConfState();
     if (saved.snapshot) this.snapshotMetadata = saved.snapshot;
     this.snapshotDataFile = saved.snapshotDataFile;
+  }
+
+  /**
+   * Finding 8: LevelDB (classic-level 3, no option changes it) fsyncs kv/ before it renames
+   * CURRENT at open, so a power cut can keep the removal of the old log without the rename, and
+   * the database then opens empty. A store replicalog created records its anchor at its first
+   * open, before any append; an entry append() wrote has an empty MANIFEST (its data is in RAFT),
+   * where a pre-Raft entry's MANIFEST holds the application's data. So entries with an empty
+   * MANIFEST in a store whose KV holds neither an anchor nor a hard state mean the KV lost its
+   * records: refuse (ERR_CORRUPT) rather than start over as if nothing had been saved, which
+   * could let a node vote twice in one term. The first and last entries are looked at (two stats).
+   */
+  private async refuseLostKv(kvEmpty: boolean, indexes: readonly number[], where: string): Promise<void> {
+    if (!kvEmpty || indexes.length === 0) return;
+    for (const index of new Set([indexes[0]!, indexes[indexes.length - 1]!])) {
+      if ((await this.wal.manifestSize(index)) === 0) {
+        throw corruptError(
+          `${where} holds no anchor and no hard state, but ${this.wal.entryDirectory(index)} was written by append() (its MANIFEST is empty): ` +
+            'the key-value database lost its records (a power cut during a LevelDB open can do that); restore this replica from a peer',
+          { path: where, index },
+        );
+      }
+    }
   }
 
   /**
@@ -1032,6 +1082,24 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       const pending = [...this.pendingRaft].sort((a, b) => a - b);
       const total = pending.length;
       if (total === 0) return { backfilled: 0 };
+      // A backfilled RAFT file points at the entry's MANIFEST. An entry whose MANIFEST is empty
+      // or missing has nothing to point at: it was written by append() (whose data lives only
+      // in RAFT) and lost its RAFT file. Rewriting it would replace its data with a pointer to
+      // nothing, so the whole run is refused before anything is written (finding 7).
+      for (let start = 0; start < total; start += BACKFILL_CONCURRENCY) {
+        const chunk = pending.slice(start, start + BACKFILL_CONCURRENCY);
+        const sizes = await Promise.all(chunk.map((index) => this.wal.manifestSize(index)));
+        const empty = sizes.findIndex((size) => size === undefined || size === 0);
+        if (empty !== -1) {
+          const index = chunk[empty]!;
+          const path = join(this.wal.entryDirectory(index), 'MANIFEST');
+          throw corruptError(
+            `corrupt WAL entry ${this.wal.entryDirectory(index)}: no valid RAFT file and ${sizes[empty] === undefined ? 'no MANIFEST' : 'an empty MANIFEST'}, ` +
+              'so there is nothing a backfilled entry could point at (its data was in the RAFT file); restore this replica from a peer',
+            { path, index },
+          );
+        }
+      }
       options.onProgress?.(0, total);
       let done = 0;
       // Each entry's rewrite is atomic on its own (temp, fsync, rename, directory fsync), so

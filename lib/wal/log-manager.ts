@@ -27,7 +27,7 @@
  * optional crashPoint hook (tests kill or fail the process there).
  */
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { decodeEntry } from '../codec.js';
 import { corruptError, ErrorCode, invalidArgumentError, isReplicaLogError, ReplicaLogError } from '../errors.js';
 import type { Entry } from '../types.js';
@@ -159,10 +159,20 @@ export class WalLogManager {
     if (created) await this.io('fsync', parent, () => this.fs.fsync(parent));
   }
 
-  /** Open: creates wal/ and staging/ and removes staging leftovers (crashed writes, trash). */
+  /**
+   * Open: creates wal/ and staging/, makes every name in the store directory durable, and
+   * removes staging leftovers (crashed writes, trash).
+   *
+   * The store directory is fsynced at every open, after kv/ (and LOCK.db) were created by
+   * LevelDB and wal/ and staging/ here: LevelDB never fsyncs the directory that holds kv/, and a
+   * pre-Raft tree already has wal/ and staging/, so nothing else would make kv/'s name durable
+   * (finding 1); and a name created by an earlier open that died before its fsync is made durable
+   * now (finding 2). Before this returns, no write has been acknowledged.
+   */
   async prepare(): Promise<void> {
-    await this.ensureDirectory(this.walDirectory, this.dir);
-    await this.ensureDirectory(this.stagingDirectory, this.dir);
+    await this.io('mkdir', this.walDirectory, () => this.fs.mkdir(this.walDirectory, DIRECTORY_MODE));
+    await this.io('mkdir', this.stagingDirectory, () => this.fs.mkdir(this.stagingDirectory, DIRECTORY_MODE));
+    await this.io('fsync', this.dir, () => this.fs.fsync(this.dir));
     const leftovers = await this.io('readdir', this.stagingDirectory, () => this.fs.readdir(this.stagingDirectory));
     for (const name of leftovers) {
       const path = join(this.stagingDirectory, name);
@@ -195,6 +205,13 @@ export class WalLogManager {
       return indexes;
     }
     return indexes.sort((a, b) => a - b);
+  }
+
+  /** Bytes of an entry's MANIFEST, or undefined when it has none (or it is not a file). */
+  async manifestSize(index: number): Promise<number | undefined> {
+    const path = join(this.entryDirectory(index), MANIFEST_FILE);
+    const stat = await this.io('stat', path, () => this.fs.stat(path));
+    return stat?.isFile === true ? stat.size : undefined;
   }
 
   entryDirectory(index: number): string {
@@ -367,7 +384,13 @@ export class WalLogManager {
       this.crash('after-rename');
     }
     this.crash('before-wal-fsync');
-    await this.io('fsync', this.walDirectory, () => this.fs.fsync(this.walDirectory));
+    // staging/ with wal/ (in parallel: one barrier's latency): every rename out of staging/ must
+    // be durable with its rename into wal/. Otherwise both names may survive a power cut, and
+    // open's removal of the staging/ name would empty the acknowledged entry (finding 6).
+    await Promise.all([
+      this.io('fsync', this.walDirectory, () => this.fs.fsync(this.walDirectory)),
+      this.io('fsync', this.stagingDirectory, () => this.fs.fsync(this.stagingDirectory)),
+    ]);
     this.crash('after-wal-fsync');
   }
 
@@ -425,7 +448,12 @@ export class WalLogManager {
     await this.io('rename', stagedDir, () => this.fs.rename(stagedDir, target));
     this.crash('after-rename');
     this.crash('before-wal-fsync');
-    await this.io('fsync', this.walDirectory, () => this.fs.fsync(this.walDirectory));
+    // The directory it left with wal/: both names must not survive a power cut (finding 6).
+    const source = dirname(stagedDir);
+    await Promise.all([
+      this.io('fsync', this.walDirectory, () => this.fs.fsync(this.walDirectory)),
+      this.io('fsync', source, () => this.fs.fsync(source)),
+    ]);
     this.crash('after-wal-fsync');
   }
 

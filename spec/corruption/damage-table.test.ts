@@ -14,7 +14,7 @@ import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { afterEach, describe, expect, it } from 'vitest';
-import { encodeEntry, encodeHardState } from '../../lib/codec.js';
+import { encodeEntry, encodeHardState, encodeLogEntry } from '../../lib/codec.js';
 import { ErrorCode } from '../../lib/errors.js';
 import { ReplicaLogStore } from '../../lib/replica-log-store.js';
 import { EntryType, type Entry } from '../../lib/types.js';
@@ -145,8 +145,11 @@ export const DAMAGE_TABLE: Row[] = [
     why: 'damage in the tree, not an I/O failure',
   },
   {
-    damage: 'RAFT missing on a bootstrapped store',
-    apply: (dir) => rmSync(raftOf(dir, 3)),
+    damage: 'RAFT missing on a bootstrapped store (an entry Gitaly wrote while Raft was off: its MANIFEST holds its data)',
+    apply: (dir) => {
+      rmSync(raftOf(dir, 3));
+      replaceFile(join(entryPath(dir, 3), 'MANIFEST'), encodeLogEntry({ relativePath: 'r.git', referenceTransactions: [], operations: [] }));
+    },
     outcome: {
       open: 'opens',
       check: (store) => {
@@ -269,9 +272,12 @@ export const DAMAGE_TABLE: Row[] = [
   {
     damage: 'log anchor beyond the last entry, no intent pending (anchor 10, entries 1..4)',
     apply: (dir) => putKv(dir, 'raft/log_anchor', anchorBytes(10, 3)),
-    outcome: { open: 'refused', code: ErrorCode.Corrupt, path: kvPathOf },
+    outcome: {
+      open: 'repaired',
+      check: (store) => expect([store.firstIndex(), store.lastIndex(), store.term(10)]).toEqual([11, 10, 3]),
+    },
     verify: ['ANCHOR_BEYOND_LOG'],
-    why: 'compact(i) needs i <= last, so an anchor above every entry directory is not an interrupted compaction; deleting the log is not provably safe',
+    why: 'a durable anchor is a compaction that happened: compact(lastIndex) records it, then renames the directories out, and a power cut may keep those renames in any order, the highest first. Open accepts an empty log at the anchor (issue 15, finding 4); verify still flags the tree before that open',
   },
   {
     damage: 'snapshot_data names a file outside snapshot/ (../kv/CURRENT)',
@@ -356,7 +362,8 @@ describe('damage decision table', () => {
         row.outcome.check(store!, dir);
         // And it writes (after the backfill it asks for, if any): the damage it tolerates does not stop the log.
         if (store!.pendingBackfill > 0) await store!.backfill();
-        await store!.append([entry(5, 2, 'five')]);
+        const next = store!.lastIndex() + 1;
+        await store!.append([entry(next, Math.max(2, store!.term(next - 1)), 'five')]);
       }
     });
   }
