@@ -1,0 +1,123 @@
+/**
+ * The write operations the power-loss enumerator covers, each from a small store state, and the
+ * check every crash state must pass (spec/powerloss/enumerator.test.ts, npm run powerloss).
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { ReplicaLogStore } from '../../lib/replica-log-store.js';
+import { EntryType, type Entry, type HardState } from '../../lib/types.js';
+import { enumerateCrashStates, recordOperation, type CrashCheck, type EnumerationReport } from './enumerator.js';
+
+const entry = (index: number, term: number): Entry => ({ index, term, type: EntryType.Normal, data: new TextEncoder().encode(`${index}@${term}`) });
+const run = (from: number, to: number, term: number) => Array.from({ length: to - from + 1 }, (_, k) => entry(from + k, term));
+
+interface LogPicture {
+  first: number;
+  terms: Map<number, number>;
+  hardState: HardState;
+}
+
+function picture(store: ReplicaLogStore): LogPicture {
+  const terms = new Map<number, number>();
+  for (let index = store.firstIndex(); index <= store.lastIndex(); index++) terms.set(index, store.term(index));
+  return { first: store.firstIndex(), terms, hardState: store.initialState().hardState };
+}
+
+/**
+ * The log is the one before or the one after, or a prefix of either (a write in flight), and the
+ * hard state (one atomic KV batch) is the one before or after; once acknowledged, exactly after.
+ */
+function checkAgainst(before: LogPicture, after: LogPicture): CrashCheck {
+  return (store, { acknowledged }) => {
+    const now = picture(store);
+    const sameHardState = (a: HardState, b: HardState) => a.term === b.term && a.vote === b.vote && a.commit === b.commit;
+    const candidates = acknowledged ? [after] : [before, after];
+    const logMatches = candidates.some(
+      (candidate) =>
+        now.first === candidate.first &&
+        [...now.terms].every(([index, term]) => candidate.terms.get(index) === term) &&
+        (!acknowledged || now.terms.size === candidate.terms.size),
+    );
+    const hardStateMatches = candidates.some((candidate) => sameHardState(now.hardState, candidate.hardState));
+    if (logMatches && hardStateMatches) return undefined;
+    return `log ${now.first}..${now.first + now.terms.size - 1} terms [${[...now.terms.values()]}] hard state ${JSON.stringify(now.hardState)}; expected ${acknowledged ? 'the state after' : 'before, after or a prefix'}`;
+  };
+}
+
+export interface OperationCase {
+  name: string;
+  setup: (store: ReplicaLogStore) => Promise<void>;
+  operation: (store: ReplicaLogStore) => Promise<void>;
+}
+
+export const cases: OperationCase[] = [
+  { name: 'append to a fresh store', setup: async () => {}, operation: (store) => store.append(run(1, 3, 1)) },
+  {
+    name: 'a write group (append + setHardState in one tick)',
+    setup: async (store) => {
+      await store.append(run(1, 3, 1));
+      await store.setHardState({ term: 1, vote: 1, commit: 3 });
+    },
+    operation: async (store) => {
+      await Promise.all([store.append(run(4, 5, 1)), store.setHardState({ term: 1, vote: 1, commit: 5 })]);
+    },
+  },
+  {
+    name: 'a truncating append',
+    setup: async (store) => {
+      await store.append(run(1, 5, 1));
+      await store.setHardState({ term: 1, vote: 1, commit: 2 });
+    },
+    operation: (store) => store.append(run(3, 4, 2)),
+  },
+  {
+    name: 'compact(3)',
+    setup: async (store) => {
+      await store.append(run(1, 5, 1));
+      await store.setHardState({ term: 1, vote: 1, commit: 5 });
+    },
+    operation: (store) => store.compact(3),
+  },
+  {
+    name: 'compact(lastIndex)',
+    setup: async (store) => {
+      await store.append(run(1, 4, 1));
+      await store.setHardState({ term: 1, vote: 1, commit: 4 });
+    },
+    operation: (store) => store.compact(4),
+  },
+  {
+    name: 'setHardState',
+    setup: async (store) => {
+      await store.append(run(1, 2, 1));
+    },
+    operation: (store) => store.setHardState({ term: 2, vote: 1, commit: 2 }),
+  },
+];
+
+
+export interface EnumerateOptions {
+  seed: number;
+  samplesPerStep: number;
+  exhaustiveUpTo: number;
+  /** Drop the fsync of these paths (the control). */
+  dropFsync?: (path: string) => boolean;
+}
+
+/** Records `operationCase` in a fresh store under `root` and enumerates its crash states. */
+export async function enumerate(operationCase: OperationCase, root: string, options: EnumerateOptions): Promise<EnumerationReport> {
+  const dropFsync = options.dropFsync;
+  const dir = join(root, 'store');
+  const scratch = join(root, 'scratch');
+  mkdirSync(scratch);
+  const store = await ReplicaLogStore.open({ dir });
+  await operationCase.setup(store);
+  const before = picture(store);
+  await store.close();
+  const recorded = await recordOperation(operationCase.name, dir, scratch, operationCase.operation, dropFsync === undefined ? {} : { dropFsync });
+  const reopened = await ReplicaLogStore.open({ dir });
+  const after = picture(reopened);
+  await reopened.close();
+  return enumerateCrashStates(recorded, scratch, checkAgainst(before, after), options);
+}
+
