@@ -446,7 +446,7 @@ async function listDirectory(path: string): Promise<{ names: string[]; mode?: nu
 }
 
 /** Runs `task` over `items` with at most `limit` in flight, keeping the results in order. */
-async function mapBounded<T, R>(items: readonly T[], limit: number, task: (item: T) => Promise<R>): Promise<R[]> {
+export async function mapBounded<T, R>(items: readonly T[], limit: number, task: (item: T) => Promise<R>): Promise<R[]> {
   const results = new Array<R>(items.length);
   let next = 0;
   const worker = async () => {

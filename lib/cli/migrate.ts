@@ -8,13 +8,17 @@
  * else list the entries backfill would write and the leftovers open would remove.
  */
 import { readFile } from 'node:fs/promises';
+
 import { join } from 'node:path';
 import cliProgress from 'cli-progress';
 import { decodeEntry } from '../codec.js';
 import { ReplicaLogStore } from '../replica-log-store.js';
 import { RAFT_FILE, RAFT_TEMPORARY_FILE, stagingPath } from '../wal/layout.js';
-import { backfillTerms, logExtent, ProblemCode, scanTree, verifyScan, type Problem, type TreeScan } from '../verify.js';
+import { backfillTerms, logExtent, mapBounded, ProblemCode, scanTree, verifyScan, type Problem, type TreeScan } from '../verify.js';
 import { DataError, EXIT_DATA, EXIT_OK, formatErrorLine, json, storeDirectory, type CliIo } from './io.js';
+
+/** RAFT files read back at once after a backfill (bounded: see runMigrate). */
+const READ_BACK_CONCURRENCY = 32;
 
 export interface MigrateCommandOptions {
   dryRun?: boolean;
@@ -149,12 +153,12 @@ export async function runMigrate(dir: string, options: MigrateCommandOptions, io
         progress.stop();
       }
       // Report the terms actually written.
-      entries = await Promise.all(
-        pending.map(async (entry): Promise<MigratedEntry> => {
-          const written = decodeEntry(await readFile(join(entry.path, RAFT_FILE)));
-          return { index: entry.index, lsn: entry.lsn, term: written.term, action: entry.raft.state === 'missing' ? 'write RAFT' : 'rewrite damaged RAFT' };
-        }),
-      );
+      // At most READ_BACK_CONCURRENCY files open at once: a Gitaly tree holds millions of
+      // entries and a descriptor limit of 1,024 is normal.
+      entries = await mapBounded(pending, READ_BACK_CONCURRENCY, async (entry): Promise<MigratedEntry> => {
+        const written = decodeEntry(await readFile(join(entry.path, RAFT_FILE)));
+        return { index: entry.index, lsn: entry.lsn, term: written.term, action: entry.raft.state === 'missing' ? 'write RAFT' : 'rewrite damaged RAFT' };
+      });
     }
   } finally {
     await store.close();
@@ -164,10 +168,10 @@ export async function runMigrate(dir: string, options: MigrateCommandOptions, io
   if (options.json) {
     io.stdout(json({ dir: root, status, backfilled, dryRun: false, seconds: Math.round(seconds * 1000) / 1000, entries }));
   } else if (backfilled === 0) {
-    io.stdout(`${root}: status ${status}; nothing to migrate: every entry has a valid RAFT file\n`);
+    io.stdout(`${root}: ${status === 'needs-backfill' ? 'migrated; Raft has not started yet' : `status ${status}`}; nothing to migrate: every entry has a valid RAFT file\n`);
   } else {
     const rate = Math.round(backfilled / Math.max(seconds, 1e-6));
-    io.stdout(`${root}: status ${status}${status === 'needs-backfill' ? ' (no hard state yet: raft saves one on its first start)' : ''}; backfilled ${backfilled} entries${range(entries)} in ${seconds.toFixed(2)} s (${rate} entries/s)\n`);
+    io.stdout(`${root}: ${status === 'needs-backfill' ? 'migrated; Raft has not started yet (it saves a hard state on its first start)' : `status ${status}`}; backfilled ${backfilled} entr${backfilled === 1 ? 'y' : 'ies'}${range(entries)} in ${seconds.toFixed(2)} s (${rate} entries/s)\n`);
   }
   return EXIT_OK;
 }

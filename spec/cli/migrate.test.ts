@@ -14,7 +14,7 @@ import { EntryType } from '../../lib/types.js';
 import { entryPath, formatLsn, walPath } from '../../lib/wal/layout.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 import { closeTestStores, trackStore } from '../helpers/stores.js';
-import { ensureBuilt, REPO_ROOT, runCli, startCli, treeSnapshot } from './harness.js';
+import { BIN, ensureBuilt, REPO_ROOT, runCli, startCli, treeSnapshot } from './harness.js';
 
 beforeAll(ensureBuilt, 180_000);
 
@@ -212,4 +212,27 @@ describe('scripts/make-fixture', () => {
     expect((await run([dir, '--entries', 'many'])).code).toBe(2);
     expect((await run([dir, '--entries', '3'])).code).toBe(1); // wal/ is not empty
   });
+});
+
+describe('a tree larger than the descriptor limit (issue 17)', () => {
+  it('migrate, inspect and verify run under ulimit -n 256 on 2,000 entries (bounded open files)', async () => {
+    const dir = fixture(2000);
+    const run = (args: string[]) =>
+      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        const quoted = args.map((arg) => `'${arg.replace(/'/g, "'\\''")}'`).join(' ');
+        execFile('sh', ['-c', `ulimit -n 256 && exec '${process.execPath}' '${BIN}' ${quoted}`], { maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+          resolve({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : null, stdout, stderr });
+        });
+      });
+    const migrated = await run(['migrate', dir, '--json']);
+    expect(migrated.stderr).not.toContain('EMFILE');
+    expect(migrated.code).toBe(0);
+    expect(JSON.parse(migrated.stdout)).toMatchObject({ backfilled: 2000 });
+    const inspected = await run(['inspect', dir, '--json']);
+    expect(inspected.code).toBe(0);
+    expect(JSON.parse(inspected.stdout)).toMatchObject({ lastIndex: 2000 });
+    const verified = await run(['verify', dir]);
+    expect(verified.stderr).toBe('');
+    expect(verified.code).toBe(0);
+  }, 120_000);
 });
