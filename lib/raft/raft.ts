@@ -56,7 +56,15 @@ export function raftStateToString(state: StateType): string {
  * Errors Go's RawNode methods return (not panics), plus ERR_STOPPED: every call on a RawNode
  * that already failed with a storage error or a raft panic (Go's "raft: stopped").
  */
-export type RaftErrorCode = 'ERR_PROPOSAL_DROPPED' | 'ERR_STEP_LOCAL_MSG' | 'ERR_STEP_PEER_NOT_FOUND' | 'ERR_STOPPED';
+export type RaftErrorCode =
+  | 'ERR_PROPOSAL_DROPPED'
+  | 'ERR_STEP_LOCAL_MSG'
+  | 'ERR_STEP_PEER_NOT_FOUND'
+  | 'ERR_STOPPED'
+  /** ready() again before advance() of the Ready it returned (etcd panics): nothing changed. */
+  | 'ERR_READY_NOT_ADVANCED'
+  /** bootstrap() of a storage that already holds a log (a restart), or without peers. */
+  | 'ERR_BOOTSTRAP';
 
 export class RaftError extends Error {
   readonly code: RaftErrorCode;

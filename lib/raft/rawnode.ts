@@ -25,7 +25,6 @@ import {
   type Snapshot,
 } from '../types.js';
 import { asV2, type ConfChangeI } from './confchange.js';
-import { raftPanic } from './logger.js';
 import { validateMessageUntrusted } from '../validate.js';
 import { Raft, RaftError, confChangeToMsg, raftStateToString, type RaftConfig, type RaftSoftState } from './raft.js';
 import type { ReadState } from './read-only.js';
@@ -119,9 +118,14 @@ export class RawNode {
   bootstrap(peers: Peer[]): void {
     this.throwIfStopped();
     // Go returns these errors (the node stays usable), so they do not stop the node.
-    if (peers.length === 0) throw new Error('must provide at least one peer to Bootstrap');
+    if (peers.length === 0) throw new RaftError('ERR_BOOTSTRAP', 'must provide at least one peer to Bootstrap');
     const lastIndex = this.raft.raftLog.storage.lastIndex();
-    if (lastIndex !== 0) throw new Error("can't bootstrap a nonempty Storage");
+    if (lastIndex !== 0) {
+      throw new RaftError(
+        'ERR_BOOTSTRAP',
+        `can't bootstrap a nonempty Storage (its last index is ${lastIndex}): this is a restart, so construct the RawNode on the storage and do not call bootstrap(); bootstrap only a fresh storage, once`,
+      );
+    }
     // Nothing is persisted yet: the first Ready must carry the hard state.
     this.prevHardState = { term: 0, vote: 0, commit: 0 };
     this.raft.becomeFollower(1, NONE);
@@ -248,12 +252,17 @@ export class RawNode {
 
   private acceptReady(rd: Ready): void {
     const r = this.raft;
+    // Checked before anything changes, so the misuse leaves the node usable (etcd panics here).
+    if (this.stepsOnAdvance.length !== 0) {
+      throw new RaftError(
+        'ERR_READY_NOT_ADVANCED',
+        'two accepted Ready structs without call to Advance: persist, send and apply the Ready you have, call advance(rd), and only then ready() again; ' +
+          'run the Ready loop from one place at a time (a tick or a proposal must only queue work for it)',
+      );
+    }
     if (rd.softState !== undefined) this.prevSoftState = r.softState();
     if (rd.hardState !== undefined && !isEmptyHardState(rd.hardState)) this.prevHardState = rd.hardState;
     if (rd.readStates.length !== 0) r.readStates = [];
-    if (this.stepsOnAdvance.length !== 0) {
-      raftPanic(r.logger, 'two accepted Ready structs without call to Advance');
-    }
     for (const m of r.msgsAfterAppend) {
       if (m.to === r.id) this.stepsOnAdvance.push(m);
     }

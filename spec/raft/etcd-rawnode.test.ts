@@ -369,8 +369,19 @@ describe('RawNode (rawnode_test.go)', () => {
     const storage = await storageWithPeers(1);
     const rawNode = newTestRawNode(1, storage);
     rawNode.campaign();
-    rawNode.ready(); // leaves the self-vote to be stepped on advance()
-    expect(() => rawNode.ready()).toThrow(/two accepted Ready structs without call to Advance/);
+    const rd = rawNode.ready(); // leaves the self-vote to be stepped on advance()
+    let error: { code?: string; message: string } | undefined;
+    try {
+      rawNode.ready();
+    } catch (caught) {
+      error = caught as { code?: string; message: string };
+    }
+    expect(error?.code).toBe('ERR_READY_NOT_ADVANCED');
+    expect(error?.message).toMatch(/two accepted Ready structs without call to Advance: .*call advance\(rd\)/);
+    // A coded refusal, not a panic: the node is still usable and the loop goes on.
+    expect(rawNode.stoppedBy()).toBeUndefined();
+    rawNode.advance(rd);
+    expect(rawNode.basicStatus().raftState).toBe('StateLeader');
   });
 
   it('bootstrap() fake-appends AddNode entries on fresh storage only', async () => {
@@ -385,7 +396,8 @@ describe('RawNode (rawnode_test.go)', () => {
     expect(rd.mustSync).toBe(true);
     await persist(storage, rd);
     rawNode.advance(rd);
-    expect(() => newTestRawNode(1, storage).bootstrap([1])).toThrow("can't bootstrap a nonempty Storage");
+    expect(() => newTestRawNode(1, storage).bootstrap([1])).toThrow(/can't bootstrap a nonempty Storage .*do not call bootstrap\(\)/);
+    expect(() => newTestRawNode(1, storage).bootstrap([1])).toThrow(expect.objectContaining({ code: 'ERR_BOOTSTRAP' }));
   });
 
   it('stops with the storage error when storage fails (no silent continue)', async () => {
