@@ -9,6 +9,8 @@
  * raft v3.7), throw ERR_CORRUPT on malformed bytes and ERR_OUT_OF_RANGE on numbers a JS number
  * cannot hold exactly.
  */
+import { checkWireStrict, MAX_DEPTH } from './wire-check.js';
+import { invalidArgumentError } from './errors.js';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
@@ -39,8 +41,8 @@ function schemaPath(fileName: string): string {
   throw new Error(`replicalog: cannot find schemas/${fileName} next to ${fileURLToPath(import.meta.url)}`);
 }
 
-const raftRoot = protobuf.loadSync(schemaPath('raft.proto'));
-const logRoot = protobuf.loadSync(schemaPath('log.proto'));
+const raftRoot = protobuf.loadSync(schemaPath('raft.proto')).resolveAll();
+const logRoot = protobuf.loadSync(schemaPath('log.proto')).resolveAll();
 
 const wire = {
   entry: raftRoot.lookupType('raftpb.Entry'),
@@ -127,10 +129,14 @@ function idList(value: unknown, field: string): number[] {
   return value.map((id, position) => toSafeNumber(id, `${field}[${position}]`));
 }
 
-/** Runs a decoder, mapping protobufjs's errors (truncation, bad wire types) to ERR_CORRUPT. */
-function decodeWith<T>(what: string, bytes: Uint8Array, decode: () => T): T {
+/**
+ * Runs a decoder after the strict pass (lib/wire-check.ts: what gogo refuses, and what protobufjs
+ * would decode to another value), mapping protobufjs's errors to ERR_CORRUPT.
+ */
+function decodeWith<T>(what: string, bytes: Uint8Array, decode: () => T, type?: protobuf.Type): T {
   if (!(bytes instanceof Uint8Array)) throw corruptError(`${what}: expected a Uint8Array`);
   try {
+    if (type !== undefined) checkWireStrict(type, bytes, what);
     return decode();
   } catch (error) {
     if (isReplicaLogError(error)) throw error;
@@ -169,7 +175,7 @@ export function decodeEntry(bytes: Uint8Array): Entry {
     const object = wire.entry.decode(bytes) as unknown as WireObject;
     refuseDroppedEnum(object, 'Type', bytes, 1, 'Entry.Type');
     return entryFromWire(object);
-  });
+  }, wire.entry);
 }
 
 /** Bytes a varint of `value` (a safe non-negative integer) takes on the wire. */
@@ -212,7 +218,7 @@ export function decodeHardState(bytes: Uint8Array): HardState {
       vote: toSafeNumber(object.vote, 'HardState.vote'),
       commit: toSafeNumber(object.commit, 'HardState.commit'),
     };
-  });
+  }, wire.hardState);
 }
 
 function confStateToWire(confState: ConfState): WireObject {
@@ -247,8 +253,7 @@ export function encodeConfState(confState: ConfState): Uint8Array {
 
 export function decodeConfState(bytes: Uint8Array): ConfState {
   return decodeWith('raftpb.ConfState', bytes, () =>
-    confStateFromWire(wire.confState.decode(bytes) as unknown as WireObject),
-  );
+    confStateFromWire(wire.confState.decode(bytes) as unknown as WireObject), wire.confState);
 }
 
 function snapshotToWire(snapshot: Snapshot): WireObject {
@@ -281,7 +286,7 @@ export function encodeSnapshot(snapshot: Snapshot): Uint8Array {
 }
 
 export function decodeSnapshot(bytes: Uint8Array): Snapshot {
-  return decodeWith('raftpb.Snapshot', bytes, () => snapshotFromWire(wire.snapshot.decode(bytes) as unknown as WireObject));
+  return decodeWith('raftpb.Snapshot', bytes, () => snapshotFromWire(wire.snapshot.decode(bytes) as unknown as WireObject), wire.snapshot);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -307,7 +312,7 @@ export function decodeConfChange(bytes: Uint8Array): ConfChange {
     const context = optionalBytes(object, 'context');
     if (context !== undefined) confChange.context = context;
     return confChange;
-  });
+  }, wire.confChange);
 }
 
 export function encodeConfChangeV2(confChange: ConfChangeV2): Uint8Array {
@@ -339,7 +344,7 @@ export function decodeConfChangeV2(bytes: Uint8Array): ConfChangeV2 {
     const context = optionalBytes(object, 'context');
     if (context !== undefined) confChange.context = context;
     return confChange;
-  });
+  }, wire.confChangeV2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -347,13 +352,15 @@ export function decodeConfChangeV2(bytes: Uint8Array): ConfChangeV2 {
 
 const messageNumberFields = ['to', 'from', 'term', 'logTerm', 'index', 'commit', 'vote', 'rejectHint'] as const;
 
-function messageToWire(message: Message): WireObject {
+function messageToWire(message: Message, depth = 1): WireObject {
+  // raftpb nests Message.responses; deeper than the decoder accepts is refused with a code.
+  if (depth > MAX_DEPTH) throw invalidArgumentError(`encodeMessage: messages nested deeper than ${MAX_DEPTH} levels (Message.responses)`);
   const object: WireObject = { type: message.type, reject: message.reject };
   for (const field of messageNumberFields) object[field] = checkSafeUnsigned(message[field], `message.${field}`);
   object.entries = message.entries.map(entryToWire);
   if (message.snapshot !== undefined) object.snapshot = snapshotToWire(message.snapshot);
   if (message.context !== undefined) object.context = message.context;
-  object.responses = message.responses.map(messageToWire);
+  object.responses = message.responses.map((response) => messageToWire(response, depth + 1));
   return object;
 }
 
@@ -387,7 +394,7 @@ export function decodeMessage(bytes: Uint8Array): Message {
     const object = wire.message.decode(bytes) as unknown as WireObject;
     refuseDroppedEnum(object, 'type', bytes, 1, 'Message.type');
     return messageFromWire(object);
-  });
+  }, wire.message);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -498,7 +505,7 @@ export function decodeLogEntry(bytes: Uint8Array): LogEntry {
       if (own(housekeeping, 'offloading') && housekeeping.offloading !== null) logEntry.housekeeping.offloading = {};
     }
     return logEntry;
-  });
+  }, wire.logEntry);
 }
 
 export function encodeLsn(value: number): Uint8Array {
@@ -506,7 +513,7 @@ export function encodeLsn(value: number): Uint8Array {
 }
 
 export function decodeLsn(bytes: Uint8Array): number {
-  return decodeWith('gitaly.LSN', bytes, () => toSafeNumber((wire.lsn.decode(bytes) as unknown as WireObject).value, 'LSN.value'));
+  return decodeWith('gitaly.LSN', bytes, () => toSafeNumber((wire.lsn.decode(bytes) as unknown as WireObject).value, 'LSN.value'), wire.lsn);
 }
 
 /** gitaly.RaftEntry: the Data of a normal entry's RAFT file. */
@@ -530,5 +537,5 @@ export function decodeRaftEntry(bytes: Uint8Array): RaftEntry {
       raftEntry.data = { localPath: bytesOr(data.localPath), packed: bytesOr(data.packed) };
     }
     return raftEntry;
-  });
+  }, wire.raftEntry);
 }

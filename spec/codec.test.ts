@@ -314,3 +314,56 @@ describe('Gitaly log codec', () => {
     expect(decodeLsn(encodeLsn(123456789))).toBe(123456789);
   });
 });
+
+
+function decodeCode(decode: () => unknown): string {
+  try {
+    decode();
+    return 'ok';
+  } catch (error) {
+    return (error as { code?: string }).code ?? 'uncoded';
+  }
+}
+
+describe('as strict as gogo (issue 16): each class where the decoder used to accept or change a value', () => {
+  it.each([
+    ['an unknown ConfChangeType inside ConfChangeV2.changes (type 4 decoded as AddNode)', () => decodeConfChangeV2(fromHex('12 02 08 04'))],
+    ['an unknown EntryType in an entry inside a Message (type 3 decoded as Normal)', () => decodeMessage(fromHex('08 03 3a 02 08 03'))],
+    ['an unknown MessageType in Message.responses (type 24 decoded as MsgHup)', () => decodeMessage(fromHex('08 13 72 02 08 18'))],
+    ['a known field with the wrong wire type (HardState 08 01 12 01 00: vote as bytes)', () => decodeHardState(fromHex('08 01 12 01 00'))],
+    ['a bool whose only set bit is bit 64 (gogo: false; protobufjs: true)', () => decodeMessage(fromHex('08 03 50 80 80 80 80 80 80 80 80 80 02'))],
+    ['a bool that is not 0 or 1 (documented: stricter than gogo, which reads it as true)', () => decodeMessage(fromHex('08 03 50 02'))],
+    ['an unknown field holding an 11-byte varint', () => decodeHardState(fromHex('08 01 48 80 80 80 80 80 80 80 80 80 80 01'))],
+    ['a field number 0', () => decodeHardState(fromHex('00 01'))],
+    ['an unknown group (documented: refused, gogo skips it)', () => decodeHardState(fromHex('0b 0c'))],
+    ['wire type 7', () => decodeHardState(fromHex('0f 00'))],
+  ])('refuses %s with ERR_CORRUPT', (_name, decode) => {
+    expect(decodeCode(decode)).toBe(ErrorCode.Corrupt);
+  });
+
+  it('still decodes the same bytes with known values, packed or not', () => {
+    expect(decodeConfChangeV2(fromHex('12 04 08 01 10 02')).changes).toEqual([{ type: 1, nodeId: 2 }]);
+    expect(decodeMessage(fromHex('08 03 3a 02 08 01')).entries[0]!.type).toBe(1);
+    expect(decodeMessage(fromHex('08 03 50 01')).reject).toBe(true);
+    expect(decodeHardState(fromHex('08 01 10 02 18 03 48 05'))).toEqual({ term: 1, vote: 2, commit: 3 });
+  });
+
+  it('nesting deeper than 100 levels: a coded error both ways', () => {
+    let message = { type: 3, to: 1, from: 2, term: 0, logTerm: 0, index: 0, entries: [], commit: 0, vote: 0, reject: false, rejectHint: 0, responses: [] } as Parameters<typeof encodeMessage>[0];
+    for (let level = 0; level < 100; level++) message = { ...message, responses: [message] };
+    expect(decodeCode(() => encodeMessage(message))).toBe(ErrorCode.InvalidArgument);
+    let bytes = fromHex('08 03');
+    for (let level = 0; level < 101; level++) bytes = Uint8Array.from([0x08, 0x03, 0x72, ...varintBytes(bytes.length), ...bytes]);
+    expect(decodeCode(() => decodeMessage(bytes))).toBe(ErrorCode.Corrupt);
+  });
+});
+
+function varintBytes(value: number): number[] {
+  const out: number[] = [];
+  while (value >= 0x80) {
+    out.push((value & 0x7f) | 0x80);
+    value >>>= 7;
+  }
+  out.push(value);
+  return out;
+}
