@@ -51,6 +51,8 @@ export {
   type BackfillOptions,
 } from './replica-log-store.js';
 export { DirectoryLock } from './lock.js';
+export type { StoreStats, Histogram } from './store-stats.js';
+export { compareReplicas, type ReplicaComparison, type ReplicaDifference } from './verify-against.js';
 export { nodeFileSystem, type FileSystem, type FileStat } from './wal/file-system.js';
 export { CRASH_POINTS, type CrashPoint, type CrashPointName } from './wal/log-manager.js';
 export {

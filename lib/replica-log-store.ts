@@ -80,6 +80,7 @@
  * counted them towards a quorum).
  */
 import { mkdir } from 'node:fs/promises';
+import { StoreStatsCollector, type StoreStats } from './store-stats.js';
 import { dirname, join, resolve } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { encodeEntry, encodeRaftEntry, entrySize } from './codec.js';
@@ -213,6 +214,8 @@ export class ReplicaLogStore implements WritableStorage, LogView {
   private readonly cache: EntryCache;
   /** Retained entries without a valid RAFT file; their terms in `terms` are the ones backfill will write. */
   private readonly pendingRaft = new Set<number>();
+  /** Counters for stats() (set by open()). */
+  private collector = new StoreStatsCollector();
   /** What open() repaired (torn states only unacknowledged writes could leave), for logs and tests. */
   readonly repairs: string[] = [];
   private savedHardState: HardState | undefined;
@@ -224,7 +227,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
   /** V of the checkpoint in KV when it is usable, else 0 (what the next checkpoint improves on). */
   private checkpointThrough = 0;
   private readonly checkpointInterval: number;
-  private stats: OpenStats = { scanned: 0, fromCheckpoint: 0, checkpoint: 'absent' };
+  private openStatsRecord: OpenStats = { scanned: 0, fromCheckpoint: 0, checkpoint: 'absent' };
 
   // ---- lifecycle
   private closed = false;
@@ -271,7 +274,9 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     if (options.cacheMaxBytes !== undefined) checkSafeUnsigned(options.cacheMaxBytes, 'cacheMaxBytes');
     if (options.checkpointInterval !== undefined) checkSafeUnsigned(options.checkpointInterval, 'checkpointInterval');
     const dir = resolve(options.dir);
-    const fileSystem = options.fileSystem ?? nodeFileSystem;
+    const openStarted = process.hrtime.bigint();
+    const collector = new StoreStatsCollector();
+    const fileSystem = collector.timed(options.fileSystem ?? nodeFileSystem);
     try {
       // A new name is durable only once its parent directory is fsynced, at every level: mkdir -p
       // may have created several (finding 3). The store directory's own parent is fsynced at
@@ -320,7 +325,9 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         new EntryCache(options.cacheMaxEntries, options.cacheMaxBytes),
         options.checkpointInterval ?? CHECKPOINT_INTERVAL,
       );
+      store.collector = collector;
       await store.recover(where);
+      collector.opened(Number(process.hrtime.bigint() - openStarted) / 1e9);
       return store;
     } catch (error) {
       await ownedDatabase?.close().catch(() => {});
@@ -421,8 +428,8 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       position = verifiedThrough - anchor.index; // indexes[position] === verifiedThrough + 1
       this.checkpointThrough = verifiedThrough;
     }
-    this.stats = { scanned: indexes.length - position, fromCheckpoint: position, checkpoint: decision.state };
-    if (decision.reason !== undefined) this.stats.reason = decision.reason;
+    this.openStatsRecord = { scanned: indexes.length - position, fromCheckpoint: position, checkpoint: decision.state };
+    if (decision.reason !== undefined) this.openStatsRecord.reason = decision.reason;
 
     // Terms from the RAFT files (never MANIFEST or payloads) of the entries past the checkpoint
     // (all of them without one). A damaged RAFT file is a torn backfill on a store without hard
@@ -580,9 +587,14 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     return { verifiedThrough: commit, starts, terms };
   }
 
+  /** What this store did since it opened: writes, bytes, fsyncs and their latency, write groups, cache, open time. */
+  stats(): StoreStats {
+    return this.collector.snapshot();
+  }
+
   /** How open() built the term index: how many RAFT files it read, how many terms came from the checkpoint. */
   get openStats(): OpenStats {
-    return { ...this.stats };
+    return { ...this.openStatsRecord };
   }
 
   // -------------------------------------------------------------------------------------------
@@ -665,6 +677,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
   /** One entry for a reader: a copy from the cache, or a fresh decode of its RAFT file. */
   private readEntry(index: number): Entry {
     const cached = this.cache.get(index);
+    this.collector.cacheRead(cached !== undefined);
     if (cached !== undefined) return readerCopy(cached);
     const entry = this.wal.readEntrySync(index);
     if (entry !== undefined) {
@@ -875,6 +888,9 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       if (checkpoint !== undefined) this.checkpointThrough = checkpoint.verifiedThrough;
     }
     if (trash !== undefined) await this.wal.discardBatchDirectory(trash);
+    let bytes = 0;
+    for (const entry of plan) bytes += entrySize(entry);
+    this.collector.writeGroup(accepted.length, accepted.filter((write) => write.kind === 'append').length, plan.length, bytes, next !== undefined);
     for (const write of accepted) write.resolve();
   }
 

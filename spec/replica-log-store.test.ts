@@ -874,3 +874,25 @@ describe('in-memory index', () => {
     expect([byBytes.get(6), byBytes.size]).toEqual([undefined, 1]);
   });
 });
+
+describe('stats() (issue 17: metrics)', () => {
+  it('counts write groups, entries, bytes, hard states, fsyncs with their latency, cache hits and misses, and the open time', async () => {
+    const store = await open({ cacheMaxEntries: 2 });
+    const before = store.stats();
+    expect(before.openSeconds).toBeGreaterThan(0);
+    expect(before.appends).toBe(0);
+    const batch = [entry(1, 1, 'one'), entry(2, 1, 'two'), entry(3, 1, 'three')];
+    await Promise.all([store.append(batch), store.setHardState({ term: 1, vote: 1, commit: 3 })]);
+    const after = store.stats();
+    expect([after.appends, after.entriesWritten, after.hardStatesWritten]).toEqual([1, 3, 1]);
+    expect(after.bytesWritten).toBe(batch.reduce((sum, item) => sum + entrySize(item), 0));
+    expect(after.writeGroupSizes.count).toBe(1);
+    expect(after.writeGroupSizes.counts[after.writeGroupSizes.bounds.indexOf(2)]).toBe(1);
+    expect(after.fsyncSeconds.count).toBeGreaterThan(before.fsyncSeconds.count);
+    expect(after.fsyncSeconds.sum).toBeGreaterThan(0);
+    store.entries(3, 4); // cached (the cache keeps the 2 newest)
+    store.entries(1, 2); // evicted: read from its RAFT file
+    const reads = store.stats();
+    expect([reads.cacheHits - after.cacheHits, reads.cacheMisses - after.cacheMisses]).toEqual([1, 1]);
+  });
+});
