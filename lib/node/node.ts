@@ -43,6 +43,8 @@ import { ErrorCode, ReplicaLogError } from '../errors.js';
 import { Transport, type PeerAddress, type TransportRefusals, type TransportTlsOptions } from '../transport/index.js';
 import { refuseInboundMessage, type MessageGuardView } from './message-guard.js';
 import { RateLimitedLog } from './rate-limited-log.js';
+import type { Registry } from 'prom-client';
+import { nodeMetrics, type NodeCounters } from './metrics.js';
 import { ConsistencyChecker, decodeConsistencyRecord, encodeConsistencyRecord, type ConsistencyAlarm } from './consistency.js';
 import { EntryType, MessageType, type ConfState, type Entry, type Message } from '../types.js';
 import { KvStateMachine, encodeCommand, type KvCommand } from './state-machine.js';
@@ -174,6 +176,13 @@ export class ReplicaNode {
   private readonly maxPendingProposals: number;
   private readonly maxInboxLength: number;
   private readonly consistency: ConsistencyChecker;
+  /** For /metrics (see metrics.ts). */
+  private readonly metricCounters: NodeCounters = { leaderChanges: 0, proposals: new Map(), snapshots: 0, compactions: 0 };
+  private readonly metrics: Registry = nodeMetrics({
+    status: () => this.status(),
+    counters: () => this.metricCounters,
+    storeStats: () => this.store.stats(),
+  });
 
   private constructor(options: ReplicaNodeOptions, store: ReplicaLogStore, stateMachine: KvStateMachine, raw: RawNode, transport: Transport) {
     this.id = options.id;
@@ -360,8 +369,7 @@ export class ReplicaNode {
     }
     return new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.waiters.delete(command.requestId);
-        reject(new ProposalError('ERR_TIMEOUT', `not applied within ${this.options.proposalTimeoutMs} ms`, this.lead));
+        this.settle(command.requestId, new ProposalError('ERR_TIMEOUT', `not applied within ${this.options.proposalTimeoutMs} ms`, this.lead));
       }, this.options.proposalTimeoutMs);
       this.waiters.set(command.requestId, { resolve, reject, timer });
       this.enqueue(() => {
@@ -510,6 +518,7 @@ export class ReplicaNode {
         this.log(`${ready.softState.raftState.replace('State', '').toLowerCase()} (leader ${ready.softState.lead || 'unknown'}, term ${this.raw.basicStatus().term})`);
       }
       const lostLeader = this.lead !== 0 && ready.softState.lead !== this.lead;
+      if (ready.softState.lead !== this.lead && ready.softState.lead !== 0) this.metricCounters.leaderChanges++;
       this.lead = ready.softState.lead;
       this.raftState = ready.softState.raftState;
       if (lostLeader) {
@@ -617,6 +626,8 @@ export class ReplicaNode {
   private settle(requestId: string, error: Error | undefined, index = 0): void {
     const waiter = this.waiters.get(requestId);
     if (waiter === undefined) return;
+    const result = error === undefined ? 'ok' : ((error as { code?: string }).code ?? 'error');
+    this.metricCounters.proposals.set(result, (this.metricCounters.proposals.get(result) ?? 0) + 1);
     this.waiters.delete(requestId);
     clearTimeout(waiter.timer);
     if (error === undefined) waiter.resolve(index);
@@ -631,9 +642,13 @@ export class ReplicaNode {
     const confState = this.store.initialState().confState;
     await this.store.createSnapshot(applied, confState, this.stateMachine.snapshot());
     this.lastSnapshotIndex = applied;
+    this.metricCounters.snapshots++;
     const compactTo = applied - this.options.keepEntries;
     // Never past the snapshot just taken (compactTo < applied), and only forward.
-    if (compactTo > this.store.firstIndex() - 1) await this.store.compact(compactTo);
+    if (compactTo > this.store.firstIndex() - 1) {
+      await this.store.compact(compactTo);
+      this.metricCounters.compactions++;
+    }
     this.log(`snapshot at index ${applied} (${this.stateMachine.size} keys); log now ${this.store.firstIndex()}..${this.store.lastIndex()}`);
   }
 
@@ -735,6 +750,12 @@ export class ReplicaNode {
     const url = new URL(request.url ?? '/', 'http://127.0.0.1');
     const method = request.method ?? 'GET';
     if (url.pathname === '/status' && method === 'GET') return this.reply(response, 200, this.status());
+    if (url.pathname === '/metrics' && method === 'GET') {
+      const text = await this.metrics.metrics();
+      response.writeHead(200, { 'content-type': this.metrics.contentType, 'content-length': Buffer.byteLength(text) });
+      response.end(text);
+      return;
+    }
     if (url.pathname === '/kv' && method === 'GET') return this.streamState(response);
     if (!url.pathname.startsWith('/kv/') || url.pathname.length === 4) return this.reply(response, 404, { error: 'not found' });
     const key = decodeURIComponent(url.pathname.slice(4));

@@ -1,0 +1,103 @@
+/**
+ * The node's Prometheus metrics (`GET /metrics`), with prom-client. Every value is read from the
+ * node, its raft status, its store's stats() and its transport at scrape time (one registry per
+ * node, never the process-wide default), so nothing on the hot path does more than add to a
+ * counter.
+ */
+import { Counter, Gauge, Registry } from 'prom-client';
+import type { StoreStats } from '../store-stats.js';
+import type { ReplicaNodeStatus } from './node.js';
+
+/** What the node counts for its metrics (kept by ReplicaNode, read at scrape time). */
+export interface NodeCounters {
+  leaderChanges: number;
+  /** Proposals made through this node, by outcome: 'ok' or a ProposalError code. */
+  proposals: Map<string, number>;
+  snapshots: number;
+  compactions: number;
+}
+
+export interface MetricsSource {
+  status(): ReplicaNodeStatus;
+  counters(): NodeCounters;
+  storeStats(): StoreStats;
+}
+
+function setCounter(counter: Counter, value: number, labels?: Record<string, string>): void {
+  if (labels === undefined) {
+    counter.reset();
+    counter.inc(value);
+  } else {
+    counter.inc(labels, value);
+  }
+}
+
+/** A registry whose metrics read `source` when scraped. */
+export function nodeMetrics(source: MetricsSource): Registry {
+  const registry = new Registry();
+  const gauge = (name: string, help: string, read: (status: ReplicaNodeStatus) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.set(read(source.status()));
+      },
+    });
+  gauge('replicalog_raft_term', "raft's current term", (status) => status.term);
+  gauge('replicalog_raft_commit_index', 'the highest log index known to be committed', (status) => status.commit);
+  gauge('replicalog_applied_index', 'the highest log index applied to the state machine', (status) => status.applied);
+  gauge('replicalog_apply_lag_entries', 'committed entries not yet applied here', (status) => Math.max(0, status.commit - status.applied));
+  gauge('replicalog_raft_is_leader', '1 on the leader, 0 elsewhere', (status) => (status.raftState === 'StateLeader' ? 1 : 0));
+  gauge('replicalog_log_first_index', "the store's first index", (status) => status.firstIndex);
+  gauge('replicalog_log_last_index', "the store's last index", (status) => status.lastIndex);
+  gauge('replicalog_state_keys', 'keys in the state machine', (status) => status.keys);
+  gauge('replicalog_consistency_alarms', 'replicas found to disagree with this one (see /status)', (status) => status.consistency.alarms.length);
+
+  const counter = (name: string, help: string, read: () => number) =>
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        setCounter(this, read());
+      },
+    });
+  counter('replicalog_raft_leader_changes_total', 'times the known leader changed', () => source.counters().leaderChanges);
+  counter('replicalog_snapshots_total', 'state-machine snapshots taken', () => source.counters().snapshots);
+  counter('replicalog_compactions_total', 'log compactions', () => source.counters().compactions);
+  counter('replicalog_store_appends_total', 'append() calls made durable', () => source.storeStats().appends);
+  counter('replicalog_store_entries_written_total', 'entries written to the log', () => source.storeStats().entriesWritten);
+  counter('replicalog_store_bytes_written_total', 'bytes of entries written to the log', () => source.storeStats().bytesWritten);
+  counter('replicalog_store_write_groups_total', 'write groups flushed (each one wal/ fsync and one KV batch at most)', () => source.storeStats().writeGroupSizes.count);
+  counter('replicalog_store_fsyncs_total', 'fsync calls made by the log', () => source.storeStats().fsyncSeconds.count);
+  counter('replicalog_store_fsync_seconds_total', 'time spent in the log\'s fsync calls', () => source.storeStats().fsyncSeconds.sum);
+  counter('replicalog_store_cache_hits_total', 'entries served from the entry cache', () => source.storeStats().cacheHits);
+  counter('replicalog_store_cache_misses_total', 'entries read from their RAFT file', () => source.storeStats().cacheMisses);
+
+  new Counter({
+    name: 'replicalog_proposals_total',
+    help: 'proposals made through this node, by result (ok, or the ProposalError code)',
+    labelNames: ['result'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [result, count] of source.counters().proposals) setCounter(this, count, { result });
+    },
+  });
+  new Counter({
+    name: 'replicalog_refused_total',
+    help: 'what this node refused from the network, by kind (message guard, inbox, transport limits)',
+    labelNames: ['kind'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const refused = source.status().refused;
+      setCounter(this, refused.messages, { kind: 'message' });
+      setCounter(this, refused.inboxFull, { kind: 'inbox_full' });
+      setCounter(this, refused.proposalsOverLimit, { kind: 'proposals_over_limit' });
+      for (const [kind, count] of Object.entries(refused.transport)) setCounter(this, count, { kind: `transport_${kind}` });
+    },
+  });
+  return registry;
+}
