@@ -224,6 +224,7 @@ describe('targeted hostile inputs', () => {
   // ReplicaLogStore refuses it (ERR_INVALID_ARGUMENT from a later check) — the reference model
   // and the store disagree.
   it('a conf state with a hole in voters is refused by MemoryStorage as by the store', async () => {
+    // eslint-disable-next-line no-sparse-arrays -- the hole is the hostile input under test
     const confState = { voters: [1, , 3], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
     const store = await openStore();
     const model = new MemoryStorage();
