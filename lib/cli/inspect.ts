@@ -11,8 +11,8 @@
  * best-effort view: the output says so.
  */
 import { EntryType, type ConfState } from '../types.js';
-import { logExtent, scanTree, type ScannedEntry } from '../verify.js';
-import { EXIT_OK, existingDirectory, json, table, UsageError, type CliIo } from './io.js';
+import { logExtent, scanTree, verifyScan, type ScannedEntry } from '../verify.js';
+import { EXIT_DATA, EXIT_OK, existingDirectory, json, table, UsageError, type CliIo } from './io.js';
 
 export interface InspectCommandOptions {
   entries?: boolean;
@@ -59,6 +59,9 @@ export async function runInspect(dir: string, options: InspectCommandOptions, io
     throw new UsageError(`not a replicalog or Gitaly state directory (${scan.walProblem})`, root);
   }
   const extent = logExtent(scan);
+  // inspect reports the problems verify would find (a gap, a damaged RAFT file, …), exits 1 on
+  // them, and never advises a migration that would refuse the tree.
+  const problems = verifyScan(scan).problems.sort((a, b) => (a.index ?? 0) - (b.index ?? 0));
   const kv = scan.kv;
   const hardState = kv.hardState ?? { term: 0, vote: 0, commit: 0 };
   const confState = kv.confState ?? emptyConfState();
@@ -92,17 +95,20 @@ export async function runInspect(dir: string, options: InspectCommandOptions, io
       corruptKeys: kv.corruptKeys.map((key) => key.key),
     },
     ...(options.entries ? { entries: extent.retained.map(entryRow) } : {}),
+    ok: problems.length === 0,
+    problems: problems.map((problem) => ({ code: problem.code, lsn: problem.lsn ?? null, message: problem.message })),
   };
+  const exitCode = problems.length === 0 ? EXIT_OK : EXIT_DATA;
 
   if (options.json) {
     io.stdout(json(report));
-    return EXIT_OK;
+    return exitCode;
   }
 
   const lines: [string, string][] = [
-    ['status', report.status + (report.pendingMigration > 0 ? ` (${report.pendingMigration} entries without RAFT: run \`replicalog migrate\`)` : '')],
+    ['status', report.status + (report.pendingMigration > 0 && problems.length === 0 ? ` (${report.pendingMigration} entries without RAFT: run \`replicalog migrate\`)` : '')],
     ['first index', String(report.firstIndex)],
-    ['last index', `${report.lastIndex} (${report.retainedEntries} entries retained)`],
+    ['last index', `${report.lastIndex} (${report.retainedEntries} entr${report.retainedEntries === 1 ? 'y' : 'ies'} retained)`],
     ['hard state', report.hasHardState ? `term ${hardState.term}, vote ${hardState.vote}, commit ${hardState.commit}` : 'none saved'],
     ['conf state', kv.confState !== undefined ? confStateText(confState) : 'none saved'],
     [
@@ -117,6 +123,14 @@ export async function runInspect(dir: string, options: InspectCommandOptions, io
     ['kv', `${kv.path}: ${report.kv.note}${kv.unreadable !== undefined ? `; UNREADABLE: ${kv.unreadable}` : ''}`],
   ];
   if (scan.walProblem !== undefined) lines.push(['wal', scan.walProblem]);
+  if (problems.length > 0) {
+    const first = problems[0]!;
+    lines.push([
+      'PROBLEMS',
+      `${problems.length} (first: ${first.code}${first.lsn === undefined ? '' : ` at ${first.lsn}`}): run \`replicalog verify ${root}\` for the list. ` +
+        'A damaged or incomplete log cannot be migrated or repaired in place: restore this replica from a peer (or from a backup)',
+    ]);
+  }
   const width = Math.max(...lines.map(([label]) => label.length));
   let text = `${root}\n`;
   for (const [label, value] of lines) text += `  ${label.padEnd(width)}  ${value}\n`;
@@ -137,5 +151,5 @@ export async function runInspect(dir: string, options: InspectCommandOptions, io
     );
   }
   io.stdout(text);
-  return EXIT_OK;
+  return exitCode;
 }
