@@ -145,3 +145,30 @@ export function checkSafeUnsigned(value: unknown, name: string): number {
   }
   return value;
 }
+
+/** System error names and what LevelDB (which reports strerror text, not a code) says for them. */
+const SYSTEM_CAUSES: readonly [code: string, text: string][] = [
+  ['EROFS', 'Read-only file system'],
+  ['EACCES', 'Permission denied'],
+  ['EPERM', 'Operation not permitted'],
+  ['ENOSPC', 'No space left on device'],
+  ['EMFILE', 'Too many open files'],
+  ['EDQUOT', 'Disk quota exceeded'],
+  ['ENOTDIR', 'Not a directory'],
+  ['EIO', 'Input/output error'],
+];
+
+/**
+ * The innermost cause of `error` (its `.cause` chain) as one line, led by the system error code
+ * when there is one (EROFS, EACCES, ENOSPC, EMFILE, …), so a message names the real reason
+ * ("read-only file system") instead of a wrapper's ("Database failed to open").
+ */
+export function describeRootCause(error: unknown): string {
+  let innermost: unknown = error;
+  for (let depth = 0; depth < 10 && innermost instanceof Error && innermost.cause !== undefined; depth++) innermost = innermost.cause;
+  const message = innermost instanceof Error ? innermost.message : String(innermost);
+  const code = (innermost as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return `${code}: ${message}`;
+  const known = SYSTEM_CAUSES.find(([, text]) => message.includes(text));
+  return known === undefined ? message : `${known[0]}: ${message}`;
+}

@@ -10,7 +10,7 @@
  * when the caller passes its own `db` (the KV database then may live anywhere).
  */
 import { ClassicLevel } from 'classic-level';
-import { ErrorCode, ReplicaLogError } from './errors.js';
+import { describeRootCause, ErrorCode, ReplicaLogError } from './errors.js';
 import { lockPath } from './wal/layout.js';
 
 function causeCode(error: unknown): string | undefined {
@@ -37,7 +37,7 @@ export class DirectoryLock {
       if (code === 'LEVEL_DATABASE_NOT_OPEN' && causeCode(error) === 'LEVEL_LOCKED') {
         throw new ReplicaLogError(ErrorCode.Locked, `${dir} is locked by another open store (${path})`, { path, cause: error });
       }
-      throw new ReplicaLogError(ErrorCode.Io, `cannot open the lock ${path}: ${(error as Error).message}`, { path, cause: error });
+      throw new ReplicaLogError(ErrorCode.Io, `cannot open the lock ${path}: ${describeRootCause(error)}`, { path, cause: error });
     }
     return new DirectoryLock(database, path);
   }

@@ -89,6 +89,7 @@ import {
   closedError,
   compactedError,
   corruptError,
+  describeRootCause,
   ErrorCode,
   invalidArgumentError,
   isReplicaLogError,
@@ -289,7 +290,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       else levels.push(dir);
       for (const level of levels.reverse()) await fileSystem.fsync(dirname(level));
     } catch (error) {
-      throw new ReplicaLogError(ErrorCode.Io, `cannot create ${dir}: ${(error as Error).message}`, { path: dir, cause: error });
+      throw new ReplicaLogError(ErrorCode.Io, `cannot create ${dir}: ${describeRootCause(error)}`, { path: dir, cause: error });
     }
     const lock = await DirectoryLock.acquire(dir);
     let ownedDatabase: ClassicLevel<Uint8Array, Uint8Array> | undefined;
@@ -308,7 +309,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         try {
           await ownedDatabase.open();
         } catch (error) {
-          throw new ReplicaLogError(ErrorCode.Io, `cannot open ${where}: ${(error as Error).message}`, { path: where, cause: error });
+          throw new ReplicaLogError(ErrorCode.Io, `cannot open ${where}: ${describeRootCause(error)}`, { path: where, cause: error });
         }
         database = ownedDatabase;
       }

@@ -1,3 +1,4 @@
+import { describeRootCause } from '../lib/errors.js';
 import { describe, expect, it } from 'vitest';
 import {
   checkSafeUnsigned,
@@ -70,5 +71,36 @@ describe('errors', () => {
   it('message and conf change validation names the field at fault', () => {
     expect(() => validateMessageUntrusted({ type: 3, to: 1, from: 2, term: -1 })).toThrow(/message\.term/);
     expect(() => validateConfChangeV2Untrusted({ transition: 0, changes: [{ type: 9, nodeId: 1 }] })).toThrow(/changes\[0\]\.type/);
+  });
+});
+
+describe('describeRootCause (issue 17: errors name the real cause)', () => {
+  it.each([
+    ['a LevelDB wrapper around a read-only file system', new Error('Database failed to open', { cause: new Error('IO error: /x/LOCK: Read-only file system') }), 'EROFS: IO error: /x/LOCK: Read-only file system'],
+    ['an errno error', Object.assign(new Error('EACCES: permission denied, open /x'), { code: 'EACCES' }), 'EACCES: EACCES: permission denied, open /x'],
+    ['a full disk two levels down', new Error('a', { cause: new Error('b', { cause: new Error('write failed: No space left on device') }) }), 'ENOSPC: write failed: No space left on device'],
+    ['anything else', new Error('plain'), 'plain'],
+  ])('%s', (_name, error, expected) => {
+    expect(describeRootCause(error)).toBe(expected);
+  });
+
+  it('open() of a store whose kv/ is a file says ENOTDIR in its one-line message', async () => {
+    const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { ReplicaLogStore } = await import('../lib/replica-log-store.js');
+    const dir = mkdtempSync(join(tmpdir(), 'replicalog-cause-'));
+    try {
+      writeFileSync(join(dir, 'kv'), 'not a directory');
+      const error = await ReplicaLogStore.open({ dir }).then(
+        () => undefined,
+        (caught: { code?: string; message: string }) => caught,
+      );
+      expect(error?.code).toBe('ERR_IO');
+      expect(error?.message).toMatch(/^cannot open .*kv: (ENOTDIR|EEXIST|IO error)/);
+      expect(error?.message).not.toMatch(/: Database failed to open$/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -29,7 +29,7 @@
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { decodeEntry } from '../codec.js';
-import { corruptError, ErrorCode, invalidArgumentError, isReplicaLogError, ReplicaLogError } from '../errors.js';
+import { corruptError, describeRootCause, ErrorCode, invalidArgumentError, isReplicaLogError, ReplicaLogError } from '../errors.js';
 import type { Entry } from '../types.js';
 import { BoundedTasks, errorCode, forEachBounded, type FileSystem } from './file-system.js';
 import {
@@ -117,8 +117,7 @@ export interface StagedEntry {
 
 export function ioError(operation: string, path: string, cause: unknown): ReplicaLogError {
   if (isReplicaLogError(cause)) return cause as ReplicaLogError;
-  const message = cause instanceof Error ? cause.message : String(cause);
-  return new ReplicaLogError(ErrorCode.Io, `${operation} ${path}: ${message}`, { path, cause });
+  return new ReplicaLogError(ErrorCode.Io, `${operation} ${path}: ${describeRootCause(cause)}`, { path, cause });
 }
 
 export class WalLogManager {
