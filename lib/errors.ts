@@ -168,7 +168,7 @@ export function describeRootCause(error: unknown): string {
   for (let depth = 0; depth < 10 && innermost instanceof Error && innermost.cause !== undefined; depth++) innermost = innermost.cause;
   const message = innermost instanceof Error ? innermost.message : String(innermost);
   const code = (innermost as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return `${code}: ${message}`;
+  if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return message.startsWith(code) ? message : `${code}: ${message}`;
   const known = SYSTEM_CAUSES.find(([, text]) => message.includes(text));
   return known === undefined ? message : `${known[0]}: ${message}`;
 }

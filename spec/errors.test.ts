@@ -77,7 +77,8 @@ describe('errors', () => {
 describe('describeRootCause (issue 17: errors name the real cause)', () => {
   it.each([
     ['a LevelDB wrapper around a read-only file system', new Error('Database failed to open', { cause: new Error('IO error: /x/LOCK: Read-only file system') }), 'EROFS: IO error: /x/LOCK: Read-only file system'],
-    ['an errno error', Object.assign(new Error('EACCES: permission denied, open /x'), { code: 'EACCES' }), 'EACCES: EACCES: permission denied, open /x'],
+    ['an errno error', Object.assign(new Error('EACCES: permission denied, open /x'), { code: 'EACCES' }), 'EACCES: permission denied, open /x'],
+    ['an errno error whose message does not start with its code', Object.assign(new Error('permission denied'), { code: 'EACCES' }), 'EACCES: permission denied'],
     ['a full disk two levels down', new Error('a', { cause: new Error('b', { cause: new Error('write failed: No space left on device') }) }), 'ENOSPC: write failed: No space left on device'],
     ['anything else', new Error('plain'), 'plain'],
   ])('%s', (_name, error, expected) => {
