@@ -92,6 +92,17 @@ export function formatErrorLine(error: unknown, fallbackPath?: string): string {
   return `replicalog: ${where !== undefined ? `${where}: ` : ''}${oneLine(message)}${suffix}`;
 }
 
+/** `{code, message, path}` of an error, for `{"error": …}` under --json. */
+export function errorObject(error: unknown, fallbackPath?: string): { code: string; message: string; path: string | null } {
+  const path = property(error, 'path');
+  const code = property(error, 'code');
+  return {
+    code: typeof code === 'string' ? code : 'ERR_UNKNOWN',
+    message: oneLine(error instanceof Error ? error.message : String(error)),
+    path: typeof path === 'string' && path !== '' ? path : (fallbackPath ?? null),
+  };
+}
+
 /** The stack and the chain of causes, for --debug. */
 export function formatDebug(error: unknown): string {
   const lines: string[] = [];

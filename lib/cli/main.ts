@@ -10,7 +10,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { registerDemoCommand } from './demo-command.js';
 import { runInspect } from './inspect.js';
-import { EXIT_OK, EXIT_USAGE, exitCodeOf, formatDebug, formatErrorLine, packageVersion, processIo, type CliIo } from './io.js';
+import { errorObject, EXIT_OK, EXIT_USAGE, exitCodeOf, formatDebug, formatErrorLine, json, packageVersion, processIo, type CliIo } from './io.js';
 import { runMigrate } from './migrate.js';
 import { registerNodeCommand } from './node-command.js';
 import { registerCertsCommand } from './certs-command.js';
@@ -190,7 +190,12 @@ export async function main(argv: readonly string[], io: CliIo = processIo()): Pr
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.exitCode === 0) return EXIT_OK;
       return EXIT_USAGE; // commander already printed the one-line reason
     }
-    io.stderr(formatErrorLine(error, directory === undefined ? undefined : directory) + '\n');
+    if (args.includes('--json')) {
+      // Under --json the error is JSON too, on stdout where the result would have been.
+      io.stdout(json({ error: errorObject(error, directory) }));
+    } else {
+      io.stderr(formatErrorLine(error, directory === undefined ? undefined : directory) + '\n');
+    }
     if (debug) io.stderr(formatDebug(error));
     return exitCodeOf(error);
   }

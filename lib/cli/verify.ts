@@ -17,6 +17,10 @@ export async function runVerify(dir: string, options: VerifyCommandOptions, io: 
   const root = existingDirectory(dir);
   const scan = await scanTree(root, { partitionId: options.partitionId });
   const result = verifyScan(scan);
+  // Lowest index first (problems without an index, about the tree as a whole, lead).
+  const byIndex = (a: Finding<string>, b: Finding<string>) => (a.index ?? -1) - (b.index ?? -1);
+  result.problems.sort(byIndex);
+  result.notices.sort(byIndex);
   if (options.json) {
     io.stdout(json({ dir: root, ok: result.ok, entries: scan.entries.length, problems: result.problems, notices: result.notices }));
   } else {

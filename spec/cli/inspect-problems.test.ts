@@ -2,7 +2,7 @@
  * `replicalog inspect` on a damaged tree (issue 17): exit 1, the problems named, verify pointed
  * at, and advice that fits (restore from a peer), never "run replicalog migrate".
  */
-import { rmSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { afterEach, beforeAll, expect, it } from 'vitest';
 import { ReplicaLogStore } from '../../lib/replica-log-store.js';
 import { EntryType } from '../../lib/types.js';
@@ -38,4 +38,34 @@ it('a healthy store: exit 0 and ok', async () => {
   expect(result.code).toBe(0);
   expect(JSON.parse(result.stdout)).toMatchObject({ ok: true, problems: [], retainedEntries: 1 });
   expect((await runCli(['inspect', dir])).stdout).toContain('(1 entry retained)');
+});
+
+it('--json errors are JSON on stdout: {"error": {code, message, path}}', async () => {
+  const missing = `${makeTempDir('replicalog-inspect-')}/nothing-here`;
+  const result = await runCli(['inspect', missing, '--json']);
+  expect(result.code).toBe(2);
+  expect(result.stderr).toBe('');
+  const parsed = JSON.parse(result.stdout) as { error: { code: string; message: string; path: string | null } };
+  expect(parsed.error.message).toContain('no such directory');
+  expect(parsed.error.path).toBe(missing);
+  expect(typeof parsed.error.code).toBe('string');
+});
+
+it('verify lists problems lowest index first', async () => {
+  const dir = makeTempDir('replicalog-inspect-');
+  const store = await ReplicaLogStore.open({ dir });
+  await store.append([1, 2, 3, 4].map((index) => ({ index, term: 1, type: EntryType.Normal, data: new Uint8Array([index]) })));
+  await store.setHardState({ term: 1, vote: 0, commit: 4 });
+  await store.close();
+  for (const index of [4, 2]) {
+    const raft = `${entryPath(dir, index)}/RAFT`;
+    rmSync(raft);
+    writeFileSync(raft, Uint8Array.of(0xff, 0xff), { mode: 0o400 });
+  }
+  const result = await runCli(['verify', dir, '--json']);
+  expect(result.code).toBe(1);
+  const indexes = (JSON.parse(result.stdout) as { problems: { index?: number }[] }).problems.map((problem) => problem.index);
+  expect(indexes).toEqual([...indexes].sort((a, b) => (a ?? -1) - (b ?? -1)));
+  expect(indexes).toContain(2);
+  expect(indexes).toContain(4);
 });
