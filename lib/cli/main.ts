@@ -65,6 +65,7 @@ Run 'replicalog <command> --help' for a command's details.
     .argument('<dir>', 'the store directory (holding wal/)')
     .option('--dry-run', 'list what would change and write nothing (the store is not opened)')
     .option('--json', 'print one JSON object {dir, status, backfilled, dryRun, entries}')
+    .option('--quiet', 'no progress (a bar or lines): only the summary, and errors')
     .addOption(partitionOption())
     .addHelpText(
       'after',
@@ -74,15 +75,16 @@ and runs ReplicaLogStore.backfill(): each entry's RAFT file is written atomicall
 file, fsync, rename, directory fsync), so an interrupted migration is resumed by running the
 command again, and a second run backfills 0 entries. Backfilled entries are Normal entries with
 term = the nearest earlier entry's term (else the hard state's, else 0).
-Progress: a bar on a terminal; plain "N/M entries" lines on stderr otherwise; none with --json.
+Progress: a bar on a terminal; plain "N/M entries" lines on stderr otherwise; none with --json
+or --quiet. Ctrl-C during the bar leaves the terminal as it was (the run resumes when repeated).
 --dry-run scans the tree read-only, prints the entries that would be written and the leftovers
 open would remove, and exits 1 if the store would refuse the tree (e.g. a gap, a stray name).
 Exit status: 0 migrated (or nothing to do); 1 refused (corrupt tree, locked); 2 bad usage.
 `,
     )
-    .action(async (dir: string, flags: DataCommandFlags & { dryRun?: boolean }) => {
+    .action(async (dir: string, flags: DataCommandFlags & { dryRun?: boolean; quiet?: boolean }) => {
       setDirectory(dir);
-      finish(await runMigrate(dir, { dryRun: flags.dryRun === true, json: flags.json === true, partitionId: flags.partition }, io), dir);
+      finish(await runMigrate(dir, { dryRun: flags.dryRun === true, json: flags.json === true, quiet: flags.quiet === true, partitionId: flags.partition }, io), dir);
     });
 
   program

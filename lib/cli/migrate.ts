@@ -23,6 +23,8 @@ const READ_BACK_CONCURRENCY = 32;
 export interface MigrateCommandOptions {
   dryRun?: boolean;
   json?: boolean;
+  /** No progress output. */
+  quiet?: boolean;
   partitionId?: number;
 }
 
@@ -101,9 +103,16 @@ async function dryRun(root: string, options: MigrateCommandOptions, io: CliIo): 
 
 /** Progress: a bar on a terminal, plain lines (every 1 %) otherwise, nothing with --json. */
 function progressReporter(options: MigrateCommandOptions, io: CliIo): { update(done: number, total: number): void; stop(): void } {
-  if (options.json) return { update() {}, stop() {} };
+  if (options.json || options.quiet) return { update() {}, stop() {} };
   if (io.isTTY) {
     let bar: cliProgress.SingleBar | undefined;
+    // Ctrl-C while the bar is drawn: stop it (it restores line wrap and the cursor), then exit
+    // as SIGINT would (130). The migration resumes where it stopped when run again.
+    const onInterrupt = () => {
+      bar?.stop();
+      io.stderr('\nreplicalog migrate: interrupted; run it again to resume\n');
+      process.exit(130);
+    };
     return {
       update(done, total) {
         if (bar === undefined) {
@@ -111,10 +120,12 @@ function progressReporter(options: MigrateCommandOptions, io: CliIo): { update(d
             { stream: io.progressStream, format: 'migrate [{bar}] {percentage}% | {value}/{total} entries | ETA {eta_formatted}', hideCursor: false },
             cliProgress.Presets.shades_classic,
           );
+          process.once('SIGINT', onInterrupt);
           bar.start(total, done);
         } else bar.update(done);
       },
       stop() {
+        process.off('SIGINT', onInterrupt);
         bar?.stop();
       },
     };

@@ -236,3 +236,13 @@ describe('a tree larger than the descriptor limit (issue 17)', () => {
     expect(verified.code).toBe(0);
   }, 120_000);
 });
+
+describe('migrate --quiet', () => {
+  it('prints no progress, only the summary', async () => {
+    const dir = fixture(120);
+    const result = await runCli(['migrate', dir, '--quiet']);
+    expect(result.code).toBe(0);
+    expect(result.stderr).toBe('');
+    expect(result.stdout).toMatch(/migrated; Raft has not started yet .*backfilled 120 entries/);
+  });
+});
