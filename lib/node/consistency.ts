@@ -13,6 +13,8 @@
  * machine applies as no-ops (see state-machine.ts), so older nodes ignore them.
  */
 
+import { decodeJsonObject } from './state-machine.js';
+
 /** What a check entry says. */
 export type ConsistencyRecord =
   | { consistency: 'request'; requestId: string }
@@ -28,7 +30,6 @@ export interface ConsistencyAlarm {
 }
 
 const textEncoder = new TextEncoder();
-const textDecoder = new TextDecoder('utf-8', { fatal: true });
 
 export function encodeConsistencyRecord(record: ConsistencyRecord): Uint8Array {
   return textEncoder.encode(JSON.stringify(record));
@@ -36,15 +37,8 @@ export function encodeConsistencyRecord(record: ConsistencyRecord): Uint8Array {
 
 /** The record `data` holds, or undefined for any other entry (checked field by field). */
 export function decodeConsistencyRecord(data: Uint8Array | undefined): ConsistencyRecord | undefined {
-  if (data === undefined || data.length === 0 || data[0] !== 0x7b) return undefined;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(textDecoder.decode(data));
-  } catch {
-    return undefined;
-  }
-  if (typeof parsed !== 'object' || parsed === null) return undefined;
-  const record = parsed as Record<string, unknown>;
+  const record = decodeJsonObject(data);
+  if (record === undefined) return undefined;
   if (record.consistency === 'request' && typeof record.requestId === 'string') return { consistency: 'request', requestId: record.requestId };
   if (
     record.consistency === 'report' &&

@@ -52,8 +52,11 @@ export function encodeCommand(command: KvCommand): Uint8Array {
   return textEncoder.encode(JSON.stringify(command));
 }
 
-/** The command carried by `data`, or undefined when `data` is not a command (see the header). */
-export function decodeCommand(data: Uint8Array | undefined): KvCommand | undefined {
+/**
+ * The JSON object an entry's data holds, or undefined when it holds none (not UTF-8, not JSON,
+ * not an object, or not starting with `{`: migrated and raft's own entries).
+ */
+export function decodeJsonObject(data: Uint8Array | undefined): Record<string, unknown> | undefined {
   if (data === undefined || data.length === 0 || data[0] !== OPEN_BRACE) return undefined;
   let parsed: unknown;
   try {
@@ -61,8 +64,13 @@ export function decodeCommand(data: Uint8Array | undefined): KvCommand | undefin
   } catch {
     return undefined;
   }
-  if (typeof parsed !== 'object' || parsed === null) return undefined;
-  const candidate = parsed as Record<string, unknown>;
+  return typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>) : undefined;
+}
+
+/** The command carried by `data`, or undefined when `data` is not a command (see the header). */
+export function decodeCommand(data: Uint8Array | undefined): KvCommand | undefined {
+  const candidate = decodeJsonObject(data);
+  if (candidate === undefined) return undefined;
   if (typeof candidate.key !== 'string' || typeof candidate.requestId !== 'string') return undefined;
   if (candidate.op === 'put' && typeof candidate.value === 'string') {
     return { op: 'put', key: candidate.key, value: candidate.value, requestId: candidate.requestId };

@@ -6,6 +6,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { waitFor } from '../helpers/wait-for.js';
 import { afterAll, expect, it } from 'vitest';
 import { bootstrapJoiningStore, bootstrapSeedStore } from '../../lib/node/bootstrap.js';
 import { decodeConsistencyRecord, encodeConsistencyRecord } from '../../lib/node/consistency.js';
@@ -24,15 +25,6 @@ afterAll(async () => {
   rmSync(root, { recursive: true, force: true });
 });
 
-async function waitFor<T>(what: string, probe: () => T | undefined | false, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
 
 it('records round-trip, and anything else is not a record', () => {
   const report = { consistency: 'report', at: 12, node: 3, digest: 'abc' } as const;
