@@ -888,11 +888,14 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       this.anchorRecorded = true;
       if (checkpoint !== undefined) this.checkpointThrough = checkpoint.verifiedThrough;
     }
-    if (trash !== undefined) await this.wal.discardBatchDirectory(trash);
     let bytes = 0;
     for (const entry of plan) bytes += entrySize(entry);
     this.collector.writeGroup(accepted.length, accepted.filter((write) => write.kind === 'append').length, plan.length, bytes, next !== undefined);
+    // Acknowledged as soon as it is durable and published; the old tail's trash is deleted after
+    // (still inside this queued write, so the next write waits for it). A crash before the
+    // deletion leaves trash in staging/, which open removes.
     for (const write of accepted) write.resolve();
+    if (trash !== undefined) await this.wal.discardBatchDirectory(trash);
   }
 
   /**
