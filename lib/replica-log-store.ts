@@ -808,11 +808,13 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       const truncating = stored.index <= this.last;
       await this.durably(async () => {
         await this.wal.prepareAdoptedDirectory(directory, encodeEntry(stored));
-        const batchDirectory = await this.wal.createBatchDirectory();
-        if (truncating) await this.wal.truncateTail(batchDirectory, stored.index, this.last);
+        // A trash directory only when there is an old tail to move out (a wasted mkdir and
+        // removal otherwise, issue 15).
+        const batchDirectory = truncating ? await this.wal.createBatchDirectory() : undefined;
+        if (batchDirectory !== undefined) await this.wal.truncateTail(batchDirectory, stored.index, this.last);
         await this.wal.publishAdopted(directory, stored.index);
         this.publishAppend([stored]);
-        await this.wal.discardBatchDirectory(batchDirectory);
+        if (batchDirectory !== undefined) await this.wal.discardBatchDirectory(batchDirectory);
       });
     });
   }

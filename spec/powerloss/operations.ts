@@ -2,7 +2,8 @@
  * The write operations the power-loss enumerator covers, each from a small store state, and the
  * check every crash state must pass (spec/powerloss/enumerator.test.ts, npm run powerloss).
  */
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { encodeLogEntry } from '../../lib/codec.js';
 import { writePreRaftWal } from '../../lib/fixture.js';
 import { entryPath } from '../../lib/wal/layout.js';
 import { join } from 'node:path';
@@ -144,6 +145,18 @@ export const cases: OperationCase[] = [
     },
     damage: (dir) => rmSync(entryPath(dir, 4), { recursive: true }),
     operation: async () => {},
+  },
+  {
+    name: 'insertLogEntry (a staged directory adopted, truncating the tail)',
+    setup: async (store) => {
+      await store.append(run(1, 4, 1));
+      await store.setHardState({ term: 1, vote: 1, commit: 2 });
+      // The staged directory a transport would have received, on the store's file system.
+      const staged = join(store.dir, 'incoming', '3');
+      mkdirSync(staged, { recursive: true, mode: 0o700 });
+      writeFileSync(join(staged, 'MANIFEST'), encodeLogEntry({ relativePath: 'r.git', referenceTransactions: [], operations: [] }), { mode: 0o400 });
+    },
+    operation: (store) => store.insertLogEntry(entry(3, 2), join(store.dir, 'incoming', '3')),
   },
   {
     name: 'setHardState',
