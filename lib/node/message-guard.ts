@@ -43,6 +43,8 @@ export interface MessageGuardView {
   isMember(id: number): boolean;
   /** The last index of this node's log (raft's, including entries not yet persisted). */
   readonly lastIndex: number;
+  /** The leader this node follows (0: none known). */
+  readonly leader: number;
   /** Checks snapshot data the state machine would restore; returns why it cannot, or undefined. */
   checkSnapshotData(data: Uint8Array | undefined, index: number): string | undefined;
 }
@@ -68,6 +70,11 @@ export function refuseInboundMessage(message: Message, view: MessageGuardView): 
       return undefined;
     case MessageType.MsgApp:
       return refuseAppend(message);
+    case MessageType.MsgTimeoutNow:
+      // Only the leader hands over leadership (etcd's sendTimeoutNow); raft itself does not check
+      // who sent it, so any member could otherwise move the leadership at will.
+      if (message.from !== view.leader) return `MsgTimeoutNow from node ${message.from}, which is not the leader (${view.leader || 'none known'})`;
+      return undefined;
     case MessageType.MsgSnap:
       return refuseSnapshot(message, view);
     default:

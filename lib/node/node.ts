@@ -455,6 +455,7 @@ export class ReplicaNode {
       isMember: (peerId) => this.isMember(peerId),
       // Readys are persisted before the inbox is drained, so the store's log is raft's log here.
       lastIndex: this.store.lastIndex(),
+      leader: this.raw.basicStatus().lead,
       checkSnapshotData: (data, index) => {
         try {
           KvStateMachine.fromSnapshot(data, index);
