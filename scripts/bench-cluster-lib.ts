@@ -727,7 +727,6 @@ export async function runClusterBench(config: ClusterBenchConfig, processes = ne
     log(`bench:cluster: ${runDir} (${flushCounter.available ? `flush counter of ${flushCounter.device}` : `no flush counter: ${flushCounter.reason}`})`);
     log(etcd.available ? `etcd ${etcd.version} at ${etcd.path}` : `etcd not used: ${etcd.reason}`);
     const sizes = [...new Set(config.cases.map((benchCase) => benchCase.nodes))];
-    let turn = 0;
     for (const nodes of sizes) {
       const cases = config.cases.filter((benchCase) => benchCase.nodes === nodes);
       const clusters: BenchCluster[] = [];
@@ -736,9 +735,9 @@ export async function runClusterBench(config: ClusterBenchConfig, processes = ne
         clusters.push(await startReplicalogCluster(processes, join(runDir, `replicalog-${nodes}`), nodes, config));
         if (etcd.available) clusters.push(await startEtcdCluster(processes, join(runDir, `etcd-${nodes}`), nodes, etcd.path));
         for (let run = 0; run < config.runs; run++) {
-          for (const benchCase of cases) {
-            // Interleaved: the order of the systems alternates from one measurement to the next.
-            const order = turn++ % 2 === 0 ? clusters : [...clusters].reverse();
+          for (const [caseIndex, benchCase] of cases.entries()) {
+            // Interleaved: which system goes first alternates from case to case and from run to run.
+            const order = (run + caseIndex) % 2 === 0 ? clusters : [...clusters].reverse();
             for (const cluster of order) {
               const name = caseName(benchCase);
               const sample = await runLoad(cluster, {
@@ -766,7 +765,7 @@ export async function runClusterBench(config: ClusterBenchConfig, processes = ne
     }
   } finally {
     await processes.stop();
-    rmSync(runDir, { recursive: true, force: true });
+    rmSync(runDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
   }
   const cases: CaseResult[] = config.cases.map((benchCase) => {
     const own = samples.get(caseName(benchCase))!;
@@ -844,7 +843,7 @@ export function formatTable(result: ClusterBenchResult): string {
       ? `flushes: device flush requests of ${result.flushCounter.device} (the disk holding the data directories) during the window, per put; the counter is device-wide, so other processes' flushes count too`
       : `flushes per put: unavailable (${result.flushCounter.reason})`,
   );
-  if (!result.etcd.available) notes.push(`etcd not measured: ${result.etcd.reason}; ${ETCD_INSTALL_HINT}`);
+  if (!result.etcd.available) notes.push(`etcd not measured: ${result.etcd.reason}${result.etcd.reason.includes('--no-etcd') ? '' : `; ${ETCD_INSTALL_HINT}`}`);
   const errors = result.cases.filter((row) => row.replicalog.errors > 0 || (row.etcd?.errors ?? 0) > 0);
   for (const row of errors) notes.push(`${row.name}: ${row.replicalog.errors} replicalog / ${row.etcd?.errors ?? 0} etcd puts failed in the window (not counted)`);
   return [...lines, '', ...notes.map((note) => `  ${note}`)].join('\n');

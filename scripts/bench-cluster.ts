@@ -104,7 +104,7 @@ async function main(argv: readonly string[]): Promise<number> {
   // Whatever ends this process, no server outlives it and no data directory stays behind.
   const cleanUpNow = () => {
     processes.killAllNow();
-    if (runDirectory !== undefined) rmSync(runDirectory, { recursive: true, force: true });
+    if (runDirectory !== undefined) rmSync(runDirectory, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
   };
   process.once('exit', cleanUpNow);
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
@@ -116,7 +116,7 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   try {
     const result = await runClusterBench(config, processes);
-    if (!result.etcd.available) process.stderr.write(`\netcd not found (${result.etcd.reason}): showing replicalog alone.\n${ETCD_INSTALL_HINT}\n`);
+    if (!result.etcd.available && config.etcd !== 'off') process.stderr.write(`\netcd not found (${result.etcd.reason}): showing replicalog alone.\n${ETCD_INSTALL_HINT}\n`);
     process.stdout.write(`\n${formatTable(result)}\n(${result.wallSeconds.toFixed(0)} s)\n`);
     if (json) process.stdout.write(`${jsonLine(result)}\n`);
     return 0;
