@@ -193,10 +193,13 @@ export class ServerProcess {
 /** Every server process of a run: stopped together, also synchronously from an exit handler. */
 export class ServerProcesses {
   private readonly all = new Set<ServerProcess>();
+  /** Every process ever started here (name and pid), for the caller to check they are gone. */
+  readonly started: { name: string; pid: number | undefined }[] = [];
 
   start(name: string, command: string, args: readonly string[], logPath: string): ServerProcess {
     const server = new ServerProcess(name, command, args, logPath);
     this.all.add(server);
+    this.started.push({ name, pid: server.pid });
     void server.exited.then(() => this.all.delete(server));
     return server;
   }
