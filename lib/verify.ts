@@ -325,6 +325,8 @@ export interface TreeScan {
   walPath: string;
   /** undefined when wal/ exists and is a directory; else why not. */
   walProblem?: string;
+  /** wal/ exists but could not be read (EACCES, EIO, …): walProblem names the system error. */
+  walUnreadable?: boolean;
   walMode?: number;
   /** Retained entry directories (and LSN-named non-directories), ascending by index. */
   entries: ScannedEntry[];
@@ -434,14 +436,15 @@ async function scanEntry(walDirectory: string, name: string, index: number, read
   return scanned;
 }
 
-async function listDirectory(path: string): Promise<{ names: string[]; mode?: number; problem?: string }> {
+async function listDirectory(path: string): Promise<{ names: string[]; mode?: number; problem?: string; unreadable?: boolean }> {
   try {
     const stat = await lstat(path);
     if (!stat.isDirectory()) return { names: [], problem: `${path} is not a directory` };
     return { names: await readdir(path), mode: stat.mode & 0o7777 };
   } catch (error) {
     if (errnoCode(error) === 'ENOENT') return { names: [], problem: `${path} does not exist` };
-    return { names: [], problem: errorMessage(error) };
+    // Permission denied, an I/O error: the directory is there, it cannot be read.
+    return { names: [], problem: errorMessage(error), unreadable: true };
   }
 }
 
@@ -471,6 +474,7 @@ export async function scanTree(dir: string, options: ScanOptions = {}): Promise<
       : await readKvSnapshot(root, options.partitionId);
   const scan: TreeScan = { dir: root, walPath: wal, entries: [], strayNames: [], stagingLeftovers: [], kv };
   if (listing.problem !== undefined) scan.walProblem = listing.problem;
+  if (listing.unreadable === true) scan.walUnreadable = true;
   if (listing.mode !== undefined) scan.walMode = listing.mode;
 
   const named: { name: string; index: number }[] = [];
@@ -585,7 +589,9 @@ export function verifyScan(scan: TreeScan): VerifyResult {
     problems.push({ code, path, lsn: entry.lsn, index: entry.index, message });
   };
 
-  if (scan.walProblem !== undefined) {
+  if (scan.walProblem !== undefined && scan.walUnreadable === true) {
+    problems.push({ code: ProblemCode.Unreadable, path: scan.walPath, message: `cannot read ${scan.walPath}: ${scan.walProblem}` });
+  } else if (scan.walProblem !== undefined) {
     problems.push({ code: ProblemCode.WalMissing, path: scan.walPath, message: `${scan.walProblem}: not a replicalog or Gitaly state directory` });
   } else if (scan.walMode !== undefined && scan.walMode !== DIRECTORY_MODE) {
     problems.push({ code: ProblemCode.BadMode, path: scan.walPath, message: `${scan.walPath} has mode ${octal(scan.walMode)}, expected ${octal(DIRECTORY_MODE)}` });

@@ -12,7 +12,7 @@
  */
 import { EntryType, type ConfState } from '../types.js';
 import { logExtent, scanTree, verifyScan, type ScannedEntry } from '../verify.js';
-import { EXIT_DATA, EXIT_OK, existingDirectory, json, table, UsageError, type CliIo } from './io.js';
+import { DataError, EXIT_DATA, EXIT_OK, existingDirectory, json, table, UsageError, type CliIo } from './io.js';
 
 export interface InspectCommandOptions {
   entries?: boolean;
@@ -55,6 +55,10 @@ const emptyConfState = (): ConfState => ({ voters: [], learners: [], votersOutgo
 export async function runInspect(dir: string, options: InspectCommandOptions, io: CliIo): Promise<number> {
   const root = existingDirectory(dir);
   const scan = await scanTree(root, { partitionId: options.partitionId, readManifests: options.entries === true });
+  if (scan.walUnreadable === true) {
+    // There is a wal/ and it cannot be read: a problem with the data (exit 1), never "not a store".
+    throw new DataError(`cannot read ${scan.walPath}: ${scan.walProblem ?? 'unreadable'}`, scan.walPath, 'ERR_IO');
+  }
   if (scan.walProblem !== undefined && scan.kv.source === 'absent') {
     throw new UsageError(`not a replicalog or Gitaly state directory (${scan.walProblem})`, root);
   }
