@@ -240,7 +240,7 @@ const cases: Case[] = [
     },
     exitCode: 1,
     stream: 'stderr',
-    firstLine: dirPattern('^replicalog: DIR/wal: cannot read DIR/wal: EACCES: permission denied, scandir .* \\[ERR_IO\\]$'),
+    firstLine: dirPattern('^replicalog: DIR/wal: cannot read DIR/wal: EACCES: permission denied, opendir .* \\[ERR_IO\\]$'),
     never: [/does not exist/, /not a replicalog or Gitaly state directory/],
   },
   {
