@@ -164,11 +164,22 @@ const SYSTEM_CAUSES: readonly [code: string, text: string][] = [
  * ("read-only file system") instead of a wrapper's ("Database failed to open").
  */
 export function describeRootCause(error: unknown): string {
+  const { message, systemCode } = rootCause(error);
+  if (systemCode === undefined) return message;
+  return message.startsWith(systemCode) ? message : `${systemCode}: ${message}`;
+}
+
+/** The system error code (EROFS, EACCES, ENOSPC, EMFILE, …) at the root of `error`'s cause chain, if any. */
+export function rootSystemCode(error: unknown): string | undefined {
+  return rootCause(error).systemCode;
+}
+
+function rootCause(error: unknown): { message: string; systemCode?: string } {
   let innermost: unknown = error;
   for (let depth = 0; depth < 10 && innermost instanceof Error && innermost.cause !== undefined; depth++) innermost = innermost.cause;
   const message = innermost instanceof Error ? innermost.message : String(innermost);
   const code = (innermost as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return message.startsWith(code) ? message : `${code}: ${message}`;
+  if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return { message, systemCode: code };
   const known = SYSTEM_CAUSES.find(([, text]) => message.includes(text));
-  return known === undefined ? message : `${known[0]}: ${message}`;
+  return known === undefined ? { message } : { message, systemCode: known[0] };
 }

@@ -12,6 +12,7 @@
 import { ClassicLevel } from 'classic-level';
 import { describeRootCause, ErrorCode, ReplicaLogError } from './errors.js';
 import { lockPath } from './wal/layout.js';
+import { writeAccessProblem } from './write-access.js';
 
 function causeCode(error: unknown): string | undefined {
   const cause = (error as { cause?: { code?: unknown } } | null)?.cause;
@@ -36,6 +37,12 @@ export class DirectoryLock {
       const code = (error as { code?: unknown }).code;
       if (code === 'LEVEL_DATABASE_NOT_OPEN' && causeCode(error) === 'LEVEL_LOCKED') {
         throw new ReplicaLogError(ErrorCode.Locked, `${dir} is locked by another open store (${path})`, { path, cause: error });
+      }
+      // LevelDB's own error can hide the reason (a read-only mount surfaces as ENOENT from its
+      // mkdir): ask the kernel whether the store directory is writable at all.
+      const denied = await writeAccessProblem(dir);
+      if (denied !== undefined) {
+        throw new ReplicaLogError(ErrorCode.Io, `cannot write to ${dir}: ${describeRootCause(denied)}`, { path: dir, cause: denied });
       }
       throw new ReplicaLogError(ErrorCode.Io, `cannot open the lock ${path}: ${describeRootCause(error)}`, { path, cause: error });
     }

@@ -98,6 +98,7 @@ import {
   unavailableError,
 } from './errors.js';
 import { DirectoryLock } from './lock.js';
+import { creationProblem } from './write-access.js';
 import { checkCompact, checkEntriesArguments, checkHardState, planAppend, type LogView } from './log-rules.js';
 import { readerCopy, storedCopy } from './memory-storage.js';
 import {
@@ -290,7 +291,9 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       else levels.push(dir);
       for (const level of levels.reverse()) await fileSystem.fsync(dirname(level));
     } catch (error) {
-      throw new ReplicaLogError(ErrorCode.Io, `cannot create ${dir}: ${describeRootCause(error)}`, { path: dir, cause: error });
+      // recursive mkdir says ENOENT under a read-only mount: ask the nearest existing ancestor (issue 17).
+      const denied = await creationProblem(dir);
+      throw new ReplicaLogError(ErrorCode.Io, `cannot create ${dir}: ${describeRootCause(denied ?? error)}`, { path: dir, cause: denied ?? error });
     }
     const lock = await DirectoryLock.acquire(dir);
     let ownedDatabase: ClassicLevel<Uint8Array, Uint8Array> | undefined;

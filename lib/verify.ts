@@ -20,11 +20,11 @@
  * migrate rewrites it; the problem is still reported so nobody serves it meanwhile).
  */
 import { decodeAnchor, decodeIntent, type LogAnchor } from './wal/raft-state.js';
-import { copyFile, lstat, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { copyFile, lstat, mkdtemp, opendir, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { ClassicLevel } from 'classic-level';
-import { decodeConfState, decodeEntry, decodeHardState, decodeLogEntry, decodeLsn, decodeSnapshot, type LogEntry } from './codec.js';
+import { decodeConfState, decodeEntry, decodeHardState, decodeLogEntry, decodeLsn, decodeSnapshot } from './codec.js';
 import type { ConfState, Entry, HardState, SnapshotMetadata } from './types.js';
 import {
   DIRECTORY_MODE,
@@ -278,20 +278,32 @@ export async function readKvSnapshot(dir: string, partitionId?: number): Promise
 // ---------------------------------------------------------------------------------------------
 // The wal/ tree
 
+/**
+ * What the checks need of a decoded MANIFEST, not the LogEntry itself: a Gitaly tree holds
+ * millions of entries, and a decoded LogEntry (with views into its file's bytes) costs
+ * kilobytes each. `operations` is undefined when the MANIFEST was not decoded (readManifests false).
+ */
 export type ManifestState =
-  | { state: 'ok'; size: number; mode: number; logEntry: LogEntry }
+  | { state: 'ok'; size: number; mode: number; operations?: number; linkedPayloads: string[] }
   | { state: 'missing' }
   | { state: 'not-a-file' }
   | { state: 'corrupt'; size: number; mode: number; reason: string }
   | { state: 'unreadable'; reason: string };
 
+/** What the checks need of a decoded RAFT entry (its data is dropped: it may be large). */
+export interface EntryHead {
+  index: number;
+  term: number;
+  type: Entry['type'];
+}
+
 export type RaftState =
-  | { state: 'ok'; size: number; mode: number; entry: Entry }
+  | { state: 'ok'; size: number; mode: number; entry: EntryHead }
   | { state: 'missing' }
   | { state: 'not-a-file' }
   | { state: 'empty'; mode: number }
   | { state: 'corrupt'; size: number; mode: number; reason: string }
-  | { state: 'index-mismatch'; size: number; mode: number; entry: Entry }
+  | { state: 'index-mismatch'; size: number; mode: number; entry: EntryHead }
   | { state: 'unreadable'; reason: string };
 
 export interface ScannedFile {
@@ -325,6 +337,8 @@ export interface TreeScan {
   walPath: string;
   /** undefined when wal/ exists and is a directory; else why not. */
   walProblem?: string;
+  /** wal/ exists but could not be read (EACCES, EIO, …): walProblem names the system error. */
+  walUnreadable?: boolean;
   walMode?: number;
   /** Retained entry directories (and LSN-named non-directories), ascending by index. */
   entries: ScannedEntry[];
@@ -332,6 +346,8 @@ export interface TreeScan {
   strayNames: string[];
   /** Names in staging/. */
   stagingLeftovers: string[];
+  /** LSN-named entries listed in wal/: how many, the first and the last (whether they were kept in `entries` or not). */
+  listed: { count: number; first?: number; last?: number };
   kv: KvState;
   /** The snapshot data file the KV names, if it names one. */
   snapshotDataFile?: { path: string; exists: boolean; size?: number };
@@ -362,9 +378,10 @@ async function readRaft(path: string, index: number, isFile: boolean, mode: numb
     return { state: 'unreadable', reason: errorMessage(error) };
   }
   if (bytes.length === 0) return { state: 'empty', mode };
-  let entry: Entry;
+  let entry: EntryHead;
   try {
-    entry = decodeEntry(bytes);
+    const decoded = decodeEntry(bytes);
+    entry = { index: decoded.index, term: decoded.term, type: decoded.type };
   } catch (error) {
     return { state: 'corrupt', size: bytes.length, mode, reason: errorMessage(error) };
   }
@@ -374,7 +391,7 @@ async function readRaft(path: string, index: number, isFile: boolean, mode: numb
 
 async function readManifest(path: string, isFile: boolean, mode: number, decode: boolean, size: number): Promise<ManifestState> {
   if (!isFile) return { state: 'not-a-file' };
-  if (!decode) return { state: 'ok', size, mode, logEntry: { relativePath: '', referenceTransactions: [], operations: [] } };
+  if (!decode) return { state: 'ok', size, mode, linkedPayloads: [] };
   let bytes: Uint8Array;
   try {
     bytes = await readFile(path);
@@ -382,7 +399,14 @@ async function readManifest(path: string, isFile: boolean, mode: number, decode:
     return { state: 'unreadable', reason: errorMessage(error) };
   }
   try {
-    return { state: 'ok', size: bytes.length, mode, logEntry: decodeLogEntry(bytes) };
+    const logEntry = decodeLogEntry(bytes);
+    // Payload files the MANIFEST links from the entry directory (not from the storage).
+    const linkedPayloads: string[] = [];
+    for (const operation of logEntry.operations) {
+      const link = operation.createHardLink;
+      if (link !== undefined && !link.sourceInStorage) linkedPayloads.push(new TextDecoder().decode(link.sourcePath));
+    }
+    return { state: 'ok', size: bytes.length, mode, operations: logEntry.operations.length, linkedPayloads };
   } catch (error) {
     return { state: 'corrupt', size: bytes.length, mode, reason: errorMessage(error) };
   }
@@ -434,14 +458,15 @@ async function scanEntry(walDirectory: string, name: string, index: number, read
   return scanned;
 }
 
-async function listDirectory(path: string): Promise<{ names: string[]; mode?: number; problem?: string }> {
+async function listDirectory(path: string): Promise<{ names: string[]; mode?: number; problem?: string; unreadable?: boolean }> {
   try {
     const stat = await lstat(path);
     if (!stat.isDirectory()) return { names: [], problem: `${path} is not a directory` };
     return { names: await readdir(path), mode: stat.mode & 0o7777 };
   } catch (error) {
     if (errnoCode(error) === 'ENOENT') return { names: [], problem: `${path} does not exist` };
-    return { names: [], problem: errorMessage(error) };
+    // Permission denied, an I/O error: the directory is there, it cannot be read.
+    return { names: [], problem: errorMessage(error), unreadable: true };
   }
 }
 
@@ -459,30 +484,84 @@ export async function mapBounded<T, R>(items: readonly T[], limit: number, task:
   return results;
 }
 
-/** Reads the whole tree (read-only; see the module comment). Damage is recorded, never thrown. */
-export async function scanTree(dir: string, options: ScanOptions = {}): Promise<TreeScan> {
+/** Entry directories read per step of a walk (in index order, `concurrency` at a time). */
+const WALK_CHUNK = 1024;
+
+/**
+ * The LSN-named entries of wal/ as sorted indexes (8 bytes each, not a string and an object:
+ * a Gitaly tree holds millions), read from the directory stream in batches, plus the names
+ * that are not canonical LSNs.
+ */
+async function listWal(wal: string): Promise<{ indexes: Float64Array; strayNames: string[]; mode?: number; problem?: string; unreadable?: boolean }> {
+  let indexes = new Float64Array(1024);
+  let count = 0;
+  const strayNames: string[] = [];
+  let mode: number;
+  try {
+    const stat = await lstat(wal);
+    if (!stat.isDirectory()) return { indexes: new Float64Array(0), strayNames, problem: `${wal} is not a directory` };
+    mode = stat.mode & 0o7777;
+    const directory = await opendir(wal, { bufferSize: 4096 });
+    for await (const entry of directory) {
+      const index = parseLsn(entry.name);
+      if (index === undefined) {
+        strayNames.push(entry.name);
+        continue;
+      }
+      if (count === indexes.length) {
+        const grown = new Float64Array(indexes.length * 2);
+        grown.set(indexes);
+        indexes = grown;
+      }
+      indexes[count++] = index;
+    }
+  } catch (error) {
+    if (errnoCode(error) === 'ENOENT') return { indexes: new Float64Array(0), strayNames: [], problem: `${wal} does not exist` };
+    // Permission denied, an I/O error: the directory is there, it cannot be read.
+    return { indexes: new Float64Array(0), strayNames: [], problem: errorMessage(error), unreadable: true };
+  }
+  return { indexes: indexes.slice(0, count).sort(), strayNames: strayNames.sort(), mode };
+}
+
+export interface WalkOptions extends ScanOptions {
+  /** Called after each step of the walk with the entry directories read so far and their number. */
+  onProgress?(done: number, total: number): void;
+}
+
+/**
+ * Reads the tree like scanTree, but hands each entry directory to `visit` in index order and
+ * keeps none of them: memory is bounded by one step of the walk (plus 8 bytes per listed
+ * entry), whatever the size of the tree. The returned scan has every field but `entries`
+ * (empty); `listed` has the count and the first and last LSN listed.
+ */
+export async function walkTree(
+  dir: string,
+  options: WalkOptions,
+  visit: (entry: ScannedEntry) => void,
+  /** Called with the header (KV, listing, staging; `entries` empty) before the first entry. */
+  onHeader?: (scan: TreeScan) => void,
+): Promise<TreeScan> {
   const root = resolve(dir);
   const wal = walPath(root);
   const readManifests = options.readManifests ?? true;
-  const listing = await listDirectory(wal);
+  const listing = await listWal(wal);
   const kv: KvState =
     options.readKv === false
       ? { source: 'absent', path: kvPath(root), intentPending: false, corruptKeys: [] }
       : await readKvSnapshot(root, options.partitionId);
-  const scan: TreeScan = { dir: root, walPath: wal, entries: [], strayNames: [], stagingLeftovers: [], kv };
+  const count = listing.indexes.length;
+  const scan: TreeScan = {
+    dir: root,
+    walPath: wal,
+    entries: [],
+    strayNames: listing.strayNames,
+    stagingLeftovers: [],
+    kv,
+    listed: { count, ...(count > 0 ? { first: listing.indexes[0]!, last: listing.indexes[count - 1]! } : {}) },
+  };
   if (listing.problem !== undefined) scan.walProblem = listing.problem;
+  if (listing.unreadable === true) scan.walUnreadable = true;
   if (listing.mode !== undefined) scan.walMode = listing.mode;
-
-  const named: { name: string; index: number }[] = [];
-  for (const name of listing.names) {
-    const index = parseLsn(name);
-    if (index === undefined) scan.strayNames.push(name);
-    else named.push({ name, index });
-  }
-  named.sort((a, b) => a.index - b.index);
-  scan.strayNames.sort();
-  const scanned = await mapBounded(named, options.concurrency ?? 32, ({ name, index }) => scanEntry(wal, name, index, readManifests));
-  scan.entries = scanned.filter((entry): entry is ScannedEntry => entry !== undefined);
 
   if (scan.kv.snapshotDataFile !== undefined) {
     const path = join(snapshotDirectoryPath(root), scan.kv.snapshotDataFile);
@@ -493,9 +572,26 @@ export async function scanTree(dir: string, options: ScanOptions = {}): Promise<
       scan.snapshotDataFile = { path, exists: false };
     }
   }
-
   const staging = await listDirectory(stagingPath(root));
   scan.stagingLeftovers = staging.names.sort();
+
+  onHeader?.(scan);
+  const concurrency = options.concurrency ?? 32;
+  options.onProgress?.(0, count);
+  for (let start = 0; start < count; start += WALK_CHUNK) {
+    const chunk = Array.from(listing.indexes.subarray(start, Math.min(count, start + WALK_CHUNK)));
+    const scanned = await mapBounded(chunk, concurrency, (index) => scanEntry(wal, formatLsn(index), index, readManifests));
+    for (const entry of scanned) if (entry !== undefined) visit(entry);
+    options.onProgress?.(Math.min(count, start + WALK_CHUNK), count);
+  }
+  return scan;
+}
+
+/** Reads the whole tree (read-only; see the module comment) and keeps every entry. Damage is recorded, never thrown. */
+export async function scanTree(dir: string, options: WalkOptions = {}): Promise<TreeScan> {
+  const entries: ScannedEntry[] = [];
+  const scan = await walkTree(dir, options, (entry) => entries.push(entry));
+  scan.entries = entries;
   return scan;
 }
 
@@ -518,19 +614,42 @@ export interface LogExtent {
   pendingMigration: ScannedEntry[];
 }
 
+/** The same as LogExtent, counted while walking (no entry kept). */
+export interface ExtentSummary {
+  status: TreeStatus;
+  anchor: LogAnchorRecord;
+  firstIndex: number;
+  lastIndex: number;
+  retainedEntries: number;
+  compactionLeftovers: number;
+  /** Retained entries without a valid RAFT file, and the first and last of them. */
+  pendingMigration: number;
+  firstPending?: { index: number; lsn: string };
+  lastPending?: { index: number; lsn: string };
+}
+
+/**
+ * The log anchor as ReplicaLogStore.open derives it (replica-log-store.ts recover): the KV's,
+ * else just below the first entry directory, else (0, 0).
+ */
+function anchorOf(kv: KvState, firstListed: number | undefined): LogAnchorRecord {
+  if (kv.anchor !== undefined) return kv.anchor;
+  return firstListed !== undefined && firstListed > 1 ? { index: firstListed - 1, term: kv.hardState?.term ?? 0 } : { index: 0, term: 0 };
+}
+
+/** applySnapshot's intent pending: its KV batch (the new anchor) is durable and the next open drops EVERY entry directory. */
+function isDropped(kv: KvState, anchor: LogAnchorRecord, entry: ScannedEntry): boolean {
+  return kv.intentPending || entry.index <= anchor.index;
+}
+
 /** firstIndex/lastIndex/status exactly as ReplicaLogStore.open derives them (replica-log-store.ts recover). */
 export function logExtent(scan: TreeScan): LogExtent {
-  const hardState = scan.kv.hardState;
   const all = scan.entries;
-  const anchor: LogAnchorRecord =
-    scan.kv.anchor ?? (all.length > 0 && all[0]!.index > 1 ? { index: all[0]!.index - 1, term: hardState?.term ?? 0 } : { index: 0, term: 0 });
-  // applySnapshot's intent pending: its KV batch (the new anchor) is durable and the next open
-  // drops EVERY entry directory, whatever its index.
-  const dropped = (entry: ScannedEntry) => scan.kv.intentPending || entry.index <= anchor.index;
-  const compactionLeftovers = all.filter(dropped);
-  const retained = all.filter((entry) => !dropped(entry));
+  const anchor = anchorOf(scan.kv, all[0]?.index);
+  const compactionLeftovers = all.filter((entry) => isDropped(scan.kv, anchor, entry));
+  const retained = all.filter((entry) => !isDropped(scan.kv, anchor, entry));
   const lastIndex = retained.length > 0 ? retained[retained.length - 1]!.index : anchor.index;
-  const status: TreeStatus = hardState !== undefined ? 'bootstrapped' : lastIndex > anchor.index ? 'needs-backfill' : 'unbootstrapped';
+  const status: TreeStatus = scan.kv.hardState !== undefined ? 'bootstrapped' : lastIndex > anchor.index ? 'needs-backfill' : 'unbootstrapped';
   return {
     status,
     anchor,
@@ -544,14 +663,30 @@ export function logExtent(scan: TreeScan): LogExtent {
 
 /**
  * The term backfill gives each pending entry: the nearest earlier entry's (RAFT or anchor),
- * else the hard state's, else 0 (API.md; replica-log-store.ts recover).
+ * else the hard state's, else 0 (API.md; replica-log-store.ts recover). Fed in index order.
  */
+export class BackfillTerms {
+  private nearest: number | undefined;
+  constructor(private readonly kv: KvState) {
+    this.nearest = kv.anchor !== undefined && kv.anchor.index > 0 ? kv.anchor.term : undefined;
+  }
+
+  /** The term backfill writes for `entry` (a retained entry), or undefined when it has a valid RAFT file. */
+  next(entry: ScannedEntry): number | undefined {
+    if (entry.raft.state === 'ok') {
+      this.nearest = entry.raft.entry.term;
+      return undefined;
+    }
+    return this.nearest ?? this.kv.hardState?.term ?? 0;
+  }
+}
+
 export function backfillTerms(scan: TreeScan, extent: LogExtent = logExtent(scan)): Map<number, number> {
   const terms = new Map<number, number>();
-  let nearest: number | undefined = scan.kv.anchor !== undefined && scan.kv.anchor.index > 0 ? scan.kv.anchor.term : undefined;
+  const backfill = new BackfillTerms(scan.kv);
   for (const entry of extent.retained) {
-    if (entry.raft.state === 'ok') nearest = entry.raft.entry.term;
-    else terms.set(entry.index, nearest ?? scan.kv.hardState?.term ?? 0);
+    const term = backfill.next(entry);
+    if (term !== undefined) terms.set(entry.index, term);
   }
   return terms;
 }
@@ -563,114 +698,191 @@ function octal(mode: number): string {
   return `0${mode.toString(8).padStart(3, '0')}`;
 }
 
-export interface VerifyOptions {
+export interface VerifyOptions extends Pick<WalkOptions, 'onProgress'> {
   partitionId?: number;
 }
 
 /**
  * Checks `dir` and returns every problem found (see ProblemCode), each naming the entry's LSN
  * directory where an entry is at fault. Read-only; works whatever the store's status is and
- * while the store is open elsewhere (then the KV part is a point-in-time view).
+ * while the store is open elsewhere (then the KV part is a point-in-time view). Walks the tree
+ * without keeping its entries (bounded memory).
  */
 export async function verifyTree(dir: string, options: VerifyOptions = {}): Promise<VerifyResult> {
-  const scan = await scanTree(dir, { partitionId: options.partitionId });
-  return verifyScan(scan);
+  return (await verifyWalk(dir, options)).result;
+}
+
+/** verifyTree plus the scan's header and the extent (for inspect), in one walk. */
+export async function verifyWalk(
+  dir: string,
+  options: WalkOptions,
+  visit?: (entry: ScannedEntry, verifier: TreeVerifier) => void,
+): Promise<{ scan: TreeScan; result: VerifyResult; extent: ExtentSummary }> {
+  let verifier: TreeVerifier | undefined;
+  const scan = await walkTree(
+    dir,
+    options,
+    (entry) => {
+      verifier!.add(entry);
+      visit?.(entry, verifier!);
+    },
+    (header) => {
+      verifier = new TreeVerifier(header);
+    },
+  );
+  const { result, extent } = verifier!.finish();
+  return { scan, result, extent };
 }
 
 /** verifyTree on an existing scan (the CLI reuses one scan for several reports). */
 export function verifyScan(scan: TreeScan): VerifyResult {
-  const problems: Problem[] = [];
-  const notices: Notice[] = [];
-  const atEntry = (entry: ScannedEntry, code: ProblemCode, message: string, path = entry.path): void => {
-    problems.push({ code, path, lsn: entry.lsn, index: entry.index, message });
-  };
+  const verifier = new TreeVerifier({ ...scan, listed: { count: scan.entries.length, first: scan.entries[0]?.index, last: scan.entries[scan.entries.length - 1]?.index } });
+  for (const entry of scan.entries) verifier.add(entry);
+  return verifier.finish().result;
+}
 
-  if (scan.walProblem !== undefined) {
-    problems.push({ code: ProblemCode.WalMissing, path: scan.walPath, message: `${scan.walProblem}: not a replicalog or Gitaly state directory` });
-  } else if (scan.walMode !== undefined && scan.walMode !== DIRECTORY_MODE) {
-    problems.push({ code: ProblemCode.BadMode, path: scan.walPath, message: `${scan.walPath} has mode ${octal(scan.walMode)}, expected ${octal(DIRECTORY_MODE)}` });
-  }
-  for (const name of scan.strayNames) {
-    const path = join(scan.walPath, name);
-    problems.push({ code: ProblemCode.StrayName, path, message: `${path} is not an LSN directory (13 lowercase base-36 characters)` });
-  }
+/**
+ * The checks of verifyTree, fed one entry at a time in index order (TreeScan's header first:
+ * the KV, the wal/ listing's first and last LSN). Problems are kept in the order a whole-tree
+ * check lists them (the tree, the KV, compaction leftovers, gaps, entries, the KV against the
+ * log, staging), so the result does not depend on how the tree was read.
+ */
+export class TreeVerifier {
+  private readonly head: Problem[] = [];
+  private readonly leftovers: Problem[] = [];
+  private readonly gaps: Problem[] = [];
+  private readonly atEntries: Problem[] = [];
+  private readonly notices: Notice[] = [];
+  readonly anchor: LogAnchorRecord;
+  readonly bootstrapped: boolean;
+  /** The anchor is above every entry directory (open refuses the tree; leftovers are not listed then). */
+  private readonly anchorBeyondLog: boolean;
+  private expected: number;
+  private previousTerm: { term: number; what: string } | undefined;
+  private retained = 0;
+  private lastRetained: ScannedEntry | undefined;
+  private leftoverCount = 0;
+  private pending = 0;
+  private firstPending: ScannedEntry | undefined;
+  private lastPending: ScannedEntry | undefined;
+  /** Entries without RAFT on a store without hard state: the NEEDS_MIGRATION notice. */
+  private needsMigration = 0;
+  private firstNeedsMigration: ScannedEntry | undefined;
+  private lastNeedsMigration: ScannedEntry | undefined;
 
-  // ---- KV
-  const kv = scan.kv;
-  if (kv.source === 'absent') {
-    notices.push({ code: NoticeCode.KvAbsent, path: kv.path, message: `${kv.path} does not exist: no hard state, conf state or snapshot saved` });
-  }
-  if (kv.unreadable !== undefined) {
-    problems.push({ code: ProblemCode.KvUnreadable, path: kv.path, message: `cannot read ${kv.path}: ${kv.unreadable}` });
-  }
-  for (const { key, message } of kv.corruptKeys) {
-    problems.push({ code: ProblemCode.KvCorrupt, path: kv.path, message: `key ${key} in ${kv.path} does not decode: ${message}` });
-  }
-  if (kv.intentPending) {
-    notices.push({ code: NoticeCode.IntentPending, path: kv.path, message: `an interrupted applySnapshot is pending in ${kv.path}: the next open removes the remaining entry directories` });
-  }
-
-  const extent = logExtent(scan);
-  const bootstrapped = extent.status === 'bootstrapped';
-
-  const lastDirectory = scan.entries[scan.entries.length - 1];
-  if (!kv.intentPending && kv.anchor !== undefined && lastDirectory !== undefined && kv.anchor.index > lastDirectory.index) {
-    // What open refuses (replica-log-store.ts recover): deleting the whole log is not provably safe.
-    problems.push({
-      code: ProblemCode.AnchorBeyondLog,
-      path: kv.path,
-      message: `the log anchor ${kv.anchor.index} in ${kv.path} is above the last entry directory ${lastDirectory.path}: not an interrupted compaction`,
-    });
-  } else {
-    for (const entry of extent.compactionLeftovers) {
-      const why = kv.intentPending
-        ? `an interrupted applySnapshot (index ${extent.anchor.index}) drops every entry directory; the next open removes it`
-        : `it is at or below the log anchor ${extent.anchor.index} (an interrupted compaction; the next open removes it)`;
-      atEntry(entry, ProblemCode.CompactionLeftover, `${entry.path}: ${why}`);
+  constructor(private readonly scan: TreeScan) {
+    const { kv } = scan;
+    if (scan.walProblem !== undefined && scan.walUnreadable === true) {
+      this.head.push({ code: ProblemCode.Unreadable, path: scan.walPath, message: `cannot read ${scan.walPath}: ${scan.walProblem}` });
+    } else if (scan.walProblem !== undefined) {
+      this.head.push({ code: ProblemCode.WalMissing, path: scan.walPath, message: `${scan.walProblem}: not a replicalog or Gitaly state directory` });
+    } else if (scan.walMode !== undefined && scan.walMode !== DIRECTORY_MODE) {
+      this.head.push({ code: ProblemCode.BadMode, path: scan.walPath, message: `${scan.walPath} has mode ${octal(scan.walMode)}, expected ${octal(DIRECTORY_MODE)}` });
     }
+    for (const name of scan.strayNames) {
+      const path = join(scan.walPath, name);
+      this.head.push({ code: ProblemCode.StrayName, path, message: `${path} is not an LSN directory (13 lowercase base-36 characters)` });
+    }
+
+    // ---- KV
+    if (kv.source === 'absent') {
+      this.notices.push({ code: NoticeCode.KvAbsent, path: kv.path, message: `${kv.path} does not exist: no hard state, conf state or snapshot saved` });
+    }
+    if (kv.unreadable !== undefined) {
+      this.head.push({ code: ProblemCode.KvUnreadable, path: kv.path, message: `cannot read ${kv.path}: ${kv.unreadable}` });
+    }
+    for (const { key, message } of kv.corruptKeys) {
+      this.head.push({ code: ProblemCode.KvCorrupt, path: kv.path, message: `key ${key} in ${kv.path} does not decode: ${message}` });
+    }
+    if (kv.intentPending) {
+      this.notices.push({ code: NoticeCode.IntentPending, path: kv.path, message: `an interrupted applySnapshot is pending in ${kv.path}: the next open removes the remaining entry directories` });
+    }
+
+    this.anchor = anchorOf(kv, scan.listed.first);
+    this.bootstrapped = kv.hardState !== undefined;
+    const lastListed = scan.listed.last;
+    this.anchorBeyondLog = !kv.intentPending && kv.anchor !== undefined && lastListed !== undefined && kv.anchor.index > lastListed;
+    if (this.anchorBeyondLog) {
+      // What open refuses (replica-log-store.ts recover): deleting the whole log is not provably safe.
+      this.head.push({
+        code: ProblemCode.AnchorBeyondLog,
+        path: kv.path,
+        message: `the log anchor ${kv.anchor!.index} in ${kv.path} is above the last entry directory ${join(scan.walPath, formatLsn(lastListed!))}: not an interrupted compaction`,
+      });
+    }
+    this.expected = this.anchor.index + 1;
+    this.previousTerm = kv.anchor !== undefined && kv.anchor.index > 0 ? { term: kv.anchor.term, what: `the log anchor (index ${kv.anchor.index})` } : undefined;
   }
 
-  // ---- sequence: anchor+1 .. last without a hole
-  let expected = extent.anchor.index + 1;
-  for (const entry of extent.retained) {
-    if (entry.index > expected) {
-      const first = expected;
+  private atEntry(entry: ScannedEntry, code: ProblemCode, message: string, path = entry.path): void {
+    this.atEntries.push({ code, path, lsn: entry.lsn, index: entry.index, message });
+  }
+
+  /** The KV state the checks run against. */
+  get kv(): KvState {
+    return this.scan.kv;
+  }
+
+  /** Whether open keeps `entry` (above the anchor, no applySnapshot intent pending). */
+  isRetained(entry: ScannedEntry): boolean {
+    return !isDropped(this.scan.kv, this.anchor, entry);
+  }
+
+  /** The next entry directory, in index order. */
+  add(entry: ScannedEntry): void {
+    const { kv } = this.scan;
+    if (isDropped(kv, this.anchor, entry)) {
+      this.leftoverCount++;
+      if (!this.anchorBeyondLog) {
+        const why = kv.intentPending
+          ? `an interrupted applySnapshot (index ${this.anchor.index}) drops every entry directory; the next open removes it`
+          : `it is at or below the log anchor ${this.anchor.index} (an interrupted compaction; the next open removes it)`;
+        this.leftovers.push({ code: ProblemCode.CompactionLeftover, path: entry.path, lsn: entry.lsn, index: entry.index, message: `${entry.path}: ${why}` });
+      }
+      return;
+    }
+    this.retained++;
+    this.lastRetained = entry;
+    if (entry.raft.state !== 'ok') {
+      this.pending++;
+      this.firstPending ??= entry;
+      this.lastPending = entry;
+    }
+
+    // ---- sequence: anchor+1 .. last without a hole
+    if (entry.index > this.expected) {
+      const first = this.expected;
       const last = entry.index - 1;
       const range = first === last ? formatLsn(first) : `${formatLsn(first)}..${formatLsn(last)} (${last - first + 1} entries)`;
-      problems.push({
+      this.gaps.push({
         code: ProblemCode.Gap,
-        path: join(scan.walPath, formatLsn(first)),
+        path: join(this.scan.walPath, formatLsn(first)),
         lsn: formatLsn(first),
         index: first,
         message: `gap in the WAL: ${range} missing before ${entry.path}`,
       });
     }
-    expected = entry.index + 1;
-  }
+    this.expected = entry.index + 1;
 
-  // ---- each entry
-  let previousTerm: { term: number; what: string } | undefined =
-    kv.anchor !== undefined && kv.anchor.index > 0 ? { term: kv.anchor.term, what: `the log anchor (index ${kv.anchor.index})` } : undefined;
-  const needsMigration: ScannedEntry[] = [];
-  for (const entry of extent.retained) {
+    // ---- the entry
     if (entry.unreadable !== undefined) {
-      atEntry(entry, ProblemCode.Unreadable, `cannot read ${entry.path}: ${entry.unreadable}`);
-      continue;
+      this.atEntry(entry, ProblemCode.Unreadable, `cannot read ${entry.path}: ${entry.unreadable}`);
+      return;
     }
     if (!entry.isDirectory) {
-      atEntry(entry, ProblemCode.NotADirectory, `${entry.path} is not a directory`);
-      continue;
+      this.atEntry(entry, ProblemCode.NotADirectory, `${entry.path} is not a directory`);
+      return;
     }
     if (entry.mode !== DIRECTORY_MODE) {
-      atEntry(entry, ProblemCode.BadMode, `${entry.path} has mode ${octal(entry.mode)}, expected ${octal(DIRECTORY_MODE)}`);
+      this.atEntry(entry, ProblemCode.BadMode, `${entry.path} has mode ${octal(entry.mode)}, expected ${octal(DIRECTORY_MODE)}`);
     }
     for (const name of entry.strayNames) {
-      atEntry(entry, ProblemCode.StrayName, `${join(entry.path, name)} is neither MANIFEST, RAFT nor a base-36 payload file`, join(entry.path, name));
+      this.atEntry(entry, ProblemCode.StrayName, `${join(entry.path, name)} is neither MANIFEST, RAFT nor a base-36 payload file`, join(entry.path, name));
     }
     if (entry.hasRaftTemporary) {
       const path = join(entry.path, RAFT_TEMPORARY_FILE);
-      if (bootstrapped) atEntry(entry, ProblemCode.StrayName, `${path} is left over from an interrupted migration`, path);
-      else notices.push({ code: NoticeCode.MigrationLeftover, path, lsn: entry.lsn, index: entry.index, message: `${path} is left over from an interrupted migration (migrate removes it)` });
+      if (this.bootstrapped) this.atEntry(entry, ProblemCode.StrayName, `${path} is left over from an interrupted migration`, path);
+      else this.notices.push({ code: NoticeCode.MigrationLeftover, path, lsn: entry.lsn, index: entry.index, message: `${path} is left over from an interrupted migration (migrate removes it)` });
     }
 
     // MANIFEST
@@ -678,127 +890,156 @@ export function verifyScan(scan: TreeScan): VerifyResult {
     const manifest = entry.manifest;
     switch (manifest.state) {
       case 'missing':
-        atEntry(entry, ProblemCode.ManifestMissing, `${manifestPath} is missing`, manifestPath);
+        this.atEntry(entry, ProblemCode.ManifestMissing, `${manifestPath} is missing`, manifestPath);
         break;
       case 'not-a-file':
-        atEntry(entry, ProblemCode.NotAFile, `${manifestPath} is not a regular file`, manifestPath);
+        this.atEntry(entry, ProblemCode.NotAFile, `${manifestPath} is not a regular file`, manifestPath);
         break;
       case 'unreadable':
-        atEntry(entry, ProblemCode.Unreadable, `cannot read ${manifestPath}: ${manifest.reason}`, manifestPath);
+        this.atEntry(entry, ProblemCode.Unreadable, `cannot read ${manifestPath}: ${manifest.reason}`, manifestPath);
         break;
       case 'corrupt':
-        atEntry(entry, ProblemCode.ManifestCorrupt, `${manifestPath} does not decode as a gitaly.LogEntry: ${manifest.reason}`, manifestPath);
+        this.atEntry(entry, ProblemCode.ManifestCorrupt, `${manifestPath} does not decode as a gitaly.LogEntry: ${manifest.reason}`, manifestPath);
         break;
       case 'ok': {
         const present = new Set(entry.payload.map((file) => file.name));
-        for (const operation of manifest.logEntry.operations) {
-          const link = operation.createHardLink;
-          if (link === undefined || link.sourceInStorage) continue;
-          const source = new TextDecoder().decode(link.sourcePath);
+        for (const source of manifest.linkedPayloads) {
           if (!present.has(source)) {
-            atEntry(entry, ProblemCode.PayloadMissing, `${join(entry.path, source)} is linked by MANIFEST but missing`, join(entry.path, source));
+            this.atEntry(entry, ProblemCode.PayloadMissing, `${join(entry.path, source)} is linked by MANIFEST but missing`, join(entry.path, source));
           }
         }
         break;
       }
     }
     if ((manifest.state === 'ok' || manifest.state === 'corrupt') && manifest.mode !== FILE_MODE) {
-      atEntry(entry, ProblemCode.BadMode, `${manifestPath} has mode ${octal(manifest.mode)}, expected ${octal(FILE_MODE)}`, manifestPath);
+      this.atEntry(entry, ProblemCode.BadMode, `${manifestPath} has mode ${octal(manifest.mode)}, expected ${octal(FILE_MODE)}`, manifestPath);
     }
 
     // RAFT
     const raftPath = join(entry.path, RAFT_FILE);
     const raft = entry.raft;
-    const rewritten = bootstrapped ? '' : ' (migrate rewrites it while the store has no hard state)';
+    const rewritten = this.bootstrapped ? '' : ' (migrate rewrites it while the store has no hard state)';
     switch (raft.state) {
       case 'missing':
-        if (bootstrapped) atEntry(entry, ProblemCode.RaftMissing, `${raftPath} is missing on a bootstrapped store`, raftPath);
-        else needsMigration.push(entry);
+        if (this.bootstrapped) this.atEntry(entry, ProblemCode.RaftMissing, `${raftPath} is missing on a bootstrapped store`, raftPath);
+        else {
+          this.needsMigration++;
+          this.firstNeedsMigration ??= entry;
+          this.lastNeedsMigration = entry;
+        }
         break;
       case 'not-a-file':
-        atEntry(entry, ProblemCode.NotAFile, `${raftPath} is not a regular file`, raftPath);
+        this.atEntry(entry, ProblemCode.NotAFile, `${raftPath} is not a regular file`, raftPath);
         break;
       case 'unreadable':
-        atEntry(entry, ProblemCode.Unreadable, `cannot read ${raftPath}: ${raft.reason}`, raftPath);
+        this.atEntry(entry, ProblemCode.Unreadable, `cannot read ${raftPath}: ${raft.reason}`, raftPath);
         break;
       case 'empty':
-        atEntry(entry, ProblemCode.RaftEmpty, `${raftPath} is empty (a torn write)${rewritten}`, raftPath);
+        this.atEntry(entry, ProblemCode.RaftEmpty, `${raftPath} is empty (a torn write)${rewritten}`, raftPath);
         break;
       case 'corrupt':
-        atEntry(entry, ProblemCode.RaftCorrupt, `${raftPath} does not decode as a raftpb.Entry: ${raft.reason}${rewritten}`, raftPath);
+        this.atEntry(entry, ProblemCode.RaftCorrupt, `${raftPath} does not decode as a raftpb.Entry: ${raft.reason}${rewritten}`, raftPath);
         break;
       case 'index-mismatch':
-        atEntry(entry, ProblemCode.RaftIndexMismatch, `${raftPath} holds index ${raft.entry.index}, not its LSN ${entry.index}${rewritten}`, raftPath);
+        this.atEntry(entry, ProblemCode.RaftIndexMismatch, `${raftPath} holds index ${raft.entry.index}, not its LSN ${entry.index}${rewritten}`, raftPath);
         break;
       case 'ok':
-        if (previousTerm !== undefined && raft.entry.term < previousTerm.term) {
-          atEntry(entry, ProblemCode.TermRegression, `${raftPath} has term ${raft.entry.term}, lower than ${previousTerm.term} of ${previousTerm.what}`, raftPath);
+        if (this.previousTerm !== undefined && raft.entry.term < this.previousTerm.term) {
+          this.atEntry(entry, ProblemCode.TermRegression, `${raftPath} has term ${raft.entry.term}, lower than ${this.previousTerm.term} of ${this.previousTerm.what}`, raftPath);
         }
-        previousTerm = { term: raft.entry.term, what: `entry ${entry.lsn}` };
+        this.previousTerm = { term: raft.entry.term, what: `entry ${entry.lsn}` };
         break;
     }
     if ((raft.state === 'ok' || raft.state === 'corrupt' || raft.state === 'index-mismatch' || raft.state === 'empty') && raft.mode !== FILE_MODE) {
-      atEntry(entry, ProblemCode.BadMode, `${raftPath} has mode ${octal(raft.mode)}, expected ${octal(FILE_MODE)}`, raftPath);
+      this.atEntry(entry, ProblemCode.BadMode, `${raftPath} has mode ${octal(raft.mode)}, expected ${octal(FILE_MODE)}`, raftPath);
     }
 
     // Payload files: Gitaly masks their permissions to & 0500 before linking them in.
     for (const file of entry.payload) {
       const path = join(entry.path, file.name);
-      if (!file.isFile) atEntry(entry, ProblemCode.NotAFile, `${path} is not a regular file`, path);
-      else if ((file.mode & ~0o500) !== 0) atEntry(entry, ProblemCode.BadMode, `${path} has mode ${octal(file.mode)}, expected at most 0500`, path);
+      if (!file.isFile) this.atEntry(entry, ProblemCode.NotAFile, `${path} is not a regular file`, path);
+      else if ((file.mode & ~0o500) !== 0) this.atEntry(entry, ProblemCode.BadMode, `${path} has mode ${octal(file.mode)}, expected at most 0500`, path);
     }
-  }
-  if (needsMigration.length > 0) {
-    const first = needsMigration[0]!;
-    const last = needsMigration[needsMigration.length - 1]!;
-    const which = needsMigration.length === 1 ? first.lsn : `${needsMigration.length} entries, ${first.lsn}..${last.lsn}`;
-    notices.push({
-      code: NoticeCode.NeedsMigration,
-      path: first.path,
-      lsn: first.lsn,
-      index: first.index,
-      message: `no RAFT file in ${which} (a log written before Raft): run \`replicalog migrate ${scan.dir}\``,
-    });
   }
 
-  // ---- KV against the log
-  const hardState = kv.hardState;
-  if (hardState !== undefined) {
-    if (hardState.commit > extent.lastIndex) {
-      problems.push({
-        code: ProblemCode.CommitAboveLast,
-        path: kv.path,
-        message: `the hard state's commit ${hardState.commit} is above the last index ${extent.lastIndex}${extent.retained.length > 0 ? ` (${extent.retained[extent.retained.length - 1]!.path})` : ''}`,
-      });
-    }
-    if (hardState.commit < extent.firstIndex - 1) {
+  /** The extent as open would derive it, from what was added so far. */
+  extent(): ExtentSummary {
+    const lastIndex = this.lastRetained?.index ?? this.anchor.index;
+    const status: TreeStatus = this.bootstrapped ? 'bootstrapped' : lastIndex > this.anchor.index ? 'needs-backfill' : 'unbootstrapped';
+    const at = (entry: ScannedEntry | undefined) => (entry === undefined ? {} : { index: entry.index, lsn: entry.lsn });
+    return {
+      status,
+      anchor: this.anchor,
+      firstIndex: this.anchor.index + 1,
+      lastIndex,
+      retainedEntries: this.retained,
+      compactionLeftovers: this.leftoverCount,
+      pendingMigration: this.pending,
+      ...(this.firstPending !== undefined ? { firstPending: at(this.firstPending) as { index: number; lsn: string } } : {}),
+      ...(this.lastPending !== undefined ? { lastPending: at(this.lastPending) as { index: number; lsn: string } } : {}),
+    };
+  }
+
+  /** Every problem and notice, after the last entry. */
+  finish(): { result: VerifyResult; extent: ExtentSummary } {
+    const { scan } = this;
+    const { kv } = scan;
+    const extent = this.extent();
+    const tail: Problem[] = [];
+    const notices = [...this.notices];
+    if (this.needsMigration > 0) {
+      const first = this.firstNeedsMigration!;
+      const last = this.lastNeedsMigration!;
+      const which = this.needsMigration === 1 ? first.lsn : `${this.needsMigration} entries, ${first.lsn}..${last.lsn}`;
       notices.push({
-        code: NoticeCode.CommitBelowFirst,
-        path: kv.path,
-        message: `the hard state's commit ${hardState.commit} is below firstIndex-1 = ${extent.firstIndex - 1}: entries were compacted or a snapshot applied beyond the commit (legal; the next hard state raises it)`,
+        code: NoticeCode.NeedsMigration,
+        path: first.path,
+        lsn: first.lsn,
+        index: first.index,
+        message: `no RAFT file in ${which} (a log written before Raft): run \`replicalog migrate ${scan.dir}\``,
       });
     }
-  }
-  if (kv.snapshot !== undefined && kv.snapshot.index > extent.lastIndex) {
-    problems.push({
-      code: ProblemCode.SnapshotBeyondLog,
-      path: kv.path,
-      message: `the snapshot's index ${kv.snapshot.index} is above the last index ${extent.lastIndex}`,
-    });
-  }
-  if (scan.snapshotDataFile !== undefined && !scan.snapshotDataFile.exists) {
-    problems.push({
-      code: ProblemCode.SnapshotDataMissing,
-      path: scan.snapshotDataFile.path,
-      message: `the snapshot's data file ${scan.snapshotDataFile.path} named in ${kv.path} is missing`,
-    });
-  }
 
-  // ---- staging leftovers
-  for (const name of scan.stagingLeftovers) {
-    const path = join(stagingPath(scan.dir), name);
-    problems.push({ code: ProblemCode.StagingLeftover, path, message: `${path} is left over from an interrupted write (the next open removes it)` });
-  }
+    // ---- KV against the log
+    const hardState = kv.hardState;
+    if (hardState !== undefined) {
+      if (hardState.commit > extent.lastIndex) {
+        tail.push({
+          code: ProblemCode.CommitAboveLast,
+          path: kv.path,
+          message: `the hard state's commit ${hardState.commit} is above the last index ${extent.lastIndex}${this.lastRetained !== undefined ? ` (${this.lastRetained.path})` : ''}`,
+        });
+      }
+      if (hardState.commit < extent.firstIndex - 1) {
+        notices.push({
+          code: NoticeCode.CommitBelowFirst,
+          path: kv.path,
+          message: `the hard state's commit ${hardState.commit} is below firstIndex-1 = ${extent.firstIndex - 1}: entries were compacted or a snapshot applied beyond the commit (legal; the next hard state raises it)`,
+        });
+      }
+    }
+    if (kv.snapshot !== undefined && kv.snapshot.index > extent.lastIndex) {
+      tail.push({
+        code: ProblemCode.SnapshotBeyondLog,
+        path: kv.path,
+        message: `the snapshot's index ${kv.snapshot.index} is above the last index ${extent.lastIndex}`,
+      });
+    }
+    if (scan.snapshotDataFile !== undefined && !scan.snapshotDataFile.exists) {
+      tail.push({
+        code: ProblemCode.SnapshotDataMissing,
+        path: scan.snapshotDataFile.path,
+        message: `the snapshot's data file ${scan.snapshotDataFile.path} named in ${kv.path} is missing`,
+      });
+    }
 
-  return { ok: problems.length === 0, problems, notices };
+    // ---- staging leftovers
+    for (const name of scan.stagingLeftovers) {
+      const path = join(stagingPath(scan.dir), name);
+      tail.push({ code: ProblemCode.StagingLeftover, path, message: `${path} is left over from an interrupted write (the next open removes it)` });
+    }
+
+    const problems = [...this.head, ...this.leftovers, ...this.gaps, ...this.atEntries, ...tail];
+    return { result: { ok: problems.length === 0, problems, notices }, extent };
+  }
 }

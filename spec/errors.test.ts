@@ -1,4 +1,4 @@
-import { describeRootCause } from '../lib/errors.js';
+import { describeRootCause, rootSystemCode } from '../lib/errors.js';
 import { describe, expect, it } from 'vitest';
 import {
   checkSafeUnsigned,
@@ -83,6 +83,8 @@ describe('describeRootCause (issue 17: errors name the real cause)', () => {
     ['anything else', new Error('plain'), 'plain'],
   ])('%s', (_name, error, expected) => {
     expect(describeRootCause(error)).toBe(expected);
+    // rootSystemCode is the code describeRootCause leads with (none for anything else).
+    expect(rootSystemCode(error)).toBe(/^(E[A-Z]+):/.exec(expected)?.[1]);
   });
 
   it('open() of a store whose kv/ is a file says ENOTDIR in its one-line message', async () => {

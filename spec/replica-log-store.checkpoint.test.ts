@@ -392,7 +392,7 @@ describe('random histories against MemoryStorage, reopening often', () => {
 // Everything again with a checkpoint in every hard state batch and at every close: after each
 // reopen the state must equal the model's, and a record written by the store is never refused.
 storageConformance('ReplicaLogStore with a checkpoint at every commit', {
-  open: async () => ReplicaLogStore.open({ dir: makeTempDir('replicalog-checkpoint-'), checkpointInterval: 1 }),
+  open: async ({ tempDir }) => ReplicaLogStore.open({ dir: tempDir('replicalog-checkpoint-'), checkpointInterval: 1 }),
   reopen: async (store) => {
     await store.close();
     const again = await ReplicaLogStore.open({ dir: store.dir, checkpointInterval: 1 });

@@ -11,11 +11,14 @@
  * best-effort view: the output says so.
  */
 import { EntryType, type ConfState } from '../types.js';
-import { logExtent, scanTree, verifyScan, type ScannedEntry } from '../verify.js';
-import { EXIT_DATA, EXIT_OK, existingDirectory, json, table, UsageError, type CliIo } from './io.js';
+import { verifyWalk, type ScannedEntry } from '../verify.js';
+import { entries, plural, scanProgress } from './progress.js';
+import { DataError, EXIT_DATA, EXIT_OK, existingDirectory, json, table, UsageError, type CliIo } from './io.js';
 
 export interface InspectCommandOptions {
   entries?: boolean;
+  /** No progress while a large tree is scanned (--quiet, --no-progress). */
+  quiet?: boolean;
   json?: boolean;
   partitionId?: number;
 }
@@ -40,7 +43,7 @@ function entryRow(entry: ScannedEntry) {
     raftSize: 'size' in raft ? raft.size : raft.state === 'empty' ? 0 : null,
     manifest: manifest.state,
     manifestSize: 'size' in manifest ? manifest.size : null,
-    operations: manifest.state === 'ok' ? manifest.logEntry.operations.length : null,
+    operations: manifest.state === 'ok' ? (manifest.operations ?? null) : null,
     payloadFiles: entry.payload.length,
   };
 }
@@ -54,14 +57,30 @@ const emptyConfState = (): ConfState => ({ voters: [], learners: [], votersOutgo
 
 export async function runInspect(dir: string, options: InspectCommandOptions, io: CliIo): Promise<number> {
   const root = existingDirectory(dir);
-  const scan = await scanTree(root, { partitionId: options.partitionId, readManifests: options.entries === true });
+  // One walk that keeps no entry (bounded memory); with --entries, one compact row per entry.
+  const rows: ReturnType<typeof entryRow>[] = [];
+  const progress = scanProgress('inspect', options, io);
+  let walked;
+  try {
+    walked = await verifyWalk(
+      root,
+      { partitionId: options.partitionId, readManifests: options.entries === true, onProgress: (done, total) => progress.update(done, total) },
+      options.entries === true ? (entry, verifier) => verifier.isRetained(entry) && rows.push(entryRow(entry)) : undefined,
+    );
+  } finally {
+    progress.stop();
+  }
+  const { scan, extent } = walked;
+  if (scan.walUnreadable === true) {
+    // There is a wal/ and it cannot be read: a problem with the data (exit 1), never "not a store".
+    throw new DataError(`cannot read ${scan.walPath}: ${scan.walProblem ?? 'unreadable'}`, scan.walPath, 'ERR_IO');
+  }
   if (scan.walProblem !== undefined && scan.kv.source === 'absent') {
     throw new UsageError(`not a replicalog or Gitaly state directory (${scan.walProblem})`, root);
   }
-  const extent = logExtent(scan);
   // inspect reports the problems verify would find (a gap, a damaged RAFT file, …), exits 1 on
   // them, and never advises a migration that would refuse the tree.
-  const problems = verifyScan(scan).problems.sort((a, b) => (a.index ?? 0) - (b.index ?? 0));
+  const problems = walked.result.problems.sort((a, b) => (a.index ?? -1) - (b.index ?? -1));
   const kv = scan.kv;
   const hardState = kv.hardState ?? { term: 0, vote: 0, commit: 0 };
   const confState = kv.confState ?? emptyConfState();
@@ -77,8 +96,8 @@ export async function runInspect(dir: string, options: InspectCommandOptions, io
     status: extent.status,
     firstIndex: extent.firstIndex,
     lastIndex: extent.lastIndex,
-    retainedEntries: extent.retained.length,
-    pendingMigration: extent.pendingMigration.length,
+    retainedEntries: extent.retainedEntries,
+    pendingMigration: extent.pendingMigration,
     hasHardState: kv.hardState !== undefined,
     hardState,
     confState,
@@ -94,7 +113,7 @@ export async function runInspect(dir: string, options: InspectCommandOptions, io
       unreadable: kv.unreadable ?? null,
       corruptKeys: kv.corruptKeys.map((key) => key.key),
     },
-    ...(options.entries ? { entries: extent.retained.map(entryRow) } : {}),
+    ...(options.entries ? { entries: rows } : {}),
     ok: problems.length === 0,
     problems: problems.map((problem) => ({ code: problem.code, lsn: problem.lsn ?? null, message: problem.message })),
   };
@@ -106,15 +125,15 @@ export async function runInspect(dir: string, options: InspectCommandOptions, io
   }
 
   const lines: [string, string][] = [
-    ['status', report.status + (report.pendingMigration > 0 && problems.length === 0 ? ` (${report.pendingMigration} entries without RAFT: run \`replicalog migrate\`)` : '')],
+    ['status', report.status + (report.pendingMigration > 0 && problems.length === 0 ? ` (${entries(report.pendingMigration)} without RAFT: run \`replicalog migrate\`)` : '')],
     ['first index', String(report.firstIndex)],
-    ['last index', `${report.lastIndex} (${report.retainedEntries} entr${report.retainedEntries === 1 ? 'y' : 'ies'} retained)`],
+    ['last index', `${report.lastIndex} (${entries(report.retainedEntries)} retained)`],
     ['hard state', report.hasHardState ? `term ${hardState.term}, vote ${hardState.vote}, commit ${hardState.commit}` : 'none saved'],
     ['conf state', kv.confState !== undefined ? confStateText(confState) : 'none saved'],
     [
       'snapshot',
       kv.snapshot !== undefined
-        ? `index ${snapshot.index}, term ${snapshot.term}, ${confStateText(snapshot.confState)}${snapshot.dataFile !== null ? `, data ${snapshot.dataFile} (${snapshot.dataSize ?? 'missing'} bytes)` : ', no data'}`
+        ? `index ${snapshot.index}, term ${snapshot.term}, ${confStateText(snapshot.confState)}${snapshot.dataFile !== null ? `, data ${snapshot.dataFile} (${snapshot.dataSize === null ? 'missing' : plural(snapshot.dataSize, 'byte')})` : ', no data'}`
         : 'none',
     ],
     ['log anchor', `index ${extent.anchor.index}, term ${extent.anchor.term}${kv.anchor === undefined ? ' (derived: no anchor record)' : ''}`],

@@ -5,7 +5,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ErrorCode } from '../errors.js';
+import { describeRootCause, ErrorCode, rootSystemCode } from '../errors.js';
 import { walPath } from '../wal/layout.js';
 
 export const EXIT_OK = 0;
@@ -92,14 +92,19 @@ export function formatErrorLine(error: unknown, fallbackPath?: string): string {
   return `replicalog: ${where !== undefined ? `${where}: ` : ''}${oneLine(message)}${suffix}`;
 }
 
-/** `{code, message, path}` of an error, for `{"error": …}` under --json. */
-export function errorObject(error: unknown, fallbackPath?: string): { code: string; message: string; path: string | null } {
+/**
+ * `{code, message, path}` of an error, for `{"error": …}` under --json, plus `systemCode`
+ * (EROFS, EACCES, ENOSPC, EMFILE, …) when a system error is at the root of it.
+ */
+export function errorObject(error: unknown, fallbackPath?: string): { code: string; message: string; path: string | null; systemCode?: string } {
   const path = property(error, 'path');
   const code = property(error, 'code');
+  const systemCode = rootSystemCode(error);
   return {
     code: typeof code === 'string' ? code : 'ERR_UNKNOWN',
     message: oneLine(error instanceof Error ? error.message : String(error)),
     path: typeof path === 'string' && path !== '' ? path : (fallbackPath ?? null),
+    ...(systemCode !== undefined ? { systemCode } : {}),
   };
 }
 
@@ -115,14 +120,28 @@ export function formatDebug(error: unknown): string {
   return lines.join('\n').trimStart() + '\n';
 }
 
+/**
+ * A path that cannot be looked at for a reason other than its absence (EACCES on a parent,
+ * EIO, ELOOP, …): a problem with the data or the machine (exit 1), named with its system code,
+ * never reported as "does not exist".
+ */
+function inaccessible(path: string, error: unknown): DataError {
+  return new DataError(`cannot access ${path}: ${describeRootCause(error)}`, path, 'ERR_IO');
+}
+
+function errnoCode(error: unknown): unknown {
+  return property(error, 'code');
+}
+
 /** The store directory a command works on: must exist and be a directory (else bad usage). */
 export function existingDirectory(dir: string): string {
   const root = resolve(dir);
   let isDirectory: boolean;
   try {
     isDirectory = statSync(root).isDirectory();
-  } catch {
-    throw new UsageError('no such directory', root);
+  } catch (error) {
+    if (errnoCode(error) === 'ENOENT') throw new UsageError('no such directory', root);
+    throw inaccessible(root, error);
   }
   if (!isDirectory) throw new UsageError('not a directory', root);
   return root;
@@ -132,7 +151,12 @@ export function existingDirectory(dir: string): string {
 export function storeDirectory(dir: string): string {
   const root = existingDirectory(dir);
   const wal = walPath(root);
-  if (!existsSync(wal)) throw new UsageError(`not a replicalog or Gitaly state directory (${wal} does not exist)`, root);
+  try {
+    statSync(wal);
+  } catch (error) {
+    if (errnoCode(error) === 'ENOENT') throw new UsageError(`not a replicalog or Gitaly state directory (${wal} does not exist)`, root);
+    throw inaccessible(wal, error);
+  }
   return root;
 }
 

@@ -33,7 +33,14 @@ const partitionOption = () =>
 interface DataCommandFlags {
   json?: boolean;
   partition?: number;
+  quiet?: boolean;
+  /** false with --no-progress */
+  progress?: boolean;
 }
+
+/** --quiet and --no-progress both turn progress off. */
+const quiet = (flags: DataCommandFlags) => flags.quiet === true || flags.progress === false;
+
 
 function buildProgram(io: CliIo, finish: (exitCode: number, dir?: string) => void, setDirectory: (dir: string) => void): Command {
   const program = new Command('replicalog');
@@ -65,8 +72,9 @@ Run 'replicalog <command> --help' for a command's details.
     .argument('<dir>', 'the store directory (holding wal/)')
     .option('--dry-run', 'list what would change and write nothing (the store is not opened)')
     .option('--json', 'print one JSON object {dir, status, backfilled, dryRun, entries}')
-    .option('--quiet', 'no progress (a bar or lines): only the summary, and errors')
     .addOption(partitionOption())
+    .option('--quiet', 'no progress (a bar or lines): only the summary, and errors')
+    .option('--no-progress', 'the same as --quiet')
     .addHelpText(
       'after',
       `
@@ -82,9 +90,9 @@ open would remove, and exits 1 if the store would refuse the tree (e.g. a gap, a
 Exit status: 0 migrated (or nothing to do); 1 refused (corrupt tree, locked); 2 bad usage.
 `,
     )
-    .action(async (dir: string, flags: DataCommandFlags & { dryRun?: boolean; quiet?: boolean }) => {
+    .action(async (dir: string, flags: DataCommandFlags & { dryRun?: boolean }) => {
       setDirectory(dir);
-      finish(await runMigrate(dir, { dryRun: flags.dryRun === true, json: flags.json === true, quiet: flags.quiet === true, partitionId: flags.partition }, io), dir);
+      finish(await runMigrate(dir, { dryRun: flags.dryRun === true, json: flags.json === true, quiet: quiet(flags), partitionId: flags.partition }, io), dir);
     });
 
   program
@@ -94,6 +102,8 @@ Exit status: 0 migrated (or nothing to do); 1 refused (corrupt tree, locked); 2 
     .option('--entries', 'add a table of entries: index, LSN, type, term, RAFT size, MANIFEST size, operations, payload files')
     .option('--json', 'print one JSON object (status, firstIndex, lastIndex, hardState, confState, snapshot, …)')
     .addOption(partitionOption())
+    .option('--quiet', 'no progress while a large tree is scanned')
+    .option('--no-progress', 'the same as --quiet')
     .addHelpText(
       'after',
       `
@@ -106,7 +116,7 @@ best-effort snapshot (the KV copy and the wal/ listing are taken at slightly dif
     )
     .action(async (dir: string, flags: DataCommandFlags & { entries?: boolean }) => {
       setDirectory(dir);
-      finish(await runInspect(dir, { entries: flags.entries === true, json: flags.json === true, partitionId: flags.partition }, io), dir);
+      finish(await runInspect(dir, { entries: flags.entries === true, json: flags.json === true, quiet: quiet(flags), partitionId: flags.partition }, io), dir);
     });
 
   program
@@ -116,6 +126,8 @@ best-effort snapshot (the KV copy and the wal/ listing are taken at slightly dif
     .option('--json', 'print one JSON object {ok, problems: [{code, path, lsn, index, message}], notices}')
     .option('--against <dir>', 'compare this replica\'s log with another replica\'s, entry by entry, instead')
     .addOption(partitionOption())
+    .option('--quiet', 'no progress while a large tree is scanned')
+    .option('--no-progress', 'the same as --quiet')
     .addHelpText(
       'after',
       `
@@ -146,7 +158,7 @@ Exit status: 0 no problem (notices allowed); 1 problems found; 2 bad usage.
         finish(await runVerifyAgainst(dir, flags.against, { json: flags.json === true, partitionId: flags.partition }, io), dir);
         return;
       }
-      finish(await runVerify(dir, { json: flags.json === true, partitionId: flags.partition }, io), dir);
+      finish(await runVerify(dir, { json: flags.json === true, quiet: quiet(flags), partitionId: flags.partition }, io), dir);
     });
 
   program

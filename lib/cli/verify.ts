@@ -1,11 +1,14 @@
 /** `replicalog verify <dir> [--json]`: every problem in the tree; exit 1 if there is any. */
-import { verifyScan, scanTree, type Finding } from '../verify.js';
+import { verifyWalk, type Finding } from '../verify.js';
+import { entries, plural, scanProgress } from './progress.js';
 import { compareReplicas } from '../verify-against.js';
 import { EXIT_DATA, EXIT_OK, existingDirectory, json, type CliIo } from './io.js';
 
 export interface VerifyCommandOptions {
   json?: boolean;
   partitionId?: number;
+  /** No progress while a large tree is scanned (--quiet, --no-progress). */
+  quiet?: boolean;
 }
 
 function findingLine(finding: Finding<string>): string {
@@ -15,22 +18,29 @@ function findingLine(finding: Finding<string>): string {
 export async function runVerify(dir: string, options: VerifyCommandOptions, io: CliIo): Promise<number> {
   // No wal/ is a finding (WAL_MISSING), not bad usage: verify reports on whatever is there.
   const root = existingDirectory(dir);
-  const scan = await scanTree(root, { partitionId: options.partitionId });
-  const result = verifyScan(scan);
+  // One walk, no entry kept: memory is bounded by the problems found, not the tree's size.
+  const progress = scanProgress('verify', options, io);
+  let walked;
+  try {
+    walked = await verifyWalk(root, { partitionId: options.partitionId, onProgress: (done, total) => progress.update(done, total) });
+  } finally {
+    progress.stop();
+  }
+  const { scan, result } = walked;
   // Lowest index first (problems without an index, about the tree as a whole, lead).
   const byIndex = (a: Finding<string>, b: Finding<string>) => (a.index ?? -1) - (b.index ?? -1);
   result.problems.sort(byIndex);
   result.notices.sort(byIndex);
+  const checked = scan.listed.count;
   if (options.json) {
-    io.stdout(json({ dir: root, ok: result.ok, entries: scan.entries.length, problems: result.problems, notices: result.notices }));
+    io.stdout(json({ dir: root, ok: result.ok, entries: checked, problems: result.problems, notices: result.notices }));
   } else {
     for (const problem of result.problems) io.stdout(findingLine(problem) + '\n');
     for (const notice of result.notices) io.stdout(`notice: ${findingLine(notice)}\n`);
-    const checked = `${scan.entries.length} entr${scan.entries.length === 1 ? 'y' : 'ies'} checked`;
     io.stdout(
       result.ok
-        ? `${root}: ok (${checked})\n`
-        : `${root}: ${result.problems.length} problem${result.problems.length === 1 ? '' : 's'} (${checked})\n`,
+        ? `${root}: ok (${entries(checked)} checked)\n`
+        : `${root}: ${plural(result.problems.length, 'problem')} (${entries(checked)} checked)\n`,
     );
   }
   return result.ok ? EXIT_OK : EXIT_DATA;

@@ -224,16 +224,27 @@ describe('a tree larger than the descriptor limit (issue 17)', () => {
           resolve({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : null, stdout, stderr });
         });
       });
+    // The dry run walks the tree and checks every entry directory's write access.
+    const dry = await run(['migrate', dir, '--dry-run', '--json']);
+    expect(dry.stderr).toBe('');
+    expect(dry.code).toBe(0);
+    expect(JSON.parse(dry.stdout)).toMatchObject({ wouldBackfill: 2000, refused: [] });
     const migrated = await run(['migrate', dir, '--json']);
     expect(migrated.stderr).not.toContain('EMFILE');
     expect(migrated.code).toBe(0);
-    expect(JSON.parse(migrated.stdout)).toMatchObject({ backfilled: 2000 });
-    const inspected = await run(['inspect', dir, '--json']);
+    const migratedJson = JSON.parse(migrated.stdout) as MigrateJson;
+    expect(migratedJson).toMatchObject({ backfilled: 2000 });
+    // Every RAFT file was read back (32 at a time) for the terms it holds.
+    expect(migratedJson.entries.map((entry) => entry.index)).toEqual(Array.from({ length: 2000 }, (_, offset) => offset + 1));
+    const inspected = await run(['inspect', dir, '--json', '--entries']);
     expect(inspected.code).toBe(0);
-    expect(JSON.parse(inspected.stdout)).toMatchObject({ lastIndex: 2000 });
-    const verified = await run(['verify', dir]);
+    const inspectedJson = JSON.parse(inspected.stdout) as { lastIndex: number; entries: { raft: string }[] };
+    expect(inspectedJson).toMatchObject({ lastIndex: 2000 });
+    expect(inspectedJson.entries.filter((entry) => entry.raft === 'ok')).toHaveLength(2000);
+    const verified = await run(['verify', dir, '--json']);
     expect(verified.stderr).toBe('');
     expect(verified.code).toBe(0);
+    expect(JSON.parse(verified.stdout)).toMatchObject({ ok: true, entries: 2000 });
   }, 120_000);
 });
 
