@@ -79,7 +79,6 @@
  * disagrees (deleting them at open would break a follower's promise to the leader that
  * counted them towards a quorum).
  */
-import { mkdir } from 'node:fs/promises';
 import { StoreStatsCollector, type StoreStats } from './store-stats.js';
 import { dirname, join, resolve } from 'node:path';
 import { ClassicLevel } from 'classic-level';
@@ -284,11 +283,19 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       // every open, not only when we created it: an earlier open may have died between its mkdir
       // and that fsync, and this open would otherwise build on a name that can still vanish
       // (finding 2). One fsync per level per open, nothing per write.
-      const created = await mkdir(dir, { recursive: true, mode: 0o700 });
-      const levels: string[] = [];
-      if (created !== undefined) for (let level = dir; level.length >= created.length; level = dirname(level)) levels.push(level);
-      else levels.push(dir);
-      for (const level of levels.reverse()) await fileSystem.fsync(dirname(level));
+      // Each level is created through the FileSystem (what the power-loss enumerator records).
+      const missing: string[] = [];
+      let existing = dir;
+      let found = await fileSystem.stat(existing);
+      while (found === undefined && existing !== dirname(existing)) {
+        missing.push(existing);
+        existing = dirname(existing);
+        found = await fileSystem.stat(existing);
+      }
+      if (found !== undefined && !found.isDirectory) throw Object.assign(new Error(`${existing} is not a directory`), { code: 'ENOTDIR' });
+      const created = missing.reverse();
+      for (const level of created) await fileSystem.mkdir(level, 0o700);
+      for (const level of created.length > 0 ? created : [dir]) await fileSystem.fsync(dirname(level));
     } catch (error) {
       throw new ReplicaLogError(ErrorCode.Io, `cannot create ${dir}: ${describeRootCause(error)}`, { path: dir, cause: error });
     }
@@ -384,15 +391,15 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     // one. The saved commit is the check: entries above it were never acknowledged as committed
     // (raft re-replicates them), so the log is cut at the gap (finding 4). A gap at or below the
     // commit could hide committed data: ERR_CORRUPT.
+    const commit = hardState?.commit ?? 0;
+    // Only a log replicalog wrote (an anchor or a hard state is recorded) is repaired: in a
+    // pre-Raft tree every entry is the application's acknowledged data.
+    const written = saved.anchor !== undefined || hardState !== undefined;
     let expected = anchor.index + 1;
     for (let position = 0; position < indexes.length; position++) {
       const index = indexes[position]!;
       if (index !== expected) {
         const path = this.wal.entryDirectory(expected);
-        const commit = hardState?.commit ?? 0;
-        // Only a log replicalog wrote (an anchor or a hard state is recorded) is repaired: in a
-        // pre-Raft tree every entry is the application's acknowledged data.
-        const written = saved.anchor !== undefined || hardState !== undefined;
         if (!written || expected <= commit) {
           throw corruptError(`gap in the WAL: ${path} is missing (the next entry is ${this.wal.entryDirectory(index)})${written ? `, at or below the commit ${commit}` : ''}`, {
             path,
@@ -408,7 +415,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       expected++;
     }
 
-    const last = indexes.length > 0 ? indexes[indexes.length - 1]! : anchor.index;
+    let last = indexes.length > 0 ? indexes[indexes.length - 1]! : anchor.index;
     const bootstrapped = hardState !== undefined;
     let nearestTerm: number | undefined = saved.anchor !== undefined && saved.anchor.index > 0 ? saved.anchor.term : undefined;
 
@@ -450,6 +457,20 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         nearestTerm = inspection.entry.term;
         this.cache.add(inspection.entry);
         continue;
+      }
+      // An entry with neither RAFT nor a MANIFEST holding data was written by append() (a
+      // Gitaly entry's MANIFEST holds its data) and has lost its files. In a log replicalog
+      // wrote, above the commit, only an unacknowledged append leaves that: under the POSIX model
+      // both sides of its rename out of staging/ may survive a power cut, and open's removal of
+      // the staging/ name then empties the wal/ one (an append is acknowledged only once staging/
+      // is fsynced too: finding 6). Torn, not corrupt: the log is cut there, as at a gap.
+      if (inspection.state === 'missing' && written && index > commit && ((await this.wal.manifestSize(index)) ?? 0) === 0) {
+        const torn = indexes.slice(position);
+        await this.wal.removeEntries(await this.wal.createBatchDirectory(), torn);
+        this.repairs.push(`cut the log at ${this.wal.entryDirectory(index)} (no RAFT, no data): ${torn.length} unacknowledged entr${torn.length === 1 ? 'y' : 'ies'} removed`);
+        indexes = indexes.slice(0, position);
+        last = index - 1;
+        break;
       }
       if (inspection.state === 'damaged' && bootstrapped) {
         throw corruptError(`corrupt WAL entry ${this.wal.entryDirectory(index)}: ${inspection.reason}`, {
