@@ -126,6 +126,7 @@ import {
 import { EntryCache } from './wal/entry-cache.js';
 import { nodeFileSystem, type FileSystem } from './wal/file-system.js';
 import { entryRelativePath, isSnapshotFileName, kvPath } from './wal/layout.js';
+import { guardLevelDatabaseOpen } from './wal/level-files.js';
 import { WalLogManager, type CrashPoint, type CrashPointName } from './wal/log-manager.js';
 import { RaftStateStore, type LogAnchor, type LogCheckpoint, type RaftStateChange, type SavedRaftState } from './wal/raft-state.js';
 import { TermRuns } from './wal/term-runs.js';
@@ -304,6 +305,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     try {
       let database: ClassicLevel<Uint8Array, Uint8Array>;
       let where: string;
+      let restoredKvFiles: string[] = [];
       if (options.db !== undefined) {
         // A db just constructed is still 'opening' (abstract-level opens it on the next tick).
         if (options.db.status === 'opening') await options.db.open().catch(() => {});
@@ -314,7 +316,12 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         where = kvPath(dir);
         ownedDatabase = new ClassicLevel<Uint8Array, Uint8Array>(where, { keyEncoding: 'view', valueEncoding: 'view' });
         try {
+          // LevelDB's open can keep its deletions and lose CURRENT's rename (finding 8): the files
+          // it may delete get a second name while it opens (wal/level-files.ts).
+          const guard = await guardLevelDatabaseOpen(where, fileSystem);
+          restoredKvFiles = guard.restored;
           await ownedDatabase.open();
+          await guard.afterOpen();
         } catch (error) {
           throw new ReplicaLogError(ErrorCode.Io, `cannot open ${where}: ${describeRootCause(error)}`, { path: where, cause: error });
         }
@@ -334,6 +341,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         options.checkpointInterval ?? CHECKPOINT_INTERVAL,
       );
       store.collector = collector;
+      if (restoredKvFiles.length > 0) store.repairs.push(`${where}: ${restoredKvFiles.join(', ')} linked back (a LevelDB open cut by a power cut)`);
       await store.recover(where);
       collector.opened(Number(process.hrtime.bigint() - openStarted) / 1e9);
       return store;

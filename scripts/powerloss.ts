@@ -32,13 +32,13 @@ try {
   if (barriers === true) {
     for (const operationCase of cases) {
       // A dry run lists the fsyncs (path and occurrence) of the operation's trace.
-      const seen: { path: string; occurrence: number; root: string }[] = [];
+      const seen: { path: string; occurrence: number }[] = [];
       await enumerate(operationCase, mkdtempSync(join(root, 'case-')), {
         seed: 1,
         samplesPerStep: 0,
         exhaustiveUpTo: 0,
         dropFsync: (path, occurrence, _dir, model) => {
-          seen.push({ path, occurrence, root: model });
+          seen.push({ path: relative(model, path), occurrence });
           return false;
         },
       });
@@ -48,9 +48,9 @@ try {
           seed: 1,
           samplesPerStep: samples,
           exhaustiveUpTo: exhaustive,
-          dropFsync: (path, occurrence) => path === barrier.path && occurrence === barrier.occurrence,
+          dropFsync: (path, occurrence, _dir, model) => relative(model, path) === barrier.path && occurrence === barrier.occurrence,
         });
-        const where = relative(barrier.root, barrier.path) || '.';
+        const where = barrier.path || '.';
         const verdict = report.failures.length > 0 ? `needed: ${report.failures.length} of ${report.states} states fail, e.g. ${report.failures[0]!.reason.slice(0, 160)}` : `no failure in ${report.states} states`;
         console.log(`  fsync ${where} #${barrier.occurrence}: ${verdict}`);
       }
