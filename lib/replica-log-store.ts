@@ -234,6 +234,8 @@ export class ReplicaLogStore implements WritableStorage, LogView {
   private closed = false;
   private failure: ReplicaLogError | undefined;
   private queue: Promise<void> = Promise.resolve();
+  /** Trash of the running write (moved-out entry directories), deleted after its acknowledgement. */
+  private readonly trashAfterAcknowledgement: string[] = [];
   /** The write group at the tail of the queue that appends and hard states may still join. */
   private openGroup: WriteGroup | undefined;
   /** What the log-rules checks see (no closed check, for the same reason as termOf). */
@@ -757,11 +759,22 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       return operation();
     };
     const result = this.queue.then(run);
+    // The write's trash is deleted once its promise has settled (the acknowledgement goes out
+    // first) and before the next queued write runs.
     this.queue = result.then(
-      () => undefined,
-      () => undefined,
+      () => this.deleteTrash(),
+      () => this.deleteTrash(),
     );
     return result;
+  }
+
+  /**
+   * Deletes the trash directories of the write just acknowledged (errors ignored: a leftover in
+   * staging/ is removed at the next open). A wasted wait before the acknowledgement otherwise:
+   * nothing reads the trash once the new state is published.
+   */
+  private async deleteTrash(): Promise<void> {
+    for (const trash of this.trashAfterAcknowledgement.splice(0)) await this.wal.discardBatchDirectory(trash);
   }
 
   /** Runs a step that changes the disk; any failure poisons the store (ERR_IO until reopened). */
@@ -843,7 +856,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         if (batchDirectory !== undefined) await this.wal.truncateTail(batchDirectory, stored.index, this.last);
         await this.wal.publishAdopted(directory, stored.index);
         this.publishAppend([stored]);
-        if (batchDirectory !== undefined) await this.wal.discardBatchDirectory(batchDirectory);
+        if (batchDirectory !== undefined) this.trashAfterAcknowledgement.push(batchDirectory);
       });
     });
   }
@@ -1037,7 +1050,11 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         this.snapshotMetadata = cloneMetadata(next.metadata);
         this.snapshotDataFile = dataFile;
         this.savedConfState = cloneConfState(next.metadata.confState);
-        await this.wal.removeEntries(await this.wal.createBatchDirectory(), dropped);
+        // wal/ fsynced before the intent is cleared: dropped entries can be above the snapshot's
+        // index, and without the intent open would keep any of them a power cut brought back.
+        const trash = await this.wal.createBatchDirectory();
+        await this.wal.moveEntriesOut(trash, dropped, { durable: true });
+        this.trashAfterAcknowledgement.push(trash);
         this.crashPoint('before-intent-clear');
         await this.raftState.write({ intent: null });
         await this.wal.pruneSnapshotFiles(dataFile);
@@ -1101,7 +1118,11 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         if (index >= this.last) this.terms.clear();
         else this.terms.dropBelow(index + 1);
         this.cache.dropBelow(index + 1);
-        await this.wal.removeEntries(await this.wal.createBatchDirectory(), removed);
+        // No fsync of wal/: every directory moved is at or below the durable anchor, which open
+        // removes whatever a power cut kept of these renames (log-manager.ts moveEntriesOut).
+        const trash = await this.wal.createBatchDirectory();
+        await this.wal.moveEntriesOut(trash, removed, { durable: false });
+        this.trashAfterAcknowledgement.push(trash);
       });
     });
   }

@@ -76,7 +76,7 @@ export const CRASH_POINTS = [
   'between-kv-and-wal',
   /** about to rename an entry directory out of wal/ (compaction, snapshot, open cleanup) */
   'before-prefix-rename',
-  /** prefix renamed out of wal/; about to fsync wal/ */
+  /** prefix renamed out of wal/; about to fsync wal/ (when the removal must be durable: not for a compaction) */
   'before-prefix-fsync',
   /** entry directories removed; about to clear the KV intent */
   'before-intent-clear',
@@ -462,22 +462,32 @@ export class WalLogManager {
   }
 
   /**
-   * Removes entry directories (compaction, snapshot, open cleanup): renames them into `batch`
-   * oldest first, fsyncs wal/ once, then deletes the renamed trees. Only called once KV
-   * records that the removal happened, so a crash at any point is finished at the next open.
+   * Removes entry directories (open's repairs): moves them out (below), then deletes the
+   * renamed trees.
    */
   async removeEntries(batch: string, indexes: readonly number[]): Promise<void> {
+    await this.moveEntriesOut(batch, indexes, { durable: true });
+    await this.io('remove', batch, () => this.fs.remove(batch));
+  }
+
+  /**
+   * Moves entry directories out of wal/ into `batch` (trash, deleted by the caller, usually
+   * after the acknowledgement), oldest first. Only called once KV records that the removal
+   * happened, so a crash at any point is finished at the next open. `durable`: then fsync wal/.
+   * Not needed when every index moved is at or below the anchor KV holds (compaction): open
+   * removes such a directory whatever a power cut kept of its renames, and no later write can
+   * lower the anchor without fsyncing wal/ itself (applySnapshot, below).
+   */
+  async moveEntriesOut(batch: string, indexes: readonly number[], options: { durable: boolean }): Promise<void> {
     for (const index of indexes) {
       const source = this.entryDirectory(index);
       const target = join(batch, `old-${formatLsn(index)}`);
       this.crash('before-prefix-rename');
       await this.io('rename', source, () => this.fs.rename(source, target));
     }
-    if (indexes.length > 0) {
-      this.crash('before-prefix-fsync');
-      await this.io('fsync', this.walDirectory, () => this.fs.fsync(this.walDirectory));
-    }
-    await this.io('remove', batch, () => this.fs.remove(batch));
+    if (indexes.length === 0) return;
+    this.crash('before-prefix-fsync');
+    if (options.durable) await this.io('fsync', this.walDirectory, () => this.fs.fsync(this.walDirectory));
   }
 
   /**
