@@ -11,10 +11,9 @@
  * remaining one is needed).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { Command } from 'commander';
-import { cases, controls, enumerate } from '../spec/powerloss/operations.js';
+import { cases, controls, enumerate, scratchBase } from '../spec/powerloss/operations.js';
 
 const program = new Command('powerloss')
   .description('enumerate the crash states a power cut may leave in every write operation, and open each')
@@ -25,7 +24,7 @@ const program = new Command('powerloss')
   .parse();
 const { seeds, samples, exhaustive, barriers } = program.opts<{ seeds: number; samples: number; exhaustive: number; barriers?: boolean }>();
 
-const root = mkdtempSync(join(tmpdir(), 'replicalog-powerloss-'));
+const root = mkdtempSync(join(scratchBase(), 'replicalog-powerloss-'));
 /** A barrier's path relative to the model root, a snapshot file's random tag left out (it differs from run to run). */
 const barrierPath = (model: string, path: string) => relative(model, path).replace(/-[0-9a-f]+\.snap/, '-*.snap');
 const started = Date.now();

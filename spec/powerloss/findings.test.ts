@@ -19,6 +19,7 @@ import { entryPath, kvPath, LOCK_DATABASE, stagingPath, walPath } from '../../li
 import { KEEP_PREFIX } from '../../lib/wal/level-files.js';
 import { closeTestStores, codeOf, trackStore } from '../helpers/stores.js';
 import { makeTempDir, removeTempDirs } from '../helpers/temp-dir.js';
+import { cases, enumerate } from './operations.js';
 
 afterEach(async () => {
   await closeTestStores();
@@ -141,6 +142,42 @@ describe('power-loss findings (issue 15)', () => {
     fsyncs.length = 0;
     await store.append([entry(1), entry(2)]);
     expect(fsyncs.slice(-2).sort()).toEqual([stagingPath(dir), walPath(dir)].sort());
+  });
+
+  it('finding 6 (enumerated): no crash state of an append keeps an acknowledged entry under both names; without the fsync of staging/ one does, and open empties it', async () => {
+    const append = cases.find((operationCase) => operationCase.name === 'append')!;
+    const options = { seed: 6, samplesPerStep: 2, exhaustiveUpTo: 3 };
+    const fixed = await enumerate(append, makeTempDir(), options);
+    expect(fixed.failures).toEqual([]);
+    const unfixed = await enumerate(append, makeTempDir(), { ...options, dropFsync: (path, _occurrence, dir) => path === stagingPath(dir) });
+    expect(unfixed.failures.map((failure) => failure.reason).join('\n')).toMatch(/expected the state after/);
+  }, 60_000);
+
+  it('finding 6: an entry emptied through its staging/ name (an unacknowledged append) is cut at open above the commit, not left to backfill', async () => {
+    const dir = makeTempDir();
+    const store = await open(dir);
+    await store.append([entry(1), entry(2), entry(3)]);
+    await store.setHardState({ term: 1, vote: 0, commit: 1 });
+    await store.close();
+    for (const name of readdirSync(entryPath(dir, 2))) rmSync(join(entryPath(dir, 2), name));
+    const reopened = await open(dir);
+    expect([reopened.firstIndex(), reopened.lastIndex(), reopened.pendingBackfill]).toEqual([1, 1, 0]);
+    expect(reopened.repairs).toHaveLength(1);
+    await reopened.close();
+    expect((await verifyTree(dir)).problems).toEqual([]);
+  });
+
+  it('finding 6: the same emptied entry at or below the commit is not cut (it could be committed data)', async () => {
+    const dir = makeTempDir();
+    const store = await open(dir);
+    await store.append([entry(1), entry(2)]);
+    await store.setHardState({ term: 1, vote: 0, commit: 2 });
+    await store.close();
+    for (const name of readdirSync(entryPath(dir, 2))) rmSync(join(entryPath(dir, 2), name));
+    const reopened = await open(dir);
+    expect(reopened.repairs).toEqual([]);
+    expect(reopened.lastIndex()).toBe(2);
+    expect(await codeOf(() => reopened.backfill())).toBe(ErrorCode.Corrupt);
   });
 
   it('finding 7: backfill refuses an entry whose MANIFEST is empty (written by append, RAFT torn) and changes nothing', async () => {
