@@ -28,8 +28,9 @@
  *
  * Multi-step operations are ordered to be atomic across a crash:
  *   compact(i)        KV anchor (i, term(i)) synced FIRST; then entry directories <= i are
- *                     removed oldest first and wal/ fsynced. At open, entry directories <= the
- *                     anchor are leftovers of an interrupted compaction and are removed.
+ *                     moved out oldest first (no fsync of wal/ needed) and deleted after the
+ *                     acknowledgement. At open, entry directories <= the anchor are leftovers
+ *                     of an interrupted compaction (or of one a power cut undid) and are removed.
  *   applySnapshot(s)  data file (temp, fsync, rename, fsync snapshot/); then ONE synced KV batch
  *                     {snapshot metadata, data file name, conf state, anchor, intent "drop every
  *                     entry directory"}; then the directories are removed, wal/ fsynced and the
