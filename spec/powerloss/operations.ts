@@ -322,6 +322,11 @@ export const controls: { name: string; operation: string; dropFsync: (path: stri
     dropFsync: (path, occurrence, dir) => path === walPath(dir) && occurrence === 0,
   },
   {
+    name: 'applySnapshot inside the log without the fsync of wal/ before its intent is cleared',
+    operation: 'applySnapshot inside the log (entries above it dropped)',
+    dropFsync: (path, _occurrence, dir) => path === walPath(dir),
+  },
+  {
     name: 'a first open without the fsync of the store directory (finding 1: kv/ can vanish)',
     operation: 'first open of a tree that has wal/ and staging/ (no kv/), then setHardState',
     dropFsync: (path, _occurrence, dir) => path === dir,
