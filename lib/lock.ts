@@ -12,6 +12,7 @@
 import { ClassicLevel } from 'classic-level';
 import { describeRootCause, ErrorCode, ReplicaLogError } from './errors.js';
 import { lockPath } from './wal/layout.js';
+import { repairLockDatabase } from './wal/level-files.js';
 import { writeAccessProblem } from './write-access.js';
 
 function causeCode(error: unknown): string | undefined {
@@ -30,6 +31,14 @@ export class DirectoryLock {
   /** Takes the lock of `dir` (which must exist) or throws ERR_LOCKED. */
   static async acquire(dir: string): Promise<DirectoryLock> {
     const path = lockPath(dir);
+    // A power cut during an earlier open of LOCK.db can leave CURRENT naming a MANIFEST that is
+    // gone (level-files.ts); the lock database holds nothing, so it starts afresh. An error here
+    // is left for the open to report.
+    try {
+      repairLockDatabase(path);
+    } catch {
+      // reported by the open below
+    }
     const database = new ClassicLevel<Uint8Array, Uint8Array>(path, { keyEncoding: 'view', valueEncoding: 'view' });
     try {
       await database.open();

@@ -28,8 +28,9 @@
  *
  * Multi-step operations are ordered to be atomic across a crash:
  *   compact(i)        KV anchor (i, term(i)) synced FIRST; then entry directories <= i are
- *                     removed oldest first and wal/ fsynced. At open, entry directories <= the
- *                     anchor are leftovers of an interrupted compaction and are removed.
+ *                     moved out oldest first (no fsync of wal/ needed) and deleted after the
+ *                     acknowledgement. At open, entry directories <= the anchor are leftovers
+ *                     of an interrupted compaction (or of one a power cut undid) and are removed.
  *   applySnapshot(s)  data file (temp, fsync, rename, fsync snapshot/); then ONE synced KV batch
  *                     {snapshot metadata, data file name, conf state, anchor, intent "drop every
  *                     entry directory"}; then the directories are removed, wal/ fsynced and the
@@ -79,7 +80,6 @@
  * disagrees (deleting them at open would break a follower's promise to the leader that
  * counted them towards a quorum).
  */
-import { mkdir } from 'node:fs/promises';
 import { StoreStatsCollector, type StoreStats } from './store-stats.js';
 import { dirname, join, resolve } from 'node:path';
 import { ClassicLevel } from 'classic-level';
@@ -128,6 +128,7 @@ import {
 import { EntryCache } from './wal/entry-cache.js';
 import { nodeFileSystem, type FileSystem } from './wal/file-system.js';
 import { entryRelativePath, isSnapshotFileName, kvPath } from './wal/layout.js';
+import { guardLevelDatabaseOpen } from './wal/level-files.js';
 import { WalLogManager, type CrashPoint, type CrashPointName } from './wal/log-manager.js';
 import { RaftStateStore, type LogAnchor, type LogCheckpoint, type RaftStateChange, type SavedRaftState } from './wal/raft-state.js';
 import { TermRuns } from './wal/term-runs.js';
@@ -235,6 +236,8 @@ export class ReplicaLogStore implements WritableStorage, LogView {
   private closed = false;
   private failure: ReplicaLogError | undefined;
   private queue: Promise<void> = Promise.resolve();
+  /** Trash of the running write (moved-out entry directories), deleted after its acknowledgement. */
+  private readonly trashAfterAcknowledgement: string[] = [];
   /** The write group at the tail of the queue that appends and hard states may still join. */
   private openGroup: WriteGroup | undefined;
   /** What the log-rules checks see (no closed check, for the same reason as termOf). */
@@ -285,11 +288,19 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       // every open, not only when we created it: an earlier open may have died between its mkdir
       // and that fsync, and this open would otherwise build on a name that can still vanish
       // (finding 2). One fsync per level per open, nothing per write.
-      const created = await mkdir(dir, { recursive: true, mode: 0o700 });
-      const levels: string[] = [];
-      if (created !== undefined) for (let level = dir; level.length >= created.length; level = dirname(level)) levels.push(level);
-      else levels.push(dir);
-      for (const level of levels.reverse()) await fileSystem.fsync(dirname(level));
+      // Each level is created through the FileSystem (what the power-loss enumerator records).
+      const missing: string[] = [];
+      let existing = dir;
+      let found = await fileSystem.stat(existing);
+      while (found === undefined && existing !== dirname(existing)) {
+        missing.push(existing);
+        existing = dirname(existing);
+        found = await fileSystem.stat(existing);
+      }
+      if (found !== undefined && !found.isDirectory) throw Object.assign(new Error(`${existing} is not a directory`), { code: 'ENOTDIR' });
+      const created = missing.reverse();
+      for (const level of created) await fileSystem.mkdir(level, 0o700);
+      for (const level of created.length > 0 ? created : [dir]) await fileSystem.fsync(dirname(level));
     } catch (error) {
       // recursive mkdir says ENOENT under a read-only mount: ask the nearest existing ancestor (issue 17).
       const denied = await creationProblem(dir);
@@ -300,6 +311,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     try {
       let database: ClassicLevel<Uint8Array, Uint8Array>;
       let where: string;
+      let restoredKvFiles: string[] = [];
       if (options.db !== undefined) {
         // A db just constructed is still 'opening' (abstract-level opens it on the next tick).
         if (options.db.status === 'opening') await options.db.open().catch(() => {});
@@ -310,7 +322,12 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         where = kvPath(dir);
         ownedDatabase = new ClassicLevel<Uint8Array, Uint8Array>(where, { keyEncoding: 'view', valueEncoding: 'view' });
         try {
+          // LevelDB's open can keep its deletions and lose CURRENT's rename (finding 8): the files
+          // it may delete get a second name while it opens (wal/level-files.ts).
+          const guard = await guardLevelDatabaseOpen(where, fileSystem);
+          restoredKvFiles = guard.restored;
           await ownedDatabase.open();
+          await guard.afterOpen();
         } catch (error) {
           throw new ReplicaLogError(ErrorCode.Io, `cannot open ${where}: ${describeRootCause(error)}`, { path: where, cause: error });
         }
@@ -330,6 +347,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         options.checkpointInterval ?? CHECKPOINT_INTERVAL,
       );
       store.collector = collector;
+      if (restoredKvFiles.length > 0) store.repairs.push(`${where}: ${restoredKvFiles.join(', ')} linked back (a LevelDB open cut by a power cut)`);
       await store.recover(where);
       collector.opened(Number(process.hrtime.bigint() - openStarted) / 1e9);
       return store;
@@ -387,15 +405,15 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     // one. The saved commit is the check: entries above it were never acknowledged as committed
     // (raft re-replicates them), so the log is cut at the gap (finding 4). A gap at or below the
     // commit could hide committed data: ERR_CORRUPT.
+    const commit = hardState?.commit ?? 0;
+    // Only a log replicalog wrote (an anchor or a hard state is recorded) is repaired: in a
+    // pre-Raft tree every entry is the application's acknowledged data.
+    const written = saved.anchor !== undefined || hardState !== undefined;
     let expected = anchor.index + 1;
     for (let position = 0; position < indexes.length; position++) {
       const index = indexes[position]!;
       if (index !== expected) {
         const path = this.wal.entryDirectory(expected);
-        const commit = hardState?.commit ?? 0;
-        // Only a log replicalog wrote (an anchor or a hard state is recorded) is repaired: in a
-        // pre-Raft tree every entry is the application's acknowledged data.
-        const written = saved.anchor !== undefined || hardState !== undefined;
         if (!written || expected <= commit) {
           throw corruptError(`gap in the WAL: ${path} is missing (the next entry is ${this.wal.entryDirectory(index)})${written ? `, at or below the commit ${commit}` : ''}`, {
             path,
@@ -411,7 +429,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       expected++;
     }
 
-    const last = indexes.length > 0 ? indexes[indexes.length - 1]! : anchor.index;
+    let last = indexes.length > 0 ? indexes[indexes.length - 1]! : anchor.index;
     const bootstrapped = hardState !== undefined;
     let nearestTerm: number | undefined = saved.anchor !== undefined && saved.anchor.index > 0 ? saved.anchor.term : undefined;
 
@@ -453,6 +471,20 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         nearestTerm = inspection.entry.term;
         this.cache.add(inspection.entry);
         continue;
+      }
+      // An entry with neither RAFT nor a MANIFEST holding data was written by append() (a
+      // Gitaly entry's MANIFEST holds its data) and has lost its files. In a log replicalog
+      // wrote, above the commit, only an unacknowledged append leaves that: under the POSIX model
+      // both sides of its rename out of staging/ may survive a power cut, and open's removal of
+      // the staging/ name then empties the wal/ one (an append is acknowledged only once staging/
+      // is fsynced too: finding 6). Torn, not corrupt: the log is cut there, as at a gap.
+      if (inspection.state === 'missing' && written && index > commit && ((await this.wal.manifestSize(index)) ?? 0) === 0) {
+        const torn = indexes.slice(position);
+        await this.wal.removeEntries(await this.wal.createBatchDirectory(), torn);
+        this.repairs.push(`cut the log at ${this.wal.entryDirectory(index)} (no RAFT, no data): ${torn.length} unacknowledged entr${torn.length === 1 ? 'y' : 'ies'} removed`);
+        indexes = indexes.slice(0, position);
+        last = index - 1;
+        break;
       }
       if (inspection.state === 'damaged' && bootstrapped) {
         throw corruptError(`corrupt WAL entry ${this.wal.entryDirectory(index)}: ${inspection.reason}`, {
@@ -731,11 +763,22 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       return operation();
     };
     const result = this.queue.then(run);
+    // The write's trash is deleted once its promise has settled (the acknowledgement goes out
+    // first) and before the next queued write runs.
     this.queue = result.then(
-      () => undefined,
-      () => undefined,
+      () => this.deleteTrash(),
+      () => this.deleteTrash(),
     );
     return result;
+  }
+
+  /**
+   * Deletes the trash directories of the write just acknowledged (errors ignored: a leftover in
+   * staging/ is removed at the next open). A wasted wait before the acknowledgement otherwise:
+   * nothing reads the trash once the new state is published.
+   */
+  private async deleteTrash(): Promise<void> {
+    for (const trash of this.trashAfterAcknowledgement.splice(0)) await this.wal.discardBatchDirectory(trash);
   }
 
   /** Runs a step that changes the disk; any failure poisons the store (ERR_IO until reopened). */
@@ -817,7 +860,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         if (batchDirectory !== undefined) await this.wal.truncateTail(batchDirectory, stored.index, this.last);
         await this.wal.publishAdopted(directory, stored.index);
         this.publishAppend([stored]);
-        if (batchDirectory !== undefined) await this.wal.discardBatchDirectory(batchDirectory);
+        if (batchDirectory !== undefined) this.trashAfterAcknowledgement.push(batchDirectory);
       });
     });
   }
@@ -1011,7 +1054,11 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         this.snapshotMetadata = cloneMetadata(next.metadata);
         this.snapshotDataFile = dataFile;
         this.savedConfState = cloneConfState(next.metadata.confState);
-        await this.wal.removeEntries(await this.wal.createBatchDirectory(), dropped);
+        // wal/ fsynced before the intent is cleared: dropped entries can be above the snapshot's
+        // index, and without the intent open would keep any of them a power cut brought back.
+        const trash = await this.wal.createBatchDirectory();
+        await this.wal.moveEntriesOut(trash, dropped, { durable: true });
+        this.trashAfterAcknowledgement.push(trash);
         this.crashPoint('before-intent-clear');
         await this.raftState.write({ intent: null });
         await this.wal.pruneSnapshotFiles(dataFile);
@@ -1075,7 +1122,11 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         if (index >= this.last) this.terms.clear();
         else this.terms.dropBelow(index + 1);
         this.cache.dropBelow(index + 1);
-        await this.wal.removeEntries(await this.wal.createBatchDirectory(), removed);
+        // No fsync of wal/: every directory moved is at or below the durable anchor, which open
+        // removes whatever a power cut kept of these renames (log-manager.ts moveEntriesOut).
+        const trash = await this.wal.createBatchDirectory();
+        await this.wal.moveEntriesOut(trash, removed, { durable: false });
+        this.trashAfterAcknowledgement.push(trash);
       });
     });
   }

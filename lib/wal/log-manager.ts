@@ -2,29 +2,44 @@
  * The WAL log manager: entry directories under `<dir>/wal/<LSN>/`, written through
  * `<dir>/staging/` so that a reader (or a restart) never sees half an entry.
  *
- * Durability protocol (each step says why it comes where it does):
+ * Durability protocol. The model (README "Durability and ordering"): after a power cut a name
+ * is sure only once its directory was fsynced (the two directories of a rename apart), data once
+ * its file was. Each fsync below says what a power cut could do without it; `npm run powerloss
+ * -- --barriers` drops each one in turn and shows the crash states that then fail.
  *   append (group commit of B entries)
  *     1. staging/<LSN>/{MANIFEST,RAFT} written (0400) in directories of mode 0700, for all B
  *        (16 at a time, the event loop running in between);
- *     2. every RAFT file (its data) and entry directory (which holds the names MANIFEST and
- *        RAFT) fsynced, up to 32 at once, each chunk's as soon as it is created (their order does
- *        not matter: all are durable before step 4). The MANIFEST is empty: nothing to fsync;
+ *     2. every RAFT file fsynced (without: an entry renamed into wal/ with its data lost or
+ *        zeroed, ERR_CORRUPT at open) and every entry directory fsynced (without: an entry in
+ *        wal/ that lost its MANIFEST and RAFT names). Up to 32 in flight, in any order: all are
+ *        done before step 4. The MANIFEST is empty: no data to sync, and its name is durable
+ *        with its directory's fsync (its own fsync was a wasted barrier, issue 15);
  *     3. (truncating append) the old tail renamed out of wal/, newest first, then ONE fsync of
- *        wal/ (Gitaly B8 fsynced the parent instead) — before any new entry is renamed in, so a
- *        crash can never leave old and new entries mixed;
- *     4. entries renamed into wal/ in index order (a crash usually keeps a contiguous prefix;
- *        renames kept out of order leave a gap above the commit, which open cuts);
- *     5. ONE fsync of wal/ makes every rename durable, and ONE of staging/ (in parallel) makes
- *        each staging name's removal durable with it, so no entry ever has both names after a
- *        power cut: only now is the append acknowledged.
- *   A crash before 5 loses only unacknowledged entries; staging leftovers are removed at open.
- *   The trash of a truncating append (and of every removal) goes into a fresh staging/batch-*
- *   directory; an append's trash is deleted after the acknowledgement.
- *   prefix removal (compact, applySnapshot, open): rename out of wal/ oldest first, one fsync
- *   of wal/, then delete the renamed trees. The caller has already made the removal durable in
- *   KV (the log anchor / intent), so a crash at any point here is finished at the next open.
- *   backfill of one entry: RAFT.tmp written and fsynced, renamed over RAFT, entry directory
- *   fsynced (Gitaly B7 wrote RAFT in place, leaving torn files after a crash).
+ *        wal/ (Gitaly B8 fsynced the parent instead) before any new entry is renamed in
+ *        (without: an old entry kept above a new one, a term going down: ERR_CORRUPT);
+ *     4. entries renamed into wal/ in index order;
+ *     5. ONE fsync of wal/ (without: an acknowledged entry lost, its new name not durable) and,
+ *        in parallel, ONE of staging/ (without: the entry keeps its staging/ name too, and
+ *        open's removal of staging leftovers empties it: finding 6). Only now is the append
+ *        acknowledged; its trash (a truncated tail) is deleted after.
+ *   A crash before 5 loses only unacknowledged entries: open removes staging leftovers and cuts
+ *   the log at a gap or at an emptied entry above the commit (torn, not corrupt).
+ *   compaction: the KV anchor first (synced); then the entries up to it moved out of wal/
+ *   oldest first, with NO fsync of wal/: whatever a power cut keeps of those renames is at or
+ *   below the durable anchor, which open removes. Trash deleted after the acknowledgement.
+ *   applySnapshot: KV batch {snapshot, anchor, intent} first; every entry moved out and wal/
+ *   fsynced BEFORE the intent is cleared (without: an entry above the snapshot's index that a
+ *   power cut brings back is kept once the intent is gone).
+ *   open's repairs (an intent redone, a gap or an emptied entry cut, leftovers at or below the
+ *   anchor): moved out, wal/ fsynced, deleted.
+ *   backfill of one entry: RAFT.tmp written and fsynced (without: RAFT empty after the
+ *   rename), renamed over RAFT, the entry directory fsynced (without: the entry loses its new
+ *   RAFT after backfill reported it done). Gitaly B7 wrote RAFT in place.
+ *   snapshot data: temp file fsynced (its data), renamed, snapshot/ fsynced (its name: Gitaly
+ *   B11 skipped this), and the store directory when snapshot/ itself was just created.
+ *   insertLogEntry: every file of the staged directory and the directory fsynced (a caller's
+ *   files cannot be trusted to be durable), a truncation as in 3, the rename into wal/, then
+ *   wal/ and the directory it left fsynced in parallel, as in 5.
  *
  * Every file-system call goes through the injectable FileSystem, and every named step calls the
  * optional crashPoint hook (tests kill or fail the process there).
@@ -76,7 +91,7 @@ export const CRASH_POINTS = [
   'between-kv-and-wal',
   /** about to rename an entry directory out of wal/ (compaction, snapshot, open cleanup) */
   'before-prefix-rename',
-  /** prefix renamed out of wal/; about to fsync wal/ */
+  /** prefix renamed out of wal/; about to fsync wal/ (when the removal must be durable: not for a compaction) */
   'before-prefix-fsync',
   /** entry directories removed; about to clear the KV intent */
   'before-intent-clear',
@@ -462,22 +477,32 @@ export class WalLogManager {
   }
 
   /**
-   * Removes entry directories (compaction, snapshot, open cleanup): renames them into `batch`
-   * oldest first, fsyncs wal/ once, then deletes the renamed trees. Only called once KV
-   * records that the removal happened, so a crash at any point is finished at the next open.
+   * Removes entry directories (open's repairs): moves them out (below), then deletes the
+   * renamed trees.
    */
   async removeEntries(batch: string, indexes: readonly number[]): Promise<void> {
+    await this.moveEntriesOut(batch, indexes, { durable: true });
+    await this.io('remove', batch, () => this.fs.remove(batch));
+  }
+
+  /**
+   * Moves entry directories out of wal/ into `batch` (trash, deleted by the caller, usually
+   * after the acknowledgement), oldest first. Only called once KV records that the removal
+   * happened, so a crash at any point is finished at the next open. `durable`: then fsync wal/.
+   * Not needed when every index moved is at or below the anchor KV holds (compaction): open
+   * removes such a directory whatever a power cut kept of its renames, and no later write can
+   * lower the anchor without fsyncing wal/ itself (applySnapshot, below).
+   */
+  async moveEntriesOut(batch: string, indexes: readonly number[], options: { durable: boolean }): Promise<void> {
     for (const index of indexes) {
       const source = this.entryDirectory(index);
       const target = join(batch, `old-${formatLsn(index)}`);
       this.crash('before-prefix-rename');
       await this.io('rename', source, () => this.fs.rename(source, target));
     }
-    if (indexes.length > 0) {
-      this.crash('before-prefix-fsync');
-      await this.io('fsync', this.walDirectory, () => this.fs.fsync(this.walDirectory));
-    }
-    await this.io('remove', batch, () => this.fs.remove(batch));
+    if (indexes.length === 0) return;
+    this.crash('before-prefix-fsync');
+    if (options.durable) await this.io('fsync', this.walDirectory, () => this.fs.fsync(this.walDirectory));
   }
 
   /**

@@ -2,319 +2,532 @@
  * A crash-state enumerator for power cuts (issue 15).
  *
  * The model (POSIX, as the README's durability section states it):
- *   - a new name (mkdir, a created file, the target of a rename) and a removed name survive a
- *     power cut for sure only once their directory was fsynced afterwards; before that they
- *     may or may not, independently of each other, in any order;
- *   - a rename is atomic: the entry is under its old name or its new one, never both or neither;
- *     it is sure once either directory was fsynced afterwards (the fsync makes that directory's
- *     side durable, and atomicity the other);
- *   - a file's data survives for sure only once the file was fsynced; before that it may be
- *     whole, lost (empty) or zeroed;
- *   - the KV (LevelDB) changes atomically at each synced batch (every KV write the store makes is
- *     one synced batch), so it is exactly as of the last batch that completed.
+ *   - a directory entry changed by mkdir, creating a file, unlink/rm -r or one side of a rename
+ *     is sure to survive a power cut only once THAT directory was fsynced afterwards (the
+ *     directory object, whatever its name is by then); before that it may or may not survive,
+ *     independently of every other change, so in any order;
+ *   - a rename within one directory is atomic (the entry is under its old name or its new one);
+ *     a rename between two directories changes two directories, each side durable with its own
+ *     directory's fsync: after a power cut the entry may have both names (the same directory
+ *     under two paths) or, when only the removal survived, neither. What is atomic is the
+ *     entry itself: it moves whole, never half its files;
+ *   - a file's data is sure once the file was fsynced; before that it may be whole, lost
+ *     (empty) or zeroed;
+ *   - rm -r is one step: when its removal survives, the directory's entries are gone with it
+ *     (the same directory seen under another name is then empty);
+ *   - the KV (LevelDB) changes atomically at each synced batch: it is exactly as of the last
+ *     batch that completed. `kv/` itself is a name in the store directory like any other: until
+ *     the store directory is fsynced after LevelDB created it, it may be gone (with every
+ *     record). LevelDB's own file juggling at open is not modelled (finding 8 is tested apart).
  *
- * How: a recording FileSystem runs an operation on a real store directory and writes down every
- * mutation and barrier (and a copy of kv/ after each KV batch, seen through the store's
- * 'before-kv-write' crash point and the next event). Then, for every prefix of that trace (a
- * power cut after step k), every choice of which unsynced mutations survive (all subsets while
- * there are few, seeded samples beyond) is built as a directory tree from the baseline (the
- * store as it was before the operation, closed: all of it durable) and opened with
- * ReplicaLogStore.open. `check` then says whether that state is acceptable, and after the store
- * closed, `verifyTree` must find no problem in it.
+ * How: a recording FileSystem runs an operation on a real store (the store directory inside a
+ * root directory, so that creating the store is recorded too) and writes down every mutation
+ * and barrier against a shadow tree of directory objects (so an fsync names the directory it
+ * reached, whatever its path), a copy of kv/ after each synced KV batch (classic-level's batch
+ * is wrapped while recording), and the moment the operation's promise resolved (the
+ * acknowledgement). Then, for every prefix of that trace (a power cut after step k), every
+ * choice of which unsynced changes survive (all subsets while there are few, seeded samples
+ * beyond) is built from the baseline (the root before the operation, all of it durable),
+ * written out as a directory tree, and opened with ReplicaLogStore.open. Identical trees are
+ * opened once. A directory left with two names is written twice, and opened through a file
+ * system that keeps the copies one directory: removing the contents under one name removes
+ * them under the other. `check` then says whether the state is acceptable (before the
+ * acknowledgement: the state before, after, or a valid prefix; from it on: exactly after), and
+ * after the store closed, `verifyTree` must find no problem.
  */
-import { cpSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
-import { ReplicaLogStore } from '../../lib/replica-log-store.js';
+import { createHash } from 'node:crypto';
+import { cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, join, relative, sep } from 'node:path';
+import { ClassicLevel } from 'classic-level';
+import { ReplicaLogStore, type ReplicaLogStoreOptions } from '../../lib/replica-log-store.js';
 import { seededRandom } from '../../lib/seeded-random.js';
 import { verifyTree } from '../../lib/verify.js';
 import { nodeFileSystem, type FileSystem } from '../../lib/wal/file-system.js';
 import { kvPath, LOCK_DATABASE } from '../../lib/wal/layout.js';
 
-type TreeNode = { kind: 'dir'; mode: number; children: Map<string, TreeNode> } | { kind: 'file'; mode: number; data: Uint8Array; contentId: number };
+type DirectoryNode = { kind: 'dir'; id: number; mode: number; children: Map<string, TreeNode> };
+type FileNode = { kind: 'file'; id: number; mode: number; data: Uint8Array };
+type TreeNode = DirectoryNode | FileNode;
 
-/** One step of the recorded trace. */
-type Step =
-  | { kind: 'add'; path: string; node: TreeNode }
-  | { kind: 'remove'; path: string }
-  | { kind: 'rename'; from: string; to: string }
-  | { kind: 'fsync'; path: string }
-  | { kind: 'kv'; copy: string };
+/** One step of the recorded trace. Directories and files are named by their object id. */
+export type Step =
+  | { kind: 'add'; parent: number; name: string; node: TreeNode }
+  | { kind: 'remove'; parent: number; name: string; node: number }
+  | { kind: 'rename'; from: number; fromName: string; to: number; toName: string; node: number }
+  | { kind: 'fsync'; node: number; path: string }
+  | { kind: 'kv'; copy: string }
+  | { kind: 'kv-created'; parent: number; copy: string }
+  | { kind: 'ack' };
 
 export interface RecordedOperation {
   name: string;
   steps: Step[];
-  /** The store directory (the trace's paths are relative to it). */
-  dir: string;
+  /** The root holding the store directory (trace paths are relative to it). */
+  root: string;
+  /** The store directory's path relative to the root. */
+  store: string;
+  baseline: DirectoryNode;
+  /** kv/ before the operation (undefined: there was none). */
+  kvBefore: string | undefined;
 }
 
-/** What a crash state opened to; `check` returns why it is not acceptable, or undefined. */
+/** What a crash state opened to; returns why it is not acceptable, or undefined. */
 export type CrashCheck = (store: ReplicaLogStore, context: { step: number; steps: number; acknowledged: boolean }) => string | undefined;
 
 export interface EnumerationReport {
   operation: string;
+  /** Steps in the trace (mutations, barriers, KV batches). */
+  steps: number;
+  /** Distinct crash states opened. */
   states: number;
   failures: { step: number; survivors: string; reason: string }[];
 }
 
-let nextContentId = 1;
+export interface RecordOptions {
+  /** Options for the recorded open (dir and fileSystem are set here). */
+  openOptions?: Partial<ReplicaLogStoreOptions>;
+  /** The control: skip (do not perform, do not record) the fsync of `path`'s `occurrence`-th call (0-based). */
+  dropFsync?: (path: string, occurrence: number) => boolean;
+}
 
-/** Reads a directory tree (files and directories, modes) into memory, skipping `skip` names at the top. */
-function readTree(root: string, skip: ReadonlySet<string>): TreeNode {
-  const read = (path: string, top: boolean): TreeNode => {
-    const stat = lstatSync(path);
+let nextNodeId = 1;
+
+function readTree(path: string, skip: (path: string) => boolean): DirectoryNode {
+  const read = (at: string): TreeNode => {
+    const stat = lstatSync(at);
     if (stat.isDirectory()) {
       const children = new Map<string, TreeNode>();
-      for (const name of readdirSync(path)) {
-        if (top && skip.has(name)) continue;
-        children.set(name, read(join(path, name), false));
+      for (const name of readdirSync(at).sort()) {
+        const child = join(at, name);
+        if (!skip(child)) children.set(name, read(child));
       }
-      return { kind: 'dir', mode: stat.mode & 0o7777, children };
+      return { kind: 'dir', id: nextNodeId++, mode: stat.mode & 0o7777, children };
     }
-    return { kind: 'file', mode: stat.mode & 0o7777, data: readFileSync(path), contentId: 0 };
+    return { kind: 'file', id: nextNodeId++, mode: stat.mode & 0o7777, data: readFileSync(at) };
   };
-  return read(root, true);
+  return read(path) as DirectoryNode;
 }
 
-function cloneTree(node: TreeNode): TreeNode {
-  if (node.kind === 'file') return { ...node };
-  return { kind: 'dir', mode: node.mode, children: new Map([...node.children].map(([name, child]) => [name, cloneTree(child)])) };
+/** A copy with the same ids, every object registered in `objects`. */
+function cloneTree(node: TreeNode, objects: Map<number, TreeNode>): TreeNode {
+  const copy: TreeNode =
+    node.kind === 'file'
+      ? { kind: 'file', id: node.id, mode: node.mode, data: node.data }
+      : { kind: 'dir', id: node.id, mode: node.mode, children: new Map([...node.children].map(([name, child]) => [name, cloneTree(child, objects)])) };
+  objects.set(copy.id, copy);
+  return copy;
 }
 
-function lookup(root: TreeNode, path: string): { parent: TreeNode & { kind: 'dir' }; name: string } | undefined {
-  const parts = path.split('/').filter((part) => part !== '');
+/** The shadow tree's node at `path` (relative parts), or undefined. */
+function walk(root: DirectoryNode, parts: readonly string[]): TreeNode | undefined {
   let node: TreeNode = root;
-  for (const part of parts.slice(0, -1)) {
+  for (const part of parts) {
     if (node.kind !== 'dir') return undefined;
-    const next = node.children.get(part);
+    const next: TreeNode | undefined = node.children.get(part);
     if (next === undefined) return undefined;
     node = next;
   }
-  return node.kind === 'dir' ? { parent: node, name: parts[parts.length - 1]! } : undefined;
-}
-
-function writeTree(node: TreeNode, path: string): void {
-  if (node.kind === 'file') {
-    writeFileSync(path, node.data, { mode: node.mode });
-    return;
-  }
-  mkdirSync(path, { mode: node.mode });
-  for (const [name, child] of node.children) writeTree(child, join(path, name));
+  return node;
 }
 
 /**
- * Runs `operation` on the store in `dir` (closed, durable) with a recording file system and
- * returns the trace. `operation` gets the open store and must leave it open (it is closed here).
+ * Runs `operation` on the store `store` (a path relative to `root`; it may not exist yet) with
+ * a recording file system and returns the trace. The operation gets the open store; it is
+ * closed here (close's own writes are part of the trace).
  */
 export async function recordOperation(
   name: string,
-  dir: string,
+  root: string,
+  store: string,
   scratch: string,
   operation: (store: ReplicaLogStore) => Promise<void>,
-  options: { dropFsync?: (path: string) => boolean } = {},
-): Promise<RecordedOperation & { baseline: TreeNode; kvBefore: string }> {
-  const baseline = readTree(dir, new Set(['kv', LOCK_DATABASE]));
-  const kvBefore = join(scratch, 'kv-before');
-  cpSync(kvPath(dir), kvBefore, { recursive: true });
+  options: RecordOptions = {},
+): Promise<RecordedOperation> {
+  const dir = join(root, store);
+  const kv = kvPath(dir);
+  const skipped = new Set([kv, join(dir, LOCK_DATABASE)]);
+  const baseline = readTree(root, (path) => skipped.has(path));
+  const objects = new Map<number, TreeNode>();
+  const live = cloneTree(baseline, objects) as DirectoryNode;
+  let kvBefore: string | undefined;
+  if (existsSync(kv)) {
+    kvBefore = join(scratch, 'kv-before');
+    cpSync(kv, kvBefore, { recursive: true });
+  }
   const steps: Step[] = [];
-  const rel = (path: string) => relative(dir, path);
-  let kvPending = false;
   let kvCopies = 0;
-  const settleKv = () => {
-    // The KV batch announced by 'before-kv-write' completed before this next event.
-    if (!kvPending) return;
-    kvPending = false;
+  const copyKv = (): string => {
     const copy = join(scratch, `kv-${kvCopies++}`);
-    cpSync(kvPath(dir), copy, { recursive: true });
-    steps.push({ kind: 'kv', copy });
+    cpSync(kv, copy, { recursive: true });
+    return copy;
   };
+  let kvSeen = kvBefore !== undefined;
+  const partsOf = (path: string): string[] | undefined => {
+    const relativePath = relative(root, path);
+    if (relativePath.startsWith('..')) return undefined;
+    return relativePath === '' ? [] : relativePath.split(sep);
+  };
+  const noticeKv = () => {
+    // LevelDB made kv/ (outside the FileSystem): a new name in the store directory.
+    if (kvSeen || !existsSync(kv)) return;
+    kvSeen = true;
+    const parent = walk(live, partsOf(dir)!);
+    if (parent?.kind === 'dir') steps.push({ kind: 'kv-created', parent: parent.id, copy: copyKv() });
+  };
+  const parentOf = (path: string): DirectoryNode | undefined => {
+    const parts = partsOf(path);
+    if (parts === undefined || parts.length === 0) return undefined;
+    const parent = walk(live, parts.slice(0, -1));
+    return parent?.kind === 'dir' ? parent : undefined;
+  };
+  const addLive = (path: string, node: TreeNode) => {
+    const parent = parentOf(path);
+    if (parent === undefined) return;
+    const template: TreeNode = node.kind === 'dir' ? { ...node, children: new Map() } : { ...node };
+    steps.push({ kind: 'add', parent: parent.id, name: basename(path), node: template });
+    parent.children.set(basename(path), node);
+  };
+  const fsyncCounts = new Map<string, number>();
   const fileSystem: FileSystem = {
     ...nodeFileSystem,
     async mkdir(path, mode) {
-      settleKv();
+      noticeKv();
       const created = await nodeFileSystem.mkdir(path, mode);
-      if (created) steps.push({ kind: 'add', path: rel(path), node: { kind: 'dir', mode, children: new Map() } });
+      if (created) addLive(path, { kind: 'dir', id: nextNodeId++, mode, children: new Map() });
       return created;
     },
     async mkdtemp(prefix) {
-      settleKv();
+      noticeKv();
       const path = await nodeFileSystem.mkdtemp(prefix);
-      steps.push({ kind: 'add', path: rel(path), node: { kind: 'dir', mode: 0o700, children: new Map() } });
+      addLive(path, { kind: 'dir', id: nextNodeId++, mode: 0o700, children: new Map() });
       return path;
     },
     async writeFile(path, data, mode) {
-      settleKv();
+      noticeKv();
       await nodeFileSystem.writeFile(path, data, mode);
-      steps.push({ kind: 'add', path: rel(path), node: { kind: 'file', mode, data: Uint8Array.from(data), contentId: nextContentId++ } });
+      addLive(path, { kind: 'file', id: nextNodeId++, mode, data: Uint8Array.from(data) });
     },
     async fsync(path) {
-      settleKv();
-      if (options.dropFsync?.(path) === true) return;
+      noticeKv();
+      const occurrence = fsyncCounts.get(path) ?? 0;
+      fsyncCounts.set(path, occurrence + 1);
+      if (options.dropFsync?.(path, occurrence) === true) return;
       await nodeFileSystem.fsync(path);
-      steps.push({ kind: 'fsync', path: rel(path) });
+      const parts = partsOf(path);
+      const node = parts === undefined ? undefined : walk(live, parts);
+      if (node !== undefined) steps.push({ kind: 'fsync', node: node.id, path: relative(root, path) });
     },
     async rename(from, to) {
-      settleKv();
+      noticeKv();
       await nodeFileSystem.rename(from, to);
-      steps.push({ kind: 'rename', from: rel(from), to: rel(to) });
+      const fromParent = parentOf(from);
+      const toParent = parentOf(to);
+      const node = fromParent?.children.get(basename(from));
+      if (fromParent === undefined || toParent === undefined || node === undefined) return;
+      steps.push({ kind: 'rename', from: fromParent.id, fromName: basename(from), to: toParent.id, toName: basename(to), node: node.id });
+      fromParent.children.delete(basename(from));
+      toParent.children.set(basename(to), node);
     },
     async remove(path) {
-      settleKv();
+      noticeKv();
       await nodeFileSystem.remove(path);
-      steps.push({ kind: 'remove', path: rel(path) });
+      const parent = parentOf(path);
+      const node = parent?.children.get(basename(path));
+      if (parent === undefined || node === undefined) return;
+      steps.push({ kind: 'remove', parent: parent.id, name: basename(path), node: node.id });
+      parent.children.delete(basename(path));
     },
   };
-  const store = await ReplicaLogStore.open({
-    dir,
-    fileSystem,
-    crashPoint: (point) => {
-      if (point === 'before-kv-write') {
-        settleKv();
-        kvPending = true;
+
+  // Every synced KV batch of the recorded store: a copy of kv/ once it completed.
+  const prototype = ClassicLevel.prototype as unknown as { batch: (...args: unknown[]) => unknown };
+  const ownBatch = Object.hasOwn(prototype, 'batch');
+  const originalBatch = prototype.batch;
+  prototype.batch = function (this: { location: string }, ...args: unknown[]) {
+    const result = originalBatch.apply(this, args);
+    if (args.length === 0 || this.location !== kv) return result;
+    noticeKv();
+    return (result as Promise<unknown>).then((value) => {
+      steps.push({ kind: 'kv', copy: copyKv() });
+      return value;
+    });
+  };
+  try {
+    const opened = await ReplicaLogStore.open({ ...options.openOptions, dir, fileSystem });
+    try {
+      await operation(opened);
+      steps.push({ kind: 'ack' });
+    } finally {
+      await opened.close();
+    }
+  } finally {
+    if (ownBatch) prototype.batch = originalBatch;
+    else delete (prototype as { batch?: unknown }).batch;
+  }
+  return { name, steps, root, store, baseline, kvBefore };
+}
+
+/** Keys of the changes a power cut after steps[0..upTo) may keep or lose, and what is sure. */
+interface Uncertainty {
+  /** `i` (the directory entry of add/remove/kv-created, or a rename within one directory), `i:from`/`i:to` (a rename's sides), `i:data`. */
+  open: string[];
+  sure: Set<string>;
+  /** The open keys that take a name away (removals, the old side of renames; a rename within one directory is both). */
+  removals: Set<string>;
+}
+
+function uncertainty(steps: readonly Step[], upTo: number): Uncertainty {
+  // For each object: the positions of its fsyncs.
+  const fsyncs = new Map<number, number[]>();
+  for (let index = 0; index < upTo; index++) {
+    const step = steps[index]!;
+    if (step.kind === 'fsync') fsyncs.set(step.node, [...(fsyncs.get(step.node) ?? []), index]);
+  }
+  const syncedAfter = (node: number, index: number) => (fsyncs.get(node) ?? []).some((position) => position > index);
+  const open: string[] = [];
+  const sure = new Set<string>();
+  const removals = new Set<string>();
+  const side = (key: string, directory: number, index: number, removal = false) => {
+    if (syncedAfter(directory, index)) sure.add(key);
+    else {
+      open.push(key);
+      if (removal) removals.add(key);
+    }
+  };
+  for (let index = 0; index < upTo; index++) {
+    const step = steps[index]!;
+    if (step.kind === 'add' || step.kind === 'kv-created') side(`${index}`, step.parent, index);
+    if (step.kind === 'remove') side(`${index}`, step.parent, index, true);
+    if (step.kind === 'add' && step.node.kind === 'file' && step.node.data.length > 0) {
+      if (syncedAfter(step.node.id, index)) sure.add(`${index}:data`);
+      else open.push(`${index}:data`);
+    }
+    if (step.kind === 'rename') {
+      if (step.from === step.to) side(`${index}`, step.from, index, true);
+      else {
+        side(`${index}:from`, step.from, index, true);
+        side(`${index}:to`, step.to, index);
+      }
+    }
+  }
+  return { open, sure, removals };
+}
+
+interface CrashState {
+  tree: DirectoryNode;
+  kv: string | undefined;
+}
+
+/** The state a power cut after steps[0..upTo) leaves when exactly the `kept` uncertain changes survived. */
+function buildState(recorded: RecordedOperation, upTo: number, survives: (key: string) => boolean, zeroLostData: boolean): CrashState {
+  const objects = new Map<number, TreeNode>();
+  const tree = cloneTree(recorded.baseline, objects) as DirectoryNode;
+  let kv = recorded.kvBefore;
+  let kvNamed = recorded.kvBefore !== undefined;
+  const directory = (id: number): DirectoryNode | undefined => {
+    const node = objects.get(id);
+    return node?.kind === 'dir' ? node : undefined;
+  };
+  const clear = (node: TreeNode) => {
+    if (node.kind !== 'dir') return;
+    for (const child of node.children.values()) clear(child);
+    node.children.clear();
+  };
+  for (let index = 0; index < upTo; index++) {
+    const step = recorded.steps[index]!;
+    switch (step.kind) {
+      case 'fsync':
+      case 'ack':
+        break;
+      case 'kv':
+        kv = step.copy;
+        break;
+      case 'kv-created':
+        if (kv === undefined) kv = step.copy;
+        if (survives(`${index}`)) kvNamed = true;
+        break;
+      case 'add': {
+        // Every object exists from its creation on; whether a name reaches it is the question.
+        const node: TreeNode =
+          step.node.kind === 'dir'
+            ? { kind: 'dir', id: step.node.id, mode: step.node.mode, children: new Map() }
+            : { kind: 'file', id: step.node.id, mode: step.node.mode, data: survives(`${index}:data`) || step.node.data.length === 0 ? step.node.data : zeroLostData ? new Uint8Array(step.node.data.length) : new Uint8Array(0) };
+        objects.set(node.id, node);
+        if (survives(`${index}`)) directory(step.parent)?.children.set(step.name, node);
+        break;
+      }
+      case 'remove': {
+        const parent = directory(step.parent);
+        const node = objects.get(step.node);
+        if (!survives(`${index}`) || parent === undefined || node === undefined) break;
+        if (parent.children.get(step.name) === node) parent.children.delete(step.name);
+        clear(node);
+        break;
+      }
+      case 'rename': {
+        const node = objects.get(step.node);
+        if (node === undefined) break;
+        const from = directory(step.from);
+        const to = directory(step.to);
+        const sameDirectory = step.from === step.to;
+        const removed = sameDirectory ? survives(`${index}`) : survives(`${index}:from`);
+        const added = sameDirectory ? survives(`${index}`) : survives(`${index}:to`);
+        if (removed && from?.children.get(step.fromName) === node) from.children.delete(step.fromName);
+        if (added) to?.children.set(step.toName, node);
+        break;
+      }
+    }
+  }
+  return { tree, kv: kvNamed ? kv : undefined };
+}
+
+/**
+ * Writes the tree under `target` (the root) and returns the groups of paths naming one
+ * directory, and a fingerprint of the whole state.
+ */
+function writeState(state: CrashState, target: string, storeDir: string): { aliases: string[][]; fingerprint: string } {
+  const hash = createHash('sha256');
+  const paths = new Map<TreeNode, string[]>();
+  const write = (node: TreeNode, path: string) => {
+    const seen = paths.get(node);
+    if (seen !== undefined) seen.push(path);
+    else paths.set(node, [path]);
+    hash.update(`${relative(target, path)}\0${node.kind}\0${node.mode}\0`);
+    if (node.kind === 'file') {
+      writeFileSync(path, node.data, { mode: node.mode });
+      hash.update(node.data);
+      return;
+    }
+    mkdirSync(path, { mode: node.mode });
+    for (const [name, child] of [...node.children].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) write(child, join(path, name));
+  };
+  mkdirSync(target);
+  for (const [name, child] of state.tree.children) write(child, join(target, name));
+  const aliases = [...paths.entries()].filter(([node, names]) => node.kind === 'dir' && names.length > 1).map(([, names]) => names);
+  for (const group of aliases) hash.update(`alias ${group.map((path) => relative(target, path)).join(' ')}`);
+  hash.update(`kv ${state.kv ?? 'none'}`);
+  if (state.kv !== undefined && existsSync(storeDir)) cpSync(state.kv, kvPath(storeDir), { recursive: true });
+  return { aliases, fingerprint: hash.digest('hex') };
+}
+
+/**
+ * The file system a crash state is opened with: node's, except that a directory written twice
+ * (two names of one directory) stays one directory: what is removed, created or renamed inside
+ * it under one name happens under the other too, and removing one name with its contents
+ * (rm -r) leaves the other name empty.
+ */
+function aliasingFileSystem(groups: string[][]): FileSystem {
+  const inside = (path: string, directory: string) => path.startsWith(directory + sep);
+  const partners = (path: string): string[] => {
+    const mirrored: string[] = [];
+    for (const group of groups) {
+      for (const member of group) {
+        if (!inside(path, member)) continue;
+        for (const other of group) if (other !== member) mirrored.push(join(other, relative(member, path)));
+      }
+    }
+    return mirrored;
+  };
+  return {
+    ...nodeFileSystem,
+    async mkdir(path, mode) {
+      const created = await nodeFileSystem.mkdir(path, mode);
+      for (const other of partners(path)) await nodeFileSystem.mkdir(other, mode);
+      return created;
+    },
+    async writeFile(path, data, mode) {
+      await nodeFileSystem.writeFile(path, data, mode);
+      for (const other of partners(path)) await nodeFileSystem.writeFile(other, data, mode);
+    },
+    async rename(from, to) {
+      await nodeFileSystem.rename(from, to);
+      const mirroredFrom = partners(from);
+      const mirroredTo = partners(to);
+      for (let position = 0; position < mirroredFrom.length && position < mirroredTo.length; position++) {
+        await nodeFileSystem.rename(mirroredFrom[position]!, mirroredTo[position]!);
+      }
+      // A name of an aliased directory moved: the group follows it.
+      for (const group of groups) {
+        for (let position = 0; position < group.length; position++) {
+          const member = group[position]!;
+          if (member === from) group[position] = to;
+          else if (inside(member, from)) group[position] = join(to, relative(from, member));
+        }
       }
     },
-  });
-  // Opening may record too (a fresh anchor): that is part of the operation's trace.
-  await operation(store);
-  settleKv();
-  await store.close();
-  settleKv();
-  return { name, steps, dir, baseline, kvBefore };
-}
-
-/**
- * The mutations not yet made durable after steps[0..k): a survivor mask over them picks a crash
- * state. Returns the tree for one mask.
- */
-function buildState(
-  baseline: TreeNode,
-  steps: readonly Step[],
-  upTo: number,
-  survives: (stepIndex: number) => boolean,
-  zeroUnsynced: boolean,
-): { tree: TreeNode; kv: string | undefined } {
-  const tree = cloneTree(baseline);
-  let kv: string | undefined;
-  // Which steps are durable: a later fsync of their directory (and of the file, for content).
-  const durable = durableSteps(steps, upTo);
-  const synced = syncedContent(steps, upTo);
-  for (let index = 0; index < upTo; index++) {
-    const step = steps[index]!;
-    if (step.kind === 'kv') {
-      kv = step.copy; // atomic and synced: as of the last completed batch
-      continue;
-    }
-    if (step.kind === 'fsync') continue;
-    if (!durable.has(index) && !survives(index)) continue;
-    if (step.kind === 'add') {
-      const place = lookup(tree, step.path);
-      if (place === undefined) continue; // its directory did not survive
-      let node = cloneTree(step.node);
-      if (node.kind === 'file' && !synced.has(index)) {
-        // Unsynced data: whole (survived), or lost: empty, or zeroed.
-        if (!survives(-1 - index)) node = { ...node, data: zeroUnsynced ? new Uint8Array(node.data.length) : new Uint8Array(0) };
+    async remove(path) {
+      await nodeFileSystem.remove(path);
+      for (const other of partners(path)) await nodeFileSystem.remove(other);
+      for (const group of groups) {
+        const gone = group.filter((member) => member === path || inside(member, path));
+        if (gone.length === 0) continue;
+        // The directory's entries were unlinked with this name: every other name sees it empty.
+        for (const other of group) {
+          if (gone.includes(other)) continue;
+          if (!existsSync(other)) continue;
+          for (const name of readdirSync(other)) rmSync(join(other, name), { recursive: true, force: true });
+        }
+        for (const member of gone) group.splice(group.indexOf(member), 1);
       }
-      place.parent.children.set(place.name, node);
-    } else if (step.kind === 'remove') {
-      const place = lookup(tree, step.path);
-      place?.parent.children.delete(place.name);
-    } else {
-      const from = lookup(tree, step.from);
-      const to = lookup(tree, step.to);
-      const node = from?.parent.children.get(from.name);
-      if (from === undefined || node === undefined) continue;
-      from.parent.children.delete(from.name);
-      // A target directory whose own name did not survive: the entry left its old place (that
-      // side is durable) and is unreachable now, which is how a removal through trash ends anyway.
-      to?.parent.children.set(to.name, node);
-    }
-  }
-  return { tree, kv };
+    },
+  };
 }
 
-/** Steps (< upTo) whose names are durable: a later fsync of the directory (either one, for a rename). */
-function durableSteps(steps: readonly Step[], upTo: number): Set<number> {
-  const durable = new Set<number>();
-  for (let index = 0; index < upTo; index++) {
-    const step = steps[index]!;
-    const directories = step.kind === 'add' || step.kind === 'remove' ? [dirname(step.path)] : step.kind === 'rename' ? [dirname(step.from), dirname(step.to)] : [];
-    if (directories.length === 0) continue;
-    for (let later = index + 1; later < upTo; later++) {
-      const barrier = steps[later]!;
-      if (barrier.kind === 'fsync' && directories.includes(barrier.path === '' ? '.' : barrier.path)) {
-        durable.add(index);
-        break;
-      }
-    }
-  }
-  return durable;
+function describeKeys(keys: Iterable<string>): string {
+  return [...keys].join(',');
 }
 
-/** File-creating steps (< upTo) whose data was fsynced later. */
-function syncedContent(steps: readonly Step[], upTo: number): Set<number> {
-  const synced = new Set<number>();
-  for (let index = 0; index < upTo; index++) {
-    const step = steps[index]!;
-    if (step.kind !== 'add' || step.node.kind !== 'file') continue;
-    for (let later = index + 1; later < upTo; later++) {
-      const barrier = steps[later]!;
-      if (barrier.kind === 'fsync' && barrier.path === step.path) {
-        synced.add(index);
-        break;
-      }
-    }
-  }
-  return synced;
+export interface EnumerateOptions {
+  seed: number;
+  /** Sampled survivor sets per crash point once there are more than 2^exhaustiveUpTo. */
+  samplesPerStep: number;
+  /** Every subset of the uncertain changes while there are at most this many. */
+  exhaustiveUpTo: number;
 }
 
-/** Indexes of the steps (< upTo) a crash may keep or drop: neither durable nor barriers/KV. */
-function uncertain(steps: readonly Step[], upTo: number): number[] {
-  const durable = durableSteps(steps, upTo);
-  const synced = syncedContent(steps, upTo);
-  const out: number[] = [];
-  for (let index = 0; index < upTo; index++) {
-    const step = steps[index]!;
-    if (step.kind === 'fsync' || step.kind === 'kv') continue;
-    if (!durable.has(index)) out.push(index);
-    if (step.kind === 'add' && step.node.kind === 'file' && !synced.has(index)) out.push(-1 - index);
-  }
-  return out;
-}
-
-/**
- * Enumerates the crash states of a recorded operation and opens each. `acknowledgedAt` is the
- * step count from which the operation had returned (its result must then be fully there).
- */
-export async function enumerateCrashStates(
-  recorded: RecordedOperation & { baseline: TreeNode; kvBefore: string },
-  scratch: string,
-  check: CrashCheck,
-  options: { seed: number; samplesPerStep: number; exhaustiveUpTo: number },
-): Promise<EnumerationReport> {
+/** Enumerates the crash states of a recorded operation and opens each. */
+export async function enumerateCrashStates(recorded: RecordedOperation, scratch: string, check: CrashCheck, options: EnumerateOptions): Promise<EnumerationReport> {
   const random = seededRandom(options.seed);
-  const report: EnumerationReport = { operation: recorded.name, states: 0, failures: [] };
   const steps = recorded.steps;
+  const report: EnumerationReport = { operation: recorded.name, steps: steps.length, states: 0, failures: [] };
+  const acknowledgedAt = steps.findIndex((step) => step.kind === 'ack');
+  const seen = new Set<string>();
   let stateNumber = 0;
   for (let upTo = 0; upTo <= steps.length; upTo++) {
-    const open = uncertain(steps, upTo);
-    const masks: Set<number>[] = [];
+    const { open, sure, removals } = uncertainty(steps, upTo);
+    const masks: Set<string>[] = [];
     if (open.length <= options.exhaustiveUpTo) {
       for (let bits = 0; bits < 2 ** open.length; bits++) masks.push(new Set(open.filter((_, position) => (bits >> position) & 1)));
     } else {
-      masks.push(new Set(), new Set(open));
+      // Nothing kept, everything kept, every new name but no removal (a renamed entry under both
+      // names, an old entry beside a new one), every removal but no new name (renamed entries
+      // under neither name), then seeded samples.
+      masks.push(new Set(), new Set(open), new Set(open.filter((key) => !removals.has(key))), new Set(open.filter((key) => removals.has(key) || key.endsWith(':data'))));
+      // Changes kept against their order: every change from the p-th uncertain one on, none before.
+      for (let split = 1; split < open.length; split++) masks.push(new Set(open.slice(split)));
       for (let sample = 0; sample < options.samplesPerStep; sample++) masks.push(new Set(open.filter(() => random() < 0.5)));
     }
+    const acknowledged = acknowledgedAt !== -1 && upTo > acknowledgedAt;
     for (const mask of masks) {
-      for (const zero of mask.size === open.length ? [false] : [false, true]) {
-        const { tree, kv } = buildState(recorded.baseline, steps, upTo, (index) => mask.has(index), zero);
+      const dataLost = open.some((key) => key.endsWith(':data') && !mask.has(key));
+      for (const zero of dataLost ? [false, true] : [false]) {
+        const state = buildState(recorded, upTo, (key) => sure.has(key) || mask.has(key), zero);
         const target = join(scratch, `state-${stateNumber++}`);
-        writeTree(tree, target);
-        cpSync(kv ?? recorded.kvBefore, kvPath(target), { recursive: true });
+        const storeDir = join(target, recorded.store);
+        const { aliases, fingerprint } = writeState(state, target, storeDir);
+        // The same tree is judged again only where the verdict can differ (once acknowledged).
+        const key = `${fingerprint} ${acknowledged}`;
+        if (seen.has(key)) {
+          rmSync(target, { recursive: true, force: true });
+          continue;
+        }
+        seen.add(key);
         report.states++;
-        const survivors = [...mask].map((index) => (index < 0 ? `data@${-1 - index}` : `#${index}`)).join(',');
+        const survivors = `${describeKeys(mask)}${zero ? ' (lost data zeroed)' : ''}`;
         let store: ReplicaLogStore | undefined;
         try {
-          store = await ReplicaLogStore.open({ dir: target });
-          const reason = check(store, { step: upTo, steps: steps.length, acknowledged: upTo === steps.length });
+          store = await ReplicaLogStore.open({ dir: storeDir, fileSystem: aliasingFileSystem(aliases) });
+          const reason = check(store, { step: upTo, steps: steps.length, acknowledged });
           if (reason !== undefined) report.failures.push({ step: upTo, survivors, reason });
         } catch (error) {
           report.failures.push({ step: upTo, survivors, reason: `open failed: ${(error as Error).message}` });
@@ -323,7 +536,7 @@ export async function enumerateCrashStates(
         }
         if (store !== undefined) {
           // After the open (and its repairs), the tree must be one verify finds nothing wrong with.
-          const verified = await verifyTree(target);
+          const verified = await verifyTree(storeDir);
           if (verified.problems.length > 0) {
             report.failures.push({ step: upTo, survivors, reason: `verify: ${verified.problems.map((problem) => `${problem.code} ${problem.message}`).join('; ')}` });
           }
@@ -335,9 +548,26 @@ export async function enumerateCrashStates(
   return report;
 }
 
-/** A short description of a trace, for failure messages. */
+/** The trace, one step a line, for failure messages. */
 export function describeSteps(recorded: RecordedOperation): string {
   return recorded.steps
-    .map((step, index) => `#${index} ${step.kind} ${'path' in step ? step.path : 'from' in step ? `${step.from} -> ${step.to}` : step.copy}`)
+    .map((step, index) => {
+      switch (step.kind) {
+        case 'add':
+          return `#${index} add ${step.node.kind} ${step.name} in dir#${step.parent} (${step.node.kind}#${step.node.id})`;
+        case 'remove':
+          return `#${index} remove ${step.name} from dir#${step.parent}`;
+        case 'rename':
+          return `#${index} rename dir#${step.from}/${step.fromName} -> dir#${step.to}/${step.toName}`;
+        case 'fsync':
+          return `#${index} fsync ${step.path || '.'} (#${step.node})`;
+        case 'kv':
+          return `#${index} kv batch`;
+        case 'kv-created':
+          return `#${index} kv/ created in dir#${step.parent}`;
+        case 'ack':
+          return `#${index} acknowledged`;
+      }
+    })
     .join('\n');
 }

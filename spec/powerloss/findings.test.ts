@@ -5,7 +5,7 @@
  * its parent before anything is acknowledged); findings 4, 5, 7 and 8 by building the disk state
  * a power cut may leave and opening it.
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -15,9 +15,11 @@ import { ReplicaLogStore } from '../../lib/replica-log-store.js';
 import { EntryType, type Entry } from '../../lib/types.js';
 import { verifyTree } from '../../lib/verify.js';
 import { nodeFileSystem, type FileSystem } from '../../lib/wal/file-system.js';
-import { entryPath, kvPath, stagingPath, walPath } from '../../lib/wal/layout.js';
+import { entryPath, kvPath, LOCK_DATABASE, stagingPath, walPath } from '../../lib/wal/layout.js';
+import { KEEP_PREFIX } from '../../lib/wal/level-files.js';
 import { closeTestStores, codeOf, trackStore } from '../helpers/stores.js';
 import { makeTempDir, removeTempDirs } from '../helpers/temp-dir.js';
+import { cases, enumerate } from './operations.js';
 
 afterEach(async () => {
   await closeTestStores();
@@ -142,6 +144,42 @@ describe('power-loss findings (issue 15)', () => {
     expect(fsyncs.slice(-2).sort()).toEqual([stagingPath(dir), walPath(dir)].sort());
   });
 
+  it('finding 6 (enumerated): no crash state of an append keeps an acknowledged entry under both names; without the fsync of staging/ one does, and open empties it', async () => {
+    const append = cases.find((operationCase) => operationCase.name === 'append')!;
+    const options = { seed: 6, samplesPerStep: 2, exhaustiveUpTo: 3 };
+    const fixed = await enumerate(append, makeTempDir(), options);
+    expect(fixed.failures).toEqual([]);
+    const unfixed = await enumerate(append, makeTempDir(), { ...options, dropFsync: (path, _occurrence, dir) => path === stagingPath(dir) });
+    expect(unfixed.failures.map((failure) => failure.reason).join('\n')).toMatch(/expected the state after/);
+  }, 60_000);
+
+  it('finding 6: an entry emptied through its staging/ name (an unacknowledged append) is cut at open above the commit, not left to backfill', async () => {
+    const dir = makeTempDir();
+    const store = await open(dir);
+    await store.append([entry(1), entry(2), entry(3)]);
+    await store.setHardState({ term: 1, vote: 0, commit: 1 });
+    await store.close();
+    for (const name of readdirSync(entryPath(dir, 2))) rmSync(join(entryPath(dir, 2), name));
+    const reopened = await open(dir);
+    expect([reopened.firstIndex(), reopened.lastIndex(), reopened.pendingBackfill]).toEqual([1, 1, 0]);
+    expect(reopened.repairs).toHaveLength(1);
+    await reopened.close();
+    expect((await verifyTree(dir)).problems).toEqual([]);
+  });
+
+  it('finding 6: the same emptied entry at or below the commit is not cut (it could be committed data)', async () => {
+    const dir = makeTempDir();
+    const store = await open(dir);
+    await store.append([entry(1), entry(2)]);
+    await store.setHardState({ term: 1, vote: 0, commit: 2 });
+    await store.close();
+    for (const name of readdirSync(entryPath(dir, 2))) rmSync(join(entryPath(dir, 2), name));
+    const reopened = await open(dir);
+    expect(reopened.repairs).toEqual([]);
+    expect(reopened.lastIndex()).toBe(2);
+    expect(await codeOf(() => reopened.backfill())).toBe(ErrorCode.Corrupt);
+  });
+
   it('finding 7: backfill refuses an entry whose MANIFEST is empty (written by append, RAFT torn) and changes nothing', async () => {
     const dir = makeTempDir();
     const store = await open(dir);
@@ -165,6 +203,81 @@ describe('power-loss findings (issue 15)', () => {
     writeFileSync(join(entryPath(dir, 1), 'MANIFEST'), encodeLogEntry({ relativePath: 'r.git', referenceTransactions: [], operations: [] }), { mode: 0o400 });
     const store = await open(dir);
     expect(await store.backfill()).toEqual({ backfilled: 1 });
+  });
+
+  /**
+   * The state a power cut during LevelDB's open of kv/ can leave (level-files.ts): the files
+   * after that open, except that CURRENT's rename was lost and the deletions of the old log and
+   * MANIFEST were kept. `withSecondNames`: the second names the guard gave them before the open.
+   */
+  function tornLevelDatabaseOpen(kvBefore: string, kvAfter: string, target: string, withSecondNames: boolean, keepOldManifest: boolean): void {
+    cpSync(kvAfter, target, { recursive: true });
+    writeFileSync(join(target, 'CURRENT'), readFileSync(join(kvBefore, 'CURRENT')));
+    for (const name of readdirSync(kvBefore)) {
+      if (!/^(\d+\.log|MANIFEST-\d+)$/.test(name)) continue;
+      rmSync(join(target, name), { force: true });
+      if (keepOldManifest && name.startsWith('MANIFEST-')) cpSync(join(kvBefore, name), join(target, name));
+      if (withSecondNames) cpSync(join(kvBefore, name), join(target, `${KEEP_PREFIX}${name}`));
+    }
+  }
+
+  it('finding 8: a LevelDB open cut by a power cut (CURRENT renamed, the old log deleted: only the deletion kept) reopens with the latest records', async () => {
+    const root = makeTempDir();
+    const dir = join(root, 'store');
+    let store = await open(dir);
+    await store.append([entry(1), entry(2)]);
+    await store.setHardState({ term: 1, vote: 1, commit: 1 });
+    await store.close();
+    store = await open(dir);
+    await store.setHardState({ term: 2, vote: 2, commit: 2 });
+    await store.close();
+    const kvBefore = join(root, 'kv-before');
+    cpSync(kvPath(dir), kvBefore, { recursive: true });
+    await (await open(dir)).close();
+    const kvAfter = join(root, 'kv-after');
+    cpSync(kvPath(dir), kvAfter, { recursive: true });
+    expect(readdirSync(kvAfter).filter((name) => name.startsWith(KEEP_PREFIX))).toEqual([]);
+
+    for (const keepOldManifest of [true, false]) {
+      rmSync(kvPath(dir), { recursive: true });
+      tornLevelDatabaseOpen(kvBefore, kvAfter, kvPath(dir), true, keepOldManifest);
+      const reopened = await open(dir);
+      expect(reopened.initialState().hardState).toEqual({ term: 2, vote: 2, commit: 2 });
+      expect(reopened.repairs.join('\n')).toMatch(/linked back/);
+      await reopened.close();
+      expect(readdirSync(kvPath(dir)).filter((name) => name.startsWith(KEEP_PREFIX))).toEqual([]);
+    }
+  });
+
+  it('finding 8 (control): without the second names the same torn state rolls the hard state back to the open before (the hazard is real)', async () => {
+    const root = makeTempDir();
+    const dir = join(root, 'store');
+    let store = await open(dir);
+    await store.append([entry(1), entry(2)]);
+    await store.setHardState({ term: 1, vote: 1, commit: 1 });
+    await store.close();
+    store = await open(dir);
+    await store.setHardState({ term: 2, vote: 2, commit: 2 });
+    await store.close();
+    const kvBefore = join(root, 'kv-before');
+    cpSync(kvPath(dir), kvBefore, { recursive: true });
+    await (await open(dir)).close();
+    const kvAfter = join(root, 'kv-after');
+    cpSync(kvPath(dir), kvAfter, { recursive: true });
+    rmSync(kvPath(dir), { recursive: true });
+    tornLevelDatabaseOpen(kvBefore, kvAfter, kvPath(dir), false, true);
+    const reopened = await open(dir);
+    // What every open did before the guard: term 2's vote is gone, so the node could vote again in term 2.
+    expect(reopened.initialState().hardState).toEqual({ term: 1, vote: 1, commit: 1 });
+  });
+
+  it('finding 8: a lock database whose CURRENT names a MANIFEST that is gone starts afresh instead of refusing every open', async () => {
+    const dir = makeTempDir();
+    await (await open(dir)).close();
+    const lock = join(dir, LOCK_DATABASE);
+    for (const name of readdirSync(lock)) if (name.startsWith('MANIFEST-')) rmSync(join(lock, name));
+    const reopened = await open(dir);
+    expect(reopened.status).toBe('unbootstrapped');
   });
 
   it('finding 8: a KV that lost its records (LevelDB opened empty) under entries append() wrote is refused, not started over', async () => {

@@ -1,90 +1,174 @@
 /**
- * The write operations the power-loss enumerator covers, each from a small store state, and the
- * check every crash state must pass (spec/powerloss/enumerator.test.ts, npm run powerloss).
+ * The write operations the power-loss enumerator covers, each from a small store state, the
+ * check every crash state must pass, and the controls (spec/powerloss/enumerator.test.ts,
+ * npm run powerloss).
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { encodeLogEntry } from '../../lib/codec.js';
-import { writePreRaftWal } from '../../lib/fixture.js';
-import { entryPath } from '../../lib/wal/layout.js';
+import { accessSync, constants, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ReplicaLogStore } from '../../lib/replica-log-store.js';
-import { EntryType, type Entry, type HardState } from '../../lib/types.js';
-import { enumerateCrashStates, recordOperation, type CrashCheck, type EnumerationReport } from './enumerator.js';
+import { encodeEntry, encodeLogEntry } from '../../lib/codec.js';
+import { ErrorCode } from '../../lib/errors.js';
+import { writePreRaftWal } from '../../lib/fixture.js';
+import { ReplicaLogStore, type ReplicaLogStoreOptions } from '../../lib/replica-log-store.js';
+import { EntryType, type Entry } from '../../lib/types.js';
+import { entryPath, RAFT_FILE, stagingPath, walPath } from '../../lib/wal/layout.js';
+import { describeSteps, enumerateCrashStates, recordOperation, type CrashCheck, type EnumerateOptions, type EnumerationReport, type RecordOptions } from './enumerator.js';
 
 const entry = (index: number, term: number): Entry => ({ index, term, type: EntryType.Normal, data: new TextEncoder().encode(`${index}@${term}`) });
 const run = (from: number, to: number, term: number) => Array.from({ length: to - from + 1 }, (_, k) => entry(from + k, term));
+const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
 
-interface LogPicture {
+/** Everything a reader of the store can see. */
+interface Picture {
   first: number;
-  terms: Map<number, number>;
-  hardState: HardState;
+  last: number;
+  /** Each retained entry's encoding (hex), or 'pending' while it awaits backfill. */
+  entries: Map<number, string>;
+  hardState: string;
+  confState: string;
+  snapshot: string;
 }
 
-function picture(store: ReplicaLogStore): LogPicture {
-  const terms = new Map<number, number>();
-  // An entry that awaits backfill has no term yet: -1.
-  for (let index = store.firstIndex(); index <= store.lastIndex(); index++) terms.set(index, store.pendingBackfill > 0 ? termOrPending(store, index) : store.term(index));
-  return { first: store.firstIndex(), terms, hardState: store.initialState().hardState };
-}
-
-function termOrPending(store: ReplicaLogStore, index: number): number {
-  try {
-    return store.term(index);
-  } catch {
-    return -1;
+function picture(store: ReplicaLogStore): Picture {
+  const first = store.firstIndex();
+  const last = store.lastIndex();
+  const entries = new Map<number, string>();
+  if (store.pendingBackfill === 0) {
+    if (last >= first) for (const read of store.entries(first, last + 1)) entries.set(read.index, hex(encodeEntry(read)));
+  } else {
+    for (let index = first; index <= last; index++) {
+      try {
+        store.term(index);
+        entries.set(index, hex(readFileSync(join(entryPath(store.dir, index), RAFT_FILE))));
+      } catch (error) {
+        if ((error as { code?: string }).code !== ErrorCode.NeedsBackfill) throw error;
+        entries.set(index, 'pending');
+      }
+    }
   }
+  const { hardState, confState } = store.initialState();
+  const snapshot = store.snapshot();
+  return {
+    first,
+    last,
+    entries,
+    hardState: JSON.stringify(hardState),
+    confState: JSON.stringify(confState),
+    snapshot: JSON.stringify({ metadata: snapshot.metadata, data: snapshot.data === undefined ? null : hex(snapshot.data) }),
+  };
+}
+
+/** What a store that was never opened shows. */
+const EMPTY: Picture = {
+  first: 1,
+  last: 0,
+  entries: new Map(),
+  hardState: JSON.stringify({ term: 0, vote: 0, commit: 0 }),
+  confState: JSON.stringify({ voters: [], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false }),
+  snapshot: JSON.stringify({ metadata: { index: 0, term: 0, confState: { voters: [], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false } }, data: null }),
+};
+
+function describe(now: Picture): string {
+  const entries = [...now.entries].map(([index, value]) => (value === 'pending' ? `${index}:pending` : `${index}`)).join(',');
+  return `log ${now.first}..${now.last} [${entries}] hard state ${now.hardState} snapshot ${now.snapshot}`;
 }
 
 /**
- * The log is the one before or the one after, or a prefix of either (a write in flight), and the
- * hard state (one atomic KV batch) is the one before or after; once acknowledged, exactly after.
+ * Before the acknowledgement: every part (hard state, conf state, snapshot) is as before or as
+ * after, and the log is a prefix of the one before or of the one after (the same first index,
+ * every entry the same bytes), holding at least every entry the two agree on (the operation
+ * does not touch those: losing one loses an acknowledged write). From the acknowledgement on:
+ * exactly as after. `perIndex`: an operation made of independent atomic steps (backfill, one
+ * entry at a time) may leave each entry as before or after on its own.
  */
-function checkAgainst(before: LogPicture, after: LogPicture, perIndex = false): CrashCheck {
+export function checkAgainst(before: Picture, after: Picture, perIndex = false): CrashCheck {
   return (store, { acknowledged }) => {
     const now = picture(store);
-    const sameHardState = (a: HardState, b: HardState) => a.term === b.term && a.vote === b.vote && a.commit === b.commit;
     const candidates = acknowledged ? [after] : [before, after];
-    // An operation made of independent atomic steps (backfill: one entry at a time) may leave
-    // each index as before or after on its own.
-    const eachIndex = perIndex && !acknowledged && now.first === before.first && now.terms.size === before.terms.size &&
-      [...now.terms].every(([index, term]) => before.terms.get(index) === term || after.terms.get(index) === term);
-    const logMatches = eachIndex || candidates.some(
-      (candidate) =>
-        now.first === candidate.first &&
-        [...now.terms].every(([index, term]) => candidate.terms.get(index) === term) &&
-        (!acknowledged || now.terms.size === candidate.terms.size),
-    );
-    const hardStateMatches = candidates.some((candidate) => sameHardState(now.hardState, candidate.hardState));
-    if (logMatches && hardStateMatches) return undefined;
-    return `log ${now.first}..${now.first + now.terms.size - 1} terms [${[...now.terms.values()]}] hard state ${JSON.stringify(now.hardState)}; expected ${acknowledged ? 'the state after' : 'before, after or a prefix'}`;
+    const matches = (pick: (picture: Picture) => string) => candidates.some((candidate) => pick(candidate) === pick(now));
+    if (!matches((p) => p.hardState) || !matches((p) => p.confState) || !matches((p) => p.snapshot)) {
+      return `${describe(now)}; expected ${acknowledged ? 'the state after' : 'each part before or after'}`;
+    }
+    let logMatches: boolean;
+    if (acknowledged) {
+      logMatches = now.first === after.first && now.last === after.last && [...now.entries].every(([index, value]) => after.entries.get(index) === value);
+    } else if (perIndex && now.first === before.first && now.last === before.last) {
+      logMatches = [...now.entries].every(([index, value]) => before.entries.get(index) === value || after.entries.get(index) === value);
+    } else {
+      const stable = [...before.entries].filter(([index, value]) => after.entries.get(index) === value).map(([index]) => index);
+      logMatches =
+        candidates.some(
+          (candidate) =>
+            now.first === candidate.first && now.last <= candidate.last && [...now.entries].every(([index, value]) => candidate.entries.get(index) === value),
+        ) && stable.every((index) => index < now.first || index <= now.last);
+    }
+    if (logMatches) return undefined;
+    return `${describe(now)}; expected ${acknowledged ? 'the state after' : 'before, after or a prefix keeping every entry both hold'}`;
   };
 }
 
 export interface OperationCase {
   name: string;
-  /** Writes files before the store is first opened (a pre-Raft tree). */
+  /** The store directory under the model root (default `store`); missing levels are created by the open. */
+  storePath?: string;
+  /** Writes files before the store is first opened. */
   prepare?: (dir: string) => void;
-  setup: (store: ReplicaLogStore) => Promise<void>;
-  /** Changes the closed store's files before the operation (a torn state for open to repair). */
-  damage?: (dir: string) => void;
-  operation: (store: ReplicaLogStore) => Promise<void>;
-  /** Independent atomic steps: each index before or after on its own (see checkAgainst). */
+  /** The store's first open is the recorded operation's (no setup; the state before is an empty store). */
+  openInTrace?: boolean;
+  openOptions?: Partial<ReplicaLogStoreOptions>;
+  setup?: (store: ReplicaLogStore) => Promise<void>;
+  /** Changes the closed store before the operation (a torn state for open to repair). */
+  damage?: (dir: string) => Promise<void> | void;
+  operation: (store: ReplicaLogStore) => Promise<unknown>;
+  /** Independent atomic steps: each entry before or after on its own (see checkAgainst). */
   perIndex?: boolean;
 }
 
 const voters = { voters: [1], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
+const bytes = (text: string) => new TextEncoder().encode(text);
+
+/** A store whose write stops (throws) at `point` during `write`, as a power cut there would, then closes. */
+async function interrupted(dir: string, point: string, write: (store: ReplicaLogStore) => Promise<unknown>): Promise<void> {
+  const store = await ReplicaLogStore.open({
+    dir,
+    crashPoint: (name) => {
+      if (name === point) throw new Error(`stopped at ${point}`);
+    },
+  });
+  await write(store).catch(() => undefined);
+  await store.close();
+}
+
+/** A staged entry directory as a transport would leave it, inside the store directory's tree. */
+function stageIncoming(store: ReplicaLogStore, index: number): void {
+  const staged = join(store.dir, 'incoming', String(index));
+  mkdirSync(staged, { recursive: true, mode: 0o700 });
+  writeFileSync(join(staged, 'MANIFEST'), encodeLogEntry({ relativePath: 'r.git', referenceTransactions: [], operations: [] }), { mode: 0o400 });
+  writeFileSync(join(staged, '1'), bytes(`payload of ${index}`), { mode: 0o400 });
+}
 
 export const cases: OperationCase[] = [
-  { name: 'append to a fresh store', setup: async () => {}, operation: (store) => store.append(run(1, 3, 1)) },
+  {
+    name: 'create a store (mkdir -p) and append',
+    storePath: 'parent/store',
+    openInTrace: true,
+    operation: (store) => store.append(run(1, 3, 1)),
+  },
+  {
+    name: 'append',
+    setup: async (store) => {
+      await store.append(run(1, 2, 1));
+      await store.setHardState({ term: 1, vote: 1, commit: 2 });
+    },
+    operation: (store) => store.append(run(3, 5, 1)),
+  },
   {
     name: 'a write group (append + setHardState in one tick)',
     setup: async (store) => {
       await store.append(run(1, 3, 1));
       await store.setHardState({ term: 1, vote: 1, commit: 3 });
     },
-    operation: async (store) => {
-      await Promise.all([store.append(run(4, 5, 1)), store.setHardState({ term: 1, vote: 1, commit: 5 })]);
-    },
+    operation: (store) => Promise.all([store.append(run(4, 5, 1)), store.setHardState({ term: 1, vote: 1, commit: 5 })]),
   },
   {
     name: 'a truncating append',
@@ -116,34 +200,56 @@ export const cases: OperationCase[] = [
       await store.append(run(1, 5, 1));
       await store.setHardState({ term: 1, vote: 1, commit: 5 });
     },
-    operation: async (store) => {
-      await store.createSnapshot(4, voters, new TextEncoder().encode('state at 4'));
-    },
+    operation: (store) => store.createSnapshot(4, voters, bytes('state at 4')),
   },
   {
-    name: 'applySnapshot',
+    name: 'applySnapshot above the log',
     setup: async (store) => {
       await store.append(run(1, 5, 1));
       await store.setHardState({ term: 1, vote: 1, commit: 5 });
     },
-    operation: (store) => store.applySnapshot({ metadata: { index: 10, term: 2, confState: voters }, data: new TextEncoder().encode('state at 10') }),
+    operation: (store) => store.applySnapshot({ metadata: { index: 10, term: 2, confState: voters }, data: bytes('state at 10') }),
   },
   {
-    name: 'backfill of a pre-Raft tree',
-    prepare: (dir) => writePreRaftWal({ dir, entries: 4 }),
-    setup: async () => {},
-    operation: async (store) => {
-      await store.backfill();
-    },
-    perIndex: true,
-  },
-  {
-    name: "open's repair of a gap above the commit",
+    name: 'applySnapshot inside the log (entries above it dropped)',
     setup: async (store) => {
       await store.append(run(1, 5, 1));
       await store.setHardState({ term: 1, vote: 1, commit: 2 });
     },
-    damage: (dir) => rmSync(entryPath(dir, 4), { recursive: true }),
+    operation: (store) => store.applySnapshot({ metadata: { index: 3, term: 1, confState: voters }, data: bytes('state at 3') }),
+  },
+  {
+    name: 'backfill of a pre-Raft tree',
+    prepare: (dir) => writePreRaftWal({ dir, entries: 3 }),
+    operation: (store) => store.backfill(),
+    perIndex: true,
+  },
+  {
+    name: "open's repair: a gap above the commit",
+    setup: async (store) => {
+      await store.append(run(1, 5, 1));
+      await store.setHardState({ term: 1, vote: 1, commit: 2 });
+    },
+    // A power cut kept the renames of 4 and 5 of an unacknowledged append, not that of 3.
+    damage: (dir) => rmSync(entryPath(dir, 3), { recursive: true }),
+    operation: async () => {},
+  },
+  {
+    name: "open's repair: an interrupted applySnapshot (its intent redone)",
+    setup: async (store) => {
+      await store.append(run(1, 4, 1));
+      await store.setHardState({ term: 1, vote: 1, commit: 4 });
+    },
+    damage: (dir) => interrupted(dir, 'between-kv-and-wal', (store) => store.applySnapshot({ metadata: { index: 8, term: 2, confState: voters } })),
+    operation: async () => {},
+  },
+  {
+    name: "open's repair: an interrupted compaction (directories at or below the anchor)",
+    setup: async (store) => {
+      await store.append(run(1, 4, 1));
+      await store.setHardState({ term: 1, vote: 1, commit: 4 });
+    },
+    damage: (dir) => interrupted(dir, 'between-kv-and-wal', (store) => store.compact(3)),
     operation: async () => {},
   },
   {
@@ -151,12 +257,18 @@ export const cases: OperationCase[] = [
     setup: async (store) => {
       await store.append(run(1, 4, 1));
       await store.setHardState({ term: 1, vote: 1, commit: 2 });
-      // The staged directory a transport would have received, on the store's file system.
-      const staged = join(store.dir, 'incoming', '3');
-      mkdirSync(staged, { recursive: true, mode: 0o700 });
-      writeFileSync(join(staged, 'MANIFEST'), encodeLogEntry({ relativePath: 'r.git', referenceTransactions: [], operations: [] }), { mode: 0o400 });
+      stageIncoming(store, 3);
     },
     operation: (store) => store.insertLogEntry(entry(3, 2), join(store.dir, 'incoming', '3')),
+  },
+  {
+    name: 'insertLogEntry (appending)',
+    setup: async (store) => {
+      await store.append(run(1, 2, 1));
+      await store.setHardState({ term: 1, vote: 1, commit: 2 });
+      stageIncoming(store, 3);
+    },
+    operation: (store) => store.insertLogEntry(entry(3, 1), join(store.dir, 'incoming', '3')),
   },
   {
     name: 'setHardState',
@@ -165,33 +277,115 @@ export const cases: OperationCase[] = [
     },
     operation: (store) => store.setHardState({ term: 2, vote: 1, commit: 2 }),
   },
+  {
+    name: 'setConfState',
+    setup: async (store) => {
+      await store.append(run(1, 2, 1));
+      await store.setHardState({ term: 1, vote: 1, commit: 1 });
+    },
+    operation: (store) => store.setConfState(voters),
+  },
+  {
+    name: 'first open of a tree that has wal/ and staging/ (no kv/), then setHardState',
+    openInTrace: true,
+    prepare: (dir) => {
+      mkdirSync(walPath(dir), { recursive: true, mode: 0o700 });
+      mkdirSync(stagingPath(dir), { mode: 0o700 });
+    },
+    operation: (store) => store.setHardState({ term: 3, vote: 1, commit: 0 }),
+  },
+  {
+    name: "a write group, then close's checkpoint",
+    openOptions: { checkpointInterval: 2 },
+    setup: async (store) => {
+      await Promise.all([store.append(run(1, 4, 1)), store.setHardState({ term: 1, vote: 1, commit: 4 })]);
+    },
+    operation: (store) => Promise.all([store.append(run(5, 6, 1)), store.setHardState({ term: 1, vote: 1, commit: 6 })]),
+  },
 ];
 
+/** The controls: one barrier dropped, the enumerator must find failing states (the test of the test). */
+export const controls: { name: string; operation: string; dropFsync: (path: string, occurrence: number, dir: string, root: string) => boolean }[] = [
+  {
+    name: "an append without its fsyncs of wal/ and staging/ after the renames",
+    operation: 'append',
+    dropFsync: (path, _occurrence, dir) => path === walPath(dir) || path === stagingPath(dir),
+  },
+  {
+    name: 'an append without its fsync of staging/ (finding 6: the entry keeps both names, open empties it)',
+    operation: 'append',
+    dropFsync: (path, _occurrence, dir) => path === stagingPath(dir),
+  },
+  {
+    name: 'a truncating append without the fsync of wal/ between the old tail and the new entries',
+    operation: 'a truncating append',
+    dropFsync: (path, occurrence, dir) => path === walPath(dir) && occurrence === 0,
+  },
+  {
+    name: 'applySnapshot inside the log without the fsync of wal/ before its intent is cleared',
+    operation: 'applySnapshot inside the log (entries above it dropped)',
+    dropFsync: (path, _occurrence, dir) => path === walPath(dir),
+  },
+  {
+    name: 'a first open without the fsync of the store directory (finding 1: kv/ can vanish)',
+    operation: 'first open of a tree that has wal/ and staging/ (no kv/), then setHardState',
+    dropFsync: (path, _occurrence, dir) => path === dir,
+  },
+  {
+    name: 'creating a store without the fsync of the first level mkdir -p created (finding 3)',
+    operation: 'create a store (mkdir -p) and append',
+    dropFsync: (path, _occurrence, _dir, root) => path === root,
+  },
+];
 
-export interface EnumerateOptions {
-  seed: number;
-  samplesPerStep: number;
-  exhaustiveUpTo: number;
-  /** Drop the fsync of these paths (the control). */
-  dropFsync?: (path: string) => boolean;
+/**
+ * Where to build crash states: a memory file system when there is one (/dev/shm), else the
+ * temporary directory. The model decides what survives, not the disk, and every state is opened
+ * (with its fsyncs): in memory that is several times faster.
+ */
+export function scratchBase(): string {
+  try {
+    accessSync('/dev/shm', constants.W_OK);
+    if (statSync('/dev/shm').isDirectory()) return '/dev/shm';
+  } catch {
+    // no /dev/shm here
+  }
+  return tmpdir();
 }
 
-/** Records `operationCase` in a fresh store under `root` and enumerates its crash states. */
-export async function enumerate(operationCase: OperationCase, root: string, options: EnumerateOptions): Promise<EnumerationReport> {
-  const dropFsync = options.dropFsync;
-  const dir = join(root, 'store');
-  const scratch = join(root, 'scratch');
+export interface RunOptions extends EnumerateOptions {
+  /** Drop these fsyncs (a control). */
+  dropFsync?: (path: string, occurrence: number, dir: string, root: string) => boolean;
+  /** Gets the recorded trace, one step a line (for a failure's report). */
+  onTrace?: (trace: string) => void;
+}
+
+/** Records `operationCase` under `workspace` and enumerates its crash states. */
+export async function enumerate(operationCase: OperationCase, workspace: string, options: RunOptions): Promise<EnumerationReport> {
+  const root = join(workspace, 'model');
+  const scratch = join(workspace, 'scratch');
+  mkdirSync(root);
   mkdirSync(scratch);
+  const storePath = operationCase.storePath ?? 'store';
+  const dir = join(root, storePath);
   operationCase.prepare?.(dir);
-  const store = await ReplicaLogStore.open({ dir });
-  await operationCase.setup(store);
-  const before = picture(store);
-  await store.close();
-  operationCase.damage?.(dir);
-  const recorded = await recordOperation(operationCase.name, dir, scratch, operationCase.operation, dropFsync === undefined ? {} : { dropFsync });
+  let before = EMPTY;
+  if (operationCase.openInTrace !== true) {
+    const store = await ReplicaLogStore.open({ ...operationCase.openOptions, dir });
+    await operationCase.setup?.(store);
+    before = picture(store);
+    await store.close();
+    await operationCase.damage?.(dir);
+  }
+  const record: RecordOptions = { openOptions: operationCase.openOptions ?? {} };
+  const dropFsync = options.dropFsync;
+  if (dropFsync !== undefined) record.dropFsync = (path, occurrence) => dropFsync(path, occurrence, dir, root);
+  const recorded = await recordOperation(operationCase.name, root, storePath, scratch, async (store) => {
+    await operationCase.operation(store);
+  }, record);
+  options.onTrace?.(describeSteps(recorded));
   const reopened = await ReplicaLogStore.open({ dir });
   const after = picture(reopened);
   await reopened.close();
   return enumerateCrashStates(recorded, scratch, checkAgainst(before, after, operationCase.perIndex === true), options);
 }
-
