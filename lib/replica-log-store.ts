@@ -926,8 +926,25 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     }
     const plan = pending.plannedEntries;
     const next = pending.plannedHardState;
-    const trash = plan.length > 0 ? await this.writeEntries(plan) : undefined;
-    const checkpoint = next === undefined ? undefined : await this.writeHardState(next, plan);
+    // The hard state waits for the entries (a saved commit must never point past the durable
+    // log) unless it cannot: when only the commit moved and it stays within the log that was
+    // durable before this group, both writes run at once (one fsync round instead of two).
+    // A changed term or vote always waits: entries of a new term must never be durable under
+    // an older term's hard state.
+    const saved = this.savedHardState;
+    const hardStateAlone = next !== undefined && saved !== undefined && next.term === saved.term && next.vote === saved.vote && next.commit <= this.last;
+    let trash: string | undefined;
+    let checkpoint: LogCheckpoint | undefined;
+    if (hardStateAlone) {
+      // allSettled: neither write is still running when the group fails.
+      const [entries, hardState] = await Promise.allSettled([plan.length > 0 ? this.writeEntries(plan) : undefined, this.writeHardState(next, plan)]);
+      if (entries.status === 'rejected') throw entries.reason;
+      if (hardState.status === 'rejected') throw hardState.reason;
+      [trash, checkpoint] = [entries.value, hardState.value];
+    } else {
+      trash = plan.length > 0 ? await this.writeEntries(plan) : undefined;
+      checkpoint = next === undefined ? undefined : await this.writeHardState(next, plan);
+    }
     // Published in ONE synchronous step once all of it is durable: a reader sees the log before
     // the group or after it, never its entries without its hard state.
     if (plan.length > 0) this.publishAppend(plan);

@@ -16,7 +16,7 @@
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { bootstrapJoiningStore, bootstrapSeedStore } from '../node/bootstrap.js';
-import { ReplicaNode } from '../node/node.js';
+import { DEFAULT_KEEP_ENTRIES, DEFAULT_SNAPSHOT_EVERY, ReplicaNode } from '../node/node.js';
 import { deriveStateFromPreRaftWal, KvStateMachine } from '../node/state-machine.js';
 import type { RaftLogger } from '../raft/logger.js';
 import { ReplicaLogStore } from '../replica-log-store.js';
@@ -225,8 +225,8 @@ export function registerNodeCommand(program: Command): Command {
     .option('--bootstrap', 'prepare a store raft does not own yet: migrate + seed, seed empty (lowest id), or join')
     .option('--cluster-id <name>', 'only peers with the same cluster id are accepted', 'replicalog')
     .option('--tick-ms <ms>', 'milliseconds per raft tick (election after 10-20 ticks, heartbeat every tick)', parsePositiveInteger, 100)
-    .option('--snapshot-every <n>', 'take a snapshot every n applied entries', parsePositiveInteger, 100)
-    .option('--keep-entries <n>', 'entries kept behind a snapshot when compacting', parsePositiveInteger, 50)
+    .option('--snapshot-every <n>', 'take a snapshot every n applied entries', parsePositiveInteger, DEFAULT_SNAPSHOT_EVERY)
+    .option('--keep-entries <n>', 'entries kept behind a snapshot when compacting', parsePositiveInteger, DEFAULT_KEEP_ENTRIES)
     .option('--join', 'with --bootstrap: join a running cluster (conf state only) even on the lowest id')
     .option('--peer-cert <file>', 'this member\'s certificate (PEM; its URI SAN names the member: see "replicalog certs")')
     .option('--peer-key <file>', 'the private key of --peer-cert')

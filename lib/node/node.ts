@@ -63,9 +63,9 @@ export interface ReplicaNodeOptions {
   /** Ticks (default 10 and 1). */
   electionTick?: number;
   heartbeatTick?: number;
-  /** Take a snapshot every this many applied entries (default 100). */
+  /** Take a snapshot every this many applied entries (default DEFAULT_SNAPSHOT_EVERY: 10,000, as etcd v3.6). */
   snapshotEvery?: number;
-  /** Entries kept in the log behind a snapshot (default 50), for slow followers. */
+  /** Entries kept in the log behind a snapshot (default DEFAULT_KEEP_ENTRIES: 5,000, as etcd), for slow followers. */
   keepEntries?: number;
   /** How long a proposal waits to be applied here (default 5000 ms). */
   proposalTimeoutMs?: number;
@@ -145,6 +145,16 @@ interface Waiter {
 
 const MAX_BODY_BYTES = 1024 * 1024;
 
+/**
+ * etcd v3.6's defaults (--snapshot-count 10,000; 5,000 entries kept for slow followers). A
+ * snapshot rewrites the whole state: every 100 entries it was the node's main cost (issue 18).
+ */
+export const DEFAULT_SNAPSHOT_EVERY = 10_000;
+export const DEFAULT_KEEP_ENTRIES = 5_000;
+
+/** Messages that acknowledge durable state: sent only once this Ready is persisted. */
+const ACKNOWLEDGES_DURABLE_STATE: ReadonlySet<MessageType> = new Set([MessageType.MsgAppResp, MessageType.MsgVoteResp, MessageType.MsgPreVoteResp]);
+
 export class ReplicaNode {
   readonly id: number;
   readonly store: ReplicaLogStore;
@@ -193,8 +203,8 @@ export class ReplicaNode {
     this.options = {
       tickMs: options.tickMs ?? 100,
       electionTick: options.electionTick ?? 10,
-      snapshotEvery: options.snapshotEvery ?? 100,
-      keepEntries: options.keepEntries ?? 50,
+      snapshotEvery: options.snapshotEvery ?? DEFAULT_SNAPSHOT_EVERY,
+      keepEntries: options.keepEntries ?? DEFAULT_KEEP_ENTRIES,
       proposalTimeoutMs: options.proposalTimeoutMs ?? 5000,
     };
     this.log = options.log ?? ((line) => process.stderr.write(`${new Date().toISOString()} [node ${options.id}] ${line}\n`));
@@ -540,6 +550,17 @@ export class ReplicaNode {
       this.lastSnapshotIndex = snapshot.metadata.index;
       this.log(`installed a snapshot at index ${snapshot.metadata.index} (term ${snapshot.metadata.term}, ${this.stateMachine.size} keys)`);
     }
+    // A leader sends its appends, heartbeats and snapshots BEFORE its own log is durable, so the
+    // followers write in parallel with it (Raft thesis 10.2.1; etcd's server does the same). Safe
+    // because raft counts the leader's own copy toward a commit only on advance(), after the
+    // persist below. Responses that acknowledge durable state (votes, append responses) always
+    // wait for the persist.
+    let afterPersist = ready.messages;
+    if (this.raftState === 'StateLeader' && ready.messages.length > 0) {
+      const early = ready.messages.filter((message) => !ACKNOWLEDGES_DURABLE_STATE.has(message.type));
+      afterPersist = ready.messages.filter((message) => ACKNOWLEDGES_DURABLE_STATE.has(message.type));
+      if (early.length > 0) this.send(early);
+    }
     // Entries and hard state called in one tick: the store checks them in this order (a commit
     // may cover the new entries) and flushes them as ONE write group, entries first.
     const persisted: Promise<void>[] = [];
@@ -547,7 +568,7 @@ export class ReplicaNode {
     if (ready.hardState !== undefined) persisted.push(this.store.setHardState(ready.hardState));
     await Promise.all(persisted);
     // 2. Send, now that what the messages promise is durable.
-    if (ready.messages.length > 0) this.send(ready.messages);
+    if (afterPersist.length > 0) this.send(afterPersist);
     // 3. Apply.
     for (const entry of ready.committedEntries) await this.applyEntry(entry);
   }
