@@ -63,6 +63,8 @@ export interface ReplicaNodeOptions {
   /** Ticks (default 10 and 1). */
   electionTick?: number;
   heartbeatTick?: number;
+  /** Write groups through the store's journal (default true; false: the plain write path). */
+  journal?: boolean;
   /** Take a snapshot every this many applied entries (default DEFAULT_SNAPSHOT_EVERY: 10,000, as etcd v3.6). */
   snapshotEvery?: number;
   /** Entries kept in the log behind a snapshot (default DEFAULT_KEEP_ENTRIES: 5,000, as etcd), for slow followers. */
@@ -235,7 +237,9 @@ export class ReplicaNode {
     const own = options.peers.get(options.id);
     if (own === undefined) throw new Error(`peers must include this node's own address (id ${options.id})`);
     // The store first: opening it empties staging/, where the transport stages received files.
-    const store = await ReplicaLogStore.open({ dir: options.dir });
+    // Journal mode (lib/wal/journal.ts): each Ready's entries and hard state are durable with one
+    // record; the entry directories follow behind (issue 18: the node's main storage cost).
+    const store = await ReplicaLogStore.open({ dir: options.dir, journal: options.journal ?? true });
     let transport: Transport | undefined;
     try {
       if (store.status === 'needs-backfill') {

@@ -64,6 +64,7 @@ import {
   stagingPath,
   walPath,
 } from './layout.js';
+import { JOURNAL_DIRECTORY, journalRecordName, parseJournalRecordName } from './journal.js';
 
 /** Every named step of the write path, in the order a write passes them. */
 export const CRASH_POINTS = [
@@ -103,6 +104,10 @@ export const CRASH_POINTS = [
   'backfill-before-rename',
   /** backfill: renamed; about to fsync the entry directory */
   'backfill-after-rename',
+  /** journal: a write group's record file written, not yet fsynced (data or name) */
+  'before-journal-fsync',
+  /** journal: the record and journal/ fsynced (the group is durable), not yet acknowledged */
+  'after-journal-fsync',
 ] as const;
 
 export type CrashPointName = (typeof CRASH_POINTS)[number];
@@ -142,6 +147,7 @@ export class WalLogManager {
   readonly walDirectory: string;
   readonly stagingDirectory: string;
   readonly snapshotDirectory: string;
+  readonly journalDirectory: string;
   /**
    * Old tail entries being renamed out of wal/ by a truncating append: index → where they go.
    * Until the store publishes the new state, readers may still ask for them (see readEntrySync).
@@ -156,6 +162,7 @@ export class WalLogManager {
     this.walDirectory = walPath(dir);
     this.stagingDirectory = stagingPath(dir);
     this.snapshotDirectory = snapshotDirectoryPath(dir);
+    this.journalDirectory = join(dir, JOURNAL_DIRECTORY);
   }
 
   private crash(name: CrashPointName): void {
@@ -186,9 +193,11 @@ export class WalLogManager {
    * (finding 1); and a name created by an earlier open that died before its fsync is made durable
    * now (finding 2). Before this returns, no write has been acknowledged.
    */
-  async prepare(): Promise<void> {
+  async prepare(options: { journal: boolean } = { journal: false }): Promise<void> {
     await this.io('mkdir', this.walDirectory, () => this.fs.mkdir(this.walDirectory, DIRECTORY_MODE));
     await this.io('mkdir', this.stagingDirectory, () => this.fs.mkdir(this.stagingDirectory, DIRECTORY_MODE));
+    // journal/ before the fsync of the store directory, which makes its name durable too.
+    if (options.journal) await this.io('mkdir', this.journalDirectory, () => this.fs.mkdir(this.journalDirectory, DIRECTORY_MODE));
     await this.io('fsync', this.dir, () => this.fs.fsync(this.dir));
     const leftovers = await this.io('readdir', this.stagingDirectory, () => this.fs.readdir(this.stagingDirectory));
     for (const name of leftovers) {
@@ -542,6 +551,63 @@ export class WalLogManager {
     // The rename is durable only once snapshot/ is fsynced (Gitaly B11 skipped this).
     await this.io('fsync', this.snapshotDirectory, () => this.fs.fsync(this.snapshotDirectory));
     return name;
+  }
+
+  // ---------------------------------------------------------------- journal (journal.ts)
+
+  /** The journal's record sequences, ascending; [] without journal/. Any other name is corruption. */
+  async listJournal(): Promise<number[]> {
+    const stat = await this.io('stat', this.journalDirectory, () => this.fs.stat(this.journalDirectory));
+    if (stat === undefined) return [];
+    if (!stat.isDirectory) throw corruptError(`${this.journalDirectory} is not a directory`, { path: this.journalDirectory });
+    const names = await this.io('readdir', this.journalDirectory, () => this.fs.readdir(this.journalDirectory));
+    const sequences: number[] = [];
+    for (const name of names) {
+      const sequence = parseJournalRecordName(name);
+      if (sequence === undefined) {
+        const path = join(this.journalDirectory, name);
+        throw corruptError(`stray name in the journal: ${path} is not a journal record`, { path });
+      }
+      sequences.push(sequence);
+    }
+    return sequences.sort((a, b) => a - b);
+  }
+
+  journalRecordPath(sequence: number): string {
+    return join(this.journalDirectory, journalRecordName(sequence));
+  }
+
+  readJournalRecordSync(sequence: number): Uint8Array {
+    const path = this.journalRecordPath(sequence);
+    try {
+      return this.fs.readFileSync(path);
+    } catch (error) {
+      throw ioError('read', path, error);
+    }
+  }
+
+  /**
+   * Makes one write group durable: a new record file, then its data and its name fsynced in
+   * parallel (one round: a record whose name survived without its data is torn, and only the
+   * record of an unacknowledged group can be; open drops it).
+   */
+  async writeJournalRecord(sequence: number, bytes: Uint8Array): Promise<void> {
+    const path = this.journalRecordPath(sequence);
+    await this.io('write', path, () => this.fs.writeFile(path, bytes, FILE_MODE));
+    this.crash('before-journal-fsync');
+    await Promise.all([this.io('fsync', path, () => this.fs.fsync(path)), this.io('fsync', this.journalDirectory, () => this.fs.fsync(this.journalDirectory))]);
+    this.crash('after-journal-fsync');
+  }
+
+  /**
+   * Removes checkpointed records. No fsync: KV's raft/journal_through already says they are
+   * covered, and open removes any that a power cut brings back.
+   */
+  async removeJournalRecords(sequences: readonly number[]): Promise<void> {
+    for (const sequence of sequences) {
+      const path = this.journalRecordPath(sequence);
+      await this.io('remove', path, () => this.fs.remove(path));
+    }
   }
 
   readSnapshotDataSync(name: string): Uint8Array {
