@@ -46,7 +46,7 @@ import { RateLimitedLog } from './rate-limited-log.js';
 import type { Registry } from 'prom-client';
 import { nodeMetrics, type NodeCounters } from './metrics.js';
 import { ConsistencyChecker, decodeConsistencyRecord, encodeConsistencyRecord, type ConsistencyAlarm } from './consistency.js';
-import { EntryType, MessageType, type ConfState, type Entry, type Message } from '../types.js';
+import { EntryType, MessageType, type ConfState, type Entry, type HardState, type Message } from '../types.js';
 import { KvStateMachine, encodeCommand, type KvCommand } from './state-machine.js';
 
 export interface ReplicaNodeOptions {
@@ -178,6 +178,8 @@ export class ReplicaNode {
   private lead = 0;
   private raftState = 'StateFollower';
   private lastSnapshotIndex: number;
+  /** Raft's latest hard state; the store's may lag by the commit only (see handleReady). */
+  private latestHardState: HardState;
   private closing: Promise<void> | undefined;
   /** Ids of the current configuration (voters, learners, joint halves), kept as conf changes apply. */
   private members = new Set<number>();
@@ -212,6 +214,7 @@ export class ReplicaNode {
     this.log = options.log ?? ((line) => process.stderr.write(`${new Date().toISOString()} [node ${options.id}] ${line}\n`));
     this.onFatal = options.onFatal;
     this.lastSnapshotIndex = store.snapshot().metadata.index;
+    this.latestHardState = store.initialState().hardState;
     this.configuredPeers = new Set([...options.peers.keys()].filter((peerId) => peerId !== options.id));
     this.setMembers(store.initialState().confState);
     this.refusalLog = new RateLimitedLog(this.log, 10_000);
@@ -414,6 +417,7 @@ export class ReplicaNode {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }
     await this.pumpRunning?.catch(() => {});
+    await this.saveDeferredCommit().catch(() => {});
     for (const requestId of [...this.waiters.keys()]) this.settle(requestId, new ProposalError('ERR_STOPPED', 'the node stopped', this.lead));
     await this.transport.close().catch(() => {});
     await this.store.close().catch(() => {});
@@ -567,9 +571,18 @@ export class ReplicaNode {
     }
     // Entries and hard state called in one tick: the store checks them in this order (a commit
     // may cover the new entries) and flushes them as ONE write group, entries first.
+    // A hard state that only moves the commit is not made durable on its own (etcd's MustSync):
+    // the commit is volatile in Raft and relearnt from the leader after a restart. It rides with
+    // the next write that must be durable (entries, a new term or vote, a snapshot), or is saved
+    // when the node snapshots or stops. Only term and vote must never be lost.
+    if (ready.hardState !== undefined) this.latestHardState = ready.hardState;
+    const latest = this.latestHardState;
+    const saved = this.store.initialState().hardState;
+    const changed = latest.term !== saved.term || latest.vote !== saved.vote || latest.commit !== saved.commit;
+    const mustSync = ready.entries.length > 0 || latest.term !== saved.term || latest.vote !== saved.vote;
     const persisted: Promise<void>[] = [];
     if (ready.entries.length > 0) persisted.push(this.store.append(ready.entries));
-    if (ready.hardState !== undefined) persisted.push(this.store.setHardState(ready.hardState));
+    if (changed && mustSync) persisted.push(this.store.setHardState(latest));
     await Promise.all(persisted);
     // 2. Send, now that what the messages promise is durable.
     if (afterPersist.length > 0) this.send(afterPersist);
@@ -660,12 +673,21 @@ export class ReplicaNode {
     else waiter.reject(error);
   }
 
+  /** Saves a commit that only raft's latest hard state holds yet (see handleReady). */
+  private async saveDeferredCommit(): Promise<void> {
+    const saved = this.store.initialState().hardState;
+    if (this.latestHardState.commit > saved.commit && this.latestHardState.term === saved.term && this.latestHardState.vote === saved.vote) {
+      await this.store.setHardState(this.latestHardState);
+    }
+  }
+
   /** Every snapshotEvery applied entries: snapshot the state, then compact behind it. */
   private async maybeSnapshot(): Promise<void> {
     const applied = this.stateMachine.applied;
     if (applied - this.lastSnapshotIndex < this.options.snapshotEvery) return;
     // The saved conf state is the one as of `applied` (conf changes are saved when applied).
     const confState = this.store.initialState().confState;
+    await this.saveDeferredCommit();
     await this.store.createSnapshot(applied, confState, this.stateMachine.snapshot());
     this.lastSnapshotIndex = applied;
     this.metricCounters.snapshots++;
