@@ -1,0 +1,185 @@
+/**
+ * RawNode with asyncStorageWrites (etcd raft v3.6's AsyncStorageWrites): the Ready hands its
+ * writes to the local append thread and its applies to the local apply thread as messages, and
+ * everything that must wait for the writes travels as their responses. The transcripts
+ * async_storage_writes*.txt (spec/raft/etcd-interaction.test.ts) check the whole exchange;
+ * these tests pin the contract a user of the option relies on.
+ */
+import { describe, expect, it } from 'vitest';
+
+import { MemoryStorage } from '../../lib/memory-storage.js';
+import { RaftError, StateType } from '../../lib/raft/raft.js';
+import { RawNode, type Ready } from '../../lib/raft/rawnode.js';
+import { LOCAL_APPEND_THREAD, LOCAL_APPLY_THREAD, newMessage } from '../../lib/raft/util.js';
+import { EntryType, MessageType, type Message } from '../../lib/types.js';
+import { snapshotAt } from './helpers.js';
+
+const encoder = new TextEncoder();
+
+/** A node whose storage starts from a snapshot at index 1 (term 1) holding `voters`. */
+async function newNode(id: number, voters: number[], asyncStorageWrites: boolean): Promise<{ node: RawNode; storage: MemoryStorage }> {
+  const storage = new MemoryStorage();
+  await storage.applySnapshot(snapshotAt(1, 1, voters));
+  const node = new RawNode({ id, storage, electionTick: 10, heartbeatTick: 1, asyncStorageWrites, random: () => 0 });
+  return { node, storage };
+}
+
+function only<T>(values: readonly T[], predicate: (value: T) => boolean): T {
+  const matches = values.filter(predicate);
+  expect(matches).toHaveLength(1);
+  return matches[0]!;
+}
+
+/** The local append thread: writes what the message carries (entries before the hard state that may commit them). */
+async function processAppend(storage: MemoryStorage, m: Message): Promise<void> {
+  if (m.snapshot !== undefined) await storage.applySnapshot(m.snapshot);
+  await storage.append(m.entries);
+  if (m.term !== 0 || m.vote !== 0 || m.commit !== 0) await storage.setHardState({ term: m.term, vote: m.vote, commit: m.commit });
+}
+
+describe('RawNode asyncStorageWrites', () => {
+  it('a leader: each Ready hands a MsgStorageAppend (entries, hard state, waiting messages) to the append thread; nothing commits or applies before it is acknowledged', async () => {
+    const { node, storage } = await newNode(1, [1], true);
+    node.campaign();
+    // 1. The vote for itself must be durable before it counts: it rides on the append.
+    const rd = node.ready();
+    expect(rd.hardState).toEqual({ term: 1, vote: 1, commit: 1 });
+    expect(rd.messages).toHaveLength(1);
+    const voteAppend = rd.messages[0]!;
+    expect(voteAppend.type).toBe(MessageType.MsgStorageAppend);
+    expect(voteAppend.to).toBe(LOCAL_APPEND_THREAD);
+    expect(voteAppend.from).toBe(1);
+    expect([voteAppend.term, voteAppend.vote, voteAppend.commit]).toEqual([1, 1, 1]);
+    expect(voteAppend.responses.map((m) => [MessageType[m.type], m.from, m.to])).toEqual([['MsgVoteResp', 1, 1]]);
+    expect(node.raft.state).toBe(StateType.StateCandidate);
+    expect(node.hasReady()).toBe(false);
+    await processAppend(storage, voteAppend);
+    for (const response of voteAppend.responses) node.step(response);
+    expect(node.raft.state).toBe(StateType.StateLeader);
+
+    // 2. The leader's empty entry: in the Ready fields and in the message, with the leader's
+    // self-acknowledgement first, then the append thread's own response.
+    const rd2 = node.ready();
+    expect(rd2.entries.map((e) => e.index)).toEqual([2]);
+    expect(rd2.committedEntries).toEqual([]);
+    const append = only(rd2.messages, (m) => m.type === MessageType.MsgStorageAppend);
+    expect(append.entries).toEqual(rd2.entries);
+    expect(append.responses.map((m) => [MessageType[m.type], m.from, m.to])).toEqual([
+      ['MsgAppResp', 1, 1],
+      ['MsgStorageAppendResp', LOCAL_APPEND_THREAD, 1],
+    ]);
+    const appendResponse = append.responses[1]!;
+    expect([appendResponse.term, appendResponse.index, appendResponse.logTerm]).toEqual([1, 2, 1]);
+    // Without the responses the entry is neither committed nor stable.
+    expect(node.hasReady()).toBe(false);
+    expect(node.raft.raftLog.committed).toBe(1);
+    await processAppend(storage, append);
+    for (const response of append.responses) node.step(response);
+    expect(node.raft.raftLog.unstable.entries).toEqual([]);
+
+    // 3. Index 2 commits; it goes to the apply thread (MsgStorageApply with its response).
+    const rd3 = node.ready();
+    expect(rd3.hardState).toEqual({ term: 1, vote: 1, commit: 2 });
+    expect(rd3.committedEntries.map((e) => e.index)).toEqual([2]);
+    const hardStateOnly = only(rd3.messages, (m) => m.type === MessageType.MsgStorageAppend);
+    expect(hardStateOnly.entries).toEqual([]);
+    expect(hardStateOnly.commit).toBe(2);
+    const apply = only(rd3.messages, (m) => m.type === MessageType.MsgStorageApply);
+    expect(apply.to).toBe(LOCAL_APPLY_THREAD);
+    expect(apply.term).toBe(0);
+    expect(apply.entries).toEqual(rd3.committedEntries);
+    expect(apply.responses).toEqual([
+      newMessage({ type: MessageType.MsgStorageApplyResp, to: 1, from: LOCAL_APPLY_THREAD, entries: rd3.committedEntries }),
+    ]);
+    expect(node.status().applied).toBe(1);
+    for (const response of apply.responses) node.step(response);
+    expect(node.status().applied).toBe(2);
+  });
+
+  it('a follower: its MsgAppResp to the leader is attached to the MsgStorageAppend, not sent with the Ready', async () => {
+    const { node, storage } = await newNode(2, [1, 2], true);
+    node.step(
+      newMessage({
+        type: MessageType.MsgApp,
+        from: 1,
+        to: 2,
+        term: 2,
+        logTerm: 1,
+        index: 1,
+        commit: 2,
+        entries: [{ type: EntryType.Normal, term: 2, index: 2, data: encoder.encode('x') }],
+      }),
+    );
+    const rd = node.ready();
+    expect(rd.entries.map((e) => [e.term, e.index])).toEqual([[2, 2]]);
+    // Committed but not yet durable locally: not handed out for applying yet.
+    expect(rd.committedEntries).toEqual([]);
+    expect(rd.messages.map((m) => MessageType[m.type])).toEqual(['MsgStorageAppend']);
+    const append = rd.messages[0]!;
+    const toLeader = only(append.responses, (m) => m.to === 1);
+    expect([MessageType[toLeader.type], toLeader.index, toLeader.reject]).toEqual(['MsgAppResp', 2, false]);
+    expect(append.responses[append.responses.length - 1]!.type).toBe(MessageType.MsgStorageAppendResp);
+
+    // Once the append is acknowledged, the committed entry goes to the apply thread.
+    await processAppend(storage, append);
+    for (const response of append.responses.filter((m) => m.to === 2)) node.step(response);
+    const rd2 = node.ready();
+    expect(rd2.committedEntries.map((e) => e.index)).toEqual([2]);
+    expect(only(rd2.messages, (m) => m.type === MessageType.MsgStorageApply).entries).toEqual(rd2.committedEntries);
+  });
+
+  it('a snapshot travels in the MsgStorageAppend and in its MsgStorageAppendResp', async () => {
+    const { node, storage } = await newNode(2, [1, 2], true);
+    const snapshot = snapshotAt(5, 2, [1, 2]);
+    node.step(newMessage({ type: MessageType.MsgSnap, from: 1, to: 2, term: 2, snapshot }));
+    const rd = node.ready();
+    expect(rd.snapshot).toEqual(snapshot);
+    const append = only(rd.messages, (m) => m.type === MessageType.MsgStorageAppend);
+    expect(append.snapshot).toEqual(snapshot);
+    const appendResponse = only(append.responses, (m) => m.type === MessageType.MsgStorageAppendResp);
+    expect(appendResponse.snapshot).toEqual(snapshot);
+    // The snapshot stays "in progress" until the response is stepped.
+    expect(node.raft.raftLog.unstable.snapshotInProgress).toBe(true);
+    await processAppend(storage, append);
+    for (const response of append.responses.filter((m) => m.to === 2)) node.step(response);
+    expect(node.raft.raftLog.unstable.snapshot).toBeUndefined();
+    expect(node.raft.raftLog.firstIndex()).toBe(6);
+  });
+
+  it('advance() is refused (ERR_ADVANCE_ASYNC) and leaves the node usable', async () => {
+    const { node } = await newNode(1, [1], true);
+    node.campaign();
+    const rd: Ready = node.ready();
+    expect(() => node.advance(rd)).toThrow(RaftError);
+    try {
+      node.advance(rd);
+    } catch (error) {
+      expect((error as RaftError).code).toBe('ERR_ADVANCE_ASYNC');
+    }
+    expect(node.stoppedBy()).toBeUndefined();
+    const append = rd.messages[0]!;
+    for (const response of append.responses) node.step(response);
+    expect(node.hasReady()).toBe(true);
+  });
+
+  it('synchronous mode (the default) has no local messages and applies in the same Ready as it persists', async () => {
+    const { node, storage } = await newNode(1, [1], false);
+    expect(node.asyncStorageWrites).toBe(false);
+    node.campaign();
+    // Persist, then advance: the vote counts, the node leads and appends its empty entry.
+    for (let round = 0; round < 3 && node.hasReady(); round++) {
+      const rd = node.ready();
+      expect(rd.messages).toEqual([]);
+      await storage.append(rd.entries);
+      if (rd.hardState !== undefined) await storage.setHardState(rd.hardState);
+      if (rd.committedEntries.length > 0) {
+        // Committed entries are handed out in the same Ready that carries the commit.
+        expect(rd.hardState?.commit).toBe(2);
+        expect(rd.committedEntries.map((e) => e.index)).toEqual([2]);
+      }
+      node.advance(rd);
+    }
+    expect(node.raft.state).toBe(StateType.StateLeader);
+    expect(node.status().applied).toBe(2);
+  });
+});
