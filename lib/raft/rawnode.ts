@@ -1,14 +1,25 @@
 /**
- * Port of etcd raft v3.6 rawnode.go, bootstrap.go and the Ready/SoftState parts of node.go,
- * for synchronous storage writes (AsyncStorageWrites=false).
+ * Port of etcd raft v3.6 rawnode.go, bootstrap.go and the Ready/SoftState parts of node.go.
  *
- * The application loop, strictly alternating ready() and advance():
+ * Synchronous storage writes (the default), strictly alternating ready() and advance():
  *   1. rd = node.ready()
  *   2. persist rd.snapshot (if any), rd.entries, then rd.hardState (await the store)
  *   3. send rd.messages
  *   4. apply rd.committedEntries (conf changes: applyConfChange, then persist the ConfState)
  *   5. node.advance(rd)
  * Storage reads must reflect step 2 by the time advance() is called.
+ *
+ * Asynchronous storage writes (`asyncStorageWrites: true`, etcd's AsyncStorageWrites): ready()
+ * may be called again at once; advance() is never called. rd.messages then also holds
+ *   - a MsgStorageAppend to LOCAL_APPEND_THREAD: entries, the hard state (its term, vote and
+ *     commit fields; all 0 when unchanged) and the snapshot to persist, and in `responses` the
+ *     messages to deliver only once that is durable (votes, MsgAppResps to the leader, and a
+ *     MsgStorageAppendResp back to this node);
+ *   - a MsgStorageApply to LOCAL_APPLY_THREAD: committed entries (only ones already durable
+ *     locally) to apply, with a MsgStorageApplyResp in `responses`.
+ * Each thread must process its messages in order; responses to this node go to step(), others
+ * to the network. Raft keeps entries in memory until their MsgStorageAppendResp is stepped, so
+ * storage reads must reflect an append's writes only by the time its responses are delivered.
  */
 import { decodeConfChange, decodeConfChangeV2, encodeConfChange } from '../codec.js';
 import {
