@@ -182,4 +182,68 @@ describe('RawNode asyncStorageWrites', () => {
     expect(node.raft.state).toBe(StateType.StateLeader);
     expect(node.status().applied).toBe(2);
   });
+
+  it('three nodes run the README loop shape to agreement: every proposal applied everywhere, in order, through the strict MemoryStorage', async () => {
+    const ids = [1, 2, 3];
+    const nodes = new Map<number, { node: RawNode; storage: MemoryStorage; applied: string[]; appendWork: Message[]; applyWork: Message[] }>();
+    for (const id of ids) {
+      const { node, storage } = await newNode(id, ids, true);
+      nodes.set(id, { node, storage, applied: [], appendWork: [], applyWork: [] });
+    }
+    let network: Message[] = [];
+    const decoder = new TextDecoder();
+    // One round: every Ready, then one step of each append thread and apply thread, then the network.
+    const round = async (): Promise<boolean> => {
+      let busy = false;
+      for (const state of nodes.values()) {
+        while (state.node.hasReady()) {
+          busy = true;
+          for (const m of state.node.ready().messages) {
+            if (m.to === LOCAL_APPEND_THREAD) state.appendWork.push(m);
+            else if (m.to === LOCAL_APPLY_THREAD) state.applyWork.push(m);
+            else network.push(m);
+          }
+        }
+        const append = state.appendWork.shift();
+        if (append !== undefined) {
+          busy = true;
+          await processAppend(state.storage, append);
+          network.push(...append.responses);
+        }
+        const apply = state.applyWork.shift();
+        if (apply !== undefined) {
+          busy = true;
+          for (const entry of apply.entries) {
+            if (entry.type === EntryType.Normal && entry.data !== undefined && entry.data.length > 0) state.applied.push(decoder.decode(entry.data));
+          }
+          network.push(...apply.responses);
+        }
+      }
+      const inFlight = network;
+      network = [];
+      for (const m of inFlight) {
+        busy = true;
+        nodes.get(m.to)!.node.step(m);
+      }
+      return busy;
+    };
+    const settle = async (): Promise<void> => {
+      for (let rounds = 0; await round(); rounds++) expect(rounds).toBeLessThan(1000);
+    };
+    nodes.get(1)!.node.campaign();
+    await settle();
+    expect(nodes.get(1)!.node.raft.state).toBe(StateType.StateLeader);
+    const values = Array.from({ length: 20 }, (_, i) => `v${i}`);
+    for (const value of values) {
+      nodes.get(1)!.node.propose(encoder.encode(value));
+      // Proposals overlap with the writes of earlier ones: settle only now and then.
+      if (value.endsWith('5')) await settle();
+    }
+    await settle();
+    for (const state of nodes.values()) {
+      expect(state.applied).toEqual(values);
+      expect(state.storage.lastIndex()).toBe(22); // snapshot 1, the leader's empty entry 2, 20 proposals
+      expect(state.node.raft.raftLog.unstable.entries).toEqual([]);
+    }
+  });
 });
