@@ -246,4 +246,82 @@ describe('RawNode asyncStorageWrites', () => {
       expect(state.node.raft.raftLog.unstable.entries).toEqual([]);
     }
   });
+
+  // etcd node_test.go TestCommitPaginationWithAsyncStorageWrites, in RawNode form: committed
+  // entries handed to the apply thread are bounded by maxCommittedSizePerReady until their
+  // application is acknowledged.
+  it('TestCommitPaginationWithAsyncStorageWrites', async () => {
+    const storage = new MemoryStorage();
+    await storage.applySnapshot(snapshotAt(0, 0, [1]));
+    const node = new RawNode({ id: 1, storage, electionTick: 10, heartbeatTick: 1, maxCommittedSizePerReady: 2048, asyncStorageWrites: true });
+    const readyNow = (): Ready => {
+      expect(node.hasReady()).toBe(true);
+      return node.ready();
+    };
+    const appendAndRespond = async (m: Message): Promise<void> => {
+      await storage.append(m.entries);
+      for (const response of m.responses) node.step(response);
+    };
+    node.campaign();
+
+    // Persist vote.
+    let rd = readyNow();
+    expect(rd.messages.map((m) => m.type)).toEqual([MessageType.MsgStorageAppend]);
+    await appendAndRespond(rd.messages[0]!);
+    // Append empty entry.
+    rd = readyNow();
+    expect(rd.messages.map((m) => m.type)).toEqual([MessageType.MsgStorageAppend]);
+    await appendAndRespond(rd.messages[0]!);
+    // Apply empty entry.
+    rd = readyNow();
+    expect(rd.messages).toHaveLength(2);
+    for (const m of rd.messages) {
+      if (m.type === MessageType.MsgStorageAppend) {
+        await appendAndRespond(m);
+      } else {
+        expect(m.type).toBe(MessageType.MsgStorageApply);
+        expect(m.entries).toHaveLength(1);
+        expect(m.responses).toHaveLength(1);
+        node.step(m.responses[0]!);
+      }
+    }
+
+    const blob = encoder.encode('a'.repeat(1024));
+    // Propose and append the first entry.
+    node.propose(blob);
+    rd = readyNow();
+    expect(rd.messages.map((m) => m.type)).toEqual([MessageType.MsgStorageAppend]);
+    expect(rd.messages[0]!.entries).toHaveLength(1);
+    await appendAndRespond(rd.messages[0]!);
+
+    // Propose and append the second, then the third entry, without applying the earlier ones.
+    const applyResponses: Message[] = [];
+    for (let proposal = 2; proposal <= 3; proposal++) {
+      node.propose(blob);
+      rd = readyNow();
+      expect(rd.messages).toHaveLength(2);
+      for (const m of rd.messages) {
+        if (m.type === MessageType.MsgStorageAppend) {
+          await appendAndRespond(m);
+        } else {
+          expect(m.type).toBe(MessageType.MsgStorageApply);
+          expect(m.entries).toHaveLength(1);
+          expect(m.responses).toHaveLength(1);
+          applyResponses.push(m.responses[0]!);
+        }
+      }
+    }
+
+    // The third entry is not handed out until the first one's application is acknowledged.
+    while (node.hasReady()) {
+      for (const m of node.ready().messages) expect(m.type).not.toBe(MessageType.MsgStorageApply);
+    }
+    node.step(applyResponses.shift()!);
+    rd = readyNow();
+    expect(rd.messages.map((m) => m.type)).toEqual([MessageType.MsgStorageApply]);
+    expect(rd.messages[0]!.entries).toHaveLength(1);
+    applyResponses.push(rd.messages[0]!.responses[0]!);
+    for (const response of applyResponses) node.step(response);
+    expect(node.status().applied).toBe(4); // the leader's empty entry 1, then the three proposals
+  });
 });
