@@ -84,4 +84,17 @@ describe('etcd raft v3.6.0 interaction transcripts', () => {
     expect(casesRun).toBe(TOTAL_CASES);
     expect(casesPassed).toBe(TOTAL_CASES);
   });
+
+  it('a transcript whose expected output is altered fails the comparison (the check can fail)', () => {
+    const text = readFileSync(join(dir, 'single_node.txt'), 'utf8');
+    const cases = parseDataDriven(text, 'single_node.txt');
+    const env = new InteractionEnv();
+    const outcomes = cases.map((data) => normalizeOutput(handleCommand(env, data)) === data.expected);
+    expect(outcomes.every(Boolean)).toBe(true);
+    // The same run against a copy where one logged term is changed: exactly that case differs.
+    const tampered = parseDataDriven(text.replace('became leader at term 1', 'became leader at term 7'), 'single_node.txt');
+    const env2 = new InteractionEnv();
+    const tamperedOutcomes = tampered.map((data) => normalizeOutput(handleCommand(env2, data)) === data.expected);
+    expect(tamperedOutcomes.filter((pass) => !pass)).toHaveLength(1);
+  });
 });
