@@ -10,6 +10,7 @@ import { emptySnapshot, ConfChangeTransition, MessageType, type ConfChange, type
 import { confChangesFromString } from './confchange.js';
 import { argUint, hasArg, type CmdArg, type TestData } from './datadriven.js';
 import { InteractionEnv, LOG_LEVEL_NAMES, raftConfigStub, type Recipient } from './interaction-env.js';
+import { RaftError } from './raft.js';
 import { ReadOnlyOption } from './read-only.js';
 
 /** Go's strconv.ParseBool. */
@@ -152,7 +153,7 @@ function returnedError(operation: () => void): string | undefined {
     operation();
     return undefined;
   } catch (error) {
-    if (error instanceof Error && error.name === 'RaftError') return error.message;
+    if (error instanceof RaftError) return error.message;
     throw error;
   }
 }

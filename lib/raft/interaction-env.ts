@@ -24,7 +24,7 @@ import {
 import { InteractionStorage } from './interaction-storage.js';
 import type { RaftLogger } from './logger.js';
 import { RawNode } from './rawnode.js';
-import type { RaftConfig } from './raft.js';
+import { RaftError, type RaftConfig } from './raft.js';
 import { jointConfigIds } from './quorum.js';
 import { progressMapToString } from './tracker.js';
 import { describeEntries, describeMessage, describeReady, isLocalMsgTarget, quoteBytes } from './util.js';
@@ -270,7 +270,7 @@ export class InteractionEnv {
           this.nodes[message.to - 1]!.rawNode.step(message);
         } catch (error) {
           // Go's Step returns these errors; the harness prints them and goes on.
-          if (error instanceof Error && 'code' in error && error.name === 'RaftError') {
+          if (error instanceof RaftError) {
             this.output.write(`${error.message}\n`);
           } else {
             throw error;
