@@ -67,7 +67,8 @@ describe('etcd raft v3.6.0 interaction transcripts', () => {
   let casesRun = 0;
   let casesPassed = 0;
   for (const file of TRANSCRIPTS) {
-    it(file, () => {
+    const count = parseDataDriven(readFileSync(join(dir, file), 'utf8'), file).length;
+    it(`${file} (${count} cases)`, () => {
       const results = runTranscript(file);
       casesRun += results.length;
       casesPassed += results.filter(({ data, actual }) => actual === data.expected).length;
