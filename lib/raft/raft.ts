@@ -2,7 +2,8 @@
  * Port of etcd raft v3.6 raft.go: the Raft state machine (election, replication, commit,
  * snapshots, membership changes, ReadIndex, leadership transfer, ForgetLeader).
  *
- * Only synchronous storage writes are supported (AsyncStorageWrites=false). Go panics are
+ * Storage writes are synchronous or asynchronous as RawNode decides (raft itself only sends
+ * acknowledgements through msgsAfterAppend and steps the storage responses). Go panics are
  * thrown as Errors with Go's message; errors Go returns from Step are returned here as a
  * RaftError (RawNode turns them into throws). Storage errors other than the etcd sentinels are
  * rethrown unchanged and leave the node unusable.
@@ -23,7 +24,18 @@ import {
   type Snapshot,
   type Storage,
 } from '../types.js';
-import { Changer, type ConfChangeI, asV2, confStateEquivalent, enterJoint, leaveJoint, marshalConfChange, restore } from './confchange.js';
+import {
+  Changer,
+  type ConfChangeI,
+  asV2,
+  confStateEquivalent,
+  enterJoint,
+  goConfChangeString,
+  goConfStateString,
+  leaveJoint,
+  marshalConfChange,
+  restore,
+} from './confchange.js';
 import { RaftLog, hasErrorCode, isOutOfBoundsError } from './log.js';
 import { getDefaultLogger, raftPanic, type RaftLogger } from './logger.js';
 import { VoteResult, jointConfigIds, jointVoteResult } from './quorum.js';
@@ -64,7 +76,9 @@ export type RaftErrorCode =
   /** ready() again before advance() of the Ready it returned (etcd panics): nothing changed. */
   | 'ERR_READY_NOT_ADVANCED'
   /** bootstrap() of a storage that already holds a log (a restart), or without peers. */
-  | 'ERR_BOOTSTRAP';
+  | 'ERR_BOOTSTRAP'
+  /** advance() on a RawNode with asyncStorageWrites (etcd panics): nothing changed. */
+  | 'ERR_ADVANCE_ASYNC';
 
 export class RaftError extends Error {
   readonly code: RaftErrorCode;
@@ -131,6 +145,12 @@ export interface RaftConfig {
   disableProposalForwarding?: boolean;
   disableConfChangeValidation?: boolean;
   stepDownOnRemoval?: boolean;
+  /**
+   * etcd's AsyncStorageWrites (read by RawNode): the Ready's writes and applies are handed to
+   * local append/apply threads as MsgStorageAppend / MsgStorageApply messages, whose responses
+   * are stepped back once done, and advance() must not be called. Default false.
+   */
+  asyncStorageWrites?: boolean;
   /** Source of randomness in [0, 1) for election timeouts (default Math.random); tests pass a seeded one. */
   random?: () => number;
 }
@@ -862,7 +882,7 @@ export class Raft {
           }
           if (failedCheck !== '' && !this.disableConfChangeValidation) {
             this.logger.info(
-              `${hex(this.id)} ignoring conf change ${JSON.stringify(cc)} at config ${this.trk.config.toString()}: ${failedCheck}`,
+              `${hex(this.id)} ignoring conf change ${goConfChangeString(cc)} at config ${this.trk.config.toString()}: ${failedCheck}`,
             );
             // Keep the slot (the proposer's index bookkeeping) but make it a no-op.
             entries[i] = { type: EntryType.Normal, term: 0, index: 0 };
@@ -1223,7 +1243,7 @@ export class Raft {
     const found = cs.voters.includes(this.id) || cs.learners.includes(this.id) || cs.votersOutgoing.includes(this.id);
     if (!found) {
       this.logger.warn(
-        `${hex(this.id)} attempted to restore snapshot but it is not in the ConfState ${JSON.stringify(cs)}; should never happen`,
+        `${hex(this.id)} attempted to restore snapshot but it is not in the ConfState ${goConfStateString(cs)}; should never happen`,
       );
       return false;
     }
@@ -1245,7 +1265,7 @@ export class Raft {
     try {
       [cfg, progress] = restore(new Changer(this.trk, this.raftLog.lastIndex()), cs);
     } catch (error) {
-      throw new Error(`unable to restore config ${JSON.stringify(cs)}: ${(error as Error).message}`);
+      throw new Error(`unable to restore config ${goConfStateString(cs, true)}: ${(error as Error).message}`);
     }
     this.assertConfStatesEquivalent(cs, this.switchToConfig(cfg, progress));
     const last = this.raftLog.lastEntryId();
