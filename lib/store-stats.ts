@@ -74,6 +74,18 @@ export class StoreStatsCollector {
           observe(this.stats.fsyncSeconds, Number(process.hrtime.bigint() - started) / 1e9);
         }
       },
+      ...(fileSystem.syncFileSystem === undefined
+        ? {}
+        : {
+            syncFileSystem: async (path: string) => {
+              const started = process.hrtime.bigint();
+              try {
+                return await fileSystem.syncFileSystem!(path);
+              } finally {
+                observe(this.stats.fsyncSeconds, Number(process.hrtime.bigint() - started) / 1e9);
+              }
+            },
+          }),
     };
   }
 

@@ -340,7 +340,7 @@ export class WalLogManager {
    * them are durable before step 4's rename, which is what makes the entry part of the log.
    * Many fsyncs in flight at once let the kernel's journal merge their commits.
    */
-  async stageEntries(entries: readonly StagedEntry[]): Promise<void> {
+  async stageEntries(entries: readonly StagedEntry[], options: { fsync: boolean } = { fsync: true }): Promise<void> {
     const fsyncs = new BoundedTasks(FSYNC_CONCURRENCY);
     try {
       for (let start = 0; start < entries.length; start += STAGE_CHUNK) {
@@ -374,7 +374,8 @@ export class WalLogManager {
         // RAFT files first in the queue: their fsyncs write data and commit the journal
         // transaction that also holds the creation of the MANIFESTs and directories, so the
         // fsyncs queued behind them mostly find nothing left to commit (5-10 % faster, measured).
-        for (const path of raftFiles.concat(theRest)) fsyncs.add(() => this.io('fsync', path, () => this.fs.fsync(path)));
+        // Without fsync: the caller makes the batch durable with one syncFileSystem() instead.
+        if (options.fsync) for (const path of raftFiles.concat(theRest)) fsyncs.add(() => this.io('fsync', path, () => this.fs.fsync(path)));
       }
     } catch (error) {
       // Every fsync started has finished before this throws: nothing of this write runs on
@@ -403,7 +404,7 @@ export class WalLogManager {
   }
 
   /** Steps 4–5: renames staged entries into wal/ in index order, then fsyncs wal/ once. */
-  async publishStaged(indexes: readonly number[]): Promise<void> {
+  async publishStaged(indexes: readonly number[], options: { fsync: boolean } = { fsync: true }): Promise<void> {
     for (const index of indexes) {
       const source = this.stagedEntryDirectory(index);
       const target = this.entryDirectory(index);
@@ -412,6 +413,11 @@ export class WalLogManager {
       this.crash('after-rename');
     }
     this.crash('before-wal-fsync');
+    if (!options.fsync) {
+      // The caller's syncFileSystem() makes both directories durable at once.
+      this.crash('after-wal-fsync');
+      return;
+    }
     // staging/ with wal/ (in parallel: one barrier's latency): every rename out of staging/ must
     // be durable with its rename into wal/. Otherwise both names may survive a power cut, and
     // open's removal of the staging/ name would empty the acknowledged entry (finding 6).
@@ -554,6 +560,13 @@ export class WalLogManager {
   }
 
   // ---------------------------------------------------------------- journal (journal.ts)
+
+  /** syncfs(2) of the store's file system; false (nothing done) where it is not available. */
+  async syncFileSystem(): Promise<boolean> {
+    const sync = this.fs.syncFileSystem;
+    if (sync === undefined) return false;
+    return this.io('syncfs', this.dir, () => sync(this.dir));
+  }
 
   /** The journal's record sequences, ascending; [] without journal/. Any other name is corruption. */
   async listJournal(): Promise<number[]> {
