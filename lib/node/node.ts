@@ -40,7 +40,8 @@ import { decodeConfChangeEntry, isEmptySnap, RawNode, SnapshotStatus, type Ready
 import type { RaftLogger } from '../raft/logger.js';
 import { ReplicaLogStore } from '../replica-log-store.js';
 import { ErrorCode, ReplicaLogError } from '../errors.js';
-import { Transport, type PeerAddress, type TransportRefusals, type TransportTlsOptions } from '../transport/index.js';
+import { Transport, type PeerAddress, type StagedSnapshotFile, type TransportRefusals, type TransportStats, type TransportTlsOptions } from '../transport/index.js';
+import { stagingPath } from '../wal/layout.js';
 import { refuseInboundMessage, type MessageGuardView } from './message-guard.js';
 import { RateLimitedLog } from './rate-limited-log.js';
 import type { Registry } from 'prom-client';
@@ -118,6 +119,8 @@ export interface ReplicaNodeStatus {
   digest: string;
   /** What this node refused: from the network (message guard, inbox) and from its transport. */
   refused: ReplicaNodeRefusals & { transport: TransportRefusals };
+  /** Bytes sent to and received from each peer, and what the transport's budgets hold now. */
+  transport: TransportStats;
   /** Replica consistency: reports compared, and alarms raised (replicas that disagree). */
   consistency: { compared: number; alarms: ConsistencyAlarm[] };
 }
@@ -182,6 +185,8 @@ export class ReplicaNode {
   /** Configured peers: accepted while this node has no configuration yet (it is joining). */
   private readonly configuredPeers: ReadonlySet<number>;
   private readonly refusals: ReplicaNodeRefusals = { messages: 0, inboxFull: 0, proposalsOverLimit: 0 };
+  /** Settles when the snapshot file being read (see receive) is in memory. */
+  private snapshotRead: Promise<void> = Promise.resolve();
   private readonly refusalLog: RateLimitedLog;
   private readonly maxPendingProposals: number;
   private readonly maxInboxLength: number;
@@ -289,12 +294,15 @@ export class ReplicaNode {
         clusterId: options.clusterId ?? 'replicalog',
         listen: own,
         peers,
-        // No stagingDir: this node never uses attachments, so a peer's attachments are refused.
+        // Received snapshot data is written to a file under staging/ as it arrives (never held
+        // whole by the transport). Attachments stay refused: this node never uses them.
+        stagingDir: stagingPath(store.dir),
+        acceptAttachments: false,
         ...(options.peerTls === undefined ? {} : { tls: options.peerTls }),
         ...(options.insecure === true ? { insecure: true } : {}),
         acceptPeer: (peerId) => node?.isMember(peerId) ?? false,
         onError: (error) => node?.refusalLog.note((error as { code?: string }).code ?? 'transport', `transport: ${error.message}`),
-        onMessage: (message, stagedDirs) => node?.receive(message, stagedDirs),
+        onMessage: (message, stagedDirs, snapshotFile) => node?.receive(message, stagedDirs, snapshotFile),
         onUnreachable: (peerId) => node?.enqueue(() => node?.raw.reportUnreachable(peerId)),
         onSnapshotStatus: (peerId, status) => {
           node?.log(`snapshot to node ${peerId}: ${status}`);
@@ -351,6 +359,7 @@ export class ReplicaNode {
       keys: this.stateMachine.size,
       digest: this.stateMachine.digest(),
       refused: { ...this.refusals, transport: this.transport.refused() },
+      transport: this.transport.stats(),
       consistency: { compared: this.consistency.compared, alarms: [...this.consistency.alarms] },
     };
   }
@@ -435,12 +444,29 @@ export class ReplicaNode {
    * It is checked by the message guard when the loop steps it (not on arrival: the guard compares
    * with the log as raft has it then), and dropped when the inbox is full (raft retransmits).
    */
-  private receive(message: Message, stagedDirs: ReadonlyMap<number, string>): void {
+  private async receive(message: Message, stagedDirs: ReadonlyMap<number, string>, snapshotFile?: StagedSnapshotFile): Promise<void> {
     for (const dir of stagedDirs.values()) void rm(dir, { recursive: true, force: true });
     if (this.inbox.length >= this.maxInboxLength) {
       this.refusals.inboxFull++;
       this.refusalLog.note('inbox-full', `dropped a message from node ${message.from}: the inbox holds ${this.inbox.length} items`);
       return;
+    }
+    if (snapshotFile !== undefined && message.snapshot !== undefined) {
+      // The transport staged the data in a file and removes it when this returns: read it back
+      // once, here (raft and the store need it in memory). One snapshot at a time, so two peers'
+      // snapshots never sit in memory together on their way in.
+      const previous = this.snapshotRead;
+      let done!: () => void;
+      this.snapshotRead = new Promise<void>((resolve) => (done = resolve));
+      try {
+        await previous;
+        message.snapshot.data = await snapshotFile.read();
+      } catch (error) {
+        this.log(`dropped a snapshot from node ${message.from}: ${(error as Error).message}`);
+        return;
+      } finally {
+        done();
+      }
     }
     this.enqueue(() => {
       const refusal = refuseInboundMessage(message, this.guardView());

@@ -58,7 +58,7 @@ describe('attachments', () => {
   ])('refuses a stream $name before creating anything', async ({ options, count, size }) => {
     const staging = makeTempDir('replicalog-staging-');
     const withStaging = 'maxAttachmentBytesPerStream' in options || 'maxAttachmentsPerStream' in options;
-    const { transport, port, delivered } = await listening({ ...options, ...(withStaging ? { stagingDir: join(staging, 'staging') } : {}) });
+    const { transport, port, delivered } = await listening({ ...options, ...(withStaging ? { stagingDir: join(staging, 'staging'), acceptAttachments: true } : {}) });
     const connection = attack(port, { senderId: 2, receiverId: 1 });
     expect(await connection.outcome).toEqual({ accepted: true });
     connection.sendFrame(FrameKind.StreamBegin, attachmentStream(count, size));
