@@ -69,6 +69,9 @@ it('a lagging follower installs a 40 MiB snapshot through a file in staging/, it
     clearInterval(sampler);
   }
   const status = await statusOf(cluster, lagging);
+  // What the node itself must hold: the snapshot read back once (40 MiB), raft's and the
+  // store's copy of it, and the state it decodes to. The transport adds at most a chunk.
+  console.log(`snapshot install: RSS ${(baselineRss / MiB).toFixed(0)} MiB once started, peak ${(peakRss / MiB).toFixed(0)} MiB; largest staged file seen ${(largestStagedFile / MiB).toFixed(1)} MiB`);
   expect(status.snapshotIndex).toBeGreaterThan(20);
   // The data went through a file (seen while it grew), and the file is gone.
   expect(largestStagedFile).toBeGreaterThan(MiB);
@@ -76,9 +79,6 @@ it('a lagging follower installs a 40 MiB snapshot through a file in staging/, it
   expect(status.transport.stagedBytes).toBe(0);
   const received = status.transport.peers.find((peer) => peer.peer === leader.id)!.received;
   expect(received).toBeGreaterThan(40 * MiB);
-  // What the node itself must hold: the snapshot read back once (40 MiB), raft's and the
-  // store's copy of it, and the state it decodes to. The transport adds at most a chunk.
-  console.log(`snapshot install: RSS ${(baselineRss / MiB).toFixed(0)} MiB once started, peak ${(peakRss / MiB).toFixed(0)} MiB; largest staged file seen ${(largestStagedFile / MiB).toFixed(1)} MiB`);
   expect(peakRss).toBeLessThan(400 * MiB);
   await cluster.put('after-install', 'ok');
   const digests = await cluster.converged();
