@@ -36,13 +36,13 @@ import { createServer as createHttpsServer } from 'node:https';
 import { rm } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { decodeConfChangeEntry, isEmptySnap, RawNode, SnapshotStatus, type Ready } from '../raft/rawnode.js';
+import { decodeConfChangeEntry, isEmptySnap, ProgressType, RawNode, SnapshotStatus, type Ready } from '../raft/rawnode.js';
 import type { RaftLogger } from '../raft/logger.js';
 import { ReplicaLogStore } from '../replica-log-store.js';
 import { ErrorCode, ReplicaLogError } from '../errors.js';
 import { Transport, type PeerAddress, type StagedSnapshotFile, type TransportRefusals, type TransportStats, type TransportTlsOptions } from '../transport/index.js';
 import { stagingPath } from '../wal/layout.js';
-import { refuseInboundMessage, type MessageGuardView } from './message-guard.js';
+import { dropCommitPastLog, refuseInboundMessage, type MessageGuardView } from './message-guard.js';
 import { RateLimitedLog } from './rate-limited-log.js';
 import type { Registry } from 'prom-client';
 import { nodeMetrics, type NodeCounters } from './metrics.js';
@@ -266,8 +266,8 @@ export class ReplicaNode {
         throw new ReplicaLogError(
           ErrorCode.Corrupt,
           `${store.dir}: the stored snapshot at index ${snapshot.metadata.index} cannot be restored (${(error as Error).message}). ` +
-            `This replica must be rebuilt from its peers: stop it, move ${store.dir} aside, and start it again with an empty --dir and ` +
-            `"--bootstrap --join": it rejoins with the configuration only and receives a snapshot from the leader.`,
+            `This replica must be rebuilt from its peers: run "replicalog discard-snapshot ${store.dir}" (it moves the directory aside and ` +
+            `creates a store with the configuration, term and vote only), then start the node again: it receives a snapshot from the leader.`,
           { path: store.dir, index: snapshot.metadata.index, cause: error },
         );
       }
@@ -469,7 +469,14 @@ export class ReplicaNode {
       }
     }
     this.enqueue(() => {
-      const refusal = refuseInboundMessage(message, this.guardView());
+      const view = this.guardView();
+      const adjusted = dropCommitPastLog(message, view);
+      if (adjusted.refusal !== undefined) {
+        this.refusals.messages++;
+        this.refusalLog.note(`guard:${message.from}:commit`, `node ${message.from} (term ${message.term}): ${adjusted.refusal}`);
+        message = adjusted.message;
+      }
+      const refusal = refuseInboundMessage(message, view);
       if (refusal !== undefined) {
         this.refusals.messages++;
         this.refusalLog.note(`guard:${message.from}:${message.type}`, `refused ${MessageType[message.type] ?? message.type} from node ${message.from} (term ${message.term}): ${refusal}`);
@@ -481,7 +488,41 @@ export class ReplicaNode {
         // e.g. a response from a peer that is not in the configuration: drop it.
         this.log(`dropped a message from node ${message.from}: ${(error as Error).message}`);
       }
+      this.handOverIfFollowerLostLog(message);
     });
+  }
+
+  /** When this node last handed leadership over for a follower that lost its log (ms). */
+  private lostLogHandOverAt = 0;
+
+  /**
+   * A follower that rejects an append with its log ending below what it acknowledged before has
+   * lost its log (rebuilt by `replicalog discard-snapshot`, or a disk that lost writes). raft
+   * never lowers what it believes a follower holds, so this leader would probe it at the old
+   * index forever; a new leader starts every follower from scratch and sends it a snapshot. So
+   * leadership goes to the most up-to-date other voter, at most once per election timeout.
+   */
+  private handOverIfFollowerLostLog(message: Message): void {
+    if (!this.isLeader || message.type !== MessageType.MsgAppResp || !message.reject) return;
+    let acknowledged = 0;
+    let transferee = 0;
+    let transfereeMatch = -1;
+    this.raw.withProgress((id, type, progress) => {
+      if (id === message.from) acknowledged = progress.match;
+      else if (id !== this.id && type === ProgressType.ProgressTypePeer && progress.match > transfereeMatch) {
+        transferee = id;
+        transfereeMatch = progress.match;
+      }
+    });
+    if (message.rejectHint >= acknowledged || transferee === 0) return;
+    const now = Date.now();
+    if (now - this.lostLogHandOverAt < 2 * this.options.electionTick * this.options.tickMs) return;
+    this.lostLogHandOverAt = now;
+    this.log(
+      `node ${message.from} lost its log (it ends at ${message.rejectHint}, below the ${acknowledged} it acknowledged): ` +
+        `handing leadership to node ${transferee}, a new leader catches it up by snapshot`,
+    );
+    this.raw.transferLeader(transferee);
   }
 
   /** This node as the message guard sees it, at the moment a message is stepped. */
