@@ -535,7 +535,7 @@ export class ReplicaNode {
       leader: this.raw.basicStatus().lead,
       checkSnapshotData: (data, index) => {
         try {
-          KvStateMachine.fromSnapshot(data, index);
+          KvStateMachine.checkSnapshot(data, index);
           return undefined;
         } catch (error) {
           return `the snapshot at index ${index} cannot be restored: ${(error as Error).message}`;
