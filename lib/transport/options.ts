@@ -59,7 +59,7 @@ export interface TransportOptions {
   maxFrameBytes?: number;
   /** Bulk data is sent in chunks of at most this many bytes. Default 1 MiB. */
   chunkBytes?: number;
-  /** Largest snapshot data accepted (held in memory while reassembled). Default 1 GiB. */
+  /** Largest snapshot data one stream may carry (written to a file under `stagingDir`, else held in memory while reassembled). Default 1 GiB. */
   maxSnapshotBytes?: number;
   /** Redial backoff. */
   backoff?: BackoffOptions;
@@ -94,7 +94,7 @@ export interface TransportOptions {
   maxBufferedSnapshotBytes?: number;
   /**
    * Attachment bytes one stream may announce (they are written to `stagingDir`). Default 1 GiB.
-   * Attachments are refused altogether unless `stagingDir` is given.
+   * Attachments are refused altogether unless `acceptAttachments` (with a `stagingDir`).
    */
   maxAttachmentBytesPerStream?: number;
   /** Entry directories one stream may stage. Default 1024. */

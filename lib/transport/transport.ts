@@ -7,8 +7,11 @@
  *   listen: { host: '127.0.0.1', port: 7001 },
  *   peers: new Map([[2, { host: '127.0.0.1', port: 7002 }], [3, { host: '127.0.0.1', port: 7003 }]]),
  *   stagingDir: stagingPath(store.dir),              // same filesystem; start after the store opened
+ *   acceptAttachments: true,                         // refused unless enabled
  *   attachmentsFor: entryDirectoryAttachments(store.dir), // ships wal/<LSN> minus RAFT per entry
- *   onMessage: async (message, stagedDirs) => {
+ *   onMessage: async (message, stagedDirs, snapshotFile) => {
+ *     // snapshot data arrives as a staged file: read it now (it is removed when this returns)
+ *     if (snapshotFile && message.snapshot) message.snapshot.data = await snapshotFile.read();
  *     for (const entry of message.entries) {
  *       const dir = stagedDirs.get(entry.index);   // a durable staged copy of the leader's entry dir
  *       // ... after raft accepts the entry: await store.insertLogEntry(entry, dir)
