@@ -110,3 +110,14 @@ it('refuses a store that is fine, rebuilds a damaged member that then rejoins, a
   expect(await main(['discard-snapshot', dirOf(3)], again.io)).toBe(1);
   expect(again.stderr()).toMatch(/ERR_SNAPSHOT_OK/);
 }, 60_000);
+
+it('explains itself with --help, and refuses a directory that is not a store (exit 2)', async () => {
+  const help = capture();
+  expect(await main(['discard-snapshot', '--help'], help.io)).toBe(0);
+  expect(help.stdout()).toMatch(/Usage: replicalog discard-snapshot \[options\] <dir>[\s\S]*ERR_SNAPSHOT_OK[\s\S]*discarded-<UTC time>/);
+  const empty = makeTempDir('replicalog-discard-empty-');
+  const refused = capture();
+  expect(await main(['discard-snapshot', empty], refused.io)).toBe(2);
+  expect(refused.stderr()).toMatch(/not a replicalog or Gitaly state directory/);
+  expect(readdirSync(empty)).toEqual([]);
+});
