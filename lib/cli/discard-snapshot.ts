@@ -8,17 +8,21 @@
  *   1. opens the store and restores its snapshot into a scratch state machine: if that works,
  *      it refuses (exit 1, ERR_SNAPSHOT_OK) and changes nothing: a store that is fine is never
  *      discarded;
- *   2. takes the directory's lock (a node starting meanwhile makes it stop with ERR_LOCKED) and
- *      renames the directory aside, `<dir>.discarded-<UTC time>`: nothing is deleted;
- *   3. creates a fresh store at `<dir>` holding the configuration (conf state) and the term and
- *      vote of the old one, with an empty log and commit 0. Keeping term and vote matters: a
- *      member that forgot its vote could vote twice in one term and help elect two leaders.
+ *   2. builds a fresh store beside it, `<dir>.rebuilding-<UTC time>`, holding the configuration
+ *      (conf state) and the term and vote of the old one, with an empty log and commit 0.
+ *      Keeping term and vote matters: a member that forgot its vote could vote twice in one
+ *      term and help elect two leaders;
+ *   3. takes the directory's lock (a node starting meanwhile makes it stop with ERR_LOCKED),
+ *      renames the directory aside, `<dir>.discarded-<UTC time>` (nothing is deleted), renames
+ *      the fresh store to `<dir>`, and fsyncs the parent directory. A crash in between leaves
+ *      `<dir>` either the old store or the complete new one (or absent, with both beside it),
+ *      never a half-built store.
  * Started again as before (same flags, no --bootstrap needed), the node does not campaign with
  * an empty log; the leader sends it a snapshot and it catches up. This relies on the other
  * members holding every committed entry (a majority of healthy replicas): rebuild one damaged
  * replica at a time.
  */
-import { open, rename } from 'node:fs/promises';
+import { open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { DirectoryLock } from '../lock.js';
 import { KvStateMachine } from '../node/state-machine.js';
@@ -82,6 +86,7 @@ export async function runDiscardSnapshot(dir: string, options: DiscardSnapshotOp
   }
   const stamp = (options.now ?? new Date()).toISOString().replace(/[:.]/g, '-');
   const aside = join(dirname(root), `${basename(root)}.discarded-${stamp}`);
+  const rebuilding = join(dirname(root), `${basename(root)}.rebuilding-${stamp}`);
   const keptHardState: HardState = { term: damage.hardState.term, vote: damage.hardState.vote, commit: 0 };
   const report = {
     dir: root,
@@ -93,17 +98,7 @@ export async function runDiscardSnapshot(dir: string, options: DiscardSnapshotOp
     dryRun: options.dryRun === true,
   };
   if (options.dryRun !== true) {
-    // The lock is taken again (examine released it with the store): a node started meanwhile
-    // makes this throw ERR_LOCKED before anything moved. Held across the rename, it keeps
-    // holding the old directory (the lock follows the inode), then is released.
-    const lock = await DirectoryLock.acquire(root);
-    try {
-      await rename(root, aside);
-      await fsyncDirectory(dirname(root));
-    } finally {
-      await lock.release();
-    }
-    const fresh = await ReplicaLogStore.open({ dir: root });
+    const fresh = await ReplicaLogStore.open({ dir: rebuilding });
     try {
       // As a joining member: the configuration as an index-0 snapshot (bootstrap.ts), then the
       // old term and vote with nothing committed.
@@ -111,6 +106,24 @@ export async function runDiscardSnapshot(dir: string, options: DiscardSnapshotOp
       await fresh.setHardState(keptHardState);
     } finally {
       await fresh.close();
+    }
+    // The lock is taken again (examine released it with the store): a node started meanwhile
+    // makes this throw ERR_LOCKED before anything moved. Held across the renames, it keeps
+    // holding the old directory (the lock follows the inode), then is released.
+    let lock: DirectoryLock;
+    try {
+      lock = await DirectoryLock.acquire(root);
+    } catch (error) {
+      await rm(rebuilding, { recursive: true, force: true });
+      throw error;
+    }
+    try {
+      await rename(root, aside);
+      await rename(rebuilding, root);
+      // Both names (in one directory) are durable once it is fsynced.
+      await fsyncDirectory(dirname(root));
+    } finally {
+      await lock.release();
     }
   }
   if (options.json === true) {

@@ -5,7 +5,7 @@
  * store that rejoins its running cluster and catches up by snapshot, keeping term and vote.
  */
 import { existsSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { main } from '../../lib/cli/main.js';
 import type { CliIo } from '../../lib/cli/io.js';
@@ -89,6 +89,8 @@ it('refuses a store that is fine, rebuilds a damaged member that then rejoins, a
   const report = JSON.parse(run.stdout()) as { movedTo: string; snapshotIndex: number; hardState: { term: number; vote: number; commit: number }; voters: number[] };
   expect(report).toMatchObject({ snapshotIndex: last, hardState: { term, vote, commit: 0 }, voters: [1, 2, 3] });
   expect(existsSync(join(report.movedTo, 'wal'))).toBe(true);
+  // The fresh store was built beside it and renamed into place: nothing else is left.
+  expect(readdirSync(root).filter((name) => name.startsWith('node-3')).sort()).toEqual(['node-3', basename(report.movedTo)].sort());
   const fresh = await ReplicaLogStore.open({ dir: dirOf(3) });
   expect(fresh.initialState().hardState).toEqual({ term, vote, commit: 0 });
   expect(fresh.initialState().confState.voters).toEqual([1, 2, 3]);
