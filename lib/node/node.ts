@@ -36,12 +36,13 @@ import { createServer as createHttpsServer } from 'node:https';
 import { rm } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { decodeConfChangeEntry, isEmptySnap, RawNode, SnapshotStatus, type Ready } from '../raft/rawnode.js';
+import { decodeConfChangeEntry, isEmptySnap, ProgressType, RawNode, SnapshotStatus, type Ready } from '../raft/rawnode.js';
 import type { RaftLogger } from '../raft/logger.js';
 import { ReplicaLogStore } from '../replica-log-store.js';
 import { ErrorCode, ReplicaLogError } from '../errors.js';
-import { Transport, type PeerAddress, type TransportRefusals, type TransportTlsOptions } from '../transport/index.js';
-import { refuseInboundMessage, type MessageGuardView } from './message-guard.js';
+import { Transport, type PeerAddress, type StagedSnapshotFile, type TransportRefusals, type TransportStats, type TransportTlsOptions } from '../transport/index.js';
+import { stagingPath } from '../wal/layout.js';
+import { dropCommitPastLog, refuseInboundMessage, type MessageGuardView } from './message-guard.js';
 import { RateLimitedLog } from './rate-limited-log.js';
 import type { Registry } from 'prom-client';
 import { nodeMetrics, type NodeCounters } from './metrics.js';
@@ -120,6 +121,8 @@ export interface ReplicaNodeStatus {
   digest: string;
   /** What this node refused: from the network (message guard, inbox) and from its transport. */
   refused: ReplicaNodeRefusals & { transport: TransportRefusals };
+  /** Bytes sent to and received from each peer, and what the transport's budgets hold now. */
+  transport: TransportStats;
   /** Replica consistency: reports compared, and alarms raised (replicas that disagree). */
   consistency: { compared: number; alarms: ConsistencyAlarm[] };
 }
@@ -186,6 +189,8 @@ export class ReplicaNode {
   /** Configured peers: accepted while this node has no configuration yet (it is joining). */
   private readonly configuredPeers: ReadonlySet<number>;
   private readonly refusals: ReplicaNodeRefusals = { messages: 0, inboxFull: 0, proposalsOverLimit: 0 };
+  /** Settles when the snapshot file being read (see receive) is in memory. */
+  private snapshotRead: Promise<void> = Promise.resolve();
   private readonly refusalLog: RateLimitedLog;
   private readonly maxPendingProposals: number;
   private readonly maxInboxLength: number;
@@ -268,8 +273,8 @@ export class ReplicaNode {
         throw new ReplicaLogError(
           ErrorCode.Corrupt,
           `${store.dir}: the stored snapshot at index ${snapshot.metadata.index} cannot be restored (${(error as Error).message}). ` +
-            `This replica must be rebuilt from its peers: stop it, move ${store.dir} aside, and start it again with an empty --dir and ` +
-            `"--bootstrap --join": it rejoins with the configuration only and receives a snapshot from the leader.`,
+            `This replica must be rebuilt from its peers: run "replicalog discard-snapshot ${store.dir}" (it moves the directory aside and ` +
+            `creates a store with the configuration, term and vote only), then start the node again: it receives a snapshot from the leader.`,
           { path: store.dir, index: snapshot.metadata.index, cause: error },
         );
       }
@@ -296,12 +301,15 @@ export class ReplicaNode {
         clusterId: options.clusterId ?? 'replicalog',
         listen: own,
         peers,
-        // No stagingDir: this node never uses attachments, so a peer's attachments are refused.
+        // Received snapshot data is written to a file under staging/ as it arrives (never held
+        // whole by the transport). Attachments stay refused: this node never uses them.
+        stagingDir: stagingPath(store.dir),
+        acceptAttachments: false,
         ...(options.peerTls === undefined ? {} : { tls: options.peerTls }),
         ...(options.insecure === true ? { insecure: true } : {}),
         acceptPeer: (peerId) => node?.isMember(peerId) ?? false,
         onError: (error) => node?.refusalLog.note((error as { code?: string }).code ?? 'transport', `transport: ${error.message}`),
-        onMessage: (message, stagedDirs) => node?.receive(message, stagedDirs),
+        onMessage: (message, stagedDirs, snapshotFile) => node?.receive(message, stagedDirs, snapshotFile),
         onUnreachable: (peerId) => node?.enqueue(() => node?.raw.reportUnreachable(peerId)),
         onSnapshotStatus: (peerId, status) => {
           node?.log(`snapshot to node ${peerId}: ${status}`);
@@ -358,6 +366,7 @@ export class ReplicaNode {
       keys: this.stateMachine.size,
       digest: this.stateMachine.digest(),
       refused: { ...this.refusals, transport: this.transport.refused() },
+      transport: this.transport.stats(),
       consistency: { compared: this.consistency.compared, alarms: [...this.consistency.alarms] },
     };
   }
@@ -443,15 +452,39 @@ export class ReplicaNode {
    * It is checked by the message guard when the loop steps it (not on arrival: the guard compares
    * with the log as raft has it then), and dropped when the inbox is full (raft retransmits).
    */
-  private receive(message: Message, stagedDirs: ReadonlyMap<number, string>): void {
+  private async receive(message: Message, stagedDirs: ReadonlyMap<number, string>, snapshotFile?: StagedSnapshotFile): Promise<void> {
     for (const dir of stagedDirs.values()) void rm(dir, { recursive: true, force: true });
     if (this.inbox.length >= this.maxInboxLength) {
       this.refusals.inboxFull++;
       this.refusalLog.note('inbox-full', `dropped a message from node ${message.from}: the inbox holds ${this.inbox.length} items`);
       return;
     }
+    if (snapshotFile !== undefined && message.snapshot !== undefined) {
+      // The transport staged the data in a file and removes it when this returns: read it back
+      // once, here (raft and the store need it in memory). One snapshot at a time, so two peers'
+      // snapshots never sit in memory together on their way in.
+      const previous = this.snapshotRead;
+      let done!: () => void;
+      this.snapshotRead = new Promise<void>((resolve) => (done = resolve));
+      try {
+        await previous;
+        message.snapshot.data = await snapshotFile.read();
+      } catch (error) {
+        this.log(`dropped a snapshot from node ${message.from}: ${(error as Error).message}`);
+        return;
+      } finally {
+        done();
+      }
+    }
     this.enqueue(() => {
-      const refusal = refuseInboundMessage(message, this.guardView());
+      const view = this.guardView();
+      const adjusted = dropCommitPastLog(message, view);
+      if (adjusted.refusal !== undefined) {
+        this.refusals.messages++;
+        this.refusalLog.note(`guard:${message.from}:commit`, `node ${message.from} (term ${message.term}): ${adjusted.refusal}`);
+        message = adjusted.message;
+      }
+      const refusal = refuseInboundMessage(message, view);
       if (refusal !== undefined) {
         this.refusals.messages++;
         this.refusalLog.note(`guard:${message.from}:${message.type}`, `refused ${MessageType[message.type] ?? message.type} from node ${message.from} (term ${message.term}): ${refusal}`);
@@ -463,7 +496,41 @@ export class ReplicaNode {
         // e.g. a response from a peer that is not in the configuration: drop it.
         this.log(`dropped a message from node ${message.from}: ${(error as Error).message}`);
       }
+      this.handOverIfFollowerLostLog(message);
     });
+  }
+
+  /** When this node last handed leadership over for a follower that lost its log (ms). */
+  private lostLogHandOverAt = 0;
+
+  /**
+   * A follower that rejects an append with its log ending below what it acknowledged before has
+   * lost its log (rebuilt by `replicalog discard-snapshot`, or a disk that lost writes). raft
+   * never lowers what it believes a follower holds, so this leader would probe it at the old
+   * index forever; a new leader starts every follower from scratch and sends it a snapshot. So
+   * leadership goes to the most up-to-date other voter, at most once per election timeout.
+   */
+  private handOverIfFollowerLostLog(message: Message): void {
+    if (!this.isLeader || message.type !== MessageType.MsgAppResp || !message.reject) return;
+    let acknowledged = 0;
+    let transferee = 0;
+    let transfereeMatch = -1;
+    this.raw.withProgress((id, type, progress) => {
+      if (id === message.from) acknowledged = progress.match;
+      else if (id !== this.id && type === ProgressType.ProgressTypePeer && progress.match > transfereeMatch) {
+        transferee = id;
+        transfereeMatch = progress.match;
+      }
+    });
+    if (message.rejectHint >= acknowledged || transferee === 0) return;
+    const now = Date.now();
+    if (now - this.lostLogHandOverAt < 2 * this.options.electionTick * this.options.tickMs) return;
+    this.lostLogHandOverAt = now;
+    this.log(
+      `node ${message.from} lost its log (it ends at ${message.rejectHint}, below the ${acknowledged} it acknowledged): ` +
+        `handing leadership to node ${transferee}, a new leader catches it up by snapshot`,
+    );
+    this.raw.transferLeader(transferee);
   }
 
   /** This node as the message guard sees it, at the moment a message is stepped. */
@@ -476,7 +543,7 @@ export class ReplicaNode {
       leader: this.raw.basicStatus().lead,
       checkSnapshotData: (data, index) => {
         try {
-          KvStateMachine.fromSnapshot(data, index);
+          KvStateMachine.checkSnapshot(data, index);
           return undefined;
         } catch (error) {
           return `the snapshot at index ${index} cannot be restored: ${(error as Error).message}`;
