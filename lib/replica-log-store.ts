@@ -1302,29 +1302,38 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     });
     if ('error' in prepared) return Promise.reject(prepared.error);
     const { confState: nextConfState, data: nextData } = prepared.value;
+    // The data file (the bulk of a snapshot: the whole state) is written and fsynced at once,
+    // beside the queue, so appends queued meanwhile do not wait for it; only the KV record that
+    // makes it the snapshot waits for its turn. Its name is unique and kept from pruning until then.
+    const written = nextData === undefined || this.failure !== undefined ? undefined : this.durably(() => this.wal.writeSnapshotData(index, nextData));
+    written?.catch(() => {}); // reported by the queued step below
     return this.enqueue(async () => {
-      this.refuseWhileBackfillPending();
-      if (index <= this.snapshotMetadata.index) throw snapOutOfDateError(index);
-      if (index > this.last) {
-        throw new ReplicaLogError(ErrorCode.Unavailable, `snapshot ${index} is out of bound lastindex(${this.last})`, { index });
+      const dataFile = written === undefined ? undefined : await written;
+      try {
+        this.refuseWhileBackfillPending();
+        if (index <= this.snapshotMetadata.index) throw snapOutOfDateError(index);
+        if (index > this.last) {
+          throw new ReplicaLogError(ErrorCode.Unavailable, `snapshot ${index} is out of bound lastindex(${this.last})`, { index });
+        }
+        if (index < this.anchor.index) throw compactedError(index);
+        const metadata: SnapshotMetadata = {
+          index,
+          term: this.termOf(index),
+          confState: nextConfState ?? cloneConfState(this.snapshotMetadata.confState),
+        };
+        await this.durably(async () => {
+          this.crashPoint('before-kv-write');
+          await this.raftState.write({ snapshot: metadata, snapshotDataFile: dataFile ?? null });
+          this.snapshotMetadata = cloneMetadata(metadata);
+          this.snapshotDataFile = dataFile;
+          await this.wal.pruneSnapshotFiles(dataFile);
+        });
+        const snapshot: Snapshot = { metadata: cloneMetadata(metadata) };
+        if (nextData !== undefined) snapshot.data = copyBytes(nextData);
+        return snapshot;
+      } finally {
+        if (dataFile !== undefined) this.wal.releaseSnapshotFile(dataFile);
       }
-      if (index < this.anchor.index) throw compactedError(index);
-      const metadata: SnapshotMetadata = {
-        index,
-        term: this.termOf(index),
-        confState: nextConfState ?? cloneConfState(this.snapshotMetadata.confState),
-      };
-      await this.durably(async () => {
-        const dataFile = nextData === undefined ? undefined : await this.wal.writeSnapshotData(index, nextData);
-        this.crashPoint('before-kv-write');
-        await this.raftState.write({ snapshot: metadata, snapshotDataFile: dataFile ?? null });
-        this.snapshotMetadata = cloneMetadata(metadata);
-        this.snapshotDataFile = dataFile;
-        await this.wal.pruneSnapshotFiles(dataFile);
-      });
-      const snapshot: Snapshot = { metadata: cloneMetadata(metadata) };
-      if (nextData !== undefined) snapshot.data = copyBytes(nextData);
-      return snapshot;
     });
   }
 

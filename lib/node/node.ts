@@ -181,6 +181,8 @@ export class ReplicaNode {
   private lead = 0;
   private raftState = 'StateFollower';
   private lastSnapshotIndex: number;
+  /** The snapshot being saved beside the Ready loop (see maybeSnapshot). */
+  private snapshotting: Promise<void> | undefined;
   /** Raft's latest hard state; the store's may lag by the commit only (see handleReady). */
   private latestHardState: HardState;
   private closing: Promise<void> | undefined;
@@ -426,6 +428,7 @@ export class ReplicaNode {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }
     await this.pumpRunning?.catch(() => {});
+    await this.snapshotting;
     await this.saveDeferredCommit().catch(() => {});
     for (const requestId of [...this.waiters.keys()]) this.settle(requestId, new ProposalError('ERR_STOPPED', 'the node stopped', this.lead));
     await this.transport.close().catch(() => {});
@@ -581,7 +584,7 @@ export class ReplicaNode {
       // Everything in the Ready is persisted and applied: raft may now forget it.
       this.raw.advance(ready);
       this.maybeRequestConsistencyCheck();
-      await this.maybeSnapshot();
+      this.maybeSnapshot();
     }
   }
 
@@ -749,13 +752,35 @@ export class ReplicaNode {
   }
 
   /** Every snapshotEvery applied entries: snapshot the state, then compact behind it. */
-  private async maybeSnapshot(): Promise<void> {
+  /**
+   * Starts a snapshot when one is due, unless one is being saved. The state is serialised here,
+   * synchronously, as of `applied`; saving it (the data file, then the metadata and the
+   * compaction) runs beside the Ready loop, which goes on meanwhile: the store writes the data
+   * file beside its queue, so appends do not wait for it (issue 18: no stall every N entries).
+   */
+  private maybeSnapshot(): void {
+    if (this.snapshotting !== undefined) return;
     const applied = this.stateMachine.applied;
     if (applied - this.lastSnapshotIndex < this.options.snapshotEvery) return;
     // The saved conf state is the one as of `applied` (conf changes are saved when applied).
     const confState = this.store.initialState().confState;
+    const data = this.stateMachine.snapshot();
+    const keys = this.stateMachine.size;
+    this.snapshotting = this.saveSnapshot(applied, confState, data, keys).then(
+      () => {
+        this.snapshotting = undefined;
+      },
+      (error: unknown) => {
+        this.snapshotting = undefined;
+        this.fail(error instanceof Error ? error : new Error(String(error)));
+      },
+    );
+  }
+
+  private async saveSnapshot(applied: number, confState: ConfState, data: Uint8Array, keys: number): Promise<void> {
+    // The commit must cover the snapshot in the store before it does (a restart needs commit >= applied).
     await this.saveDeferredCommit();
-    await this.store.createSnapshot(applied, confState, this.stateMachine.snapshot());
+    await this.store.createSnapshot(applied, confState, data);
     this.lastSnapshotIndex = applied;
     this.metricCounters.snapshots++;
     const compactTo = applied - this.options.keepEntries;
@@ -764,7 +789,7 @@ export class ReplicaNode {
       await this.store.compact(compactTo);
       this.metricCounters.compactions++;
     }
-    this.log(`snapshot at index ${applied} (${this.stateMachine.size} keys); log now ${this.store.firstIndex()}..${this.store.lastIndex()}`);
+    this.log(`snapshot at index ${applied} (${keys} keys); log now ${this.store.firstIndex()}..${this.store.lastIndex()}`);
   }
 
   private fail(error: Error): void {

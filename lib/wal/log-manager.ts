@@ -153,6 +153,13 @@ export class WalLogManager {
    * Until the store publishes the new state, readers may still ask for them (see readEntrySync).
    */
   private readonly relocated = new Map<number, string>();
+  /** Snapshot data files written but not yet named in KV (see writeSnapshotData). */
+  private readonly snapshotFilesInFlight = new Set<string>();
+
+  /** The store has recorded `name` in KV (or given it up): pruning may consider it again. */
+  releaseSnapshotFile(name: string): void {
+    this.snapshotFilesInFlight.delete(name);
+  }
 
   constructor(
     readonly dir: string,
@@ -544,8 +551,10 @@ export class WalLogManager {
 
   /** Writes a snapshot data file: temp + fsync + rename + fsync of snapshot/. Returns its name. */
   async writeSnapshotData(index: number, data: Uint8Array): Promise<string> {
-    await this.ensureDirectory(this.snapshotDirectory, this.dir);
     const name = snapshotFileName(index, randomBytes(6).toString('hex'));
+    // Kept out of pruneSnapshotFiles until the caller releases it (after KV names it, or not).
+    this.snapshotFilesInFlight.add(name);
+    await this.ensureDirectory(this.snapshotDirectory, this.dir);
     const target = join(this.snapshotDirectory, name);
     const temporary = `${target}.tmp`;
     await this.io('remove', temporary, () => this.fs.remove(temporary));
@@ -646,6 +655,8 @@ export class WalLogManager {
     const names = await this.io('readdir', this.snapshotDirectory, () => this.fs.readdir(this.snapshotDirectory));
     for (const name of names) {
       if (name === keep) continue;
+      // A snapshot being written beside the queue (createSnapshot), or its temporary file.
+      if (this.snapshotFilesInFlight.has(name) || this.snapshotFilesInFlight.has(name.replace(/\.tmp$/, ''))) continue;
       const path = join(this.snapshotDirectory, name);
       await this.io('remove', path, () => this.fs.remove(path));
     }
