@@ -14,6 +14,7 @@ import { verifyTree } from '../lib/verify.js';
 import { crc32, decodeJournalRecord, encodeJournalRecord, JOURNAL_DIRECTORY, journalRecordName, journalRecordTear, parseJournalRecordName } from '../lib/wal/journal.js';
 import { walPath } from '../lib/wal/layout.js';
 import { makeTempDir, removeTempDirs } from './helpers/temp-dir.js';
+import { ensureBuilt, runCli } from './cli/harness.js';
 
 afterEach(removeTempDirs);
 
@@ -100,6 +101,10 @@ describe('a journal-mode store', () => {
     const before = await verifyTree(copy);
     expect(before.problems).toEqual([]);
     expect(before.notices.map((notice) => [notice.code, notice.message])).toContainEqual(['JOURNAL_PENDING', expect.stringMatching(/^2 journal records \(5 entries\) wait in /)]);
+    await ensureBuilt();
+    const inspected = await runCli(['inspect', copy, '--json']);
+    expect(JSON.parse(inspected.stdout)).toMatchObject({ journalPending: 2, lastIndex: 0, ok: true });
+    expect((await runCli(['inspect', copy])).stdout).toMatch(/^ *journal +2 records wait in .*journal \(the figures above are wal\/'s and KV's\)/m);
     const reopened = await ReplicaLogStore.open({ dir: copy });
     expect(reopened.repairs).toEqual(['replayed 2 journal records (5 entries written into wal/)']);
     expect(hex(reopened.entries(1, 6))).toEqual(hex(run(1, 5, 1)));
