@@ -160,6 +160,11 @@ const CHECKPOINT_MAX_RUNS = 65536;
 export const JOURNAL_CHECKPOINT_ENTRIES = 1024;
 const JOURNAL_CHECKPOINT_RECORDS = 256;
 const JOURNAL_MAX_PENDING = 4 * JOURNAL_CHECKPOINT_ENTRIES;
+/**
+ * And at most this long after a record starts waiting (a quiet store's entries reach wal/, where
+ * Gitaly's readers see them, within about a second).
+ */
+export const JOURNAL_CHECKPOINT_DELAY_MS = 1000;
 
 /** An acknowledged write group that is durable in its journal record only. */
 interface JournalPending {
@@ -207,6 +212,8 @@ export interface ReplicaLogStoreOptions<K = string, V = string> {
    * (lib/wal/journal.ts). Default false. A journal left by a crash is replayed at open either way.
    */
   journal?: boolean;
+  /** Journal mode: the longest a record waits for its checkpoint (default JOURNAL_CHECKPOINT_DELAY_MS). */
+  journalCheckpointDelayMs?: number;
   /** Test only: the file system the WAL uses (fault injection). */
   fileSystem?: FileSystem;
   /** Test only: called at every named step of the write path (crash injection). */
@@ -264,6 +271,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
   private journalPending: JournalPending[] = [];
   private journalPendingEntries = 0;
   private journalCheckpointRunning: Promise<void> | undefined;
+  private journalCheckpointTimer: NodeJS.Timeout | undefined;
   /**
    * Published entries that are not (or not yet known to be) in wal/: reads are answered from
    * here first. An entry leaves once the checkpoint that wrote it into wal/ is durable.
@@ -299,6 +307,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     cache: EntryCache,
     checkpointInterval: number,
     journal: boolean,
+    private readonly journalCheckpointDelayMs: number,
   ) {
     this.dir = dir;
     this.partitionId = partitionId;
@@ -320,6 +329,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     if (options.cacheMaxEntries !== undefined) checkSafeUnsigned(options.cacheMaxEntries, 'cacheMaxEntries');
     if (options.cacheMaxBytes !== undefined) checkSafeUnsigned(options.cacheMaxBytes, 'cacheMaxBytes');
     if (options.checkpointInterval !== undefined) checkSafeUnsigned(options.checkpointInterval, 'checkpointInterval');
+    if (options.journalCheckpointDelayMs !== undefined) checkSafeUnsigned(options.journalCheckpointDelayMs, 'journalCheckpointDelayMs');
     const dir = resolve(options.dir);
     const openStarted = process.hrtime.bigint();
     const collector = new StoreStatsCollector();
@@ -388,6 +398,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         new EntryCache(options.cacheMaxEntries, options.cacheMaxBytes),
         options.checkpointInterval ?? CHECKPOINT_INTERVAL,
         options.journal === true,
+        options.journalCheckpointDelayMs ?? JOURNAL_CHECKPOINT_DELAY_MS,
       );
       store.collector = collector;
       if (restoredKvFiles.length > 0) store.repairs.push(`${where}: ${restoredKvFiles.join(', ')} linked back (a LevelDB open cut by a power cut)`);
@@ -1089,6 +1100,12 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     for (const write of accepted) write.resolve();
     if (this.journalPendingEntries >= JOURNAL_CHECKPOINT_ENTRIES || this.journalPending.length >= JOURNAL_CHECKPOINT_RECORDS) {
       void this.startJournalCheckpoint().catch(() => {});
+    } else if (this.journalPending.length > 0 && this.journalCheckpointTimer === undefined) {
+      this.journalCheckpointTimer = setTimeout(() => {
+        this.journalCheckpointTimer = undefined;
+        if (!this.closed && this.failure === undefined) void this.startJournalCheckpoint().catch(() => {});
+      }, this.journalCheckpointDelayMs);
+      this.journalCheckpointTimer.unref();
     }
     // Back-pressure (the next group waits in the queue): entries held only in memory and the
     // journal stay bounded while a slow checkpoint runs.
@@ -1104,6 +1121,8 @@ export class ReplicaLogStore implements WritableStorage, LogView {
    */
   private startJournalCheckpoint(): Promise<void> {
     if (this.journalCheckpointRunning !== undefined) return this.journalCheckpointRunning;
+    clearTimeout(this.journalCheckpointTimer);
+    this.journalCheckpointTimer = undefined;
     const records = this.journalPending.splice(0);
     this.journalPendingEntries = 0;
     if (records.length === 0) return Promise.resolve();

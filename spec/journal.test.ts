@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeEntry } from '../lib/codec.js';
 import { ErrorCode } from '../lib/errors.js';
-import { JOURNAL_CHECKPOINT_ENTRIES, ReplicaLogStore } from '../lib/replica-log-store.js';
+import { JOURNAL_CHECKPOINT_DELAY_MS, JOURNAL_CHECKPOINT_ENTRIES, ReplicaLogStore } from '../lib/replica-log-store.js';
 import { EntryType, type Entry, type HardState } from '../lib/types.js';
 import { verifyTree } from '../lib/verify.js';
 import { crc32, decodeJournalRecord, encodeJournalRecord, JOURNAL_DIRECTORY, journalRecordName, journalRecordTear, parseJournalRecordName } from '../lib/wal/journal.js';
@@ -80,8 +80,9 @@ function crashCopy(store: ReplicaLogStore): string {
 
 const journalNames = (dir: string) => (existsSync(join(dir, JOURNAL_DIRECTORY)) ? readdirSync(join(dir, JOURNAL_DIRECTORY)).sort() : []);
 
-async function openJournal(dir: string): Promise<ReplicaLogStore> {
-  return ReplicaLogStore.open({ dir, journal: true });
+/** Records wait for a checkpoint until their count calls for one (or a close): no timer here. */
+async function openJournal(dir: string, journalCheckpointDelayMs = 600_000): Promise<ReplicaLogStore> {
+  return ReplicaLogStore.open({ dir, journal: true, journalCheckpointDelayMs });
 }
 
 describe('a journal-mode store', () => {
@@ -143,6 +144,15 @@ describe('a journal-mode store', () => {
     await expect.poll(() => journalNames(dir).length, { timeout: 20_000 }).toBeLessThan(Math.ceil(total / 50));
     expect(readdirSync(walPath(dir)).length).toBeGreaterThanOrEqual(JOURNAL_CHECKPOINT_ENTRIES);
     expect(hex(store.entries(1, total + 1))).toEqual(hex(run(1, total, 1)));
+    await store.close();
+  });
+
+  it('a quiet store checkpoints within about a second: its entries reach wal/ without a close', async () => {
+    const dir = join(makeTempDir(), 'store');
+    const store = await openJournal(dir, JOURNAL_CHECKPOINT_DELAY_MS);
+    await Promise.all([store.append(run(1, 3, 1)), store.setHardState({ term: 1, vote: 1, commit: 3 })]);
+    await expect.poll(() => journalNames(dir), { timeout: JOURNAL_CHECKPOINT_DELAY_MS + 10_000, interval: 100 }).toEqual([]);
+    expect(readdirSync(walPath(dir))).toHaveLength(3);
     await store.close();
   });
 

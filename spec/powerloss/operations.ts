@@ -305,7 +305,7 @@ export const cases: OperationCase[] = [
   },
   {
     name: 'journal: an append (one record, written into wal/ by the checkpoint at close)',
-    openOptions: { journal: true },
+    openOptions: { journal: true, journalCheckpointDelayMs: 600_000 },
     setup: async (store) => {
       await Promise.all([store.append(run(1, 2, 1)), store.setHardState({ term: 1, vote: 1, commit: 2 })]);
     },
@@ -313,7 +313,7 @@ export const cases: OperationCase[] = [
   },
   {
     name: 'journal: a truncating write group (the checkpoint at close cuts the tail in wal/)',
-    openOptions: { journal: true },
+    openOptions: { journal: true, journalCheckpointDelayMs: 600_000 },
     setup: async (store) => {
       await Promise.all([store.append(run(1, 5, 1)), store.setHardState({ term: 1, vote: 1, commit: 2 })]);
     },
@@ -321,7 +321,7 @@ export const cases: OperationCase[] = [
   },
   {
     name: "journal: open's replay of records a crash left (a truncating one among them)",
-    openOptions: { journal: true },
+    openOptions: { journal: true, journalCheckpointDelayMs: 600_000 },
     setup: async (store) => {
       await Promise.all([store.append(run(1, 2, 1)), store.setHardState({ term: 1, vote: 1, commit: 2 })]);
     },
