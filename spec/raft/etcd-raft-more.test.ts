@@ -688,6 +688,36 @@ describe('raft (raft_test.go, the rest)', () => {
       expect(pr.next).toBe(pr.match + 1);
     });
 
+    it('TestBcastBeat: heartbeats carry min(commit, match) and nothing else', async () => {
+      const offset = 1000;
+      const storage = await newTestMemoryStorage([]);
+      await storage.applySnapshot(snapshotWith({ voters: [1, 2, 3] }, offset, 1));
+      const sm = newTestRaft(1, 10, 1, storage);
+      sm.term = 1;
+      sm.becomeCandidate();
+      sm.becomeLeader();
+      for (let i = 0; i < 10; i++) mustAppendEntry(sm, { type: EntryType.Normal, term: 0, index: i + 1 });
+      advanceMessagesAfterAppend(sm);
+      // A slow follower and an up-to-date one.
+      const slow = sm.trk.progress.get(2)!;
+      [slow.match, slow.next] = [5, 6];
+      const current = sm.trk.progress.get(3)!;
+      [current.match, current.next] = [sm.raftLog.lastIndex(), sm.raftLog.lastIndex() + 1];
+      sm.step(msg({ type: MessageType.MsgBeat }));
+      const msgs = readMessages(sm);
+      expect(msgs.length).toBe(2);
+      const wantCommit = new Map([
+        [2, Math.min(sm.raftLog.committed, slow.match)],
+        [3, Math.min(sm.raftLog.committed, current.match)],
+      ]);
+      expect([...wantCommit.values()]).toEqual([5, offset]);
+      for (const m of msgs) {
+        expect([m.type, m.index, m.logTerm, m.entries]).toEqual([MessageType.MsgHeartbeat, 0, 0, []]);
+        expect(m.commit, `to ${m.to}`).toBe(wantCommit.get(m.to));
+        wantCommit.delete(m.to);
+      }
+    });
+
     it('TestRecvMsgBeat', async () => {
       const cases: Array<[StateType, number]> = [
         [StateLeader, 2],
