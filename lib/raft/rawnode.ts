@@ -90,11 +90,13 @@ export function mustSync(hardState: HardState, previous: HardState, entryCount: 
   return entryCount !== 0 || hardState.vote !== previous.vote || hardState.term !== previous.term;
 }
 
-function isHardStateEqual(a: HardState, b: HardState): boolean {
+/** Go's isHardStateEqual: a Ready carries a hard state only when this is false. */
+export function isHardStateEqual(a: HardState, b: HardState): boolean {
   return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
 }
 
-function softStateEqual(a: RaftSoftState, b: RaftSoftState): boolean {
+/** Go's SoftState.equal: a Ready carries a soft state only when this is false. */
+export function softStateEqual(a: RaftSoftState, b: RaftSoftState): boolean {
   return a.lead === b.lead && a.raftState === b.raftState;
 }
 

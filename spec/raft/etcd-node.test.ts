@@ -2,7 +2,8 @@
  * etcd raft v3.6 node_test.go, for the behaviours that exist without Go's goroutine `node`:
  * raft-level ones (TestDisableProposalForwarding, TestNodeReadIndexToOldLeader,
  * TestAppendPagination) and the Ready-loop ones in RawNode form (TestCommitPagination,
- * TestNodeProposeWaitDropped, TestNodeProposeAddLearnerNode); TestCommitPaginationWithAsyncStorageWrites
+ * TestNodeProposeWaitDropped, TestNodeProposeAddLearnerNode, and the helpers of TestSoftStateEqual and
+ * TestIsHardStateEqual); TestCommitPaginationWithAsyncStorageWrites
  * is in rawnode-async-storage-writes.test.ts, TestNodeCommitPaginationAfterRestart is
  * etcd-rawnode.test.ts's TestRawNodeCommitPaginationAfterRestart. Then the three Config switches
  * that change behaviour: disableProposalForwarding, stepDownOnRemoval, disableConfChangeValidation.
@@ -12,7 +13,7 @@ import { decodeConfChange, encodeConfChange, encodeConfChangeV2 } from '../../li
 import type { MemoryStorage } from '../../lib/memory-storage.js';
 import { confChangeAsV2 } from '../../lib/raft/confchange.js';
 import { Raft, RaftError, StateType, proposalDroppedError } from '../../lib/raft/raft.js';
-import { RawNode, type Ready } from '../../lib/raft/rawnode.js';
+import { RawNode, isHardStateEqual, softStateEqual, type Ready } from '../../lib/raft/rawnode.js';
 import {
   ConfChangeTransition,
   ConfChangeType,
@@ -175,6 +176,27 @@ describe('node_test.go behaviours', () => {
     node.propose(testData);
     expect(seen.map((m) => m.type)).toEqual([MessageType.MsgProp]);
     expect(node.stoppedBy()).toBeUndefined();
+  });
+
+  it('TestSoftStateEqual', () => {
+    const empty = { lead: 0, raftState: StateType.StateFollower };
+    const cases: Array<[{ lead: number; raftState: StateType }, boolean]> = [
+      [{ lead: 0, raftState: StateType.StateFollower }, true],
+      [{ lead: 1, raftState: StateType.StateFollower }, false],
+      [{ lead: 0, raftState: StateType.StateLeader }, false],
+    ];
+    for (const [softState, wantEqual] of cases) expect(softStateEqual(softState, empty), JSON.stringify(softState)).toBe(wantEqual);
+  });
+
+  it('TestIsHardStateEqual', () => {
+    const empty = { term: 0, vote: 0, commit: 0 };
+    const cases: Array<[{ term: number; vote: number; commit: number }, boolean]> = [
+      [{ term: 0, vote: 0, commit: 0 }, true],
+      [{ term: 0, vote: 1, commit: 0 }, false],
+      [{ term: 0, vote: 0, commit: 1 }, false],
+      [{ term: 1, vote: 0, commit: 0 }, false],
+    ];
+    for (const [hardState, wantEqual] of cases) expect(isHardStateEqual(hardState, empty), JSON.stringify(hardState)).toBe(wantEqual);
   });
 
   it('TestNodeProposeAddLearnerNode (RawNode form)', async () => {
