@@ -1,12 +1,13 @@
 /**
- * RawNode.step takes messages from the network: a malformed one is refused with a coded error,
- * changes nothing, and does not stop the node (only raft panics and storage errors do).
+ * RawNode's methods take values from the network (step) and from the application: a malformed
+ * one is refused with a coded error, changes nothing, and does not stop the node (only raft
+ * panics and storage errors do).
  */
 import { describe, expect, it } from 'vitest';
 import { MemoryStorage } from '../../lib/memory-storage.js';
-import { RawNode } from '../../lib/raft/rawnode.js';
+import { RawNode, SnapshotStatus } from '../../lib/raft/rawnode.js';
 import { newMessage } from '../../lib/raft/util.js';
-import { MessageType, emptyConfState, type Message } from '../../lib/types.js';
+import { ConfChangeTransition, ConfChangeType, MessageType, emptyConfState, type ConfChange, type ConfChangeV2, type Message } from '../../lib/types.js';
 
 async function newNode(): Promise<RawNode> {
   const storage = new MemoryStorage();
@@ -58,5 +59,29 @@ describe('RawNode.step with untrusted messages', () => {
   it('100 levels of responses are still accepted (the codec decodes that deep)', async () => {
     const node = await newNode();
     expect(errorCode(() => node.step(nested(100)))).toBe('accepted');
+  });
+
+  const asConfChange = (value: unknown) => value as ConfChange;
+  const asConfChangeV2 = (value: unknown) => value as ConfChangeV2;
+  it.each([
+    ['propose(a string)', 'ERR_INVALID_ARGUMENT', (node: RawNode) => node.propose('abc' as unknown as Uint8Array)],
+    ['proposeConfChange(an unknown type)', 'ERR_INVALID_ARGUMENT', (node: RawNode) => node.proposeConfChange(asConfChange({ id: 0, type: 99, nodeId: 2 }))],
+    ['proposeConfChange(a negative node id)', 'ERR_OUT_OF_RANGE', (node: RawNode) => node.proposeConfChange(asConfChange({ id: 0, type: ConfChangeType.AddNode, nodeId: -2 }))],
+    ['proposeConfChange(V2 with an unknown transition)', 'ERR_INVALID_ARGUMENT', (node: RawNode) => node.proposeConfChange(asConfChangeV2({ transition: 9, changes: [] }))],
+    ['applyConfChange(V2 with an unknown transition)', 'ERR_INVALID_ARGUMENT', (node: RawNode) => node.applyConfChange(asConfChangeV2({ transition: 9, changes: [] }))],
+    ['applyConfChange(V2 with a fractional node id)', 'ERR_OUT_OF_RANGE', (node: RawNode) => node.applyConfChange(asConfChangeV2({ transition: ConfChangeTransition.Auto, changes: [{ type: ConfChangeType.AddNode, nodeId: 0.5 }] }))],
+    ['readIndex(a string)', 'ERR_INVALID_ARGUMENT', (node: RawNode) => node.readIndex('ctx' as unknown as Uint8Array)],
+    ['transferLeader(-1)', 'ERR_OUT_OF_RANGE', (node: RawNode) => node.transferLeader(-1)],
+    ['reportUnreachable(a string)', 'ERR_INVALID_ARGUMENT', (node: RawNode) => node.reportUnreachable('2' as unknown as number)],
+    ['reportSnapshot(2, an unknown status)', 'ERR_INVALID_ARGUMENT', (node: RawNode) => node.reportSnapshot(2, 7 as SnapshotStatus)],
+  ])('%s: %s, nothing changes, the node keeps running', async (_label, code, operation) => {
+    const node = await newNode();
+    const before = node.status();
+    expect(errorCode(() => operation(node))).toBe(code);
+    expect(node.stoppedBy()).toBeUndefined();
+    expect(node.status()).toEqual(before);
+    expect(node.hasReady()).toBe(false);
+    node.step(newMessage({ type: MessageType.MsgHeartbeat, from: 2, to: 1, term: 1 }));
+    expect(node.status().lead).toBe(2);
   });
 });
