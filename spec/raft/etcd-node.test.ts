@@ -1,7 +1,8 @@
 /**
  * etcd raft v3.6 node_test.go, for the behaviours that exist without Go's goroutine `node`:
  * raft-level ones (TestDisableProposalForwarding, TestNodeReadIndexToOldLeader,
- * TestAppendPagination) and the Ready-loop ones in RawNode form (TestCommitPagination,
+ * TestAppendPagination, also run on three RawNodes with and without asyncStorageWrites) and the
+ * Ready-loop ones in RawNode form (TestCommitPagination,
  * TestNodeProposeWaitDropped, TestNodeProposeAddLearnerNode, and the helpers of TestSoftStateEqual and
  * TestIsHardStateEqual); TestCommitPaginationWithAsyncStorageWrites
  * is in rawnode-async-storage-writes.test.ts, TestNodeCommitPaginationAfterRestart is
@@ -23,6 +24,7 @@ import {
   type Entry,
   type Message,
 } from '../../lib/types.js';
+import { LOCAL_APPEND_THREAD, LOCAL_APPLY_THREAD } from '../../lib/raft/util.js';
 import { TestNetwork, msg, newTestConfig, newTestMemoryStorage, newTestRaft, readMessages } from './raft-test-network.js';
 
 const encoder = new TextEncoder();
@@ -134,6 +136,97 @@ describe('node_test.go behaviours', () => {
     const follower = n.peers.get(2) as Raft;
     expect(follower.raftLog.lastIndex()).toBe(6);
   });
+
+  /**
+   * Three RawNodes over MemoryStorage, run one Ready at a time: in sync mode persist, send,
+   * advance; in async mode the local append and apply threads' messages are carried out at once
+   * and their responses routed (to the node itself, or to the network).
+   */
+  async function rawNodeCluster(asyncStorageWrites: boolean, maxSizePerMsg: number) {
+    const nodes = new Map<number, { node: RawNode; storage: MemoryStorage }>();
+    for (const id of [1, 2, 3]) {
+      const storage = await newTestMemoryStorage([1, 2, 3]);
+      nodes.set(id, { node: new RawNode({ ...newTestConfig(id, 10, 1, storage), maxSizePerMsg, asyncStorageWrites }), storage });
+    }
+    const network: Message[] = [];
+    const isolated = new Set<number>();
+    const sentMsgApps: Message[] = [];
+    const send = (m: Message) => {
+      if (isolated.has(m.from) || isolated.has(m.to)) return;
+      if (m.type === MessageType.MsgApp) sentMsgApps.push(m);
+      network.push(m);
+    };
+    const route = (self: RawNode, responses: Message[]) => {
+      for (const response of responses) {
+        if (response.to === self.raft.id) self.step(response);
+        else send(response);
+      }
+    };
+    const pump = async (): Promise<void> => {
+      for (let round = 0; round < 1000; round++) {
+        let busy = false;
+        for (const { node, storage } of nodes.values()) {
+          if (!node.hasReady()) continue;
+          busy = true;
+          const rd = node.ready();
+          if (!asyncStorageWrites) {
+            await persist(storage, rd);
+            rd.messages.forEach(send);
+            node.advance(rd);
+            continue;
+          }
+          for (const m of rd.messages) {
+            if (m.to === LOCAL_APPEND_THREAD) {
+              if (m.snapshot !== undefined) await storage.applySnapshot(m.snapshot);
+              if (m.entries.length > 0) await storage.append(m.entries);
+              if (m.term !== 0) await storage.setHardState({ term: m.term, vote: m.vote, commit: m.commit });
+              route(node, m.responses);
+            } else if (m.to === LOCAL_APPLY_THREAD) {
+              route(node, m.responses);
+            } else {
+              send(m);
+            }
+          }
+        }
+        while (network.length > 0) {
+          busy = true;
+          const m = network.shift()!;
+          nodes.get(m.to)!.node.step(m);
+        }
+        if (!busy) return;
+      }
+      throw new Error('the cluster did not settle');
+    };
+    return { nodes, isolated, sentMsgApps, pump };
+  }
+
+  for (const asyncStorageWrites of [false, true]) {
+    it(`TestAppendPagination (RawNode form${asyncStorageWrites ? ', asyncStorageWrites' : ''})`, async () => {
+      const maxSizePerMsg = 2048;
+      const cluster = await rawNodeCluster(asyncStorageWrites, maxSizePerMsg);
+      const leader = cluster.nodes.get(1)!.node;
+      leader.campaign();
+      await cluster.pump();
+      expect(leader.raft.state).toBe(StateType.StateLeader);
+      // Partitioned while proposing: the entries go out in batches afterwards.
+      cluster.isolated.add(1);
+      const blob = encoder.encode('a'.repeat(1000));
+      for (let i = 0; i < 5; i++) leader.propose(blob);
+      await cluster.pump();
+      cluster.isolated.clear();
+      cluster.sentMsgApps.length = 0;
+      leader.tick(); // a heartbeat wakes the followers up
+      await cluster.pump();
+      const payloads = cluster.sentMsgApps.map((m) => m.entries.reduce((sum, entry) => sum + (entry.data?.length ?? 0), 0));
+      expect(Math.max(...payloads)).toBeLessThanOrEqual(maxSizePerMsg);
+      expect(payloads.some((size) => size > maxSizePerMsg / 2), 'no MsgApp above half the limit: the test does not test').toBe(true);
+      // Everyone has the 6 entries (the leader's empty one and the 5 proposals), committed.
+      for (const { node, storage } of cluster.nodes.values()) {
+        expect(storage.lastIndex()).toBe(6);
+        expect(node.raft.raftLog.committed).toBe(6);
+      }
+    });
+  }
 
   it('TestCommitPagination (RawNode form)', async () => {
     const { node, storage } = await singleNodeLeader({ maxCommittedSizePerReady: 2048 });
