@@ -138,7 +138,18 @@ export class RawNode {
   bootstrap(peers: Peer[]): void {
     this.throwIfStopped();
     // Go returns these errors (the node stays usable), so they do not stop the node.
+    if (!Array.isArray(peers)) throw invalidArgumentError('bootstrap: peers must be an array');
     if (peers.length === 0) throw new RaftError('ERR_BOOTSTRAP', 'must provide at least one peer to Bootstrap');
+    // Checked before anything changes: a bad peer leaves the node as it was.
+    peers.forEach((peer: unknown, position) => {
+      if (typeof peer === 'number') {
+        checkSafeUnsigned(peer, `bootstrap: peers[${position}]`);
+      } else {
+        if (typeof peer !== 'object' || peer === null) throw invalidArgumentError(`bootstrap: peers[${position}] must be an id or { id, context? }`);
+        checkSafeUnsigned((peer as { id?: unknown }).id, `bootstrap: peers[${position}].id`);
+        checkBytes((peer as { context?: unknown }).context, `bootstrap: peers[${position}].context`);
+      }
+    });
     const lastIndex = this.raft.raftLog.storage.lastIndex();
     if (lastIndex !== 0) {
       throw new RaftError(

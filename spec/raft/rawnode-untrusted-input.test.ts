@@ -84,4 +84,21 @@ describe('RawNode.step with untrusted messages', () => {
     node.step(newMessage({ type: MessageType.MsgHeartbeat, from: 2, to: 1, term: 1 }));
     expect(node.status().lead).toBe(2);
   });
+
+  it.each([
+    ['a negative id', [1, -2], 'ERR_OUT_OF_RANGE'],
+    ['a string id', ['1'], 'ERR_INVALID_ARGUMENT'],
+    ['a peer without id', [{ context: new Uint8Array(1) }], 'ERR_INVALID_ARGUMENT'],
+    ['a context that is not bytes', [{ id: 1, context: 'x' }], 'ERR_INVALID_ARGUMENT'],
+    ['null', [null], 'ERR_INVALID_ARGUMENT'],
+  ])('bootstrap with %s: %s, the fresh node is unchanged and can still bootstrap', async (_label, peers, code) => {
+    const storage = new MemoryStorage();
+    const node = new RawNode({ id: 1, storage, electionTick: 10, heartbeatTick: 1 });
+    const before = node.status();
+    expect(errorCode(() => node.bootstrap(peers as never))).toBe(code);
+    expect(node.status()).toEqual(before);
+    expect(node.hasReady()).toBe(false);
+    node.bootstrap([1]);
+    expect(node.ready().entries).toHaveLength(1);
+  });
 });
