@@ -272,6 +272,8 @@ export class ReplicaLogStore implements WritableStorage, LogView {
   private journalPendingEntries = 0;
   private journalCheckpointRunning: Promise<void> | undefined;
   private journalCheckpointTimer: NodeJS.Timeout | undefined;
+  /** What the running checkpoint covers (for stats()). */
+  private journalInCheckpoint = { records: 0, entries: 0 };
   /**
    * Published entries that are not (or not yet known to be) in wal/: reads are answered from
    * here first. An entry leaves once the checkpoint that wrote it into wal/ is durable.
@@ -746,7 +748,11 @@ export class ReplicaLogStore implements WritableStorage, LogView {
 
   /** What this store did since it opened: writes, bytes, fsyncs and their latency, write groups, cache, open time. */
   stats(): StoreStats {
-    return this.collector.snapshot();
+    const stats = this.collector.snapshot();
+    // Waiting: not yet in a checkpoint, or in the one running (its records leave when it ends).
+    stats.journalRecordsWaiting = this.journalPending.length + this.journalInCheckpoint.records;
+    stats.journalEntriesWaiting = this.journalPendingEntries + this.journalInCheckpoint.entries;
+    return stats;
   }
 
   /** How open() built the term index: how many RAFT files it read, how many terms came from the checkpoint. */
@@ -1124,10 +1130,14 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     clearTimeout(this.journalCheckpointTimer);
     this.journalCheckpointTimer = undefined;
     const records = this.journalPending.splice(0);
+    this.journalInCheckpoint = { records: records.length, entries: this.journalPendingEntries };
     this.journalPendingEntries = 0;
     if (records.length === 0) return Promise.resolve();
-    const running = this.durably(() => this.checkpointJournal(records)).finally(() => {
+    const running = this.durably(() => this.checkpointJournal(records)).then(
+      () => this.collector.journalCheckpoint(),
+    ).finally(() => {
       this.journalCheckpointRunning = undefined;
+      this.journalInCheckpoint = { records: 0, entries: 0 };
     });
     this.journalCheckpointRunning = running;
     return running;

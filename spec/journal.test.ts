@@ -92,6 +92,7 @@ describe('a journal-mode store', () => {
     await Promise.all([store.append(run(1, 3, 1)), store.setHardState({ term: 1, vote: 1, commit: 2 })]);
     await store.append(run(4, 5, 1));
     expect(journalNames(dir)).toEqual([journalRecordName(1), journalRecordName(2)]);
+    expect(store.stats()).toMatchObject({ journalCheckpoints: 0, journalRecordsWaiting: 2, journalEntriesWaiting: 5 });
     // Nothing in wal/ yet: the checkpoint runs behind, at its threshold or at close.
     expect(readdirSync(walPath(dir))).toEqual([]);
     const copy = crashCopy(store);
@@ -153,6 +154,7 @@ describe('a journal-mode store', () => {
     await Promise.all([store.append(run(1, 3, 1)), store.setHardState({ term: 1, vote: 1, commit: 3 })]);
     await expect.poll(() => journalNames(dir), { timeout: JOURNAL_CHECKPOINT_DELAY_MS + 10_000, interval: 100 }).toEqual([]);
     expect(readdirSync(walPath(dir))).toHaveLength(3);
+    expect(store.stats()).toMatchObject({ journalCheckpoints: 1, journalRecordsWaiting: 0, journalEntriesWaiting: 0 });
     await store.close();
   });
 

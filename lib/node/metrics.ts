@@ -74,6 +74,8 @@ export function nodeMetrics(source: MetricsSource): Registry {
   counter('replicalog_store_fsync_seconds_total', 'time spent in the log\'s fsync calls', () => source.storeStats().fsyncSeconds.sum);
   counter('replicalog_store_cache_hits_total', 'entries served from the entry cache', () => source.storeStats().cacheHits);
   counter('replicalog_store_cache_misses_total', 'entries read from their RAFT file', () => source.storeStats().cacheMisses);
+  counter('replicalog_store_journal_checkpoints_total', 'journal checkpoints (entries written into wal/ behind the acknowledgements)', () => source.storeStats().journalCheckpoints);
+  gauge('replicalog_store_journal_entries_waiting', 'acknowledged entries in the journal only, not yet in wal/', () => source.storeStats().journalEntriesWaiting);
 
   new Counter({
     name: 'replicalog_proposals_total',
