@@ -130,6 +130,7 @@ import { nodeFileSystem, type FileSystem } from './wal/file-system.js';
 import { entryRelativePath, isSnapshotFileName, kvPath } from './wal/layout.js';
 import { guardLevelDatabaseOpen } from './wal/level-files.js';
 import { WalLogManager, type CrashPoint, type CrashPointName } from './wal/log-manager.js';
+import { createEntryDirectories } from './wal/entry-writer-thread.js';
 import { RaftStateStore, type LogAnchor, type LogCheckpoint, type RaftStateChange, type SavedRaftState } from './wal/raft-state.js';
 import { TermRuns } from './wal/term-runs.js';
 import { PendingLog, type GroupedWrite, type WriteGroup } from './write-group.js';
@@ -388,7 +389,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         database = ownedDatabase;
       }
       const crashPoint = options.crashPoint ?? (() => {});
-      const wal = new WalLogManager(dir, fileSystem, crashPoint);
+      const wal = new WalLogManager(dir, fileSystem, crashPoint, options.fileSystem === undefined ? createEntryDirectories : undefined);
       const store = new ReplicaLogStore(
         dir,
         options.partitionId,
