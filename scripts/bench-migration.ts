@@ -10,6 +10,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writePreRaftWal } from '../lib/fixture.js';
@@ -28,6 +29,8 @@ export interface MigrationBenchResult {
   /** Time to write the fixture (not part of the migration; shown for scale). */
   fixtureSeconds: number;
   payloadFiles: number;
+  /** 1-minute load average before and after (the figures are only comparable on a quiet machine). */
+  loadavg: { start: number; end: number };
   migrate: ChildMeasurement;
   verify: ChildMeasurement;
 }
@@ -88,6 +91,7 @@ export async function runMigrationBench(options: MigrationBenchOptions): Promise
   options.onRunDirectory?.(runDir);
   const dir = join(runDir, 'tree');
   const rssFile = join(runDir, 'peak-rss');
+  const loadStart = loadavg()[0]!;
   try {
     log(`migration: writing a ${options.entries}-entry pre-Raft tree…`);
     const fixtureStarted = process.hrtime.bigint();
@@ -120,6 +124,7 @@ export async function runMigrationBench(options: MigrationBenchOptions): Promise
       entries: options.entries,
       fixtureSeconds,
       payloadFiles: summary.payloadFiles,
+      loadavg: { start: loadStart, end: loadavg()[0]! },
       migrate: measurement('replicalog migrate --quiet', migrated),
       verify: measurement('replicalog verify --json', verified),
     };
@@ -133,7 +138,8 @@ export function formatMigration(result: MigrationBenchResult): string {
   const row = (name: string, run: ChildMeasurement) =>
     `${name.padEnd(9)} ${run.seconds.toFixed(1).padStart(8)} s ${Math.round(run.entriesPerSecond).toString().padStart(9)} entries/s   peak RSS ${mib(run.peakRssBytes)}`;
   return [
-    `migration of a ${result.entries}-entry pre-Raft tree (${result.payloadFiles} payload files; written in ${result.fixtureSeconds.toFixed(1)} s)`,
+    `migration of a ${result.entries}-entry pre-Raft tree (${result.payloadFiles} payload files; written in ${result.fixtureSeconds.toFixed(1)} s; ` +
+      `load average ${result.loadavg.start.toFixed(2)} → ${result.loadavg.end.toFixed(2)})`,
     row('migrate', result.migrate),
     row('verify', result.verify),
   ].join('\n');
