@@ -15,6 +15,7 @@
  * - the on-disk layout helpers (LSN names, paths, KV keys);
  * - the directory lock, error constructors, value-copy helpers;
  * - raft's internals (the Raft state machine, the progress tracker, config validation);
+ * - the transport's frame codec;
  * - the tree scan behind `replicalog verify` and `inspect`.
  */
 export type { ReplicaLogStoreOptions as ReplicaLogStoreTestOptions } from './replica-log-store.js';
@@ -63,4 +64,5 @@ export {
   Inflights,
   TrackerConfig,
 } from './raft/index.js';
+export { encodeFrame, FrameDecoder, FrameKind, isLoopbackHost, type Frame } from './transport/index.js';
 export { deriveStateFromPreRaftWal, recoverStateFromStorage } from './node/state-machine.js';
