@@ -105,14 +105,14 @@ export async function runMigrationBench(options: MigrationBenchOptions): Promise
     if (Number(backfilled) !== options.entries) {
       throw new Error(`bench: migrate backfilled ${String(backfilled)} entries, expected ${options.entries}: ${migrated.stdout.trim()}`);
     }
-    log(`migration: migrate ${migrated.seconds.toFixed(1)} s; replicalog verify…`);
+    log(`migration: migrate ${migrated.seconds.toFixed(1)} s, ${Math.round(options.entries / migrated.seconds)} entries/s, peak RSS ${mebibytes(migrated.peakRssBytes)}; replicalog verify…`);
 
     const verified = await measureChild(['verify', dir, '--json'], rssFile);
     const verifyReport = JSON.parse(verified.stdout) as { ok?: unknown; problems?: unknown[] };
     if (verifyReport.ok !== true) {
       throw new Error(`bench: verify found problems after migrate: ${JSON.stringify(verifyReport.problems?.slice(0, 3))}`);
     }
-    log(`migration: verify ${verified.seconds.toFixed(1)} s`);
+    log(`migration: verify ${verified.seconds.toFixed(1)} s, ${Math.round(options.entries / verified.seconds)} entries/s, peak RSS ${mebibytes(verified.peakRssBytes)}; removing the tree…`);
 
     const measurement = (command: string, run: { seconds: number; peakRssBytes: number }): ChildMeasurement => ({
       command,
@@ -133,8 +133,10 @@ export async function runMigrationBench(options: MigrationBenchOptions): Promise
   }
 }
 
+const mebibytes = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+
 export function formatMigration(result: MigrationBenchResult): string {
-  const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+  const mib = mebibytes;
   const row = (name: string, run: ChildMeasurement) =>
     `${name.padEnd(9)} ${run.seconds.toFixed(1).padStart(8)} s ${Math.round(run.entriesPerSecond).toString().padStart(9)} entries/s   peak RSS ${mib(run.peakRssBytes)}`;
   return [
