@@ -72,7 +72,7 @@ async function main(argv: readonly string[]): Promise<number> {
     const stats = statfsSync(root);
     const openBytes = migrationOnly ? 0 : config.openEntries * 10 * 1024;
     const openInodes = migrationOnly ? 0 : config.openEntries * 3 + config.worstIndexEntries * 3;
-    const needBytes = Math.max(openBytes, migrationEntries * 14 * 1024);
+    const needBytes = Math.max(openBytes, migrationEntries * 18 * 1024);
     const needInodes = Math.max(openInodes, migrationEntries * 5);
     if (stats.bavail * stats.bsize < needBytes * 1.2 || stats.ffree < needInodes * 1.2) {
       process.stderr.write(
