@@ -64,7 +64,7 @@ async function main(argv: readonly string[]): Promise<number> {
   config.onRunDirectory = (path) => scratchDirectories.push(path);
 
   // The open tree costs ~8 KiB of blocks and 3 inodes per entry (entry dir, MANIFEST, RAFT); the
-  // migration tree ~14 KiB and ~4.5 inodes (with 1.5 payload files per entry on average). The
+  // migration tree ~18 KiB and ~4.5 inodes (with 1.5 payload files per entry on average). The
   // two trees never exist at the same time.
   try {
     const { mkdirSync } = await import('node:fs');
