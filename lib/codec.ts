@@ -9,7 +9,7 @@
  * raft v3.7), throw ERR_CORRUPT on malformed bytes and ERR_OUT_OF_RANGE on numbers a JS number
  * cannot hold exactly.
  */
-import { checkWireStrict, MAX_DEPTH } from './wire-check.js';
+import { GogoReader, checkWireStrict, MAX_DEPTH } from './wire-check.js';
 import { invalidArgumentError } from './errors.js';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -172,7 +172,7 @@ export function encodeEntry(entry: Entry): Uint8Array {
 
 export function decodeEntry(bytes: Uint8Array): Entry {
   return decodeWith('raftpb.Entry', bytes, () => {
-    const object = wire.entry.decode(bytes) as unknown as WireObject;
+    const object = wire.entry.decode(new GogoReader(bytes)) as unknown as WireObject;
     refuseDroppedEnum(object, 'Type', bytes, 1, 'Entry.Type');
     return entryFromWire(object);
   }, wire.entry);
@@ -212,7 +212,7 @@ export function encodeHardState(hardState: HardState): Uint8Array {
 
 export function decodeHardState(bytes: Uint8Array): HardState {
   return decodeWith('raftpb.HardState', bytes, () => {
-    const object = wire.hardState.decode(bytes) as unknown as WireObject;
+    const object = wire.hardState.decode(new GogoReader(bytes)) as unknown as WireObject;
     return {
       term: toSafeNumber(object.term, 'HardState.term'),
       vote: toSafeNumber(object.vote, 'HardState.vote'),
@@ -253,7 +253,7 @@ export function encodeConfState(confState: ConfState): Uint8Array {
 
 export function decodeConfState(bytes: Uint8Array): ConfState {
   return decodeWith('raftpb.ConfState', bytes, () =>
-    confStateFromWire(wire.confState.decode(bytes) as unknown as WireObject), wire.confState);
+    confStateFromWire(wire.confState.decode(new GogoReader(bytes)) as unknown as WireObject), wire.confState);
 }
 
 function snapshotToWire(snapshot: Snapshot): WireObject {
@@ -286,7 +286,7 @@ export function encodeSnapshot(snapshot: Snapshot): Uint8Array {
 }
 
 export function decodeSnapshot(bytes: Uint8Array): Snapshot {
-  return decodeWith('raftpb.Snapshot', bytes, () => snapshotFromWire(wire.snapshot.decode(bytes) as unknown as WireObject), wire.snapshot);
+  return decodeWith('raftpb.Snapshot', bytes, () => snapshotFromWire(wire.snapshot.decode(new GogoReader(bytes)) as unknown as WireObject), wire.snapshot);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -302,7 +302,7 @@ export function encodeConfChange(confChange: ConfChange): Uint8Array {
 
 export function decodeConfChange(bytes: Uint8Array): ConfChange {
   return decodeWith('raftpb.ConfChange', bytes, () => {
-    const object = wire.confChange.decode(bytes) as unknown as WireObject;
+    const object = wire.confChange.decode(new GogoReader(bytes)) as unknown as WireObject;
     refuseDroppedEnum(object, 'type', bytes, 2, 'ConfChange.type');
     const confChange: ConfChange = {
       id: toSafeNumber(object.id, 'ConfChange.id'),
@@ -329,7 +329,7 @@ export function encodeConfChangeV2(confChange: ConfChangeV2): Uint8Array {
 
 export function decodeConfChangeV2(bytes: Uint8Array): ConfChangeV2 {
   return decodeWith('raftpb.ConfChangeV2', bytes, () => {
-    const object = wire.confChangeV2.decode(bytes) as unknown as WireObject;
+    const object = wire.confChangeV2.decode(new GogoReader(bytes)) as unknown as WireObject;
     refuseDroppedEnum(object, 'transition', bytes, 1, 'ConfChangeV2.transition');
     const changes = ((object.changes ?? []) as WireObject[]).map(
       (change, i): ConfChangeSingle => ({
@@ -391,7 +391,7 @@ export function encodeMessage(message: Message): Uint8Array {
 
 export function decodeMessage(bytes: Uint8Array): Message {
   return decodeWith('raftpb.Message', bytes, () => {
-    const object = wire.message.decode(bytes) as unknown as WireObject;
+    const object = wire.message.decode(new GogoReader(bytes)) as unknown as WireObject;
     refuseDroppedEnum(object, 'type', bytes, 1, 'Message.type');
     return messageFromWire(object);
   }, wire.message);
@@ -485,7 +485,7 @@ export function encodeLogEntry(logEntry: LogEntry): Uint8Array {
 /** Decodes a MANIFEST. A 0-byte MANIFEST is a valid empty LogEntry (a raft-internal entry). */
 export function decodeLogEntry(bytes: Uint8Array): LogEntry {
   return decodeWith('gitaly.LogEntry', bytes, () => {
-    const object = wire.logEntry.decode(bytes) as unknown as WireObject;
+    const object = wire.logEntry.decode(new GogoReader(bytes)) as unknown as WireObject;
     const logEntry: LogEntry = {
       relativePath: typeof object.relativePath === 'string' ? object.relativePath : '',
       referenceTransactions: ((object.referenceTransactions ?? []) as WireObject[]).map((transaction) => ({
@@ -513,7 +513,7 @@ export function encodeLsn(value: number): Uint8Array {
 }
 
 export function decodeLsn(bytes: Uint8Array): number {
-  return decodeWith('gitaly.LSN', bytes, () => toSafeNumber((wire.lsn.decode(bytes) as unknown as WireObject).value, 'LSN.value'), wire.lsn);
+  return decodeWith('gitaly.LSN', bytes, () => toSafeNumber((wire.lsn.decode(new GogoReader(bytes)) as unknown as WireObject).value, 'LSN.value'), wire.lsn);
 }
 
 /** gitaly.RaftEntry: the Data of a normal entry's RAFT file. */
@@ -530,7 +530,7 @@ export function encodeRaftEntry(raftEntry: RaftEntry): Uint8Array {
 
 export function decodeRaftEntry(bytes: Uint8Array): RaftEntry {
   return decodeWith('gitaly.RaftEntry', bytes, () => {
-    const object = wire.raftEntry.decode(bytes) as unknown as WireObject;
+    const object = wire.raftEntry.decode(new GogoReader(bytes)) as unknown as WireObject;
     const raftEntry: RaftEntry = { id: toSafeNumber(object.id, 'RaftEntry.id') };
     if (own(object, 'data') && object.data !== null) {
       const data = object.data as WireObject;

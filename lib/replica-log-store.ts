@@ -133,6 +133,7 @@ import { WalLogManager, type CrashPoint, type CrashPointName } from './wal/log-m
 import { RaftStateStore, type LogAnchor, type LogCheckpoint, type RaftStateChange, type SavedRaftState } from './wal/raft-state.js';
 import { TermRuns } from './wal/term-runs.js';
 import { PendingLog, type GroupedWrite, type WriteGroup } from './write-group.js';
+import { decodeJournalRecord, encodeJournalRecord, journalRecordTear } from './wal/journal.js';
 
 /** How many entries backfill() rewrites at the same time. */
 const BACKFILL_CONCURRENCY = 16;
@@ -149,6 +150,28 @@ const CHECKPOINT_AT_CLOSE_MIN = 1024;
  * record would be rewritten at every interval for little gain. Open then reads every RAFT file.
  */
 const CHECKPOINT_MAX_RUNS = 65536;
+
+/**
+ * Journal mode (lib/wal/journal.ts): a checkpoint starts once this many acknowledged entries
+ * (or JOURNAL_CHECKPOINT_RECORDS records) wait in the journal only, and runs behind the
+ * acknowledgements. A write group waits for the running checkpoint when JOURNAL_MAX_PENDING
+ * entries are still waiting: the entries held in memory until they are in wal/ stay bounded.
+ */
+export const JOURNAL_CHECKPOINT_ENTRIES = 1024;
+const JOURNAL_CHECKPOINT_RECORDS = 256;
+const JOURNAL_MAX_PENDING = 4 * JOURNAL_CHECKPOINT_ENTRIES;
+/**
+ * And at most this long after a record starts waiting (a quiet store's entries reach wal/, where
+ * Gitaly's readers see them, within about a second).
+ */
+export const JOURNAL_CHECKPOINT_DELAY_MS = 1000;
+
+/** An acknowledged write group that is durable in its journal record only. */
+interface JournalPending {
+  sequence: number;
+  plan: readonly Entry[];
+  hardState: HardState | undefined;
+}
 
 /** How open() built the term index (ReplicaLogStore.openStats). */
 export interface OpenStats {
@@ -183,6 +206,14 @@ export interface ReplicaLogStoreOptions<K = string, V = string> {
    * CHECKPOINT_INTERVAL); 0 never writes one (an existing one is still used at open).
    */
   checkpointInterval?: number;
+  /**
+   * Write groups (append + setHardState) are made durable as one journal record each (one
+   * round of two parallel fsyncs) and written into wal/ and KV behind the acknowledgement
+   * (lib/wal/journal.ts). Default false. A journal left by a crash is replayed at open either way.
+   */
+  journal?: boolean;
+  /** Journal mode: the longest a record waits for its checkpoint (default JOURNAL_CHECKPOINT_DELAY_MS). */
+  journalCheckpointDelayMs?: number;
   /** Test only: the file system the WAL uses (fault injection). */
   fileSystem?: FileSystem;
   /** Test only: called at every named step of the write path (crash injection). */
@@ -232,6 +263,25 @@ export class ReplicaLogStore implements WritableStorage, LogView {
   private readonly checkpointInterval: number;
   private openStatsRecord: OpenStats = { scanned: 0, fromCheckpoint: 0, checkpoint: 'absent' };
 
+  // ---- journal mode (lib/wal/journal.ts)
+  private readonly journalMode: boolean;
+  /** The last journal record written (or found at open). */
+  private journalSequence = 0;
+  /** Acknowledged groups durable in the journal only, oldest first, not yet in a checkpoint. */
+  private journalPending: JournalPending[] = [];
+  private journalPendingEntries = 0;
+  private journalCheckpointRunning: Promise<void> | undefined;
+  private journalCheckpointTimer: NodeJS.Timeout | undefined;
+  /** What the running checkpoint covers (for stats()). */
+  private journalInCheckpoint = { records: 0, entries: 0 };
+  /**
+   * Published entries that are not (or not yet known to be) in wal/: reads are answered from
+   * here first. An entry leaves once the checkpoint that wrote it into wal/ is durable.
+   */
+  private readonly pinned = new Map<number, Entry>();
+  /** The last index durable in wal/ (journal mode; lastIndex() may be ahead of it). */
+  private walLast = 0;
+
   // ---- lifecycle
   private closed = false;
   private failure: ReplicaLogError | undefined;
@@ -258,11 +308,14 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     private readonly crashPoint: CrashPoint,
     cache: EntryCache,
     checkpointInterval: number,
+    journal: boolean,
+    private readonly journalCheckpointDelayMs: number,
   ) {
     this.dir = dir;
     this.partitionId = partitionId;
     this.cache = cache;
     this.checkpointInterval = checkpointInterval;
+    this.journalMode = journal;
   }
 
   /**
@@ -278,6 +331,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     if (options.cacheMaxEntries !== undefined) checkSafeUnsigned(options.cacheMaxEntries, 'cacheMaxEntries');
     if (options.cacheMaxBytes !== undefined) checkSafeUnsigned(options.cacheMaxBytes, 'cacheMaxBytes');
     if (options.checkpointInterval !== undefined) checkSafeUnsigned(options.checkpointInterval, 'checkpointInterval');
+    if (options.journalCheckpointDelayMs !== undefined) checkSafeUnsigned(options.journalCheckpointDelayMs, 'journalCheckpointDelayMs');
     const dir = resolve(options.dir);
     const openStarted = process.hrtime.bigint();
     const collector = new StoreStatsCollector();
@@ -345,6 +399,8 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         crashPoint,
         new EntryCache(options.cacheMaxEntries, options.cacheMaxBytes),
         options.checkpointInterval ?? CHECKPOINT_INTERVAL,
+        options.journal === true,
+        options.journalCheckpointDelayMs ?? JOURNAL_CHECKPOINT_DELAY_MS,
       );
       store.collector = collector;
       if (restoredKvFiles.length > 0) store.repairs.push(`${where}: ${restoredKvFiles.join(', ')} linked back (a LevelDB open cut by a power cut)`);
@@ -360,7 +416,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
 
   /** Open: redo a pending intent, remove leftovers, check the tree, build the index. */
   private async recover(where: string): Promise<void> {
-    await this.wal.prepare();
+    await this.wal.prepare({ journal: this.journalMode });
     const saved = await this.raftState.load();
     let indexes = await this.wal.listIndexes();
 
@@ -527,6 +583,73 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     this.savedConfState = saved.confState ?? emptyConfState();
     if (saved.snapshot) this.snapshotMetadata = saved.snapshot;
     this.snapshotDataFile = saved.snapshotDataFile;
+    this.walLast = last;
+    await this.replayJournal(saved.journalThrough ?? 0);
+  }
+
+  /**
+   * Open, last step: the journal records past raft/journal_through (acknowledged groups whose
+   * checkpoint had not finished) are applied to the recovered log in order and made durable
+   * through the plain write path, then removed. An entry the log already holds with the same
+   * term is the same entry (Log Matching) and is not rewritten. Only the newest record can be
+   * torn (only an unacknowledged group's): it is dropped. A missing or torn record before a whole
+   * one, or a record that does not apply, is ERR_CORRUPT.
+   */
+  private async replayJournal(through: number): Promise<void> {
+    const sequences = await this.wal.listJournal();
+    this.journalSequence = Math.max(through, sequences.length > 0 ? sequences[sequences.length - 1]! : 0);
+    const leftovers = sequences.filter((sequence) => sequence <= through);
+    if (leftovers.length > 0) await this.wal.removeJournalRecords(leftovers);
+    const live = sequences.filter((sequence) => sequence > through);
+    const records: { sequence: number; entries: Entry[]; hardState: HardState | undefined }[] = [];
+    for (let position = 0; position < live.length; position++) {
+      const sequence = live[position]!;
+      const path = this.wal.journalRecordPath(sequence);
+      if (sequence !== through + 1 + position) {
+        throw corruptError(`journal record ${this.wal.journalRecordPath(through + 1 + position)} is missing (the next one is ${path})`, { path });
+      }
+      const bytes = this.wal.readJournalRecordSync(sequence);
+      const tear = journalRecordTear(bytes);
+      if (tear !== undefined) {
+        if (position !== live.length - 1) throw corruptError(`${path}: torn journal record (${tear}) before ${this.wal.journalRecordPath(live[position + 1]!)}`, { path });
+        await this.wal.removeJournalRecords([sequence]);
+        this.repairs.push(`dropped the torn journal record ${path} (${tear}): an unacknowledged write group`);
+        break;
+      }
+      const record = decodeJournalRecord(bytes, path);
+      records.push({ sequence, entries: record.entries, hardState: record.hardState });
+    }
+    if (records.length === 0) return;
+    const pending = new PendingLog(this.view);
+    for (const record of records) {
+      try {
+        if (this.pendingRaft.size > 0) throw needsBackfillError(this.dir, this.pendingRaft.size);
+        const fresh = unmatchedSuffix(pending, record.entries);
+        if (fresh.length > 0) pending.append(planAppend(pending, fresh));
+        if (record.hardState !== undefined) {
+          checkHardState(pending, record.hardState);
+          pending.setHardState(record.hardState);
+        }
+      } catch (error) {
+        const path = this.wal.journalRecordPath(record.sequence);
+        throw corruptError(`${path}: the journal record does not apply to the log in ${this.wal.walDirectory}: ${(error as Error).message}`, { path, cause: error });
+      }
+    }
+    const plan = pending.plannedEntries;
+    const next = pending.plannedHardState;
+    const lastSequence = records[records.length - 1]!.sequence;
+    const trash = plan.length > 0 ? await this.writeEntries(plan, this.last, 'file-system') : undefined;
+    const checkpoint = await this.writeHardState(next, plan, lastSequence);
+    if (plan.length > 0) this.publishAppend(plan);
+    this.walLast = this.last;
+    if (next !== undefined) {
+      this.savedHardState = next;
+      this.anchorRecorded = true;
+    }
+    if (checkpoint !== undefined) this.checkpointThrough = checkpoint.verifiedThrough;
+    if (trash !== undefined) await this.wal.discardBatchDirectory(trash);
+    await this.wal.removeJournalRecords(records.map((record) => record.sequence));
+    this.repairs.push(`replayed ${records.length} journal record${records.length === 1 ? '' : 's'} (${plan.length} entries written into wal/)`);
   }
 
   /**
@@ -625,7 +748,11 @@ export class ReplicaLogStore implements WritableStorage, LogView {
 
   /** What this store did since it opened: writes, bytes, fsyncs and their latency, write groups, cache, open time. */
   stats(): StoreStats {
-    return this.collector.snapshot();
+    const stats = this.collector.snapshot();
+    // Waiting: not yet in a checkpoint, or in the one running (its records leave when it ends).
+    stats.journalRecordsWaiting = this.journalPending.length + this.journalInCheckpoint.records;
+    stats.journalEntriesWaiting = this.journalPendingEntries + this.journalInCheckpoint.entries;
+    return stats;
   }
 
   /** How open() built the term index: how many RAFT files it read, how many terms came from the checkpoint. */
@@ -712,6 +839,8 @@ export class ReplicaLogStore implements WritableStorage, LogView {
 
   /** One entry for a reader: a copy from the cache, or a fresh decode of its RAFT file. */
   private readEntry(index: number): Entry {
+    const pinned = this.pinned.get(index);
+    if (pinned !== undefined) return readerCopy(pinned);
     const cached = this.cache.get(index);
     this.collector.cacheRead(cached !== undefined);
     if (cached !== undefined) return readerCopy(cached);
@@ -746,7 +875,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
    * Runs `operation` after every earlier write, in call order. Arguments were validated and
    * copied by the caller before this (synchronously), so later changes to them are invisible.
    */
-  private enqueue<T>(operation: () => Promise<T>, onTurn?: () => void): Promise<T> {
+  private enqueue<T>(operation: () => Promise<T>, onTurn?: () => void, group = false): Promise<T> {
     if (this.closed) return Promise.reject(closedError('ReplicaLogStore'));
     // A write queued now runs after the open write group: later appends must not join it (they
     // would overtake this write). joinGroup re-opens a group it starts after this call.
@@ -760,6 +889,9 @@ export class ReplicaLogStore implements WritableStorage, LogView {
           { path: this.dir, cause: this.failure },
         );
       }
+      // Every other kind of write works on wal/ and KV directly: the journal's acknowledged
+      // groups go there first, so it sees (and changes) the log in order.
+      if (!group) await this.drainJournal();
       return operation();
     };
     const result = this.queue.then(run);
@@ -892,7 +1024,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
           // later calls start the next group.
           if (this.openGroup === started) this.openGroup = undefined;
         };
-        this.enqueue(() => this.flushGroup(started), close).catch((error: unknown) => {
+        this.enqueue(() => this.flushGroup(started), close, true).catch((error: unknown) => {
           for (const waiting of started.writes) waiting.reject(error);
         });
         this.openGroup = group = started;
@@ -926,25 +1058,9 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     }
     const plan = pending.plannedEntries;
     const next = pending.plannedHardState;
-    // The hard state waits for the entries (a saved commit must never point past the durable
-    // log) unless it cannot: when only the commit moved and it stays within the log that was
-    // durable before this group, both writes run at once (one fsync round instead of two).
-    // A changed term or vote always waits: entries of a new term must never be durable under
-    // an older term's hard state.
-    const saved = this.savedHardState;
-    const hardStateAlone = next !== undefined && saved !== undefined && next.term === saved.term && next.vote === saved.vote && next.commit <= this.last;
-    let trash: string | undefined;
-    let checkpoint: LogCheckpoint | undefined;
-    if (hardStateAlone) {
-      // allSettled: neither write is still running when the group fails.
-      const [entries, hardState] = await Promise.allSettled([plan.length > 0 ? this.writeEntries(plan) : undefined, this.writeHardState(next, plan)]);
-      if (entries.status === 'rejected') throw entries.reason;
-      if (hardState.status === 'rejected') throw hardState.reason;
-      [trash, checkpoint] = [entries.value, hardState.value];
-    } else {
-      trash = plan.length > 0 ? await this.writeEntries(plan) : undefined;
-      checkpoint = next === undefined ? undefined : await this.writeHardState(next, plan);
-    }
+    if (this.journalMode) return this.flushGroupToJournal(accepted, plan, next);
+    const trash = plan.length > 0 ? await this.writeEntries(plan) : undefined;
+    const checkpoint = next === undefined ? undefined : await this.writeHardState(next, plan);
     // Published in ONE synchronous step once all of it is durable: a reader sees the log before
     // the group or after it, never its entries without its hard state.
     if (plan.length > 0) this.publishAppend(plan);
@@ -964,20 +1080,141 @@ export class ReplicaLogStore implements WritableStorage, LogView {
   }
 
   /**
+   * Journal mode: the group is durable once its record is (one round of fsyncs); it is then
+   * published and acknowledged, and reaches wal/ and KV with a later checkpoint.
+   */
+  private async flushGroupToJournal(accepted: readonly GroupedWrite[], plan: readonly Entry[], next: HardState | undefined): Promise<void> {
+    if (plan.length > 0 || next !== undefined) {
+      const sequence = this.journalSequence + 1;
+      const bytes = encodeJournalRecord(next === undefined ? { entries: [...plan] } : { entries: [...plan], hardState: next });
+      await this.durably(() => this.wal.writeJournalRecord(sequence, bytes));
+      this.journalSequence = sequence;
+      if (plan.length > 0) {
+        const start = plan[0]!.index;
+        // A truncating group: pinned entries past its end are no longer part of the log.
+        if (start <= this.last) for (const index of [...this.pinned.keys()]) if (index > plan[plan.length - 1]!.index) this.pinned.delete(index);
+        this.publishAppend(plan);
+        for (const entry of plan) this.pinned.set(entry.index, entry);
+      }
+      if (next !== undefined) this.savedHardState = next;
+      this.journalPending.push({ sequence, plan, hardState: next });
+      this.journalPendingEntries += plan.length;
+      let bytesWritten = 0;
+      for (const entry of plan) bytesWritten += entrySize(entry);
+      this.collector.writeGroup(accepted.length, accepted.filter((write) => write.kind === 'append').length, plan.length, bytesWritten, next !== undefined);
+    }
+    for (const write of accepted) write.resolve();
+    if (this.journalPendingEntries >= JOURNAL_CHECKPOINT_ENTRIES || this.journalPending.length >= JOURNAL_CHECKPOINT_RECORDS) {
+      void this.startJournalCheckpoint().catch(() => {});
+    } else if (this.journalPending.length > 0 && this.journalCheckpointTimer === undefined) {
+      this.journalCheckpointTimer = setTimeout(() => {
+        this.journalCheckpointTimer = undefined;
+        if (!this.closed && this.failure === undefined) void this.startJournalCheckpoint().catch(() => {});
+      }, this.journalCheckpointDelayMs);
+      this.journalCheckpointTimer.unref();
+    }
+    // Back-pressure (the next group waits in the queue): entries held only in memory and the
+    // journal stay bounded while a slow checkpoint runs.
+    if (this.journalPendingEntries >= JOURNAL_MAX_PENDING && this.journalCheckpointRunning !== undefined) {
+      await this.journalCheckpointRunning.catch(() => {});
+    }
+  }
+
+  /**
+   * Starts a checkpoint of every pending journal record unless one runs (then returns that
+   * one). It runs beside the queue: write groups only write journal records meanwhile, and
+   * every other write first waits for it (drainJournal).
+   */
+  private startJournalCheckpoint(): Promise<void> {
+    if (this.journalCheckpointRunning !== undefined) return this.journalCheckpointRunning;
+    clearTimeout(this.journalCheckpointTimer);
+    this.journalCheckpointTimer = undefined;
+    const records = this.journalPending.splice(0);
+    this.journalInCheckpoint = { records: records.length, entries: this.journalPendingEntries };
+    this.journalPendingEntries = 0;
+    if (records.length === 0) return Promise.resolve();
+    const running = this.durably(() => this.checkpointJournal(records)).then(
+      () => this.collector.journalCheckpoint(),
+    ).finally(() => {
+      this.journalCheckpointRunning = undefined;
+      this.journalInCheckpoint = { records: 0, entries: 0 };
+    });
+    this.journalCheckpointRunning = running;
+    return running;
+  }
+
+  /** Waits until every acknowledged journal record is durable in wal/ and KV. */
+  private async drainJournal(): Promise<void> {
+    while (this.journalCheckpointRunning !== undefined || this.journalPending.length > 0) {
+      await (this.journalCheckpointRunning ?? this.startJournalCheckpoint());
+    }
+  }
+
+  /**
+   * One checkpoint: the net effect of `records` on the durable log (each record's entries
+   * replace the tail from their first index) is written with the plain write path (staged,
+   * fsynced, renamed, wal/ fsynced), THEN the last hard state with raft/journal_through in one
+   * synced KV batch (a saved commit never points past the durable log, and the marker never
+   * covers a record whose entries are not durable), THEN the records are removed. A crash at
+   * any point leaves a state open repairs and then replays the records past the marker onto.
+   */
+  private async checkpointJournal(records: readonly JournalPending[]): Promise<void> {
+    let last = this.walLast;
+    const latest = new Map<number, Entry>();
+    let hardState: HardState | undefined;
+    for (const record of records) {
+      if (record.plan.length > 0) {
+        const start = record.plan[0]!.index;
+        if (start <= last) for (const index of [...latest.keys()]) if (index >= start) latest.delete(index);
+        for (const entry of record.plan) latest.set(entry.index, entry);
+        last = record.plan[record.plan.length - 1]!.index;
+      }
+      if (record.hardState !== undefined) hardState = record.hardState;
+    }
+    // Contiguous: every record's entries start at most one past the log it was appended to.
+    const net = [...latest.values()].sort((a, b) => a.index - b.index);
+    const trash = net.length > 0 ? await this.writeEntries(net, this.walLast, 'file-system') : undefined;
+    const checkpoint = await this.writeHardState(hardState, net, records[records.length - 1]!.sequence);
+    this.walLast = last;
+    if (hardState !== undefined) this.anchorRecorded = true;
+    if (checkpoint !== undefined) this.checkpointThrough = checkpoint.verifiedThrough;
+    // A later group may have replaced an entry meanwhile: only the very entry written leaves.
+    for (const entry of net) if (this.pinned.get(entry.index) === entry) this.pinned.delete(entry.index);
+    if (trash !== undefined) await this.wal.discardBatchDirectory(trash);
+    await this.wal.removeJournalRecords(records.map((record) => record.sequence));
+  }
+
+  /**
    * The durable half of append: stages `plan`, cuts the durable tail from its first index if
    * needed, renames the entries into wal/ and fsyncs it. Memory is not changed: the caller
    * publishes. Returns the batch directory holding the old tail (a truncating append), which
    * must outlive the publication: until then a reader may still read an old entry from it
    * (readEntrySync).
    */
-  private async writeEntries(plan: readonly Entry[]): Promise<string | undefined> {
+  private async writeEntries(plan: readonly Entry[], durableLast: number = this.last, barriers: 'per-file' | 'file-system' = 'per-file'): Promise<string | undefined> {
     const start = plan[0]!.index;
-    const truncating = start <= this.last;
+    const truncating = start <= durableLast;
     const staged = plan.map((entry) => ({ index: entry.index, raft: encodeEntry(entry) }));
     return this.durably(async () => {
+      if (barriers === 'file-system') {
+        // A journal checkpoint's large batch: the same order, each barrier one syncfs of the
+        // whole file system instead of two fsyncs per entry (falls back where there is none).
+        await this.wal.stageEntries(staged, { fsync: false });
+        if (await this.wal.syncFileSystem()) {
+          // Every staged entry is complete and durable before any of it is visible in wal/.
+          const trash = truncating ? await this.wal.createBatchDirectory() : undefined;
+          if (trash !== undefined) await this.wal.truncateTail(trash, start, durableLast);
+          await this.wal.publishStaged(plan.map((entry) => entry.index), { fsync: false });
+          // The renames into wal/ and out of staging/, before KV records the checkpoint.
+          if (!(await this.wal.syncFileSystem())) throw new Error('syncfs stopped working');
+          return trash;
+        }
+        // No syncfs here: staged again (stageEntries replaces a leftover directory) and fsynced
+        // file by file, as a plain append does.
+      }
       await this.wal.stageEntries(staged);
       const trash = truncating ? await this.wal.createBatchDirectory() : undefined;
-      if (trash !== undefined) await this.wal.truncateTail(trash, start, this.last);
+      if (trash !== undefined) await this.wal.truncateTail(trash, start, durableLast);
       await this.wal.publishStaged(plan.map((entry) => entry.index));
       return trash;
     });
@@ -991,14 +1228,15 @@ export class ReplicaLogStore implements WritableStorage, LogView {
    * hold `plan` yet, so V stops below plan's first index: every entry <= V is durable and its
    * term is the published one (C2). Returns the checkpoint written, if any.
    */
-  private async writeHardState(next: HardState, plan: readonly Entry[]): Promise<LogCheckpoint | undefined> {
-    const verifiedThrough = plan.length > 0 ? Math.min(next.commit, plan[0]!.index - 1) : next.commit;
-    const checkpoint = this.checkpointFor(verifiedThrough, this.checkpointInterval);
+  private async writeHardState(next: HardState | undefined, plan: readonly Entry[], journalThrough?: number): Promise<LogCheckpoint | undefined> {
+    const verifiedThrough = next === undefined ? 0 : plan.length > 0 ? Math.min(next.commit, plan[0]!.index - 1) : next.commit;
+    const checkpoint = next === undefined ? undefined : this.checkpointFor(verifiedThrough, this.checkpointInterval);
     await this.durably(async () => {
       this.crashPoint('before-kv-write');
       // The first hard state also records the anchor: Raft owns the log from now on.
-      const change: RaftStateChange = this.anchorRecorded ? { hardState: next } : { hardState: next, anchor: { ...this.anchor } };
+      const change: RaftStateChange = next === undefined ? {} : this.anchorRecorded ? { hardState: next } : { hardState: next, anchor: { ...this.anchor } };
       if (checkpoint !== undefined) change.checkpoint = checkpoint;
+      if (journalThrough !== undefined) change.journalThrough = journalThrough;
       await this.raftState.write(change);
     });
     return checkpoint;
@@ -1093,29 +1331,38 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     });
     if ('error' in prepared) return Promise.reject(prepared.error);
     const { confState: nextConfState, data: nextData } = prepared.value;
+    // The data file (the bulk of a snapshot: the whole state) is written and fsynced at once,
+    // beside the queue, so appends queued meanwhile do not wait for it; only the KV record that
+    // makes it the snapshot waits for its turn. Its name is unique and kept from pruning until then.
+    const written = nextData === undefined || this.failure !== undefined ? undefined : this.durably(() => this.wal.writeSnapshotData(index, nextData));
+    written?.catch(() => {}); // reported by the queued step below
     return this.enqueue(async () => {
-      this.refuseWhileBackfillPending();
-      if (index <= this.snapshotMetadata.index) throw snapOutOfDateError(index);
-      if (index > this.last) {
-        throw new ReplicaLogError(ErrorCode.Unavailable, `snapshot ${index} is out of bound lastindex(${this.last})`, { index });
+      const dataFile = written === undefined ? undefined : await written;
+      try {
+        this.refuseWhileBackfillPending();
+        if (index <= this.snapshotMetadata.index) throw snapOutOfDateError(index);
+        if (index > this.last) {
+          throw new ReplicaLogError(ErrorCode.Unavailable, `snapshot ${index} is out of bound lastindex(${this.last})`, { index });
+        }
+        if (index < this.anchor.index) throw compactedError(index);
+        const metadata: SnapshotMetadata = {
+          index,
+          term: this.termOf(index),
+          confState: nextConfState ?? cloneConfState(this.snapshotMetadata.confState),
+        };
+        await this.durably(async () => {
+          this.crashPoint('before-kv-write');
+          await this.raftState.write({ snapshot: metadata, snapshotDataFile: dataFile ?? null });
+          this.snapshotMetadata = cloneMetadata(metadata);
+          this.snapshotDataFile = dataFile;
+          await this.wal.pruneSnapshotFiles(dataFile);
+        });
+        const snapshot: Snapshot = { metadata: cloneMetadata(metadata) };
+        if (nextData !== undefined) snapshot.data = copyBytes(nextData);
+        return snapshot;
+      } finally {
+        if (dataFile !== undefined) this.wal.releaseSnapshotFile(dataFile);
       }
-      if (index < this.anchor.index) throw compactedError(index);
-      const metadata: SnapshotMetadata = {
-        index,
-        term: this.termOf(index),
-        confState: nextConfState ?? cloneConfState(this.snapshotMetadata.confState),
-      };
-      await this.durably(async () => {
-        const dataFile = nextData === undefined ? undefined : await this.wal.writeSnapshotData(index, nextData);
-        this.crashPoint('before-kv-write');
-        await this.raftState.write({ snapshot: metadata, snapshotDataFile: dataFile ?? null });
-        this.snapshotMetadata = cloneMetadata(metadata);
-        this.snapshotDataFile = dataFile;
-        await this.wal.pruneSnapshotFiles(dataFile);
-      });
-      const snapshot: Snapshot = { metadata: cloneMetadata(metadata) };
-      if (nextData !== undefined) snapshot.data = copyBytes(nextData);
-      return snapshot;
     });
   }
 
@@ -1233,6 +1480,9 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     if (this.closed) return;
     this.closed = true;
     await this.queue;
+    // Journal mode: what only the journal holds goes to wal/ and KV, so a clean close leaves an
+    // empty journal. A failure leaves the records for the next open to replay.
+    if (this.failure === undefined) await this.drainJournal().catch(() => {});
     // A checkpoint at V = the saved commit (already durable: invariant C1), alone in one synced
     // batch, when it covers enough new entries. Not after an I/O failure (memory may be ahead of
     // the disk). A failure here is ignored: the record is only an accelerator, and the old one
@@ -1251,3 +1501,19 @@ export class ReplicaLogStore implements WritableStorage, LogView {
 }
 
 export type { CrashPointName };
+
+/**
+ * The entries of a journal record that the log does not already hold: a leading entry whose
+ * index the log holds with the same term is the same entry (Log Matching), and one below the
+ * first index was compacted since; the rest is appended as the record first was.
+ */
+function unmatchedSuffix(log: LogView, entries: readonly Entry[]): Entry[] {
+  let position = 0;
+  while (position < entries.length) {
+    const entry = entries[position]!;
+    if (entry.index < log.firstIndex()) position++;
+    else if (entry.index <= log.lastIndex() && log.term(entry.index) === entry.term) position++;
+    else break;
+  }
+  return entries.slice(position);
+}

@@ -33,6 +33,11 @@ export interface StoreStats {
   cacheMisses: number;
   /** How long open() took, in seconds. */
   openSeconds: number;
+  /** Journal mode: checkpoints made (entries written into wal/ behind the acknowledgements). */
+  journalCheckpoints: number;
+  /** Journal mode: acknowledged records not yet in wal/ (and the entries they hold), now. */
+  journalRecordsWaiting: number;
+  journalEntriesWaiting: number;
 }
 
 const FSYNC_BOUNDS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
@@ -60,6 +65,9 @@ export class StoreStatsCollector {
     cacheHits: 0,
     cacheMisses: 0,
     openSeconds: 0,
+    journalCheckpoints: 0,
+    journalRecordsWaiting: 0,
+    journalEntriesWaiting: 0,
   };
 
   /** The file system with every fsync timed. */
@@ -74,6 +82,18 @@ export class StoreStatsCollector {
           observe(this.stats.fsyncSeconds, Number(process.hrtime.bigint() - started) / 1e9);
         }
       },
+      ...(fileSystem.syncFileSystem === undefined
+        ? {}
+        : {
+            syncFileSystem: async (path: string) => {
+              const started = process.hrtime.bigint();
+              try {
+                return await fileSystem.syncFileSystem!(path);
+              } finally {
+                observe(this.stats.fsyncSeconds, Number(process.hrtime.bigint() - started) / 1e9);
+              }
+            },
+          }),
     };
   }
 
@@ -83,6 +103,10 @@ export class StoreStatsCollector {
     this.stats.entriesWritten += entries;
     this.stats.bytesWritten += bytes;
     if (hardState) this.stats.hardStatesWritten++;
+  }
+
+  journalCheckpoint(): void {
+    this.stats.journalCheckpoints++;
   }
 
   cacheRead(hit: boolean): void {

@@ -3,6 +3,7 @@
  * state changes (`*Untrusted` = not yet validated). Inside the library values are trusted.
  */
 import { checkSafeUnsigned, invalidArgumentError } from './errors.js';
+import { MAX_DEPTH } from './wire-check.js';
 import {
   ConfChangeTransition,
   ConfChangeType,
@@ -109,6 +110,12 @@ export function validateConfChangeV2Untrusted(value: unknown, name = 'confChange
 }
 
 export function validateMessageUntrusted(value: unknown, name = 'message'): Message {
+  return validateMessageAtDepth(value, name, 1);
+}
+
+/** Message.responses nests: deeper than the codec's limit (or a cycle) is refused, never a stack overflow. */
+function validateMessageAtDepth(value: unknown, name: string, depth: number): Message {
+  if (depth > MAX_DEPTH) throw invalidArgumentError(`${name}: messages nested deeper than ${MAX_DEPTH} levels (Message.responses)`);
   const message = checkObject(value, name);
   checkEnum(message.type, `${name}.type`, MessageType.MsgForgetLeader);
   for (const field of ['to', 'from', 'term', 'logTerm', 'index', 'commit', 'vote', 'rejectHint'] as const) {
@@ -120,7 +127,7 @@ export function validateMessageUntrusted(value: unknown, name = 'message'): Mess
   checkBytes(message.context, `${name}.context`);
   if (!Array.isArray(message.responses)) throw invalidArgumentError(`${name}.responses must be an array`);
   message.responses.forEach((response: unknown, position: number) =>
-    validateMessageUntrusted(response, `${name}.responses[${position}]`),
+    validateMessageAtDepth(response, `${name}.responses[${position}]`, depth + 1),
   );
   return value as Message;
 }

@@ -20,6 +20,7 @@
  * migrate rewrites it; the problem is still reported so nobody serves it meanwhile).
  */
 import { decodeAnchor, decodeIntent, type LogAnchor } from './wal/raft-state.js';
+import { decodeJournalRecord, JOURNAL_DIRECTORY, journalRecordTear, parseJournalRecordName } from './wal/journal.js';
 import { copyFile, lstat, mkdtemp, opendir, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -32,6 +33,7 @@ import {
   KEY_CONF_STATE,
   KEY_HARD_STATE,
   KEY_INTENT,
+  KEY_JOURNAL_THROUGH,
   KEY_LATEST_CONFIG_CHANGE,
   KEY_LOG_ANCHOR,
   KEY_SNAPSHOT,
@@ -102,6 +104,11 @@ export const ProblemCode = {
   KvUnreadable: 'KV_UNREADABLE',
   /** A file or directory that could not be read (permissions, I/O error). */
   Unreadable: 'UNREADABLE',
+  /**
+   * journal/ holds a name that is not a record, a record missing before a later one, or a torn
+   * or undecodable record that is not the newest (open refuses the tree).
+   */
+  JournalCorrupt: 'JOURNAL_CORRUPT',
 } as const;
 export type ProblemCode = (typeof ProblemCode)[keyof typeof ProblemCode];
 
@@ -120,6 +127,12 @@ export const NoticeCode = {
    * that raises the commit to it); the next hard state raises it.
    */
   CommitBelowFirst: 'COMMIT_BELOW_FIRST',
+  /**
+   * Acknowledged write groups wait in journal/ (a journal-mode store that was not closed): the
+   * next open writes them into wal/ and KV. A torn newest record (an unacknowledged group) is
+   * dropped then.
+   */
+  JournalPending: 'JOURNAL_PENDING',
 } as const;
 export type NoticeCode = (typeof NoticeCode)[keyof typeof NoticeCode];
 
@@ -161,6 +174,8 @@ export interface KvState {
   anchor?: LogAnchorRecord;
   intentPending: boolean;
   latestConfigChange?: number;
+  /** raft/journal_through: the last journal record already checkpointed. */
+  journalThrough?: number;
   /** Keys that did not decode (their fields above stay undefined). */
   corruptKeys: { key: string; message: string }[];
   /** Why the copy could not be made or opened (then every field above is undefined). */
@@ -213,7 +228,7 @@ export async function readKvSnapshot(dir: string, partitionId?: number): Promise
   }
   state.source = 'copy';
 
-  const names = [KEY_HARD_STATE, KEY_CONF_STATE, KEY_SNAPSHOT, KEY_SNAPSHOT_DATA, KEY_LOG_ANCHOR, KEY_INTENT, KEY_LATEST_CONFIG_CHANGE];
+  const names = [KEY_HARD_STATE, KEY_CONF_STATE, KEY_SNAPSHOT, KEY_SNAPSHOT_DATA, KEY_LOG_ANCHOR, KEY_INTENT, KEY_LATEST_CONFIG_CHANGE, KEY_JOURNAL_THROUGH];
   let values: (Uint8Array | undefined)[] | undefined;
   let lastError: unknown;
   for (let attempt = 0; attempt < 5 && values === undefined; attempt++) {
@@ -245,7 +260,7 @@ export async function readKvSnapshot(dir: string, partitionId?: number): Promise
     return state;
   }
 
-  const [hardState, confState, snapshot, snapshotData, anchor, intent, latestConfigChange] = values;
+  const [hardState, confState, snapshot, snapshotData, anchor, intent, latestConfigChange, journalThrough] = values;
   const decode = <T>(key: string, bytes: Uint8Array | undefined, decoder: (bytes: Uint8Array) => T): T | undefined => {
     if (bytes === undefined) return undefined;
     try {
@@ -272,6 +287,11 @@ export async function readKvSnapshot(dir: string, partitionId?: number): Promise
   state.intentPending = decode(KEY_INTENT, intent, (bytes) => decodeIntent(bytes)) !== undefined;
   const decodedLatest = decode(KEY_LATEST_CONFIG_CHANGE, latestConfigChange, decodeLsn);
   if (decodedLatest !== undefined) state.latestConfigChange = decodedLatest;
+  const decodedThrough = decode(KEY_JOURNAL_THROUGH, journalThrough, (bytes) => {
+    if (bytes.length !== 8) throw new Error(`${bytes.length} bytes, not 8`);
+    return Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0));
+  });
+  if (decodedThrough !== undefined) state.journalThrough = decodedThrough;
   return state;
 }
 
@@ -351,6 +371,48 @@ export interface TreeScan {
   kv: KvState;
   /** The snapshot data file the KV names, if it names one. */
   snapshotDataFile?: { path: string; exists: boolean; size?: number };
+  /** journal/ (lib/wal/journal.ts), when there is one. */
+  journal?: JournalScan;
+}
+
+export interface JournalScan {
+  path: string;
+  /** Record files, ascending: a torn one has `tear`, an undecodable one `corrupt`. */
+  records: { sequence: number; path: string; entries?: number; tear?: string; corrupt?: string }[];
+  strayNames: string[];
+  unreadable?: string;
+}
+
+/** Lists journal/ and checks every record (read-only). */
+async function scanJournal(root: string): Promise<JournalScan | undefined> {
+  const path = join(root, JOURNAL_DIRECTORY);
+  let names: string[];
+  try {
+    names = await readdir(path);
+  } catch (error) {
+    if (errnoCode(error) === 'ENOENT') return undefined;
+    return { path, records: [], strayNames: [], unreadable: errorMessage(error) };
+  }
+  const scan: JournalScan = { path, records: [], strayNames: [] };
+  for (const name of names.sort()) {
+    const sequence = parseJournalRecordName(name);
+    if (sequence === undefined) {
+      scan.strayNames.push(name);
+      continue;
+    }
+    const recordPath = join(path, name);
+    const record: JournalScan['records'][number] = { sequence, path: recordPath };
+    try {
+      const bytes = await readFile(recordPath);
+      const tear = journalRecordTear(bytes);
+      if (tear !== undefined) record.tear = tear;
+      else record.entries = decodeJournalRecord(bytes, recordPath).entries.length;
+    } catch (error) {
+      record.corrupt = errorMessage(error);
+    }
+    scan.records.push(record);
+  }
+  return scan;
 }
 
 export interface ScanOptions {
@@ -574,6 +636,8 @@ export async function walkTree(
   }
   const staging = await listDirectory(stagingPath(root));
   scan.stagingLeftovers = staging.names.sort();
+  const journal = await scanJournal(root);
+  if (journal !== undefined) scan.journal = journal;
 
   onHeader?.(scan);
   const concurrency = options.concurrency ?? 32;
@@ -1037,6 +1101,38 @@ export class TreeVerifier {
     for (const name of scan.stagingLeftovers) {
       const path = join(stagingPath(scan.dir), name);
       tail.push({ code: ProblemCode.StagingLeftover, path, message: `${path} is left over from an interrupted write (the next open removes it)` });
+    }
+
+    // ---- journal
+    const journal = scan.journal;
+    if (journal !== undefined) {
+      if (journal.unreadable !== undefined) tail.push({ code: ProblemCode.Unreadable, path: journal.path, message: `cannot read ${journal.path}: ${journal.unreadable}` });
+      for (const name of journal.strayNames) {
+        const path = join(journal.path, name);
+        tail.push({ code: ProblemCode.JournalCorrupt, path, message: `${path} is not a journal record` });
+      }
+      const through = kv.journalThrough ?? 0;
+      const live = journal.records.filter((record) => record.sequence > through);
+      let entries = 0;
+      for (let position = 0; position < live.length; position++) {
+        const record = live[position]!;
+        const newest = position === live.length - 1;
+        if (record.sequence !== through + 1 + position) {
+          tail.push({ code: ProblemCode.JournalCorrupt, path: record.path, message: `journal record ${through + 1 + position} is missing before ${record.path}` });
+          break;
+        }
+        if (record.corrupt !== undefined) tail.push({ code: ProblemCode.JournalCorrupt, path: record.path, message: record.corrupt });
+        else if (record.tear !== undefined && !newest) tail.push({ code: ProblemCode.JournalCorrupt, path: record.path, message: `${record.path} is torn (${record.tear}) but is not the newest record` });
+        entries += record.entries ?? 0;
+      }
+      if (live.length > 0) {
+        const torn = live[live.length - 1]!.tear !== undefined ? ' (the newest is torn: an unacknowledged group, dropped then)' : '';
+        notices.push({
+          code: NoticeCode.JournalPending,
+          path: journal.path,
+          message: `${live.length} journal record${live.length === 1 ? '' : 's'} (${entries} entries) wait in ${journal.path}${torn}: the next open writes them into wal/ and KV`,
+        });
+      }
     }
 
     const problems = [...this.head, ...this.leftovers, ...this.gaps, ...this.atEntries, ...tail];

@@ -12,11 +12,16 @@
  *   - a closed-enum value the enum does not define, at any depth and in packed lists;
  *   - nesting deeper than MAX_DEPTH.
  *
- * Deliberately stricter than gogo (documented in the README): a bool must be the single byte 0
- * or 1 (gogo reads any varint as `!= 0`; no encoder writes anything else); a 32-bit field whose
- * varint does not fit 32 bits is refused (gogo truncates it, which changes the value); groups
- * (wire types 3 and 4, unused since proto2) are refused even as unknown fields; and, as before,
- * protobufjs refuses tags and lengths padded beyond 5 bytes and field numbers at or above 2^29.
+ * Bools are read as Go reads them (GogoReader below, not protobufjs's bool): any varint of up to 10 bytes, true when
+ * its low 64 bits are not 0. For raftpb that is gogo's loop (`v |= int(b&0x7F) << shift`, so
+ * of a 10th byte only its lowest bit, bit 63, survives: a bool whose only set bit is bit 64 is
+ * false). Gitaly's messages are decoded in Go by google.golang.org/protobuf, whose varint
+ * reader refuses a 10th byte above 1: so do we, in the gitaly package, for every varint.
+ *
+ * Deliberately stricter than gogo (documented in the README): a 32-bit field whose varint does
+ * not fit 32 bits is refused (gogo truncates it, which changes the value); groups (wire types 3
+ * and 4, unused since proto2) are refused even as unknown fields; and, as before, protobufjs
+ * refuses tags and lengths padded beyond 5 bytes and field numbers at or above 2^29.
  */
 import protobuf from 'protobufjs';
 import { corruptError } from './errors.js';
@@ -56,8 +61,15 @@ class Cursor {
     start: number,
     readonly end: number,
     readonly what: string,
+    /** google.golang.org/protobuf's rule (gitaly): a 10-byte varint's last byte must be 0 or 1. */
+    readonly refuseOverflowingTenthByte: boolean,
   ) {
     this.position = start;
+  }
+
+  /** A cursor over [start, end) of the same bytes, under the same rules. */
+  sub(start: number, end: number): Cursor {
+    return new Cursor(this.bytes, start, end, this.what, this.refuseOverflowingTenthByte);
   }
 
   fail(message: string): never {
@@ -76,7 +88,8 @@ class Cursor {
       else if (count === 4) {
         low |= (bits & 0x0f) << 28;
         high |= bits >> 4;
-      } else high |= bits << (7 * count - 32);
+      } else high |= bits << (7 * count - 32); // of the 10th byte (count 9) only bit 63 survives, as in Go
+      if (count === 9 && bits > 1 && this.refuseOverflowingTenthByte) this.fail('a varint above 2^64 (10th byte above 1)');
       if ((byte & 0x80) === 0) return { low: low >>> 0, high: high >>> 0, length: count + 1 };
     }
     return this.fail('a varint longer than 10 bytes');
@@ -108,10 +121,8 @@ function enumValue(low: number): number {
 }
 
 function checkScalar(cursor: Cursor, field: protobuf.Field, name: string, value: { low: number; high: number; length: number }): void {
-  if (field.type === 'bool') {
-    if (value.length !== 1 || value.low > 1) cursor.fail(`${name}: a bool must be 0 or 1`);
-    return;
-  }
+  // A bool is any varint (GogoReader reads it as Go does); varint() already refused more than 10 bytes.
+  if (field.type === 'bool') return;
   if (THIRTY_TWO_BIT.has(field.type)) {
     // gogo would truncate to 32 bits (a changed value); int32's negative values are 10 bytes with all high bits set.
     const fitsUnsigned = value.high === 0;
@@ -180,7 +191,7 @@ function checkMessage(type: protobuf.Type, cursor: Cursor, depth: number): void 
         if (length.high !== 0) cursor.fail(`${name}: a packed run too long`);
         const end = cursor.position + length.low;
         if (end > cursor.end) cursor.fail(`${name}: a packed run past the end`);
-        const packed = new Cursor(cursor.bytes, cursor.position, end, cursor.what);
+        const packed = cursor.sub(cursor.position, end);
         while (packed.position < end) {
           if (expected === VARINT) checkScalar(packed, field, name, packed.varint());
           else packed.skip(expected === FIXED64 ? 8 : 4);
@@ -198,7 +209,7 @@ function checkMessage(type: protobuf.Type, cursor: Cursor, depth: number): void 
       const end = cursor.position + length.low;
       if (end > cursor.end) cursor.fail(`${name}: ${length.low} bytes announced, ${cursor.end - cursor.position} left`);
       if (field.resolvedType instanceof protobuf.Type) {
-        checkMessage(field.resolvedType, new Cursor(cursor.bytes, cursor.position, end, cursor.what), depth + 1);
+        checkMessage(field.resolvedType, cursor.sub(cursor.position, end), depth + 1);
       }
       cursor.position = end;
     } else {
@@ -209,5 +220,26 @@ function checkMessage(type: protobuf.Type, cursor: Cursor, depth: number): void 
 
 /** Refuses (ERR_CORRUPT) bytes that gogo would refuse or that protobufjs would decode to another value. */
 export function checkWireStrict(type: protobuf.Type, bytes: Uint8Array, what: string): void {
-  checkMessage(type, new Cursor(bytes, 0, bytes.length, what), 1);
+  const gitaly = type.fullName.startsWith('.gitaly.');
+  checkMessage(type, new Cursor(bytes, 0, bytes.length, what, gitaly), 1);
+}
+
+/**
+ * A protobufjs Reader whose bool() is Go's: the varint accumulated into 64 bits (of a 10th byte
+ * only its lowest bit, bit 63, counts), true when that is not 0. protobufjs's own bool() (8.x)
+ * counts every bit of all 10 bytes, so a bool whose only set bits are above bit 63 would come
+ * out true where Go reads false. Decode with it only after checkWireStrict, which refused
+ * varints over 10 bytes.
+ */
+export class GogoReader extends protobuf.Reader {
+  override bool(): boolean {
+    let nonZero = false;
+    for (let count = 0; count < 10; count++) {
+      if (this.pos >= this.len) throw new RangeError(`a bool runs past the end at byte ${this.pos}`);
+      const byte = this.buf[this.pos++]!;
+      if ((byte & (count === 9 ? 0x01 : 0x7f)) !== 0) nonZero = true;
+      if (byte < 0x80) return nonZero;
+    }
+    throw new RangeError(`a bool varint longer than 10 bytes at byte ${this.pos}`);
+  }
 }

@@ -98,7 +98,7 @@ export interface ReplicalogNodeSpec {
 /**
  * The command line of one `replicalog node` (after the program). `--bootstrap` seeds an empty
  * store on the lowest id and joins the others. The node's own defaults otherwise (tick 100 ms,
- * snapshot every 100 entries): the benchmark measures what a user gets.
+ * journal mode, a snapshot every 10,000 entries): the benchmark measures what a user gets.
  */
 export function replicalogNodeArguments(spec: ReplicalogNodeSpec, extra: readonly string[]): string[] {
   return [

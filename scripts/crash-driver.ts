@@ -332,6 +332,8 @@ export interface DriverConfig {
   fixtureEntries?: number;
   /** The store's checkpointInterval (small values make setHardState and close() write checkpoints). */
   checkpointInterval?: number;
+  /** Open the store in journal mode (lib/wal/journal.ts). */
+  journal?: boolean;
 }
 
 function report(line: object): void {
@@ -357,6 +359,7 @@ async function main(config: DriverConfig): Promise<void> {
     dir: config.dir,
     crashPoint,
     ...(config.checkpointInterval === undefined ? {} : { checkpointInterval: config.checkpointInterval }),
+    ...(config.journal === true ? { journal: true } : {}),
   });
   report({ t: 'ready' });
   if (config.mode === 'backfill') {

@@ -305,6 +305,8 @@ export interface SeedOptions {
   check: CheckOptions;
   /** Driver children open the store with this checkpointInterval (small: checkpoints in KV all the time). */
   checkpointInterval?: number;
+  /** Driver children open the store in journal mode (reopens by the checker stay plain: a journal is replayed either way). */
+  journal?: boolean;
   /** A fresh temporary directory (removed by the caller). */
   tempDir(): string;
 }
@@ -313,6 +315,7 @@ export interface SeedOptions {
 function opsConfig(options: SeedOptions, dir: string, seed: number, ops: number): DriverConfig {
   const config: DriverConfig = { dir, seed, ops, mode: 'ops' };
   if (options.checkpointInterval !== undefined) config.checkpointInterval = options.checkpointInterval;
+  if (options.journal === true) config.journal = true;
   return config;
 }
 
@@ -547,6 +550,7 @@ async function main(): Promise<void> {
         randomGenerations: Number(args.generations ?? 4),
         recoveryKills: true,
         ...(seed % 2 === 0 ? { checkpointInterval: 1 } : {}),
+        ...(seed % 3 === 0 ? { journal: true } : {}),
         check: { allowPrefix: args.strict !== 'true' },
         tempDir: () => {
           const dir = join(seedRoot, String(made++));

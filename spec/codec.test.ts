@@ -331,8 +331,9 @@ describe('as strict as gogo (issue 16): each class where the decoder used to acc
     ['an unknown EntryType in an entry inside a Message (type 3 decoded as Normal)', () => decodeMessage(fromHex('08 03 3a 02 08 03'))],
     ['an unknown MessageType in Message.responses (type 24 decoded as MsgHup)', () => decodeMessage(fromHex('08 13 72 02 08 18'))],
     ['a known field with the wrong wire type (HardState 08 01 12 01 00: vote as bytes)', () => decodeHardState(fromHex('08 01 12 01 00'))],
-    ['a bool whose only set bit is bit 64 (gogo: false; protobufjs: true)', () => decodeMessage(fromHex('08 03 50 80 80 80 80 80 80 80 80 80 02'))],
-    ['a bool that is not 0 or 1 (documented: stricter than gogo, which reads it as true)', () => decodeMessage(fromHex('08 03 50 02'))],
+    ['a bool varint longer than 10 bytes (gogo: integer overflow)', () => decodeMessage(fromHex('08 03 50 80 80 80 80 80 80 80 80 80 80 01'))],
+    ['a truncated bool', () => decodeMessage(fromHex('08 03 50 80'))],
+    ['a gitaly varint whose 10th byte is above 1 (google.golang.org/protobuf: overflow)', () => decodeLsn(fromHex('08 80 80 80 80 80 80 80 80 80 02'))],
     ['an unknown field holding an 11-byte varint', () => decodeHardState(fromHex('08 01 48 80 80 80 80 80 80 80 80 80 80 01'))],
     ['a field number 0', () => decodeHardState(fromHex('00 01'))],
     ['an unknown group (documented: refused, gogo skips it)', () => decodeHardState(fromHex('0b 0c'))],
@@ -346,6 +347,40 @@ describe('as strict as gogo (issue 16): each class where the decoder used to acc
     expect(decodeMessage(fromHex('08 03 3a 02 08 01')).entries[0]!.type).toBe(1);
     expect(decodeMessage(fromHex('08 03 50 01')).reject).toBe(true);
     expect(decodeHardState(fromHex('08 01 10 02 18 03 48 05'))).toEqual({ term: 1, vote: 2, commit: 3 });
+  });
+
+  // gogo: `v |= int(b&0x7F) << shift` for shift 0, 7, …, 63, then `v != 0`; of a 10th byte only
+  // bit 63 survives. protobufjs alone counts every bit of the 10 bytes (bit 64 would be true).
+  it.each([
+    ['50 00', false],
+    ['50 01', true],
+    ['50 02', true],
+    ['50 7f', true],
+    ['50 80 00', false], // a padded 0
+    ['50 81 00', true],
+    ['50 80 80 80 80 10', true], // only bit 32 set
+    ['50 80 80 80 80 80 80 80 80 40', true], // only bit 62
+    ['50 80 80 80 80 80 80 80 80 80 01', true], // only bit 63
+    ['50 80 80 80 80 80 80 80 80 80 02', false], // only bit 64: lost in gogo's 64 bits
+    ['50 80 80 80 80 80 80 80 80 80 7e', false], // bits 64..69
+    ['50 80 80 80 80 80 80 80 80 80 7f', true], // bit 63 and beyond
+    ['50 ff ff ff ff ff ff ff ff 01', true],
+  ])('Message.reject %s decodes as gogo does: %s', (hex, want) => {
+    expect(decodeMessage(fromHex(`08 03 ${hex}`)).reject).toBe(want);
+  });
+
+  it.each([
+    ['28 01', true],
+    ['28 80 80 80 80 10', true],
+    ['28 80 80 80 80 80 80 80 80 80 02', false],
+  ])('ConfState.auto_leave %s decodes as gogo does: %s', (hex, want) => {
+    expect(decodeConfState(fromHex(hex)).autoLeave).toBe(want);
+  });
+
+  it('a raftpb uint64 loses bits above 63 as gogo does; the same varint in gitaly is refused', () => {
+    expect(decodeHardState(fromHex('08 80 80 80 80 80 80 80 80 80 02')).term).toBe(0);
+    expect(decodeCode(() => decodeLsn(fromHex('08 80 80 80 80 80 80 80 80 80 02')))).toBe(ErrorCode.Corrupt);
+    expect(decodeLsn(fromHex('08 80 80 80 80 80 80 80 80 00'))).toBe(0); // a padded 0 with a 10th byte 0: Go accepts it
   });
 
   it('nesting deeper than 100 levels: a coded error both ways', () => {

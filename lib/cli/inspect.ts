@@ -105,6 +105,8 @@ export async function runInspect(dir: string, options: InspectCommandOptions, io
     logAnchor: extent.anchor,
     latestConfigChange: kv.latestConfigChange ?? null,
     stagingLeftovers: scan.stagingLeftovers.length,
+    // Journal mode: acknowledged write groups not yet in wal/ (the next open writes them).
+    journalPending: scan.journal === undefined ? 0 : scan.journal.records.filter((record) => record.sequence > (kv.journalThrough ?? 0)).length,
     kv: {
       path: kv.path,
       source: kv.source,
@@ -139,6 +141,9 @@ export async function runInspect(dir: string, options: InspectCommandOptions, io
     ['log anchor', `index ${extent.anchor.index}, term ${extent.anchor.term}${kv.anchor === undefined ? ' (derived: no anchor record)' : ''}`],
     ['latest conf change', report.latestConfigChange === null ? 'none' : String(report.latestConfigChange)],
     ['staging leftovers', String(report.stagingLeftovers)],
+    ...(report.journalPending > 0
+      ? [['journal', `${plural(report.journalPending, 'record')} ${report.journalPending === 1 ? 'waits' : 'wait'} in ${scan.journal!.path} (the figures above are wal/'s and KV's): the next open writes them into wal/`] as [string, string]]
+      : []),
     ['kv', `${kv.path}: ${report.kv.note}${kv.unreadable !== undefined ? `; UNREADABLE: ${kv.unreadable}` : ''}`],
   ];
   if (scan.walProblem !== undefined) lines.push(['wal', scan.walProblem]);

@@ -18,6 +18,7 @@ import { registerCertsCommand } from './certs-command.js';
 import { runVerifyAgainst } from './verify.js';
 import { runTour } from './tour.js';
 import { runVerify } from './verify.js';
+import { runDiscardSnapshot } from './discard-snapshot.js';
 
 function parsePartitionId(value: string): number {
   if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(Number(value))) {
@@ -137,6 +138,23 @@ function buildProgram(io: CliIo, finish: (exitCode: number, dir?: string) => voi
         return;
       }
       finish(await runVerify(dir, { json: flags.json === true, quiet: quiet(flags), partitionId: flags.partition }, io), dir);
+    });
+
+  program
+    .command('discard-snapshot')
+    .description("rebuild a cluster member whose stored snapshot cannot be restored (the node says when): move it aside, rejoin empty")
+    .argument('<dir>', 'the member\'s store directory (the node must be stopped)')
+    .option('--dry-run', 'say what would be done, change nothing')
+    .option('--json', 'print one JSON object {dir, snapshotIndex, problem, movedTo, hardState, voters, dryRun}')
+    .addHelpText(
+      'after',
+      helpParagraphs(
+        'Refuses (exit 1, ERR_SNAPSHOT_OK) when the stored snapshot restores fine, and (ERR_LOCKED) while a node runs on the directory. Otherwise renames <dir> to <dir>.discarded-<UTC time> (nothing is deleted) and creates a fresh store at <dir> with the old configuration, term and vote, an empty log and commit 0. Start the node again with the same flags: it waits for the leader\'s snapshot. The other members must hold the committed log: rebuild one at a time.',
+      ),
+    )
+    .action(async (dir: string, flags: { dryRun?: boolean; json?: boolean }) => {
+      setDirectory(dir);
+      finish(await runDiscardSnapshot(dir, { dryRun: flags.dryRun === true, json: flags.json === true }, io), dir);
     });
 
   program

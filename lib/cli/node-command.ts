@@ -57,6 +57,8 @@ export interface NodeCommandFlags {
   tickMs: number;
   snapshotEvery: number;
   keepEntries: number;
+  /** --no-journal: the store's plain write path instead of its journal. */
+  journal: boolean;
   /** With --bootstrap: join an existing cluster even on the lowest id (never seed). */
   join?: boolean;
   peerCert?: string;
@@ -187,6 +189,7 @@ export async function runNode(flags: NodeCommandFlags): Promise<void> {
     tickMs: flags.tickMs,
     snapshotEvery: flags.snapshotEvery,
     keepEntries: flags.keepEntries,
+    journal: flags.journal,
     httpPort: flags.httpPort ?? 0,
     log,
     raftLogger: stderrRaftLogger,
@@ -228,6 +231,7 @@ export function registerNodeCommand(program: Command): Command {
     .option('--tick-ms <ms>', 'milliseconds per raft tick (election after 10-20 ticks, heartbeat every tick)', parsePositiveInteger, 100)
     .option('--snapshot-every <n>', 'take a snapshot every n applied entries', parsePositiveInteger, DEFAULT_SNAPSHOT_EVERY)
     .option('--keep-entries <n>', 'entries kept behind a snapshot when compacting', parsePositiveInteger, DEFAULT_KEEP_ENTRIES)
+    .option('--no-journal', 'write each Ready into wal/ directly instead of through the journal (slower; see README "Cluster speed")')
     .option('--join', 'with --bootstrap: join a running cluster (conf state only) even on the lowest id')
     .option('--peer-cert <file>', 'this member\'s certificate (PEM; its URI SAN names the member: see "replicalog certs")')
     .option('--peer-key <file>', 'the private key of --peer-cert')

@@ -82,6 +82,23 @@ export function refuseInboundMessage(message: Message, view: MessageGuardView): 
   }
 }
 
+/**
+ * A heartbeat whose commit is past this node's log: the leader believes this node holds entries
+ * it does not (its log was lost and rebuilt, e.g. by `replicalog discard-snapshot`), or the
+ * heartbeat is forged. raft panics on it, and the guard refuses it; but dropping it keeps a
+ * rebuilt member silent for good (a leader probing it waits for a heartbeat response before it
+ * sends anything). So the node steps such a heartbeat with commit 0 instead (raft never lowers a
+ * commit): the node answers, the leader probes and sends a snapshot, and nothing is committed on
+ * the message's word. Returns the message to step, and why its commit was dropped.
+ */
+export function dropCommitPastLog(message: Message, view: Pick<MessageGuardView, 'lastIndex'>): { message: Message; refusal?: string } {
+  if (message.type !== MessageType.MsgHeartbeat || message.commit <= view.lastIndex) return { message };
+  return {
+    message: { ...message, commit: 0 },
+    refusal: `heartbeat commit ${message.commit} is above this node's last index ${view.lastIndex}: stepped without its commit`,
+  };
+}
+
 /** A MsgApp's entries follow its index, with terms that never go down nor pass the message's. */
 function refuseAppend(message: Message): string | undefined {
   if (message.logTerm > message.term) return `log term ${message.logTerm} is above the message term ${message.term}`;

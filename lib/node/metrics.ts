@@ -74,6 +74,8 @@ export function nodeMetrics(source: MetricsSource): Registry {
   counter('replicalog_store_fsync_seconds_total', 'time spent in the log\'s fsync calls', () => source.storeStats().fsyncSeconds.sum);
   counter('replicalog_store_cache_hits_total', 'entries served from the entry cache', () => source.storeStats().cacheHits);
   counter('replicalog_store_cache_misses_total', 'entries read from their RAFT file', () => source.storeStats().cacheMisses);
+  counter('replicalog_store_journal_checkpoints_total', 'journal checkpoints (entries written into wal/ behind the acknowledgements)', () => source.storeStats().journalCheckpoints);
+  gauge('replicalog_store_journal_entries_waiting', 'acknowledged entries in the journal only, not yet in wal/', () => source.storeStats().journalEntriesWaiting);
 
   new Counter({
     name: 'replicalog_proposals_total',
@@ -99,5 +101,20 @@ export function nodeMetrics(source: MetricsSource): Registry {
       for (const [kind, count] of Object.entries(refused.transport)) setCounter(this, count, { kind: `transport_${kind}` });
     },
   });
+  new Counter({
+    name: 'replicalog_transport_bytes_total',
+    help: 'bytes the raft transport sent to and received from each peer (frames on the socket)',
+    labelNames: ['direction', 'peer'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const { peer, sent, received } of source.status().transport.peers) {
+        setCounter(this, sent, { direction: 'sent', peer: String(peer) });
+        setCounter(this, received, { direction: 'received', peer: String(peer) });
+      }
+    },
+  });
+  gauge('replicalog_transport_staged_bytes', 'bytes staged on disk by inbound streams in flight (snapshot files, attachments)', (status) => status.transport.stagedBytes);
+  gauge('replicalog_transport_buffered_frame_bytes', 'received frames waiting to be processed, over every connection', (status) => status.transport.bufferedFrameBytes);
   return registry;
 }

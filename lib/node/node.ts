@@ -36,17 +36,18 @@ import { createServer as createHttpsServer } from 'node:https';
 import { rm } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { decodeConfChangeEntry, isEmptySnap, RawNode, SnapshotStatus, type Ready } from '../raft/rawnode.js';
+import { decodeConfChangeEntry, isEmptySnap, ProgressType, RawNode, SnapshotStatus, type Ready } from '../raft/rawnode.js';
 import type { RaftLogger } from '../raft/logger.js';
 import { ReplicaLogStore } from '../replica-log-store.js';
 import { ErrorCode, ReplicaLogError } from '../errors.js';
-import { Transport, type PeerAddress, type TransportRefusals, type TransportTlsOptions } from '../transport/index.js';
-import { refuseInboundMessage, type MessageGuardView } from './message-guard.js';
+import { Transport, type PeerAddress, type StagedSnapshotFile, type TransportRefusals, type TransportStats, type TransportTlsOptions } from '../transport/index.js';
+import { stagingPath } from '../wal/layout.js';
+import { dropCommitPastLog, refuseInboundMessage, type MessageGuardView } from './message-guard.js';
 import { RateLimitedLog } from './rate-limited-log.js';
 import type { Registry } from 'prom-client';
 import { nodeMetrics, type NodeCounters } from './metrics.js';
 import { ConsistencyChecker, decodeConsistencyRecord, encodeConsistencyRecord, type ConsistencyAlarm } from './consistency.js';
-import { EntryType, MessageType, type ConfState, type Entry, type Message } from '../types.js';
+import { EntryType, MessageType, type ConfState, type Entry, type HardState, type Message } from '../types.js';
 import { KvStateMachine, encodeCommand, type KvCommand } from './state-machine.js';
 
 export interface ReplicaNodeOptions {
@@ -63,6 +64,8 @@ export interface ReplicaNodeOptions {
   /** Ticks (default 10 and 1). */
   electionTick?: number;
   heartbeatTick?: number;
+  /** Write groups through the store's journal (default true; false: the plain write path). */
+  journal?: boolean;
   /** Take a snapshot every this many applied entries (default DEFAULT_SNAPSHOT_EVERY: 10,000, as etcd v3.6). */
   snapshotEvery?: number;
   /** Entries kept in the log behind a snapshot (default DEFAULT_KEEP_ENTRIES: 5,000, as etcd), for slow followers. */
@@ -118,6 +121,8 @@ export interface ReplicaNodeStatus {
   digest: string;
   /** What this node refused: from the network (message guard, inbox) and from its transport. */
   refused: ReplicaNodeRefusals & { transport: TransportRefusals };
+  /** Bytes sent to and received from each peer, and what the transport's budgets hold now. */
+  transport: TransportStats;
   /** Replica consistency: reports compared, and alarms raised (replicas that disagree). */
   consistency: { compared: number; alarms: ConsistencyAlarm[] };
 }
@@ -176,12 +181,18 @@ export class ReplicaNode {
   private lead = 0;
   private raftState = 'StateFollower';
   private lastSnapshotIndex: number;
+  /** The snapshot being saved beside the Ready loop (see maybeSnapshot). */
+  private snapshotting: Promise<void> | undefined;
+  /** Raft's latest hard state; the store's may lag by the commit only (see handleReady). */
+  private latestHardState: HardState;
   private closing: Promise<void> | undefined;
   /** Ids of the current configuration (voters, learners, joint halves), kept as conf changes apply. */
   private members = new Set<number>();
   /** Configured peers: accepted while this node has no configuration yet (it is joining). */
   private readonly configuredPeers: ReadonlySet<number>;
   private readonly refusals: ReplicaNodeRefusals = { messages: 0, inboxFull: 0, proposalsOverLimit: 0 };
+  /** Settles when the snapshot file being read (see receive) is in memory. */
+  private snapshotRead: Promise<void> = Promise.resolve();
   private readonly refusalLog: RateLimitedLog;
   private readonly maxPendingProposals: number;
   private readonly maxInboxLength: number;
@@ -210,6 +221,7 @@ export class ReplicaNode {
     this.log = options.log ?? ((line) => process.stderr.write(`${new Date().toISOString()} [node ${options.id}] ${line}\n`));
     this.onFatal = options.onFatal;
     this.lastSnapshotIndex = store.snapshot().metadata.index;
+    this.latestHardState = store.initialState().hardState;
     this.configuredPeers = new Set([...options.peers.keys()].filter((peerId) => peerId !== options.id));
     this.setMembers(store.initialState().confState);
     this.refusalLog = new RateLimitedLog(this.log, 10_000);
@@ -235,7 +247,9 @@ export class ReplicaNode {
     const own = options.peers.get(options.id);
     if (own === undefined) throw new Error(`peers must include this node's own address (id ${options.id})`);
     // The store first: opening it empties staging/, where the transport stages received files.
-    const store = await ReplicaLogStore.open({ dir: options.dir });
+    // Journal mode (lib/wal/journal.ts): each Ready's entries and hard state are durable with one
+    // record; the entry directories follow behind (issue 18: the node's main storage cost).
+    const store = await ReplicaLogStore.open({ dir: options.dir, journal: options.journal ?? true });
     let transport: Transport | undefined;
     try {
       if (store.status === 'needs-backfill') {
@@ -261,8 +275,8 @@ export class ReplicaNode {
         throw new ReplicaLogError(
           ErrorCode.Corrupt,
           `${store.dir}: the stored snapshot at index ${snapshot.metadata.index} cannot be restored (${(error as Error).message}). ` +
-            `This replica must be rebuilt from its peers: stop it, move ${store.dir} aside, and start it again with an empty --dir and ` +
-            `"--bootstrap --join": it rejoins with the configuration only and receives a snapshot from the leader.`,
+            `This replica must be rebuilt from its peers: run "replicalog discard-snapshot ${store.dir}" (it moves the directory aside and ` +
+            `creates a store with the configuration, term and vote only), then start the node again: it receives a snapshot from the leader.`,
           { path: store.dir, index: snapshot.metadata.index, cause: error },
         );
       }
@@ -289,12 +303,15 @@ export class ReplicaNode {
         clusterId: options.clusterId ?? 'replicalog',
         listen: own,
         peers,
-        // No stagingDir: this node never uses attachments, so a peer's attachments are refused.
+        // Received snapshot data is written to a file under staging/ as it arrives (never held
+        // whole by the transport). Attachments stay refused: this node never uses them.
+        stagingDir: stagingPath(store.dir),
+        acceptAttachments: false,
         ...(options.peerTls === undefined ? {} : { tls: options.peerTls }),
         ...(options.insecure === true ? { insecure: true } : {}),
         acceptPeer: (peerId) => node?.isMember(peerId) ?? false,
         onError: (error) => node?.refusalLog.note((error as { code?: string }).code ?? 'transport', `transport: ${error.message}`),
-        onMessage: (message, stagedDirs) => node?.receive(message, stagedDirs),
+        onMessage: (message, stagedDirs, snapshotFile) => node?.receive(message, stagedDirs, snapshotFile),
         onUnreachable: (peerId) => node?.enqueue(() => node?.raw.reportUnreachable(peerId)),
         onSnapshotStatus: (peerId, status) => {
           node?.log(`snapshot to node ${peerId}: ${status}`);
@@ -351,6 +368,7 @@ export class ReplicaNode {
       keys: this.stateMachine.size,
       digest: this.stateMachine.digest(),
       refused: { ...this.refusals, transport: this.transport.refused() },
+      transport: this.transport.stats(),
       consistency: { compared: this.consistency.compared, alarms: [...this.consistency.alarms] },
     };
   }
@@ -410,6 +428,8 @@ export class ReplicaNode {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }
     await this.pumpRunning?.catch(() => {});
+    await this.snapshotting;
+    await this.saveDeferredCommit().catch(() => {});
     for (const requestId of [...this.waiters.keys()]) this.settle(requestId, new ProposalError('ERR_STOPPED', 'the node stopped', this.lead));
     await this.transport.close().catch(() => {});
     await this.store.close().catch(() => {});
@@ -435,15 +455,39 @@ export class ReplicaNode {
    * It is checked by the message guard when the loop steps it (not on arrival: the guard compares
    * with the log as raft has it then), and dropped when the inbox is full (raft retransmits).
    */
-  private receive(message: Message, stagedDirs: ReadonlyMap<number, string>): void {
+  private async receive(message: Message, stagedDirs: ReadonlyMap<number, string>, snapshotFile?: StagedSnapshotFile): Promise<void> {
     for (const dir of stagedDirs.values()) void rm(dir, { recursive: true, force: true });
     if (this.inbox.length >= this.maxInboxLength) {
       this.refusals.inboxFull++;
       this.refusalLog.note('inbox-full', `dropped a message from node ${message.from}: the inbox holds ${this.inbox.length} items`);
       return;
     }
+    if (snapshotFile !== undefined && message.snapshot !== undefined) {
+      // The transport staged the data in a file and removes it when this returns: read it back
+      // once, here (raft and the store need it in memory). One snapshot at a time, so two peers'
+      // snapshots never sit in memory together on their way in.
+      const previous = this.snapshotRead;
+      let done!: () => void;
+      this.snapshotRead = new Promise<void>((resolve) => (done = resolve));
+      try {
+        await previous;
+        message.snapshot.data = await snapshotFile.read();
+      } catch (error) {
+        this.log(`dropped a snapshot from node ${message.from}: ${(error as Error).message}`);
+        return;
+      } finally {
+        done();
+      }
+    }
     this.enqueue(() => {
-      const refusal = refuseInboundMessage(message, this.guardView());
+      const view = this.guardView();
+      const adjusted = dropCommitPastLog(message, view);
+      if (adjusted.refusal !== undefined) {
+        this.refusals.messages++;
+        this.refusalLog.note(`guard:${message.from}:commit`, `node ${message.from} (term ${message.term}): ${adjusted.refusal}`);
+        message = adjusted.message;
+      }
+      const refusal = refuseInboundMessage(message, view);
       if (refusal !== undefined) {
         this.refusals.messages++;
         this.refusalLog.note(`guard:${message.from}:${message.type}`, `refused ${MessageType[message.type] ?? message.type} from node ${message.from} (term ${message.term}): ${refusal}`);
@@ -455,7 +499,41 @@ export class ReplicaNode {
         // e.g. a response from a peer that is not in the configuration: drop it.
         this.log(`dropped a message from node ${message.from}: ${(error as Error).message}`);
       }
+      this.handOverIfFollowerLostLog(message);
     });
+  }
+
+  /** When this node last handed leadership over for a follower that lost its log (ms). */
+  private lostLogHandOverAt = 0;
+
+  /**
+   * A follower that rejects an append with its log ending below what it acknowledged before has
+   * lost its log (rebuilt by `replicalog discard-snapshot`, or a disk that lost writes). raft
+   * never lowers what it believes a follower holds, so this leader would probe it at the old
+   * index forever; a new leader starts every follower from scratch and sends it a snapshot. So
+   * leadership goes to the most up-to-date other voter, at most once per election timeout.
+   */
+  private handOverIfFollowerLostLog(message: Message): void {
+    if (!this.isLeader || message.type !== MessageType.MsgAppResp || !message.reject) return;
+    let acknowledged = 0;
+    let transferee = 0;
+    let transfereeMatch = -1;
+    this.raw.withProgress((id, type, progress) => {
+      if (id === message.from) acknowledged = progress.match;
+      else if (id !== this.id && type === ProgressType.ProgressTypePeer && progress.match > transfereeMatch) {
+        transferee = id;
+        transfereeMatch = progress.match;
+      }
+    });
+    if (message.rejectHint >= acknowledged || transferee === 0) return;
+    const now = Date.now();
+    if (now - this.lostLogHandOverAt < 2 * this.options.electionTick * this.options.tickMs) return;
+    this.lostLogHandOverAt = now;
+    this.log(
+      `node ${message.from} lost its log (it ends at ${message.rejectHint}, below the ${acknowledged} it acknowledged): ` +
+        `handing leadership to node ${transferee}, a new leader catches it up by snapshot`,
+    );
+    this.raw.transferLeader(transferee);
   }
 
   /** This node as the message guard sees it, at the moment a message is stepped. */
@@ -468,7 +546,7 @@ export class ReplicaNode {
       leader: this.raw.basicStatus().lead,
       checkSnapshotData: (data, index) => {
         try {
-          KvStateMachine.fromSnapshot(data, index);
+          KvStateMachine.checkSnapshot(data, index);
           return undefined;
         } catch (error) {
           return `the snapshot at index ${index} cannot be restored: ${(error as Error).message}`;
@@ -506,7 +584,7 @@ export class ReplicaNode {
       // Everything in the Ready is persisted and applied: raft may now forget it.
       this.raw.advance(ready);
       this.maybeRequestConsistencyCheck();
-      await this.maybeSnapshot();
+      this.maybeSnapshot();
     }
   }
 
@@ -563,9 +641,18 @@ export class ReplicaNode {
     }
     // Entries and hard state called in one tick: the store checks them in this order (a commit
     // may cover the new entries) and flushes them as ONE write group, entries first.
+    // A hard state that only moves the commit is not made durable on its own (etcd's MustSync):
+    // the commit is volatile in Raft and relearnt from the leader after a restart. It rides with
+    // the next write that must be durable (entries, a new term or vote, a snapshot), or is saved
+    // when the node snapshots or stops. Only term and vote must never be lost.
+    if (ready.hardState !== undefined) this.latestHardState = ready.hardState;
+    const latest = this.latestHardState;
+    const saved = this.store.initialState().hardState;
+    const changed = latest.term !== saved.term || latest.vote !== saved.vote || latest.commit !== saved.commit;
+    const mustSync = ready.entries.length > 0 || latest.term !== saved.term || latest.vote !== saved.vote;
     const persisted: Promise<void>[] = [];
     if (ready.entries.length > 0) persisted.push(this.store.append(ready.entries));
-    if (ready.hardState !== undefined) persisted.push(this.store.setHardState(ready.hardState));
+    if (changed && mustSync) persisted.push(this.store.setHardState(latest));
     await Promise.all(persisted);
     // 2. Send, now that what the messages promise is durable.
     if (afterPersist.length > 0) this.send(afterPersist);
@@ -656,13 +743,44 @@ export class ReplicaNode {
     else waiter.reject(error);
   }
 
+  /** Saves a commit that only raft's latest hard state holds yet (see handleReady). */
+  private async saveDeferredCommit(): Promise<void> {
+    const saved = this.store.initialState().hardState;
+    if (this.latestHardState.commit > saved.commit && this.latestHardState.term === saved.term && this.latestHardState.vote === saved.vote) {
+      await this.store.setHardState(this.latestHardState);
+    }
+  }
+
   /** Every snapshotEvery applied entries: snapshot the state, then compact behind it. */
-  private async maybeSnapshot(): Promise<void> {
+  /**
+   * Starts a snapshot when one is due, unless one is being saved. The state is serialised here,
+   * synchronously, as of `applied`; saving it (the data file, then the metadata and the
+   * compaction) runs beside the Ready loop, which goes on meanwhile: the store writes the data
+   * file beside its queue, so appends do not wait for it (issue 18: no stall every N entries).
+   */
+  private maybeSnapshot(): void {
+    if (this.snapshotting !== undefined) return;
     const applied = this.stateMachine.applied;
     if (applied - this.lastSnapshotIndex < this.options.snapshotEvery) return;
     // The saved conf state is the one as of `applied` (conf changes are saved when applied).
     const confState = this.store.initialState().confState;
-    await this.store.createSnapshot(applied, confState, this.stateMachine.snapshot());
+    const data = this.stateMachine.snapshot();
+    const keys = this.stateMachine.size;
+    this.snapshotting = this.saveSnapshot(applied, confState, data, keys).then(
+      () => {
+        this.snapshotting = undefined;
+      },
+      (error: unknown) => {
+        this.snapshotting = undefined;
+        this.fail(error instanceof Error ? error : new Error(String(error)));
+      },
+    );
+  }
+
+  private async saveSnapshot(applied: number, confState: ConfState, data: Uint8Array, keys: number): Promise<void> {
+    // The commit must cover the snapshot in the store before it does (a restart needs commit >= applied).
+    await this.saveDeferredCommit();
+    await this.store.createSnapshot(applied, confState, data);
     this.lastSnapshotIndex = applied;
     this.metricCounters.snapshots++;
     const compactTo = applied - this.options.keepEntries;
@@ -671,7 +789,7 @@ export class ReplicaNode {
       await this.store.compact(compactTo);
       this.metricCounters.compactions++;
     }
-    this.log(`snapshot at index ${applied} (${this.stateMachine.size} keys); log now ${this.store.firstIndex()}..${this.store.lastIndex()}`);
+    this.log(`snapshot at index ${applied} (${keys} keys); log now ${this.store.firstIndex()}..${this.store.lastIndex()}`);
   }
 
   private fail(error: Error): void {

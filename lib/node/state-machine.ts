@@ -29,6 +29,7 @@
  * and delete, so `/status` answers in O(1) whatever the size of the state. Equal contents give
  * equal digests; the pair count is part of the digest.
  */
+import { isUtf8 } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -124,6 +125,16 @@ export class KvStateMachine {
     for (const [key, value] of pairs) machine.put(key, value);
     machine.applied = applied;
     return machine;
+  }
+
+  /**
+   * Throws SnapshotDataError exactly when `restore(data, index)` would, without building the
+   * state: values are checked as UTF-8 in place, only keys are decoded (to find duplicates). A
+   * node checks a received snapshot with it before raft may persist it.
+   */
+  static checkSnapshot(data: Uint8Array | undefined, index: number): void {
+    if (data === undefined || data.length === 0) return;
+    decodeSnapshotPairs(data, index, true);
   }
 
   /** Restores from snapshot data (absent data: an empty map as of `index`). */
@@ -263,8 +274,11 @@ export function recoverStateFromStorage(storage: Storage): KvStateMachine {
   return machine;
 }
 
-/** The pairs of snapshot data (binary, or the older JSON format); throws SnapshotDataError. */
-function decodeSnapshotPairs(data: Uint8Array, index: number): [string, string][] {
+/**
+ * The pairs of snapshot data (binary, or the older JSON format); throws SnapshotDataError. With
+ * `checkOnly`, binary values are checked as UTF-8 without being decoded and no pair is kept.
+ */
+function decodeSnapshotPairs(data: Uint8Array, index: number, checkOnly = false): [string, string][] {
   const bytes = Buffer.from(data.buffer, data.byteOffset, data.length);
   const fail = (what: string): never => {
     throw new SnapshotDataError(`state machine: snapshot data at index ${index} ${what}`);
@@ -297,12 +311,21 @@ function decodeSnapshotPairs(data: Uint8Array, index: number): [string, string][
       offset += length;
       return text;
     };
+    /** A value checked in place (checkOnly): the same refusals as readText, no string made. */
+    const skipText = (what: string): void => {
+      const length = readVarint();
+      if (length > bytes.length - offset) fail(`ends inside a ${what} (byte ${offset}, ${length} bytes announced)`);
+      if (!isUtf8(bytes.subarray(offset, offset + length))) fail(`holds a ${what} that is not UTF-8 at byte ${offset}`);
+      offset += length;
+    };
     while (offset < bytes.length) {
       const key = readText('key');
-      const value = readText('value');
+      let value = '';
+      if (checkOnly) skipText('value');
+      else value = readText('value');
       if (seen.has(key)) fail(`holds key ${JSON.stringify(key.slice(0, 64))} twice`);
       seen.add(key);
-      pairs.push([key, value]);
+      if (!checkOnly) pairs.push([key, value]);
     }
     return pairs;
   }

@@ -506,3 +506,40 @@ export function confStateEquivalent(a: ConfState, b: ConfState): Error | undefin
       `Inputs were:\n${formatConfState(a)}\n${formatConfState(b)}`,
   );
 }
+
+const TRANSITION_NAMES: Record<number, string> = {
+  [ConfChangeTransition.Auto]: 'ConfChangeTransitionAuto',
+  [ConfChangeTransition.JointImplicit]: 'ConfChangeTransitionJointImplicit',
+  [ConfChangeTransition.JointExplicit]: 'ConfChangeTransitionJointExplicit',
+};
+
+/** Go's `%v` of a []byte (nil and empty both print "[]"). */
+function goBytesString(bytes: Uint8Array | undefined): string {
+  return `[${Array.from(bytes ?? []).join(' ')}]`;
+}
+
+/**
+ * Go's `%v` of a ConfChange or ConfChangeV2 value (the fields in Go's struct order), as etcd's
+ * log lines print a conf change: `{ConfChangeAddNode 3 [] 0}` for V1 (Type NodeID Context ID),
+ * `{ConfChangeTransitionAuto [{ConfChangeAddNode 3}] []}` for V2.
+ */
+export function goConfChangeString(cc: ConfChangeI): string {
+  if (isConfChangeV2(cc)) {
+    const transition = TRANSITION_NAMES[cc.transition] ?? String(cc.transition);
+    const changes = cc.changes.map((change) => `{${confChangeTypeToString(change.type)} ${change.nodeId}}`).join(' ');
+    return `{${transition} [${changes}] ${goBytesString(cc.context)}}`;
+  }
+  return `{${confChangeTypeToString(cc.type)} ${cc.nodeId} ${goBytesString(cc.context)} ${cc.id}}`;
+}
+
+/** Go's `%v` (or, with `withFieldNames`, `%+v`) of a ConfState value, fields in Go's struct order. */
+export function goConfStateString(cs: ConfState, withFieldNames = false): string {
+  const fields: [string, string][] = [
+    ['Voters', `[${cs.voters.join(' ')}]`],
+    ['Learners', `[${cs.learners.join(' ')}]`],
+    ['VotersOutgoing', `[${cs.votersOutgoing.join(' ')}]`],
+    ['LearnersNext', `[${cs.learnersNext.join(' ')}]`],
+    ['AutoLeave', String(cs.autoLeave)],
+  ];
+  return `{${fields.map(([name, value]) => (withFieldNames ? `${name}:${value}` : value)).join(' ')}}`;
+}

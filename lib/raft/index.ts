@@ -1,5 +1,6 @@
 /**
- * The raft port's public surface: etcd raft v3.6's RawNode with synchronous storage writes.
+ * The raft port's public surface: etcd raft v3.6's RawNode, with synchronous storage writes
+ * (below) or, with `asyncStorageWrites: true`, etcd's asynchronous ones (see rawnode.ts).
  *
  *   const node = new RawNode({ id, storage, electionTick: 10, heartbeatTick: 1 });
  *   // fresh cluster: node.bootstrap([1, 2, 3]) (or a storage holding a snapshot with the ConfState)
@@ -18,7 +19,11 @@
  * panics are thrown as Error with Go's message and stop the node (later calls throw
  * ERR_STOPPED), as does any storage error other than etcd's sentinels. Omitted config options
  * get usable defaults (maxSizePerMsg: no limit, maxInflightMsgs: 256) where Go's zero values
- * are unusable; explicit values keep Go's meaning. AsyncStorageWrites is not supported.
+ * are unusable; explicit values keep Go's meaning, and a config Go's validate refuses throws
+ * RaftError ERR_CONFIG with Go's message. With asyncStorageWrites, advance() is refused
+ * (ERR_ADVANCE_ASYNC, where Go panics) and the node stays usable. Malformed arguments (network
+ * messages included) are refused with ERR_INVALID_ARGUMENT / ERR_OUT_OF_RANGE before anything
+ * changes, and the node stays usable.
  */
 export {
   RawNode,
@@ -56,6 +61,7 @@ export {
   describeEntry,
   describeEntries,
   describeMessage,
+  describeReady,
   describeHardState,
   describeSoftState,
   describeConfState,

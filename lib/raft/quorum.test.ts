@@ -203,7 +203,9 @@ const quorumTestdata = etcdTestdataDir('quorum');
 describe('quorum datadriven (etcd quorum/testdata)', () => {
   const dir = quorumTestdata;
   const files = readdirSync(dir).filter((f) => f.endsWith('.txt')).sort();
+  // Counted by the per-file tests (which run first, in order), checked by the last one.
   let casesRun = 0;
+  let casesPassed = 0;
   for (const file of files) {
     it(file, () => {
       const text = readFileSync(join(dir, file), 'utf8');
@@ -211,6 +213,7 @@ describe('quorum datadriven (etcd quorum/testdata)', () => {
       // Every "----" separator in these files opens exactly one case.
       expect(results.length).toBe(text.split('\n').filter((line) => line === '----').length);
       casesRun += results.length;
+      casesPassed += results.filter((result) => result.actual === result.data.expected).length;
       for (const result of results) {
         expect(result.data.expected, result.data.pos).not.toBe('');
         expect(result.actual, `${result.data.pos}: ${result.data.cmd}`).toBe(result.data.expected);
@@ -218,9 +221,10 @@ describe('quorum datadriven (etcd quorum/testdata)', () => {
     });
   }
   // etcd raft v3.6.0 ships 4 files with 127 cases here (shared/etcd-raft-v3.6.0/README.md): all of them run.
-  it('ran all 127 cases of the 4 files', () => {
+  it('ran all 127 cases of the 4 files, all passing', () => {
     expect(files.length).toBe(4);
     expect(casesRun).toBe(127);
+    expect(casesPassed).toBe(127);
   });
 });
 

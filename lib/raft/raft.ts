@@ -2,7 +2,8 @@
  * Port of etcd raft v3.6 raft.go: the Raft state machine (election, replication, commit,
  * snapshots, membership changes, ReadIndex, leadership transfer, ForgetLeader).
  *
- * Only synchronous storage writes are supported (AsyncStorageWrites=false). Go panics are
+ * Storage writes are synchronous or asynchronous as RawNode decides (raft itself only sends
+ * acknowledgements through msgsAfterAppend and steps the storage responses). Go panics are
  * thrown as Errors with Go's message; errors Go returns from Step are returned here as a
  * RaftError (RawNode turns them into throws). Storage errors other than the etcd sentinels are
  * rethrown unchanged and leave the node unusable.
@@ -23,7 +24,18 @@ import {
   type Snapshot,
   type Storage,
 } from '../types.js';
-import { Changer, type ConfChangeI, asV2, confStateEquivalent, enterJoint, leaveJoint, marshalConfChange, restore } from './confchange.js';
+import {
+  Changer,
+  type ConfChangeI,
+  asV2,
+  confStateEquivalent,
+  enterJoint,
+  goConfChangeString,
+  goConfStateString,
+  leaveJoint,
+  marshalConfChange,
+  restore,
+} from './confchange.js';
 import { RaftLog, hasErrorCode, isOutOfBoundsError } from './log.js';
 import { getDefaultLogger, raftPanic, type RaftLogger } from './logger.js';
 import { VoteResult, jointConfigIds, jointVoteResult } from './quorum.js';
@@ -64,7 +76,11 @@ export type RaftErrorCode =
   /** ready() again before advance() of the Ready it returned (etcd panics): nothing changed. */
   | 'ERR_READY_NOT_ADVANCED'
   /** bootstrap() of a storage that already holds a log (a restart), or without peers. */
-  | 'ERR_BOOTSTRAP';
+  | 'ERR_BOOTSTRAP'
+  /** advance() on a RawNode with asyncStorageWrites (etcd panics): nothing changed. */
+  | 'ERR_ADVANCE_ASYNC'
+  /** A RaftConfig Go's Config.validate refuses (Go's message), or a value Go's types cannot hold. */
+  | 'ERR_CONFIG';
 
 export class RaftError extends Error {
   readonly code: RaftErrorCode;
@@ -131,6 +147,12 @@ export interface RaftConfig {
   disableProposalForwarding?: boolean;
   disableConfChangeValidation?: boolean;
   stepDownOnRemoval?: boolean;
+  /**
+   * etcd's AsyncStorageWrites (read by RawNode): the Ready's writes and applies are handed to
+   * local append/apply threads as MsgStorageAppend / MsgStorageApply messages, whose responses
+   * are stepped back once done, and advance() must not be called. Default false.
+   */
+  asyncStorageWrites?: boolean;
   /** Source of randomness in [0, 1) for election timeouts (default Math.random); tests pass a seeded one. */
   random?: () => number;
 }
@@ -159,24 +181,55 @@ interface ResolvedConfig {
 
 export const DEFAULT_MAX_INFLIGHT_MSGS = 256;
 
-/** Go's Config.validate: throws with Go's messages, returns the config with defaults applied. */
+function configError(message: string): RaftError {
+  return new RaftError('ERR_CONFIG', message);
+}
+
+/**
+ * Refuses what Go's types cannot hold: ids and sizes are uint64, ticks are int. A size may be
+ * NO_LIMIT (Infinity, Go's math.MaxUint64).
+ */
+function checkConfigNumber(name: string, value: unknown, kind: 'count' | 'size'): void {
+  if (value === undefined) return;
+  const valid =
+    typeof value === 'number' && (Number.isSafeInteger(value) ? value >= 0 : kind === 'size' && value === Number.POSITIVE_INFINITY);
+  if (!valid) throw configError(`${name} must be a non-negative integer${kind === 'size' ? ' or NO_LIMIT' : ''} (got ${String(value)})`);
+}
+
+/**
+ * Go's Config.validate: the same checks in the same order, with Go's messages (as RaftError
+ * ERR_CONFIG), and the same defaults for the same values (0 for a size means what it means in
+ * Go). Where JavaScript can omit an option that Go would see as 0, two defaults differ:
+ * maxSizePerMsg omitted is NO_LIMIT (Go's 0 is one entry per message; pass 0 for that), and
+ * maxInflightMsgs omitted is 256 (Go refuses 0). Returns the config with every default filled in.
+ */
 export function validateConfig(c: RaftConfig): ResolvedConfig {
-  if (c.id === NONE) throw new Error('cannot use none as id');
-  if (isLocalMsgTarget(c.id)) throw new Error('cannot use local target as id');
-  if (!(c.heartbeatTick > 0)) throw new Error('heartbeat tick must be greater than 0');
-  if (!(c.electionTick > c.heartbeatTick)) throw new Error('election tick must be greater than heartbeat tick');
-  if (c.storage === undefined || c.storage === null) throw new Error('storage cannot be nil');
+  checkConfigNumber('id', c.id, 'count');
+  checkConfigNumber('heartbeatTick', c.heartbeatTick, 'count');
+  checkConfigNumber('electionTick', c.electionTick, 'count');
+  checkConfigNumber('applied', c.applied, 'count');
+  checkConfigNumber('maxSizePerMsg', c.maxSizePerMsg, 'size');
+  checkConfigNumber('maxCommittedSizePerReady', c.maxCommittedSizePerReady, 'size');
+  checkConfigNumber('maxUncommittedEntriesSize', c.maxUncommittedEntriesSize, 'size');
+  checkConfigNumber('maxInflightMsgs', c.maxInflightMsgs, 'count');
+  checkConfigNumber('maxInflightBytes', c.maxInflightBytes, 'size');
+  if (c.id === NONE) throw configError('cannot use none as id');
+  if (isLocalMsgTarget(c.id)) throw configError('cannot use local target as id');
+  if (!(c.heartbeatTick > 0)) throw configError('heartbeat tick must be greater than 0');
+  if (!(c.electionTick > c.heartbeatTick)) throw configError('election tick must be greater than heartbeat tick');
+  if (c.storage === undefined || c.storage === null) throw configError('storage cannot be nil');
   const maxSizePerMsg = c.maxSizePerMsg ?? NO_LIMIT;
   const maxUncommittedEntriesSize = c.maxUncommittedEntriesSize || NO_LIMIT;
+  // Go: MaxCommittedSizePerReady defaults to MaxSizePerMsg (they were once the same parameter).
   const maxCommittedSizePerReady = c.maxCommittedSizePerReady || maxSizePerMsg;
   const maxInflightMsgs = c.maxInflightMsgs ?? DEFAULT_MAX_INFLIGHT_MSGS;
-  if (!(maxInflightMsgs > 0)) throw new Error('max inflight messages must be greater than 0');
+  if (!(maxInflightMsgs > 0)) throw configError('max inflight messages must be greater than 0');
   let maxInflightBytes = c.maxInflightBytes ?? 0;
   if (maxInflightBytes === 0) maxInflightBytes = NO_LIMIT;
-  else if (maxInflightBytes < maxSizePerMsg) throw new Error('max inflight bytes must be >= max message size');
+  else if (maxInflightBytes < maxSizePerMsg) throw configError('max inflight bytes must be >= max message size');
   const readOnlyOption = c.readOnlyOption ?? ReadOnlyOption.ReadOnlySafe;
   if (readOnlyOption === ReadOnlyOption.ReadOnlyLeaseBased && c.checkQuorum !== true) {
-    throw new Error('CheckQuorum must be enabled when ReadOnlyOption is ReadOnlyLeaseBased');
+    throw configError('CheckQuorum must be enabled when ReadOnlyOption is ReadOnlyLeaseBased');
   }
   return {
     id: c.id,
@@ -862,7 +915,7 @@ export class Raft {
           }
           if (failedCheck !== '' && !this.disableConfChangeValidation) {
             this.logger.info(
-              `${hex(this.id)} ignoring conf change ${JSON.stringify(cc)} at config ${this.trk.config.toString()}: ${failedCheck}`,
+              `${hex(this.id)} ignoring conf change ${goConfChangeString(cc)} at config ${this.trk.config.toString()}: ${failedCheck}`,
             );
             // Keep the slot (the proposer's index bookkeeping) but make it a no-op.
             entries[i] = { type: EntryType.Normal, term: 0, index: 0 };
@@ -1223,7 +1276,7 @@ export class Raft {
     const found = cs.voters.includes(this.id) || cs.learners.includes(this.id) || cs.votersOutgoing.includes(this.id);
     if (!found) {
       this.logger.warn(
-        `${hex(this.id)} attempted to restore snapshot but it is not in the ConfState ${JSON.stringify(cs)}; should never happen`,
+        `${hex(this.id)} attempted to restore snapshot but it is not in the ConfState ${goConfStateString(cs)}; should never happen`,
       );
       return false;
     }
@@ -1245,7 +1298,7 @@ export class Raft {
     try {
       [cfg, progress] = restore(new Changer(this.trk, this.raftLog.lastIndex()), cs);
     } catch (error) {
-      throw new Error(`unable to restore config ${JSON.stringify(cs)}: ${(error as Error).message}`);
+      throw new Error(`unable to restore config ${goConfStateString(cs, true)}: ${(error as Error).message}`);
     }
     this.assertConfStatesEquivalent(cs, this.switchToConfig(cfg, progress));
     const last = this.raftLog.lastEntryId();

@@ -280,3 +280,39 @@ export function describeMessage(message: Message, format?: EntryFormatter, inden
   }
   return out;
 }
+
+/** The parts of a Ready that describeReady prints (RawNode's Ready satisfies it). */
+export interface DescribableReady {
+  softState?: { lead: number; raftState: string };
+  hardState?: HardState;
+  readStates: ReadonlyArray<{ index: number; requestCtx: Uint8Array }>;
+  entries: readonly Entry[];
+  snapshot?: Snapshot;
+  committedEntries: readonly Entry[];
+  messages: readonly Message[];
+  mustSync: boolean;
+}
+
+/** Go's `%v` of a []byte: the decimal byte values in brackets. */
+function goBytes(bytes: Uint8Array): string {
+  return `[${Array.from(bytes).join(' ')}]`;
+}
+
+/** Go's DescribeReady: a multi-line summary, or "<empty Ready>". */
+export function describeReady(rd: DescribableReady, format?: EntryFormatter): string {
+  let out = '';
+  if (rd.softState !== undefined) out += `${describeSoftState(rd.softState)}\n`;
+  if (rd.hardState !== undefined && !isEmptyHardStateValue(rd.hardState)) out += `HardState ${describeHardState(rd.hardState)}\n`;
+  if (rd.readStates.length > 0) {
+    // Go's %v of []ReadState: [{Index RequestCtx} ...].
+    out += `ReadStates [${rd.readStates.map((rs) => `{${rs.index} ${goBytes(rs.requestCtx)}}`).join(' ')}]\n`;
+  }
+  if (rd.entries.length > 0) out += `Entries:\n${describeEntries(rd.entries, format)}`;
+  if (rd.snapshot !== undefined && rd.snapshot.metadata.index !== 0) out += `Snapshot ${describeSnapshot(rd.snapshot)}\n`;
+  if (rd.committedEntries.length > 0) out += `CommittedEntries:\n${describeEntries(rd.committedEntries, format)}`;
+  if (rd.messages.length > 0) {
+    out += 'Messages:\n';
+    for (const message of rd.messages) out += `${describeMessage(message, format)}\n`;
+  }
+  return out === '' ? '<empty Ready>' : `Ready MustSync=${rd.mustSync}:\n${out}`;
+}

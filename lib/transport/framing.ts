@@ -57,6 +57,8 @@ export const TransportErrorCode = {
   Attachment: 'ERR_ATTACHMENT',
   /** received snapshot data would exceed the memory budget shared by every connection */
   SnapshotBudget: 'ERR_SNAPSHOT_BUDGET',
+  /** bytes staged on disk by streams in flight would exceed the staging budget */
+  StagingBudget: 'ERR_STAGING_BUDGET',
 } as const;
 
 export type TransportErrorCode = (typeof TransportErrorCode)[keyof typeof TransportErrorCode];

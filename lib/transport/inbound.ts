@@ -7,6 +7,7 @@ import { decodeMessage } from '../codec.js';
 import { MessageType } from '../types.js';
 import type { Message } from '../types.js';
 import { checkAttachmentHeaders, StagedAttachmentWriter } from './attachments.js';
+import { StagedSnapshotWriter } from './staged-snapshot.js';
 import { encodeFrame, FrameDecoder, FrameKind, malformedFrameError, TransportError, TransportErrorCode } from './framing.js';
 import type { Frame } from './framing.js';
 import { decodeHello, decodeStreamHeader, decodeU64, encodeU64, PROTOCOL_VERSION } from './wire.js';
@@ -17,10 +18,15 @@ import type { ResolvedOptions } from './options.js';
 export interface InboundStream {
   message: Message;
   /**
-   * Snapshot data received so far, one copy per chunk. Nothing is allocated from what the header
-   * announces: memory grows only with bytes that actually arrived, within the shared budget.
+   * Snapshot data received so far, one copy per chunk, when there is no staging directory.
+   * Nothing is allocated from what the header announces: memory grows only with bytes that
+   * actually arrived, within the shared budget.
    */
   snapshotChunks: Buffer[] | undefined;
+  /** With a staging directory: the file the snapshot data is written to as it arrives. */
+  snapshotFile: StagedSnapshotWriter | undefined;
+  /** Bytes this stream wrote under the staging directory (charged to the staging budget). */
+  staged: number;
   /** Announced snapshot data length; bytes of it received so far (also charged to the budget). */
   snapshotLength: number;
   snapshotFilled: number;
@@ -36,14 +42,22 @@ export interface InboundContext {
   readonly clusterId: string;
   readonly options: ResolvedOptions;
   readonly stagingDir: string | undefined;
+  /** Attachments are refused unless the application enabled them (and gave a stagingDir). */
+  readonly acceptAttachments: boolean;
   /** Who may complete a handshake (membership); undefined accepts every id. */
   readonly acceptPeer: ((peerId: number) => boolean) | undefined;
-  /** The shared budget of snapshot bytes held in memory by every connection. */
+  /** The shared budget of snapshot bytes held in memory by every connection (no staging directory). */
   readonly snapshotBudget: ByteBudget;
-  deliver(message: Message, stagedDirs: ReadonlyMap<number, string>): Promise<void>;
+  /** The shared budget of bytes written under the staging directory by streams in flight. */
+  readonly stagingBudget: ByteBudget;
+  /** The shared budget of received frames not yet processed, over every connection. */
+  readonly frameBudget: ByteBudget;
+  deliver(message: Message, stagedDirs: ReadonlyMap<number, string>, snapshotFile: StagedSnapshotWriter | undefined): Promise<void>;
   accepted(connection: InboundConnection): void;
+  /** Bytes read from an accepted peer's connection (for the transport's byte counters). */
+  received(peerId: number, bytes: number): void;
   /** A refusal to count (see TransportRefusals), reported with the error. */
-  refused(kind: 'handshakesRefused' | 'malformedFrames' | 'snapshotBudgetExceeded', error: Error): void;
+  refused(kind: 'handshakesRefused' | 'malformedFrames' | 'snapshotBudgetExceeded' | 'stagingBudgetExceeded', error: Error): void;
   error(error: Error): void;
 }
 
@@ -66,6 +80,16 @@ export class ByteBudget {
   release(bytes: number): void {
     this.used = Math.max(0, this.used - bytes);
   }
+
+  /** Charges `bytes` whether they fit or not (for bytes already received); see `over`. */
+  charge(bytes: number): void {
+    this.used += bytes;
+  }
+
+  /** True while more than the limit is charged. */
+  get over(): boolean {
+    return this.used > this.limit;
+  }
 }
 
 /**
@@ -79,6 +103,7 @@ export class InboundConnection {
   private readonly decoder: FrameDecoder;
   private readonly frames: Frame[] = [];
   private pendingBytes = 0;
+  private unattributedBytes = 0;
   private paused = false;
   private processing = false;
   private closed = false;
@@ -112,6 +137,9 @@ export class InboundConnection {
 
   private onData(chunk: Buffer): void {
     if (this.closed) return;
+    // Bytes before the Hello was accepted are counted for the peer once it is known.
+    if (this.peerId === undefined) this.unattributedBytes += chunk.length;
+    else this.context.received(this.peerId, chunk.length);
     let frames: Frame[];
     try {
       frames = this.decoder.push(chunk);
@@ -122,8 +150,12 @@ export class InboundConnection {
     for (const frame of frames) {
       this.frames.push(frame);
       this.pendingBytes += frame.payload.length;
+      this.context.frameBudget.charge(frame.payload.length);
     }
-    if (!this.paused && this.pendingBytes > INBOUND_HIGH_WATER_BYTES) {
+    // Paused above this connection's high water, or while every connection together holds more
+    // than the shared budget. Only a connection with frames waiting pauses for the shared budget:
+    // processing them releases bytes and resumes it, so no connection waits for another.
+    if (!this.paused && (this.pendingBytes > INBOUND_HIGH_WATER_BYTES || (this.pendingBytes > 0 && this.context.frameBudget.over))) {
       this.paused = true;
       this.socket.pause();
     }
@@ -148,6 +180,8 @@ export class InboundConnection {
         if (this.closed) {
           // Only here (inside the loop) is the stream touched, so no write can race this abort.
           await this.discardStream();
+          for (const pending of this.frames) this.context.frameBudget.release(pending.payload.length);
+          this.pendingBytes = 0;
           this.frames.length = 0;
           this.processing = false;
           return;
@@ -158,7 +192,8 @@ export class InboundConnection {
           return;
         }
         this.pendingBytes -= frame.payload.length;
-        if (this.paused && this.pendingBytes < INBOUND_LOW_WATER_BYTES) {
+        this.context.frameBudget.release(frame.payload.length);
+        if (this.paused && this.pendingBytes < INBOUND_LOW_WATER_BYTES && (this.pendingBytes === 0 || !this.context.frameBudget.over)) {
           this.paused = false;
           this.socket.resume();
         }
@@ -183,6 +218,7 @@ export class InboundConnection {
         ? error
         : malformedFrameError(`from ${this.describePeer()}: ${error.message}`, { cause: error, ...(this.peerId === undefined ? {} : { peerId: this.peerId }) });
     if (wrapped.code === TransportErrorCode.SnapshotBudget) this.context.refused('snapshotBudgetExceeded', wrapped);
+    else if (wrapped.code === TransportErrorCode.StagingBudget) this.context.refused('stagingBudgetExceeded', wrapped);
     else if (wrapped.code === TransportErrorCode.MalformedFrame || wrapped.code === TransportErrorCode.FrameTooLarge || wrapped.code === TransportErrorCode.Attachment) {
       this.context.refused('malformedFrames', wrapped);
     }
@@ -199,8 +235,11 @@ export class InboundConnection {
   private async discardStream(): Promise<void> {
     const stream = this.stream;
     this.stream = undefined;
-    if (stream !== undefined) this.context.snapshotBudget.release(stream.snapshotFilled);
-    await stream?.writer?.abort();
+    if (stream === undefined) return;
+    if (stream.snapshotChunks !== undefined) this.context.snapshotBudget.release(stream.snapshotFilled);
+    this.context.stagingBudget.release(stream.staged);
+    await stream.snapshotFile?.remove();
+    await stream.writer?.abort();
   }
 
   private async onFrame(frame: Frame): Promise<void> {
@@ -209,7 +248,7 @@ export class InboundConnection {
       case FrameKind.Message: {
         if (this.stream) throw malformedFrameError(`${this.describePeer()} sent a Message frame inside a stream`);
         const message = this.decode(frame.payload);
-        await this.context.deliver(message, new Map());
+        await this.context.deliver(message, new Map(), undefined);
         return;
       }
       case FrameKind.StreamBegin:
@@ -251,6 +290,8 @@ export class InboundConnection {
       return;
     }
     this.peerId = hello.senderId;
+    this.context.received(hello.senderId, this.unattributedBytes);
+    this.unattributedBytes = 0;
     this.decoder.raiseMaxFrameBytes(this.context.options.maxFrameBytes);
     this.socket.write(encodeFrame(FrameKind.HelloAccept));
     this.context.accepted(this);
@@ -278,6 +319,7 @@ export class InboundConnection {
     const message = this.decode(header.messageBytes);
     let expected = 0;
     let snapshotChunks: Buffer[] | undefined;
+    let snapshotFile: StagedSnapshotWriter | undefined;
     let snapshotLength = 0;
     if (header.snapshotDataLength !== undefined) {
       if (message.snapshot === undefined) throw malformedFrameError(`${this.describePeer()} sent snapshot data for a message without a snapshot`);
@@ -288,16 +330,20 @@ export class InboundConnection {
         );
       }
       // Nothing is allocated here: a 55-byte header may announce a gigabyte.
-      snapshotChunks = [];
       snapshotLength = header.snapshotDataLength;
+      if (this.context.stagingDir === undefined) snapshotChunks = [];
+      else snapshotFile = new StagedSnapshotWriter(this.context.stagingDir, snapshotLength);
       expected += header.snapshotDataLength;
     }
     checkAttachmentHeaders(message, header.attachments, 'receive');
     let writer: StagedAttachmentWriter | undefined;
     if (header.attachments.length > 0) {
       const stagingDir = this.context.stagingDir;
-      if (stagingDir === undefined) {
-        throw new TransportError(TransportErrorCode.Attachment, `${this.describePeer()} sent attachments but no stagingDir is configured`);
+      if (stagingDir === undefined || !this.context.acceptAttachments) {
+        throw new TransportError(
+          TransportErrorCode.Attachment,
+          `${this.describePeer()} sent attachments, which this node does not accept (${stagingDir === undefined ? 'no stagingDir is configured' : 'acceptAttachments is off'})`,
+        );
       }
       if (header.attachments.length > this.context.options.maxAttachmentsPerStream) {
         throw malformedFrameError(`${this.describePeer()} announced ${header.attachments.length} attachments; at most ${this.context.options.maxAttachmentsPerStream} per stream`);
@@ -312,8 +358,9 @@ export class InboundConnection {
       if (!Number.isSafeInteger(expected)) throw malformedFrameError(`${this.describePeer()} announced more bulk bytes than can be counted`);
       writer = new StagedAttachmentWriter(stagingDir, header.attachments);
     }
-    // Registered before open() so that a failing open's directories are removed by discardStream.
-    this.stream = { message, snapshotChunks, snapshotLength, snapshotFilled: 0, writer, expected, received: 0 };
+    // Registered before open() so that a failing open's file and directories are removed by discardStream.
+    this.stream = { message, snapshotChunks, snapshotFile, staged: 0, snapshotLength, snapshotFilled: 0, writer, expected, received: 0 };
+    await snapshotFile?.open();
     await writer?.open();
   }
 
@@ -326,20 +373,39 @@ export class InboundConnection {
     stream.received += payload.length;
     let offset = 0;
     // Bulk order is fixed: snapshot data first, then attachment files.
-    if (stream.snapshotChunks !== undefined && stream.snapshotFilled < stream.snapshotLength) {
+    if (stream.snapshotLength > 0 && stream.snapshotFilled < stream.snapshotLength) {
       const count = Math.min(stream.snapshotLength - stream.snapshotFilled, payload.length);
-      if (!this.context.snapshotBudget.take(count)) {
-        throw new TransportError(
-          TransportErrorCode.SnapshotBudget,
-          `${this.describePeer()}: snapshot data would exceed the budget of ${this.context.snapshotBudget.limit} bytes held in memory`,
-        );
+      if (stream.snapshotFile !== undefined) {
+        this.chargeStaging(stream, count);
+        await stream.snapshotFile.write(payload.subarray(0, count));
+      } else {
+        if (!this.context.snapshotBudget.take(count)) {
+          throw new TransportError(
+            TransportErrorCode.SnapshotBudget,
+            `${this.describePeer()}: snapshot data would exceed the budget of ${this.context.snapshotBudget.limit} bytes held in memory`,
+          );
+        }
+        // A copy: the payload is a view into the socket's buffer.
+        stream.snapshotChunks!.push(Buffer.from(payload.subarray(0, count)));
       }
-      // A copy: the payload is a view into the socket's buffer.
-      stream.snapshotChunks.push(Buffer.from(payload.subarray(0, count)));
       stream.snapshotFilled += count;
       offset = count;
     }
-    if (offset < payload.length) await stream.writer!.write(payload.subarray(offset));
+    if (offset < payload.length) {
+      this.chargeStaging(stream, payload.length - offset);
+      await stream.writer!.write(payload.subarray(offset));
+    }
+  }
+
+  /** Charges bytes about to be written under the staging directory; refuses the stream when they do not fit. */
+  private chargeStaging(stream: InboundStream, bytes: number): void {
+    if (!this.context.stagingBudget.take(bytes)) {
+      throw new TransportError(
+        TransportErrorCode.StagingBudget,
+        `${this.describePeer()}: the stream would exceed the budget of ${this.context.stagingBudget.limit} bytes staged on disk by streams in flight`,
+      );
+    }
+    stream.staged += bytes;
   }
 
   private async onStreamEnd(payload: Buffer): Promise<void> {
@@ -351,6 +417,7 @@ export class InboundConnection {
         `${this.describePeer()} ended a stream after ${stream.received} of ${stream.expected} bytes (trailer says ${total})`,
       );
     }
+    await stream.snapshotFile?.finish();
     const stagedDirs = stream.writer ? await stream.writer.finish() : new Map<number, string>();
     // From here the directories are complete and durable; ownership passes to deliver().
     this.stream = undefined;
@@ -361,10 +428,13 @@ export class InboundConnection {
       message.snapshot.data = new Uint8Array(data.buffer, data.byteOffset, data.length);
     }
     try {
-      await this.context.deliver(message, stagedDirs);
+      await this.context.deliver(message, stagedDirs, stream.snapshotFile);
     } finally {
-      // Handed over: the application holds it now (raft keeps it until it is persisted).
-      this.context.snapshotBudget.release(stream.snapshotFilled);
+      // Handed over: the application holds it now (raft keeps it until it is persisted), and the
+      // snapshot file was read during delivery: removed whatever the application did.
+      if (stream.snapshotChunks !== undefined) this.context.snapshotBudget.release(stream.snapshotFilled);
+      await stream.snapshotFile?.remove();
+      this.context.stagingBudget.release(stream.staged);
     }
     if (message.type === MessageType.MsgSnap && !this.closed) {
       this.socket.write(encodeFrame(FrameKind.SnapshotAck, encodeU64(message.snapshot?.metadata.index ?? 0)));

@@ -1,6 +1,17 @@
 /** The network transport: raftpb Messages between node processes (see transport.ts for the design). */
 export { backoffDelay, Transport } from './transport.js';
-export type { BackoffOptions, PeerAddress, PeerStatus, SnapshotTransferStatus, TransportOptions, TransportRefusals, TransportTlsOptions } from './transport.js';
+export type {
+  BackoffOptions,
+  PeerAddress,
+  PeerStatus,
+  SnapshotTransferStatus,
+  StagedSnapshotFile,
+  TransportOptions,
+  TransportPeerBytes,
+  TransportRefusals,
+  TransportStats,
+  TransportTlsOptions,
+} from './transport.js';
 export { createClusterCertificates, memberIdOfCertificate, memberUri, readTlsFiles } from './tls.js';
 export type { MemberTlsFiles } from './tls.js';
 export { isLoopbackHost } from './options.js';

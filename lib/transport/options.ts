@@ -28,8 +28,12 @@ export interface TransportOptions {
   listen: PeerAddress;
   /** Initial peers (raft id → address); change later with addPeer / removePeer. */
   peers?: ReadonlyMap<number, PeerAddress>;
-  /** A complete message from a peer; `stagedDirs` maps entry index → staged entry directory. */
-  onMessage: (message: Message, stagedDirs: ReadonlyMap<number, string>) => void | Promise<void>;
+  /**
+   * A complete message from a peer; `stagedDirs` maps entry index → staged entry directory.
+   * With `stagingDir`, a snapshot's data arrives as `snapshotFile` (message.snapshot.data is then
+   * absent): read it before the returned promise settles, the transport removes the file then.
+   */
+  onMessage: (message: Message, stagedDirs: ReadonlyMap<number, string>, snapshotFile?: StagedSnapshotFile) => void | Promise<void>;
   /** A message to `peerId` was (or may have been) lost: call raft's reportUnreachable. */
   onUnreachable: (peerId: number) => void;
   /** Outcome of a MsgSnap sent to `peerId`: call raft's reportSnapshot. */
@@ -38,8 +42,15 @@ export interface TransportOptions {
   onError?: (error: Error) => void;
   /** Files to ship with a message's entries (see attachments.ts). Without it nothing is attached. */
   attachmentsFor?: AttachmentsProvider;
-  /** Directory for received attachments (created if missing; same filesystem as the store). */
+  /**
+   * Directory for received bulk data (created if missing; same filesystem as the store):
+   * snapshot data is written to a file there as it arrives, never held whole in memory, and
+   * attachments (when `acceptAttachments`) go to fresh directories there. Without it, snapshot
+   * data is reassembled in memory (within `maxBufferedSnapshotBytes`) and attachments are refused.
+   */
   stagingDir?: string;
+  /** Accept entry attachments (written under `stagingDir`, which it requires). Default false: refused. */
+  acceptAttachments?: boolean;
   /** Per-peer queue bound in messages. Default 4096. */
   maxQueuedMessages?: number;
   /** Per-peer queue bound in bytes (a single message larger than this is still accepted into an empty queue). Default 128 MiB. */
@@ -48,7 +59,7 @@ export interface TransportOptions {
   maxFrameBytes?: number;
   /** Bulk data is sent in chunks of at most this many bytes. Default 1 MiB. */
   chunkBytes?: number;
-  /** Largest snapshot data accepted (held in memory while reassembled). Default 1 GiB. */
+  /** Largest snapshot data one stream may carry (written to a file under `stagingDir`, else held in memory while reassembled). Default 1 GiB. */
   maxSnapshotBytes?: number;
   /** Redial backoff. */
   backoff?: BackoffOptions;
@@ -83,11 +94,30 @@ export interface TransportOptions {
   maxBufferedSnapshotBytes?: number;
   /**
    * Attachment bytes one stream may announce (they are written to `stagingDir`). Default 1 GiB.
-   * Attachments are refused altogether unless `stagingDir` is given.
+   * Attachments are refused altogether unless `acceptAttachments` (with a `stagingDir`).
    */
   maxAttachmentBytesPerStream?: number;
   /** Entry directories one stream may stage. Default 1024. */
   maxAttachmentsPerStream?: number;
+  /**
+   * Bytes written under `stagingDir` by streams still in flight (snapshot files and attachments
+   * of every connection, until delivered or removed). Default 2 GiB.
+   */
+  maxStagedBytes?: number;
+  /**
+   * Received frames waiting to be processed, over every connection: above it a connection
+   * with frames waiting stops reading until they are processed. Default 256 MiB.
+   */
+  maxBufferedFrameBytes?: number;
+}
+
+/** Snapshot data a stream wrote under `stagingDir` (see `onMessage`). */
+export interface StagedSnapshotFile {
+  /** The file: complete (`length` bytes) when delivered; removed once `onMessage` settles. */
+  readonly path: string;
+  readonly length: number;
+  /** Reads the whole file into memory (checks its length). */
+  read(): Promise<Uint8Array>;
 }
 
 /** PEM (or DER) material for mutual TLS between members. */
@@ -115,6 +145,22 @@ export interface TransportRefusals {
   idleTimeouts: number;
   /** Snapshot streams refused because the snapshot memory budget was used up. */
   snapshotBudgetExceeded: number;
+  /** Streams refused because the staging disk budget (`maxStagedBytes`) was used up. */
+  stagingBudgetExceeded: number;
+}
+
+/** Bytes moved by the transport since it started, per peer (frames as written to or read from the socket). */
+export interface TransportPeerBytes {
+  sent: number;
+  received: number;
+}
+
+/** See Transport.stats(). */
+export interface TransportStats {
+  peers: ({ peer: number } & TransportPeerBytes)[];
+  bufferedFrameBytes: number;
+  bufferedSnapshotBytes: number;
+  stagedBytes: number;
 }
 
 export interface PeerStatus {
@@ -144,6 +190,8 @@ export const DEFAULTS = {
   maxBufferedSnapshotBytes: 512 * 1024 * 1024,
   maxAttachmentBytesPerStream: 1024 * 1024 * 1024,
   maxAttachmentsPerStream: 1024,
+  maxStagedBytes: 2 * 1024 * 1024 * 1024,
+  maxBufferedFrameBytes: 256 * 1024 * 1024,
 } as const;
 
 /**
@@ -180,6 +228,8 @@ export interface ResolvedOptions {
   maxBufferedSnapshotBytes: number;
   maxAttachmentBytesPerStream: number;
   maxAttachmentsPerStream: number;
+  maxStagedBytes: number;
+  maxBufferedFrameBytes: number;
 }
 
 export function positiveInteger(value: number | undefined, fallback: number, name: string): number {

@@ -14,6 +14,7 @@ import type { AttachmentsProvider, PreparedAttachment } from './attachments.js';
 import {
   encodeFrame,
   encodeFrameHeader,
+  FRAME_HEADER_BYTES,
   FrameDecoder,
   FrameKind,
   malformedFrameError,
@@ -48,6 +49,8 @@ export interface LinkContext {
   unreachable(peerId: number): void;
   snapshotStatus(peerId: number, status: SnapshotTransferStatus): void;
   error(error: Error): void;
+  /** Bytes written to a peer's socket (for the transport's byte counters). */
+  sent(peerId: number, bytes: number): void;
 }
 
 
@@ -71,6 +74,7 @@ export class OutboundConnection {
     address: PeerAddress,
     private readonly writeTimeoutMs: number,
     tls?: { options: TransportTlsOptions; clusterId: string },
+    private readonly countSent: (bytes: number) => void = () => undefined,
   ) {
     this.closed = new Promise<never>((_, reject) => {
       this.rejectClosed = reject;
@@ -109,7 +113,11 @@ export class OutboundConnection {
     const handshake = new Promise<void>((resolve, reject) => {
       this.handshake = { resolve, reject };
     });
-    this.socket.once(this.readyEvent, () => this.socket.write(encodeFrame(FrameKind.Hello, hello)));
+    this.socket.once(this.readyEvent, () => {
+      const frame = encodeFrame(FrameKind.Hello, hello);
+      this.countSent(frame.length);
+      this.socket.write(frame);
+    });
     const timer = setTimeout(
       () => this.destroy(connectionLost(`connecting to peer ${this.peerId} timed out after ${timeoutMs} ms`, this.peerId)),
       timeoutMs,
@@ -126,6 +134,7 @@ export class OutboundConnection {
   async writeFrame(kind: FrameKind, payload: Uint8Array): Promise<void> {
     if (this.closeError) throw this.closeError;
     let belowHighWater: boolean;
+    this.countSent(FRAME_HEADER_BYTES + payload.length);
     if (payload.length <= COALESCE_BYTES) {
       belowHighWater = this.socket.write(encodeFrame(kind, payload));
     } else {
@@ -326,6 +335,7 @@ export class PeerLink {
         this.address,
         this.context.options.writeTimeoutMs,
         this.context.tls === undefined ? undefined : { options: this.context.tls, clusterId: this.context.clusterId },
+        (bytes) => this.context.sent(this.peerId, bytes),
       );
       this.connection = connection;
       const hello = encodeHello({

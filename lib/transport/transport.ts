@@ -7,8 +7,11 @@
  *   listen: { host: '127.0.0.1', port: 7001 },
  *   peers: new Map([[2, { host: '127.0.0.1', port: 7002 }], [3, { host: '127.0.0.1', port: 7003 }]]),
  *   stagingDir: stagingPath(store.dir),              // same filesystem; start after the store opened
+ *   acceptAttachments: true,                         // refused unless enabled
  *   attachmentsFor: entryDirectoryAttachments(store.dir), // ships wal/<LSN> minus RAFT per entry
- *   onMessage: async (message, stagedDirs) => {
+ *   onMessage: async (message, stagedDirs, snapshotFile) => {
+ *     // snapshot data arrives as a staged file: read it now (it is removed when this returns)
+ *     if (snapshotFile && message.snapshot) message.snapshot.data = await snapshotFile.read();
  *     for (const entry of message.entries) {
  *       const dir = stagedDirs.get(entry.index);   // a durable staged copy of the leader's entry dir
  *       // ... after raft accepts the entry: await store.insertLogEntry(entry, dir)
@@ -51,10 +54,14 @@
  *
  * Bulk data. A message with snapshot data, with entry attachments, or of type MsgSnap is sent as
  * a stream: StreamBegin (message without snapshot.data + sizes) · StreamChunk × N (at most
- * `chunkBytes` each: snapshot data, then attachment files) · StreamEnd (total). The receiver
- * reassembles snapshot data in memory (at most `maxSnapshotBytes`) and writes attachment files
- * into fresh directories under `stagingDir` (see attachments.ts for the fsync order); only a
- * complete stream is delivered, a broken one is discarded and its directories removed.
+ * `chunkBytes` each: snapshot data, then attachment files) · StreamEnd (total). With a
+ * `stagingDir`, the receiver writes snapshot data to a file there as it arrives (at most
+ * `maxSnapshotBytes` per stream; staged-snapshot.ts) and hands the file to `onMessage`; without
+ * one it reassembles the data in memory (within `maxBufferedSnapshotBytes` over all
+ * connections). Attachments are refused unless `acceptAttachments`; then their files go to fresh
+ * directories under `stagingDir` (see attachments.ts for the fsync order). What streams in
+ * flight wrote under `stagingDir` is bounded by `maxStagedBytes` in all. Only a complete stream
+ * is delivered; a broken one is discarded and its file and directories removed.
  *
  * Snapshot status. Every MsgSnap passed to `send` yields exactly one `onSnapshotStatus` call
  * (unless the transport is closed first): 'finish' once the whole stream is written to the
@@ -99,9 +106,31 @@ import { TransportError, TransportErrorCode } from './framing.js';
 import { PeerLink } from './outbound.js';
 import type { LinkContext, QueuedMessage } from './outbound.js';
 import { asError, checkAddress, checkNodeId, DEFAULTS, insecureAddressError, isLoopbackHost, positiveInteger } from './options.js';
-import type { PeerAddress, PeerStatus, ResolvedOptions, SnapshotTransferStatus, TransportOptions, TransportRefusals, TransportTlsOptions } from './options.js';
+import type {
+  PeerAddress,
+  PeerStatus,
+  ResolvedOptions,
+  SnapshotTransferStatus,
+  StagedSnapshotFile,
+  TransportOptions,
+  TransportPeerBytes,
+  TransportRefusals,
+  TransportStats,
+  TransportTlsOptions,
+} from './options.js';
 
-export type { BackoffOptions, PeerAddress, PeerStatus, SnapshotTransferStatus, TransportOptions, TransportRefusals, TransportTlsOptions } from './options.js';
+export type {
+  BackoffOptions,
+  PeerAddress,
+  PeerStatus,
+  SnapshotTransferStatus,
+  StagedSnapshotFile,
+  TransportOptions,
+  TransportPeerBytes,
+  TransportRefusals,
+  TransportStats,
+  TransportTlsOptions,
+} from './options.js';
 export { backoffDelay } from './outbound.js';
 
 /** The transport of one node: listens for its peers, dials them, and moves raft messages. */
@@ -119,6 +148,11 @@ export class Transport {
   private readonly insecure: boolean;
   private readonly acceptPeer: ((peerId: number) => boolean) | undefined;
   private readonly snapshotBudget: ByteBudget;
+  private readonly stagingBudget: ByteBudget;
+  private readonly frameBudget: ByteBudget;
+  private readonly acceptAttachments: boolean;
+  /** Bytes sent to and received from each peer (kept after a peer is removed). */
+  private readonly bytes = new Map<number, TransportPeerBytes>();
   /** Inbound connections still in TLS or Hello, by remote address (see onRawConnection). */
   private readonly pendingByAddress = new Map<string, number>();
   private pendingTotal = 0;
@@ -130,6 +164,7 @@ export class Transport {
     malformedFrames: 0,
     idleTimeouts: 0,
     snapshotBudgetExceeded: 0,
+    stagingBudgetExceeded: 0,
   };
   private boundAddress: PeerAddress | undefined;
   private state: 'new' | 'starting' | 'running' | 'closed' = 'new';
@@ -170,11 +205,19 @@ export class Transport {
       maxBufferedSnapshotBytes: positiveInteger(options.maxBufferedSnapshotBytes, DEFAULTS.maxBufferedSnapshotBytes, 'maxBufferedSnapshotBytes'),
       maxAttachmentBytesPerStream: positiveInteger(options.maxAttachmentBytesPerStream, DEFAULTS.maxAttachmentBytesPerStream, 'maxAttachmentBytesPerStream'),
       maxAttachmentsPerStream: positiveInteger(options.maxAttachmentsPerStream, DEFAULTS.maxAttachmentsPerStream, 'maxAttachmentsPerStream'),
+      maxStagedBytes: positiveInteger(options.maxStagedBytes, DEFAULTS.maxStagedBytes, 'maxStagedBytes'),
+      maxBufferedFrameBytes: positiveInteger(options.maxBufferedFrameBytes, DEFAULTS.maxBufferedFrameBytes, 'maxBufferedFrameBytes'),
     };
+    if (options.acceptAttachments === true && options.stagingDir === undefined) {
+      throw invalidArgumentError('acceptAttachments needs a stagingDir (attachments are written there)');
+    }
+    this.acceptAttachments = options.acceptAttachments === true;
     this.tls = options.tls;
     this.insecure = options.insecure === true;
     this.acceptPeer = options.acceptPeer;
     this.snapshotBudget = new ByteBudget(this.options.maxBufferedSnapshotBytes);
+    this.stagingBudget = new ByteBudget(this.options.maxStagedBytes);
+    this.frameBudget = new ByteBudget(this.options.maxBufferedFrameBytes);
     // Without TLS nothing authenticates a peer: only this machine may take part, unless the
     // operator says the network is trusted.
     if (this.tls === undefined && !this.insecure) {
@@ -297,6 +340,29 @@ export class Transport {
     return { ...this.refusals };
   }
 
+  /**
+   * Bytes moved per peer since start (sorted by peer id), and what the shared budgets hold now:
+   * frames received but not yet processed, snapshot data reassembled in memory, and bytes staged
+   * on disk by streams in flight.
+   */
+  stats(): TransportStats {
+    return {
+      peers: [...this.bytes].sort(([a], [b]) => a - b).map(([peer, bytes]) => ({ peer, ...bytes })),
+      bufferedFrameBytes: this.frameBudget.inUse,
+      bufferedSnapshotBytes: this.snapshotBudget.inUse,
+      stagedBytes: this.stagingBudget.inUse,
+    };
+  }
+
+  private countBytes(peerId: number, direction: keyof TransportPeerBytes, count: number): void {
+    let bytes = this.bytes.get(peerId);
+    if (bytes === undefined) {
+      bytes = { sent: 0, received: 0 };
+      this.bytes.set(peerId, bytes);
+    }
+    bytes[direction] += count;
+  }
+
   /** Known peers and their queue state. */
   peers(): Map<number, PeerStatus> {
     return new Map([...this.links].map(([peerId, link]) => [peerId, link.status()]));
@@ -368,6 +434,7 @@ export class Transport {
       unreachable: (peerId) => this.reportUnreachable(peerId),
       snapshotStatus: (peerId, status) => this.reportSnapshotStatus(peerId, status),
       error: (error) => this.reportError(error),
+      sent: (peerId, count) => this.countBytes(peerId, 'sent', count),
     };
   }
 
@@ -438,9 +505,13 @@ export class Transport {
       clusterId: this.clusterId,
       options: this.options,
       stagingDir: this.stagingDir,
+      acceptAttachments: this.acceptAttachments,
       acceptPeer: this.acceptPeer,
       snapshotBudget: this.snapshotBudget,
-      deliver: (message, stagedDirs) => this.deliver(message, stagedDirs),
+      stagingBudget: this.stagingBudget,
+      frameBudget: this.frameBudget,
+      deliver: (message, stagedDirs, snapshotFile) => this.deliver(message, stagedDirs, snapshotFile),
+      received: (peerId, count) => this.countBytes(peerId, 'received', count),
       refused: (kind, error) => {
         this.refusals[kind]++;
         this.reportError(error);
@@ -457,14 +528,14 @@ export class Transport {
     };
   }
 
-  private async deliver(message: Message, stagedDirs: ReadonlyMap<number, string>): Promise<void> {
+  private async deliver(message: Message, stagedDirs: ReadonlyMap<number, string>, snapshotFile: StagedSnapshotFile | undefined): Promise<void> {
     if (this.state === 'closed') {
       // Nobody will adopt them: remove instead of leaking staged directories.
       for (const dir of stagedDirs.values()) await rm(dir, { recursive: true, force: true }).catch(() => undefined);
       return;
     }
     try {
-      await this.callbacks.onMessage(message, stagedDirs);
+      await (snapshotFile === undefined ? this.callbacks.onMessage(message, stagedDirs) : this.callbacks.onMessage(message, stagedDirs, snapshotFile));
     } catch (error) {
       this.reportError(asError(error));
     }

@@ -156,3 +156,9 @@ export const KEY_INTENT = 'raft/intent';
  * commit is >= V (see replica-log-store.ts "Checkpoint").
  */
 export const KEY_LOG_CHECKPOINT = 'raft/log_checkpoint';
+/**
+ * raft/journal_through: the sequence (8 bytes big-endian) of the last journal record whose
+ * effect is durable in wal/ and KV (lib/wal/journal.ts). Written in the same synced batch as
+ * the hard state of a journal checkpoint; records at or below it are leftovers.
+ */
+export const KEY_JOURNAL_THROUGH = 'raft/journal_through';

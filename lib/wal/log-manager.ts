@@ -64,6 +64,7 @@ import {
   stagingPath,
   walPath,
 } from './layout.js';
+import { JOURNAL_DIRECTORY, journalRecordName, parseJournalRecordName } from './journal.js';
 
 /** Every named step of the write path, in the order a write passes them. */
 export const CRASH_POINTS = [
@@ -103,6 +104,10 @@ export const CRASH_POINTS = [
   'backfill-before-rename',
   /** backfill: renamed; about to fsync the entry directory */
   'backfill-after-rename',
+  /** journal: a write group's record file written, not yet fsynced (data or name) */
+  'before-journal-fsync',
+  /** journal: the record and journal/ fsynced (the group is durable), not yet acknowledged */
+  'after-journal-fsync',
 ] as const;
 
 export type CrashPointName = (typeof CRASH_POINTS)[number];
@@ -142,11 +147,19 @@ export class WalLogManager {
   readonly walDirectory: string;
   readonly stagingDirectory: string;
   readonly snapshotDirectory: string;
+  readonly journalDirectory: string;
   /**
    * Old tail entries being renamed out of wal/ by a truncating append: index → where they go.
    * Until the store publishes the new state, readers may still ask for them (see readEntrySync).
    */
   private readonly relocated = new Map<number, string>();
+  /** Snapshot data files written but not yet named in KV (see writeSnapshotData). */
+  private readonly snapshotFilesInFlight = new Set<string>();
+
+  /** The store has recorded `name` in KV (or given it up): pruning may consider it again. */
+  releaseSnapshotFile(name: string): void {
+    this.snapshotFilesInFlight.delete(name);
+  }
 
   constructor(
     readonly dir: string,
@@ -156,6 +169,7 @@ export class WalLogManager {
     this.walDirectory = walPath(dir);
     this.stagingDirectory = stagingPath(dir);
     this.snapshotDirectory = snapshotDirectoryPath(dir);
+    this.journalDirectory = join(dir, JOURNAL_DIRECTORY);
   }
 
   private crash(name: CrashPointName): void {
@@ -186,9 +200,11 @@ export class WalLogManager {
    * (finding 1); and a name created by an earlier open that died before its fsync is made durable
    * now (finding 2). Before this returns, no write has been acknowledged.
    */
-  async prepare(): Promise<void> {
+  async prepare(options: { journal: boolean } = { journal: false }): Promise<void> {
     await this.io('mkdir', this.walDirectory, () => this.fs.mkdir(this.walDirectory, DIRECTORY_MODE));
     await this.io('mkdir', this.stagingDirectory, () => this.fs.mkdir(this.stagingDirectory, DIRECTORY_MODE));
+    // journal/ before the fsync of the store directory, which makes its name durable too.
+    if (options.journal) await this.io('mkdir', this.journalDirectory, () => this.fs.mkdir(this.journalDirectory, DIRECTORY_MODE));
     await this.io('fsync', this.dir, () => this.fs.fsync(this.dir));
     const leftovers = await this.io('readdir', this.stagingDirectory, () => this.fs.readdir(this.stagingDirectory));
     for (const name of leftovers) {
@@ -331,7 +347,7 @@ export class WalLogManager {
    * them are durable before step 4's rename, which is what makes the entry part of the log.
    * Many fsyncs in flight at once let the kernel's journal merge their commits.
    */
-  async stageEntries(entries: readonly StagedEntry[]): Promise<void> {
+  async stageEntries(entries: readonly StagedEntry[], options: { fsync: boolean } = { fsync: true }): Promise<void> {
     const fsyncs = new BoundedTasks(FSYNC_CONCURRENCY);
     try {
       for (let start = 0; start < entries.length; start += STAGE_CHUNK) {
@@ -365,7 +381,8 @@ export class WalLogManager {
         // RAFT files first in the queue: their fsyncs write data and commit the journal
         // transaction that also holds the creation of the MANIFESTs and directories, so the
         // fsyncs queued behind them mostly find nothing left to commit (5-10 % faster, measured).
-        for (const path of raftFiles.concat(theRest)) fsyncs.add(() => this.io('fsync', path, () => this.fs.fsync(path)));
+        // Without fsync: the caller makes the batch durable with one syncFileSystem() instead.
+        if (options.fsync) for (const path of raftFiles.concat(theRest)) fsyncs.add(() => this.io('fsync', path, () => this.fs.fsync(path)));
       }
     } catch (error) {
       // Every fsync started has finished before this throws: nothing of this write runs on
@@ -394,7 +411,7 @@ export class WalLogManager {
   }
 
   /** Steps 4–5: renames staged entries into wal/ in index order, then fsyncs wal/ once. */
-  async publishStaged(indexes: readonly number[]): Promise<void> {
+  async publishStaged(indexes: readonly number[], options: { fsync: boolean } = { fsync: true }): Promise<void> {
     for (const index of indexes) {
       const source = this.stagedEntryDirectory(index);
       const target = this.entryDirectory(index);
@@ -403,6 +420,11 @@ export class WalLogManager {
       this.crash('after-rename');
     }
     this.crash('before-wal-fsync');
+    if (!options.fsync) {
+      // The caller's syncFileSystem() makes both directories durable at once.
+      this.crash('after-wal-fsync');
+      return;
+    }
     // staging/ with wal/ (in parallel: one barrier's latency): every rename out of staging/ must
     // be durable with its rename into wal/. Otherwise both names may survive a power cut, and
     // open's removal of the staging/ name would empty the acknowledged entry (finding 6).
@@ -529,8 +551,10 @@ export class WalLogManager {
 
   /** Writes a snapshot data file: temp + fsync + rename + fsync of snapshot/. Returns its name. */
   async writeSnapshotData(index: number, data: Uint8Array): Promise<string> {
-    await this.ensureDirectory(this.snapshotDirectory, this.dir);
     const name = snapshotFileName(index, randomBytes(6).toString('hex'));
+    // Kept out of pruneSnapshotFiles until the caller releases it (after KV names it, or not).
+    this.snapshotFilesInFlight.add(name);
+    await this.ensureDirectory(this.snapshotDirectory, this.dir);
     const target = join(this.snapshotDirectory, name);
     const temporary = `${target}.tmp`;
     await this.io('remove', temporary, () => this.fs.remove(temporary));
@@ -542,6 +566,70 @@ export class WalLogManager {
     // The rename is durable only once snapshot/ is fsynced (Gitaly B11 skipped this).
     await this.io('fsync', this.snapshotDirectory, () => this.fs.fsync(this.snapshotDirectory));
     return name;
+  }
+
+  // ---------------------------------------------------------------- journal (journal.ts)
+
+  /** syncfs(2) of the store's file system; false (nothing done) where it is not available. */
+  async syncFileSystem(): Promise<boolean> {
+    const sync = this.fs.syncFileSystem;
+    if (sync === undefined) return false;
+    return this.io('syncfs', this.dir, () => sync(this.dir));
+  }
+
+  /** The journal's record sequences, ascending; [] without journal/. Any other name is corruption. */
+  async listJournal(): Promise<number[]> {
+    const stat = await this.io('stat', this.journalDirectory, () => this.fs.stat(this.journalDirectory));
+    if (stat === undefined) return [];
+    if (!stat.isDirectory) throw corruptError(`${this.journalDirectory} is not a directory`, { path: this.journalDirectory });
+    const names = await this.io('readdir', this.journalDirectory, () => this.fs.readdir(this.journalDirectory));
+    const sequences: number[] = [];
+    for (const name of names) {
+      const sequence = parseJournalRecordName(name);
+      if (sequence === undefined) {
+        const path = join(this.journalDirectory, name);
+        throw corruptError(`stray name in the journal: ${path} is not a journal record`, { path });
+      }
+      sequences.push(sequence);
+    }
+    return sequences.sort((a, b) => a - b);
+  }
+
+  journalRecordPath(sequence: number): string {
+    return join(this.journalDirectory, journalRecordName(sequence));
+  }
+
+  readJournalRecordSync(sequence: number): Uint8Array {
+    const path = this.journalRecordPath(sequence);
+    try {
+      return this.fs.readFileSync(path);
+    } catch (error) {
+      throw ioError('read', path, error);
+    }
+  }
+
+  /**
+   * Makes one write group durable: a new record file, then its data and its name fsynced in
+   * parallel (one round: a record whose name survived without its data is torn, and only the
+   * record of an unacknowledged group can be; open drops it).
+   */
+  async writeJournalRecord(sequence: number, bytes: Uint8Array): Promise<void> {
+    const path = this.journalRecordPath(sequence);
+    await this.io('write', path, () => this.fs.writeFile(path, bytes, FILE_MODE));
+    this.crash('before-journal-fsync');
+    await Promise.all([this.io('fsync', path, () => this.fs.fsync(path)), this.io('fsync', this.journalDirectory, () => this.fs.fsync(this.journalDirectory))]);
+    this.crash('after-journal-fsync');
+  }
+
+  /**
+   * Removes checkpointed records. No fsync: KV's raft/journal_through already says they are
+   * covered, and open removes any that a power cut brings back.
+   */
+  async removeJournalRecords(sequences: readonly number[]): Promise<void> {
+    for (const sequence of sequences) {
+      const path = this.journalRecordPath(sequence);
+      await this.io('remove', path, () => this.fs.remove(path));
+    }
   }
 
   readSnapshotDataSync(name: string): Uint8Array {
@@ -567,6 +655,8 @@ export class WalLogManager {
     const names = await this.io('readdir', this.snapshotDirectory, () => this.fs.readdir(this.snapshotDirectory));
     for (const name of names) {
       if (name === keep) continue;
+      // A snapshot being written beside the queue (createSnapshot), or its temporary file.
+      if (this.snapshotFilesInFlight.has(name) || this.snapshotFilesInFlight.has(name.replace(/\.tmp$/, ''))) continue;
       const path = join(this.snapshotDirectory, name);
       await this.io('remove', path, () => this.fs.remove(path));
     }

@@ -38,6 +38,7 @@ import {
   KEY_HARD_STATE,
   KEY_INTENT,
   KEY_LOG_ANCHOR,
+  KEY_JOURNAL_THROUGH,
   KEY_LOG_CHECKPOINT,
   KEY_SNAPSHOT,
   KEY_SNAPSHOT_DATA,
@@ -76,6 +77,8 @@ export interface SavedRaftState {
   intent?: Intent;
   /** Absent when the key is absent. */
   checkpoint?: CheckpointRecord;
+  /** The last journal record already checkpointed (absent: none). */
+  journalThrough?: number;
 }
 
 /** One atomic change: a field set to a value is written, set to null is deleted, absent is untouched. */
@@ -88,6 +91,8 @@ export interface RaftStateChange {
   intent?: Intent | null;
   /** Only ever in the same batch as a hard state (or alone at close): see replica-log-store.ts. */
   checkpoint?: LogCheckpoint | null;
+  /** Only in the synced batch that makes the records up to it durable (a journal checkpoint). */
+  journalThrough?: number;
 }
 
 /** The part of classic-level's API the store uses, with byte keys and values. */
@@ -180,7 +185,7 @@ export function decodeCheckpoint(bytes: Uint8Array): LogCheckpoint {
 }
 
 export class RaftStateStore {
-  private readonly keys: Record<'hardState' | 'confState' | 'snapshot' | 'snapshotData' | 'anchor' | 'intent' | 'checkpoint', Uint8Array>;
+  private readonly keys: Record<'hardState' | 'confState' | 'snapshot' | 'snapshotData' | 'anchor' | 'intent' | 'checkpoint' | 'journalThrough', Uint8Array>;
 
   /** `where` names the database in errors (its path, or "the given db"). */
   constructor(
@@ -196,6 +201,7 @@ export class RaftStateStore {
       anchor: kvKey(partitionId, KEY_LOG_ANCHOR),
       intent: kvKey(partitionId, KEY_INTENT),
       checkpoint: kvKey(partitionId, KEY_LOG_CHECKPOINT),
+      journalThrough: kvKey(partitionId, KEY_JOURNAL_THROUGH),
     };
   }
 
@@ -209,13 +215,14 @@ export class RaftStateStore {
       this.keys.anchor,
       this.keys.intent,
       this.keys.checkpoint,
+      this.keys.journalThrough,
     ];
     try {
       values = await this.database.getMany<Uint8Array, Uint8Array>(keys, BYTES);
     } catch (error) {
       throw ioError('read', this.where, error);
     }
-    const [hardState, confState, snapshot, snapshotData, anchor, intent, checkpoint] = values;
+    const [hardState, confState, snapshot, snapshotData, anchor, intent, checkpoint, journalThrough] = values;
     const decode = <T>(name: string, bytes: Uint8Array | undefined, decoder: (bytes: Uint8Array) => T): T | undefined => {
       if (bytes === undefined) return undefined;
       try {
@@ -248,6 +255,15 @@ export class RaftStateStore {
         state.checkpoint = { ok: false, reason: `key ${KEY_LOG_CHECKPOINT} does not decode: ${(error as Error).message}` };
       }
     }
+    if (journalThrough !== undefined) {
+      const decoded = decode(KEY_JOURNAL_THROUGH, journalThrough, (bytes) => {
+        if (bytes.length !== 8) throw new Error(`${bytes.length} bytes, not 8`);
+        const value = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0));
+        if (!Number.isSafeInteger(value)) throw new Error(`${value} is not a safe integer`);
+        return value;
+      });
+      if (decoded !== undefined) state.journalThrough = decoded;
+    }
     return state;
   }
 
@@ -267,6 +283,11 @@ export class RaftStateStore {
     else if (change.intent === 'drop-all-entries') put(this.keys.intent, Uint8Array.of(INTENT_DROP_ALL_ENTRIES));
     if (change.checkpoint === null) del(this.keys.checkpoint);
     else if (change.checkpoint !== undefined) put(this.keys.checkpoint, encodeCheckpoint(change.checkpoint));
+    if (change.journalThrough !== undefined) {
+      const bytes = new Uint8Array(8);
+      new DataView(bytes.buffer).setBigUint64(0, BigInt(change.journalThrough));
+      put(this.keys.journalThrough, bytes);
+    }
     if (operations.length === 0) return;
     try {
       await this.database.batch<Uint8Array, Uint8Array>(operations, { ...BYTES, sync: true });

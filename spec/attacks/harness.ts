@@ -45,7 +45,7 @@ export interface Cluster {
   stop(): Promise<void>;
 }
 
-export async function startCluster(options: { tls?: boolean; snapshotEvery?: number } = {}): Promise<Cluster> {
+export async function startCluster(options: { tls?: boolean; snapshotEvery?: number; keepEntries?: number } = {}): Promise<Cluster> {
   await ensureBuilt();
   const root = mkdtempSync(join(tmpdir(), 'replicalog-attacks-'));
   const ids = [1, 2, 3];
@@ -74,7 +74,7 @@ export async function startCluster(options: { tls?: boolean; snapshotEvery?: num
       clusterId: CLUSTER_ID,
       tickMs: TICK_MS,
       snapshotEvery: options.snapshotEvery ?? 1000,
-      keepEntries: 50,
+      keepEntries: options.keepEntries ?? 50,
       ...(certificates === undefined ? {} : { tls: certificates.get(id)! }),
     });
     processes.set(id, node);

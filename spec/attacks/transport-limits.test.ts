@@ -1,7 +1,8 @@
 /**
- * Transport limits on attachments (issue 14 item 9): refused unless the application gives a
- * staging directory, and bounded per stream (bytes and entry directories) before any directory
- * is created. Also: the pre-handshake frame cap and the per-address pending cap, in process.
+ * Transport limits on attachments (issue 14 item 9): refused unless the application enables
+ * them (a staging directory and acceptAttachments), bounded per stream (bytes and entry
+ * directories) before any directory is created, and in all (bytes staged by streams in flight).
+ * Also: the pre-handshake frame cap and the per-address pending cap, in process.
  */
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,6 +14,7 @@ import { Transport, type TransportOptions } from '../../lib/transport/index.js';
 import { encodeStreamHeader } from '../../lib/transport/wire.js';
 import { EntryType, MessageType } from '../../lib/types.js';
 import { makeTempDir, removeTempDirs } from '../helpers/temp-dir.js';
+import { waitFor } from '../helpers/wait-for.js';
 import { attack, CLUSTER_ID, forged } from './harness.js';
 
 const transports: Transport[] = [];
@@ -55,10 +57,11 @@ describe('attachments', () => {
     { name: 'without a staging directory', options: {}, count: 1, size: 10 },
     { name: 'over the per-stream byte budget', options: { maxAttachmentBytesPerStream: 1000 }, count: 2, size: 600 },
     { name: 'over the per-stream directory count', options: { maxAttachmentsPerStream: 100 }, count: 20_000, size: 0 },
+    { name: 'with a staging directory but acceptAttachments off', options: { acceptAttachments: false }, count: 1, size: 10 },
   ])('refuses a stream $name before creating anything', async ({ options, count, size }) => {
     const staging = makeTempDir('replicalog-staging-');
-    const withStaging = 'maxAttachmentBytesPerStream' in options || 'maxAttachmentsPerStream' in options;
-    const { transport, port, delivered } = await listening({ ...options, ...(withStaging ? { stagingDir: join(staging, 'staging') } : {}) });
+    const withStaging = Object.keys(options).length > 0;
+    const { transport, port, delivered } = await listening({ ...(withStaging ? { stagingDir: join(staging, 'staging'), acceptAttachments: true } : {}), ...options });
     const connection = attack(port, { senderId: 2, receiverId: 1 });
     expect(await connection.outcome).toEqual({ accepted: true });
     connection.sendFrame(FrameKind.StreamBegin, attachmentStream(count, size));
@@ -66,6 +69,42 @@ describe('attachments', () => {
     expect(delivered).toEqual([]);
     if (withStaging) expect(readdirSync(join(staging, 'staging'))).toEqual([]);
     expect(transport.refused().malformedFrames).toBe(1);
+  });
+
+  it('bounds what many streams in flight stage in all, and leaves nothing on disk once their connections drop', async () => {
+    const staging = join(makeTempDir('replicalog-staging-'), 'staging');
+    const MiB = 1024 * 1024;
+    const { transport, port, delivered } = await listening({
+      stagingDir: staging,
+      acceptAttachments: true,
+      acceptPeer: (peerId) => peerId >= 2 && peerId <= 9,
+      maxAttachmentBytesPerStream: 2 * MiB,
+      maxStagedBytes: 3 * MiB,
+    });
+    // Eight members (TLS is off: any local process may say it is one) each stream 2 MiB of
+    // attachments within the per-stream budget, stop half-way and hold the stream open.
+    const attackers = Array.from({ length: 8 }, (_, position) => attack(port, { senderId: position + 2, receiverId: 1 }));
+    for (const [position, connection] of attackers.entries()) {
+      expect(await connection.outcome).toEqual({ accepted: true });
+      const from = position + 2;
+      const entries = [{ index: 2, term: 1, type: EntryType.Normal, data: new Uint8Array(0) }];
+      const message = forged({ type: MessageType.MsgApp, from, to: 1, term: 1, index: 1, logTerm: 1, entries });
+      connection.sendFrame(
+        FrameKind.StreamBegin,
+        encodeStreamHeader({ messageBytes: encodeMessage(message), snapshotDataLength: undefined, attachments: [{ index: 2, files: [{ name: '1', size: 2 * MiB }] }] }),
+      );
+      connection.sendFrame(FrameKind.StreamChunk, Buffer.alloc(MiB, position));
+    }
+    // 3 MiB fit: three streams stage their first MiB, the other five are refused and closed.
+    const closed = await Promise.all(attackers.map((connection) => connection.closedWithin(3000)));
+    expect(closed.filter(Boolean)).toHaveLength(5);
+    expect(transport.refused().stagingBudgetExceeded).toBe(5);
+    expect(transport.stats().stagedBytes).toBe(3 * MiB);
+    expect(readdirSync(staging)).toHaveLength(3);
+    for (const connection of attackers) connection.close();
+    await waitFor('the staging directories to be removed', () => readdirSync(staging).length === 0);
+    expect(transport.stats().stagedBytes).toBe(0);
+    expect(delivered).toEqual([]);
   });
 });
 

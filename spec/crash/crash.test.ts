@@ -43,6 +43,8 @@ function options(seed: number, allowPrefix = true): SeedOptions {
     recoveryKills: true,
     // Even seeds: a checkpoint in KV with nearly every hard state and at close (lib: "Checkpoint").
     ...(seed % 2 === 0 ? { checkpointInterval: 1 } : {}),
+    // Seed 6: journal mode (lib/wal/journal.ts), its record and checkpoint kill points included.
+    ...(seed % 6 === 0 ? { journal: true } : {}),
     check: { allowPrefix },
     tempDir: () => join(root, `${seed}-${made++}`),
   };
@@ -84,7 +86,7 @@ describe('SIGKILL at every crash point, at random moments and during recovery', 
         expect(totals.kills - before).toBeGreaterThan(20);
       });
     },
-    170_000,
+    400_000,
   );
 
   it.concurrent('backfill of a pre-Raft fixture killed at each backfill step and at random moments resumes to the uninterrupted result', async () => {
@@ -93,7 +95,7 @@ describe('SIGKILL at every crash point, at random moments and during recovery', 
       await backfillSeed(options(11), totals, 10);
       expect(totals.backfillKills - before).toBeGreaterThanOrEqual(9);
     });
-  }, 120_000);
+  }, 400_000);
 });
 
 describe('totals', () => {

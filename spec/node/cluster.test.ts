@@ -2,6 +2,8 @@
  * An in-process 3-node cluster over loopback: ReplicaNodes on ReplicaLogStores in one process.
  * Node 1 is the seed (a snapshot at index 1 holding a few keys), nodes 2 and 3 join empty and
  * catch up by snapshot; then puts replicate, a follower restarts from disk and catches up.
+ * The same run twice: over plain TCP on loopback, and over mutual TLS (issue 14), where the
+ * snapshots also travel encrypted and are staged in a file under staging/ on the receiver.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,7 +15,7 @@ import { ReplicaNode } from '../../lib/node/node.js';
 import { freePorts } from '../../lib/node/ports.js';
 import { KvStateMachine, recoverStateFromStorage } from '../../lib/node/state-machine.js';
 import { ReplicaLogStore } from '../../lib/replica-log-store.js';
-import type { PeerAddress } from '../../lib/transport/index.js';
+import { createClusterCertificates, readTlsFiles, type PeerAddress } from '../../lib/transport/index.js';
 
 const root = mkdtempSync(join(tmpdir(), 'replicalog-cluster-'));
 const nodes = new Map<number, ReplicaNode>();
@@ -28,11 +30,18 @@ function leaderOf(): ReplicaNode | undefined {
   return [...nodes.values()].find((node) => node.isLeader);
 }
 
-it('elects, replicates puts, restarts a follower from disk and catches it up', async () => {
+it.each([
+  { transport: 'plain TCP', tls: false },
+  { transport: 'mutual TLS', tls: true },
+])('elects, replicates puts, restarts a follower from disk and catches it up ($transport)', async ({ tls }) => {
+  for (const node of nodes.values()) await node.close();
+  nodes.clear();
   const ids = [1, 2, 3];
+  const base = join(root, tls ? 'tls' : 'plain');
   const ports = await freePorts(3);
   const peers = new Map<number, PeerAddress>(ids.map((id, i) => [id, { host: '127.0.0.1', port: ports[i]! }]));
-  const dirOf = (id: number) => join(root, `node-${id}`);
+  const dirOf = (id: number) => join(base, `node-${id}`);
+  const certificates = tls ? createClusterCertificates(join(base, 'certs'), 'cluster-test', ids) : undefined;
 
   // Bootstrap: the seed holds two keys as of index 1; the others only know the voters.
   const seed = await ReplicaLogStore.open({ dir: dirOf(1) });
@@ -55,6 +64,7 @@ it('elects, replicates puts, restarts a follower from disk and catches it up', a
       keepEntries: 5,
       httpPort: 0,
       log: () => {},
+      ...(certificates === undefined ? {} : { peerTls: readTlsFiles(certificates.get(id)!) }),
     });
     nodes.set(id, node);
     return node;
@@ -88,6 +98,19 @@ it('elects, replicates puts, restarts a follower from disk and catches it up', a
   expect(status).toMatchObject({ raftState: 'StateLeader', lead: 1 });
   const all = (await (await fetch(`${httpOf(1)}/kv`)).json()) as { entries: Record<string, string> };
   expect(all.entries['key-0']).toBe('value-0');
+  // The transport's byte counters, per peer and direction, in /metrics: the leader sent to and
+  // heard from both followers.
+  const metrics = await (await fetch(`${httpOf(1)}/metrics`)).text();
+  for (const peer of [2, 3]) {
+    for (const direction of ['sent', 'received']) {
+      const sample = new RegExp(`^replicalog_transport_bytes_total\\{direction="${direction}",peer="${peer}"\\} (\\d+)$`, 'm').exec(metrics);
+      expect(sample, `${direction} bytes for peer ${peer} in:\n${metrics}`).not.toBeNull();
+      expect(Number(sample![1])).toBeGreaterThan(1000);
+    }
+  }
+  const leaderTransport = leader.status().transport;
+  expect(leaderTransport.peers.map((peer) => peer.peer)).toEqual([2, 3]);
+  expect(leaderTransport.stagedBytes).toBe(0);
 
   // Restart follower 3 from disk; write while it is down.
   await nodes.get(3)!.close();

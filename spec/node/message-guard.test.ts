@@ -3,7 +3,7 @@
  * messages a healthy cluster sends passing through.
  */
 import { describe, expect, it } from 'vitest';
-import { MAX_NETWORK_TERM, refuseInboundMessage, type MessageGuardView } from '../../lib/node/message-guard.js';
+import { dropCommitPastLog, MAX_NETWORK_TERM, refuseInboundMessage, type MessageGuardView } from '../../lib/node/message-guard.js';
 import { LOCAL_APPEND_THREAD } from '../../lib/raft/util.js';
 import { EntryType, MessageType, type Message } from '../../lib/types.js';
 
@@ -48,5 +48,23 @@ describe('refuseInboundMessage', () => {
     ['a MsgTimeoutNow from the leader', message({ type: MessageType.MsgTimeoutNow })],
   ])('lets %s through', (_name, crafted) => {
     expect(refuseInboundMessage(crafted, view)).toBeUndefined();
+  });
+});
+
+describe('dropCommitPastLog', () => {
+  it('steps a heartbeat committing past the log with commit 0, and says so', () => {
+    const heartbeat = message({ type: MessageType.MsgHeartbeat, commit: 27 });
+    const adjusted = dropCommitPastLog(heartbeat, { lastIndex: 0 });
+    expect(adjusted.message).toEqual({ ...heartbeat, commit: 0 });
+    expect(adjusted.refusal).toMatch(/commit 27 is above this node's last index 0/);
+    expect(heartbeat.commit).toBe(27);
+    expect(refuseInboundMessage(adjusted.message, { ...view, lastIndex: 0 })).toBeUndefined();
+  });
+
+  it.each([
+    ['a heartbeat within the log', message({ type: MessageType.MsgHeartbeat, commit: 10 })],
+    ['an append (its commit is checked against its own entries by raft)', message({ type: MessageType.MsgApp, index: 10, logTerm: 5, commit: 11, entries: [entry(11, 5)] })],
+  ])('leaves %s as it is', (_name, inbound) => {
+    expect(dropCommitPastLog(inbound, { lastIndex: 10 })).toEqual({ message: inbound });
   });
 });

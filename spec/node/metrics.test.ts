@@ -57,6 +57,9 @@ it('serves the named series in the exposition format, with the node\'s values', 
   expect(samples.get('replicalog_compactions_total')).toBeGreaterThanOrEqual(1);
   expect(samples.get('replicalog_store_fsyncs_total')).toBeGreaterThan(0);
   expect(samples.get('replicalog_store_entries_written_total')).toBeGreaterThanOrEqual(12);
+  // Journal mode (the node's default): snapshots drained the journal into wal/.
+  expect(samples.get('replicalog_store_journal_checkpoints_total')).toBeGreaterThanOrEqual(1);
+  expect(samples.has('replicalog_store_journal_entries_waiting')).toBe(true);
   expect(samples.get('replicalog_refused_total{kind="message"}')).toBe(0);
   expect(samples.has('replicalog_refused_total{kind="transport_handshakesRefused"}')).toBe(true);
 });

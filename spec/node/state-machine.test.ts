@@ -150,11 +150,27 @@ describe('binary snapshots and the incremental digest (issue 14 item 10)', () =>
     ['invalid UTF-8', Buffer.concat([Buffer.from('RLKV\x02'), Buffer.from([1, 0xff, 0])])],
     ['a key twice', Buffer.concat([Buffer.from('RLKV\x02'), Buffer.from([1, 0x61, 0, 1, 0x61, 0])])],
     ['an over-long length', Buffer.concat([Buffer.from('RLKV\x02'), Buffer.alloc(9, 0xff)])],
-  ])('refuses snapshot data with %s, naming the index, and leaves the state as it was', (_name, data) => {
+    ['a value that is not UTF-8', Buffer.concat([Buffer.from('RLKV\x02'), Buffer.from([1, 0x61, 2, 0xc3, 0x28])])],
+    ['a truncated value', Buffer.concat([Buffer.from('RLKV\x02'), Buffer.from([1, 0x61, 5, 0x62])])],
+  ])('refuses snapshot data with %s, naming the index, and leaves the state as it was; checkSnapshot refuses it alike', (_name, data) => {
     const machine = KvStateMachine.from([['kept', 'yes']], 7);
-    expect(() => machine.restore(data, 42)).toThrow(/snapshot data at index 42/);
+    let restoreError: Error | undefined;
+    try {
+      machine.restore(data, 42);
+    } catch (error) {
+      restoreError = error as Error;
+    }
+    expect(restoreError?.message).toMatch(/snapshot data at index 42/);
     expect(machine.get('kept')).toBe('yes');
     expect(machine.applied).toBe(7);
+    expect(() => KvStateMachine.checkSnapshot(data, 42)).toThrow(restoreError!.message);
+  });
+
+  it('checkSnapshot accepts what restore accepts', () => {
+    for (const data of [undefined, new Uint8Array(0), KvStateMachine.from([['a', 'é'], ['b', '']], 3).snapshot()]) {
+      expect(() => KvStateMachine.checkSnapshot(data, 3)).not.toThrow();
+      expect(() => KvStateMachine.fromSnapshot(data, 3)).not.toThrow();
+    }
   });
 
   it('still restores the older JSON format', () => {

@@ -55,6 +55,8 @@ export type Step =
   | { kind: 'remove'; parent: number; name: string; node: number }
   | { kind: 'rename'; from: number; fromName: string; to: number; toName: string; node: number }
   | { kind: 'fsync'; node: number; path: string }
+  /** syncfs(2): everything recorded before it is durable. */
+  | { kind: 'syncfs' }
   | { kind: 'kv'; copy: string }
   | { kind: 'kv-created'; parent: number; copy: string }
   | { kind: 'ack' };
@@ -217,6 +219,17 @@ export async function recordOperation(
       const node = parts === undefined ? undefined : walk(live, parts);
       if (node !== undefined) steps.push({ kind: 'fsync', node: node.id, path: relative(root, path) });
     },
+    async syncFileSystem(path) {
+      noticeKv();
+      // The model decides what survives: no real syncfs is needed to build the states. The
+      // control may drop it (the store then believes everything is durable).
+      const occurrence = fsyncCounts.get('syncfs') ?? 0;
+      fsyncCounts.set('syncfs', occurrence + 1);
+      if (options.dropFsync?.('syncfs', occurrence) === true) return true;
+      void path;
+      steps.push({ kind: 'syncfs' });
+      return true;
+    },
     async rename(from, to) {
       noticeKv();
       await nodeFileSystem.rename(from, to);
@@ -283,7 +296,10 @@ function uncertainty(steps: readonly Step[], upTo: number): Uncertainty {
     const step = steps[index]!;
     if (step.kind === 'fsync') fsyncs.set(step.node, [...(fsyncs.get(step.node) ?? []), index]);
   }
-  const syncedAfter = (node: number, index: number) => (fsyncs.get(node) ?? []).some((position) => position > index);
+  // syncfs: every change before the last one is durable, whatever its directory.
+  let lastFileSystemSync = -1;
+  for (let index = 0; index < upTo; index++) if (steps[index]!.kind === 'syncfs') lastFileSystemSync = index;
+  const syncedAfter = (node: number, index: number) => index < lastFileSystemSync || (fsyncs.get(node) ?? []).some((position) => position > index);
   const open: string[] = [];
   const sure = new Set<string>();
   const removals = new Set<string>();
@@ -337,6 +353,7 @@ function buildState(recorded: RecordedOperation, upTo: number, survives: (key: s
     const step = recorded.steps[index]!;
     switch (step.kind) {
       case 'fsync':
+      case 'syncfs':
       case 'ack':
         break;
       case 'kv':
@@ -561,6 +578,8 @@ export function describeSteps(recorded: RecordedOperation): string {
           return `#${index} rename dir#${step.from}/${step.fromName} -> dir#${step.to}/${step.toName}`;
         case 'fsync':
           return `#${index} fsync ${step.path || '.'} (#${step.node})`;
+        case 'syncfs':
+          return `#${index} syncfs`;
         case 'kv':
           return `#${index} kv batch`;
         case 'kv-created':

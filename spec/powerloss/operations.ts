@@ -12,6 +12,7 @@ import { writePreRaftWal } from '../../lib/fixture.js';
 import { ReplicaLogStore, type ReplicaLogStoreOptions } from '../../lib/replica-log-store.js';
 import { EntryType, type Entry } from '../../lib/types.js';
 import { entryPath, RAFT_FILE, stagingPath, walPath } from '../../lib/wal/layout.js';
+import { encodeJournalRecord, JOURNAL_DIRECTORY, journalRecordName } from '../../lib/wal/journal.js';
 import { describeSteps, enumerateCrashStates, recordOperation, type CrashCheck, type EnumerateOptions, type EnumerationReport, type RecordOptions } from './enumerator.js';
 
 const entry = (index: number, term: number): Entry => ({ index, term, type: EntryType.Normal, data: new TextEncoder().encode(`${index}@${term}`) });
@@ -302,6 +303,36 @@ export const cases: OperationCase[] = [
     },
     operation: (store) => Promise.all([store.append(run(5, 6, 1)), store.setHardState({ term: 1, vote: 1, commit: 6 })]),
   },
+  {
+    name: 'journal: an append (one record, written into wal/ by the checkpoint at close)',
+    openOptions: { journal: true, journalCheckpointDelayMs: 600_000 },
+    setup: async (store) => {
+      await Promise.all([store.append(run(1, 2, 1)), store.setHardState({ term: 1, vote: 1, commit: 2 })]);
+    },
+    operation: (store) => store.append(run(3, 5, 1)),
+  },
+  {
+    name: 'journal: a truncating write group (the checkpoint at close cuts the tail in wal/)',
+    openOptions: { journal: true, journalCheckpointDelayMs: 600_000 },
+    setup: async (store) => {
+      await Promise.all([store.append(run(1, 5, 1)), store.setHardState({ term: 1, vote: 1, commit: 2 })]);
+    },
+    operation: (store) => Promise.all([store.append(run(3, 4, 2)), store.setHardState({ term: 2, vote: 1, commit: 2 })]),
+  },
+  {
+    name: "journal: open's replay of records a crash left (a truncating one among them)",
+    openOptions: { journal: true, journalCheckpointDelayMs: 600_000 },
+    setup: async (store) => {
+      await Promise.all([store.append(run(1, 2, 1)), store.setHardState({ term: 1, vote: 1, commit: 2 })]);
+    },
+    // After the setup's close, raft/journal_through is 1: records 2 and 3 are acknowledged groups
+    // whose checkpoint never ran.
+    damage: (dir) => {
+      writeFileSync(join(dir, JOURNAL_DIRECTORY, journalRecordName(2)), encodeJournalRecord({ entries: run(3, 5, 1), hardState: { term: 1, vote: 1, commit: 3 } }), { mode: 0o400 });
+      writeFileSync(join(dir, JOURNAL_DIRECTORY, journalRecordName(3)), encodeJournalRecord({ entries: run(5, 6, 2), hardState: { term: 2, vote: 0, commit: 4 } }), { mode: 0o400 });
+    },
+    operation: async () => {},
+  },
 ];
 
 /** The controls: one barrier dropped, the enumerator must find failing states (the test of the test). */
@@ -330,6 +361,16 @@ export const controls: { name: string; operation: string; dropFsync: (path: stri
     name: 'a first open without the fsync of the store directory (finding 1: kv/ can vanish)',
     operation: 'first open of a tree that has wal/ and staging/ (no kv/), then setHardState',
     dropFsync: (path, _occurrence, dir) => path === dir,
+  },
+  {
+    name: 'a journal record without the fsync of journal/ (the acknowledged group can vanish)',
+    operation: 'journal: an append (one record, written into wal/ by the checkpoint at close)',
+    dropFsync: (path, _occurrence, dir) => path === join(dir, JOURNAL_DIRECTORY),
+  },
+  {
+    name: "a journal checkpoint without its syncfs before KV records it (journal_through covers entries not durable)",
+    operation: 'journal: an append (one record, written into wal/ by the checkpoint at close)',
+    dropFsync: (path) => path === 'syncfs',
   },
   {
     name: 'creating a store without the fsync of the first level mkdir -p created (finding 3)',

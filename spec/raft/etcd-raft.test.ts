@@ -1,5 +1,5 @@
 /**
- * A subset of etcd raft v3.6 raft_test.go: elections (with and without pre-vote), replication,
+ * etcd raft v3.6 raft_test.go, first part (the rest is etcd-raft-more.test.ts): elections (with and without pre-vote), replication,
  * commit rules, proposals, check-quorum, ReadIndex, snapshots, leadership transfer, removal.
  */
 import { describe, expect, it } from 'vitest';
@@ -75,7 +75,7 @@ function checkLeaderTransferState(r: Raft, state: StateType, lead: number): void
   expect(r.leadTransferee).toBe(0);
 }
 
-describe('raft (raft_test.go subset)', () => {
+describe('raft (raft_test.go)', () => {
   for (const [name, configure] of [
     ['TestLeaderElection', undefined],
     ['TestLeaderElectionPreVote', preVote],

@@ -2,7 +2,7 @@
  * Port of etcd raft v3.6 rawnode_test.go (TestRawNodeStart, TestRawNodeRestart,
  * TestRawNodeRestartFromSnapshot, TestRawNodeCommitPaginationAfterRestart, TestRawNodeStep,
  * TestRawNodeProposeAddDuplicateNode, TestRawNodeReadIndex, TestRawNodeStatus,
- * TestRawNodeJointAutoLeave (reduced)). Our MemoryStorage validates writes, so entries are
+ * TestRawNodeJointAutoLeave). Our MemoryStorage validates writes, so entries are
  * always persisted before the hard state that commits them.
  */
 import { describe, expect, it } from 'vitest';

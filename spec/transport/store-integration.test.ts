@@ -53,6 +53,7 @@ it('a follower store adopts the leader entry directories staged by the transport
     listen: { host: '127.0.0.1', port: 0 },
     // Started after the store opened: the store's open() clears staging/ of leftovers.
     stagingDir: stagingPath(follower.dir),
+    acceptAttachments: true,
     onMessage: async (message, stagedDirs) => {
       for (const entry of message.entries) {
         await follower.insertLogEntry(entry, stagedDirs.get(entry.index)!);

@@ -579,7 +579,7 @@ describe('Transport: attachments', () => {
       ...(m.entries.some((e) => e.index === 7) ? [await attachmentFromEntryDirectory(dir7, 7)] : []),
       ...(m.entries.some((e) => e.index === 8) ? [{ index: 8, files: [{ name: 'MANIFEST', bytes: files8.MANIFEST }] }] : []),
     ];
-    const b = await startNode(2, { stagingDir: receiverStaging });
+    const b = await startNode(2, { stagingDir: receiverStaging, acceptAttachments: true });
     const a = await startNode(1, { attachmentsFor, peers: new Map([[2, b.address]]) });
 
     // Count fsyncs on the receiving side (the sender only reads).
@@ -615,7 +615,7 @@ describe('Transport: attachments', () => {
   });
 
   it('drops only the message when attachmentsFor fails, and the connection keeps working', async () => {
-    const b = await startNode(2, { stagingDir: join(await tempDir(), 'staging') });
+    const b = await startNode(2, { stagingDir: join(await tempDir(), 'staging'), acceptAttachments: true });
     const attachmentsFor: AttachmentsProvider = (m) => {
       if (m.commit === 1) throw new Error('entry directory vanished');
       if (m.commit === 2) return [{ index: 999, files: [] }];
@@ -648,7 +648,7 @@ describe('Transport: attachments', () => {
 
   it('removes the partial staging directories of a stream cut mid-way', async () => {
     const staging = join(await tempDir(), 'staging');
-    const b = await startNode(2, { stagingDir: staging });
+    const b = await startNode(2, { stagingDir: staging, acceptAttachments: true });
     const proxy = await cuttingProxy(b.address, 1024 * 1024);
     const payload = randomBytes(3 * 1024 * 1024);
     const a = await startNode(1, {
@@ -684,7 +684,7 @@ describe('Transport: delivery and close', () => {
 
   it('close() mid-stream removes the partial staging directory; no callback runs afterwards', async () => {
     const staging = join(await tempDir(), 'staging');
-    const b = await startNode(2, { stagingDir: staging });
+    const b = await startNode(2, { stagingDir: staging, acceptAttachments: true });
     const proxy = await cuttingProxy(b.address, 1024 * 1024, undefined, 'stall');
     const a = await startNode(1, {
       attachmentsFor: (m) => [{ index: m.entries[0]!.index, files: [{ name: 'MANIFEST', bytes: randomBytes(4 * 1024 * 1024) }] }],
