@@ -1,8 +1,8 @@
 /**
  * `--help` of every command, wrapped once at 80 columns (lib/cli/help-text.ts): no line is
  * longer, and no line was broken early, i.e. wrapped a second time at a narrower width (the
- * next line's first word would have fitted). And the README's command list names every
- * command the program has.
+ * next line's first word would have fitted). `replicalog tour` fits too. And the tour and the
+ * README's command list name every command the program has.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -64,6 +64,14 @@ describe('help text', () => {
     { paragraph: 'spaces   and\nnewlines\n  collapse', lines: ['spaces and newlines collapse'] },
   ])('wrapParagraph($paragraph) at 80', ({ paragraph, lines }) => {
     expect(wrapParagraph(paragraph)).toEqual(lines);
+  });
+
+  it('replicalog tour: within 80 columns, a line for every command', async () => {
+    let stdout = '';
+    const io: CliIo = { stdout: (text) => (stdout += text), stderr: () => {}, progressStream: process.stderr, isTTY: false };
+    expect(await main(['tour'], io)).toBe(0);
+    expect(tooLong(stdout)).toEqual([]);
+    for (const command of COMMANDS) expect(stdout, command).toMatch(new RegExp(`^ {2}replicalog ${command}\\b`, 'm'));
   });
 
   it("the README's command list has a line for every command", async () => {
