@@ -4,6 +4,7 @@
  * Exit status 0 only if every check held; 1 when one failed; 2 bad usage.
  */
 import { Command, InvalidArgumentError } from 'commander';
+import { helpParagraphs } from './help-text.js';
 import { runDemo } from '../node/demo.js';
 import { DataError, UsageError } from './io.js';
 
@@ -33,14 +34,10 @@ export function registerDemoCommand(program: Command): Command {
     .option('--entries <n>', 'entries of the pre-Raft WAL written first', parseIntegerIn(1, 100_000), 200)
     .addHelpText(
       'after',
-      `
-Steps: write a pre-Raft WAL into node-1, migrate it, bootstrap node 1 as the seed (snapshot of
-the MANIFESTs' key-value state) and the others empty, start one process per node (loopback
-ports picked free), wait for a leader and the snapshot catch-up, put keys over HTTP, SIGKILL a
-follower and restart it, SIGKILL the leader and restart it, stop all, verify every directory
-and compare the replicas on disk. Takes about 10-20 s.
-Exit status: 0 every check held; 1 a check failed; 2 bad usage.
-`,
+      helpParagraphs(
+        `Steps: write a pre-Raft WAL into node-1, migrate it, bootstrap node 1 as the seed (snapshot of the MANIFESTs' key-value state) and the others empty, start one process per node (loopback ports picked free), wait for a leader and the snapshot catch-up, put keys over HTTP, SIGKILL a follower and restart it, SIGKILL the leader and restart it, stop all, verify every directory and compare the replicas on disk. Takes about 10-20 s.`,
+        'Exit status: 0 every check held; 1 a check failed; 2 bad usage.',
+      ),
     )
     .action(async (flags: DemoFlags) => {
       let result;

@@ -8,6 +8,7 @@
  * command line) adds the stack and the causes.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { HELP_WIDTH, helpParagraphs } from './help-text.js';
 import { registerDemoCommand } from './demo-command.js';
 import { runInspect } from './inspect.js';
 import { errorObject, EXIT_OK, EXIT_USAGE, exitCodeOf, formatDebug, formatErrorLine, json, packageVersion, processIo, type CliIo } from './io.js';
@@ -50,6 +51,8 @@ function buildProgram(io: CliIo, finish: (exitCode: number, dir?: string) => voi
     .version(packageVersion(), '-V, --version', 'print the version')
     .option('--debug', 'on error, print the stack trace (accepted anywhere on the command line)')
     .helpOption('-h, --help', 'print usage and exit')
+    // One width for commander's columns and for the prose after them (help-text.ts); inherited by every command.
+    .configureHelp({ helpWidth: HELP_WIDTH })
     .exitOverride()
     .configureOutput({
       writeOut: (text) => io.stdout(text),
@@ -59,12 +62,11 @@ function buildProgram(io: CliIo, finish: (exitCode: number, dir?: string) => voi
     .showHelpAfterError("(run 'replicalog --help' for usage)")
     .addHelpText(
       'after',
-      `
-Exit status: 0 success; 1 a problem found in the data (verify found problems, a refused
-migration, a store locked by another process); 2 bad usage.
-Errors are one line on stderr: replicalog: <path>: <cause> [CODE]. --debug adds the stack.
-Run 'replicalog <command> --help' for a command's details.
-`,
+      helpParagraphs(
+        'Exit status: 0 success; 1 a problem found in the data (verify found problems, a refused migration, a store locked by another process); 2 bad usage.',
+        'Errors are one line on stderr: replicalog: <path>: <cause> [CODE]. --debug adds the stack.',
+        `Run 'replicalog <command> --help' for a command's details.`,
+      ),
     );
 
   program
@@ -78,18 +80,12 @@ Run 'replicalog <command> --help' for a command's details.
     .option('--no-progress', 'the same as --quiet')
     .addHelpText(
       'after',
-      `
-Opens the store (taking its lock: fails with ERR_LOCKED while another process has it open)
-and runs ReplicaLogStore.backfill(): each entry's RAFT file is written atomically (temporary
-file, fsync, rename, directory fsync), so an interrupted migration is resumed by running the
-command again, and a second run backfills 0 entries. Backfilled entries are Normal entries with
-term = the nearest earlier entry's term (else the hard state's, else 0).
-Progress: a bar on a terminal; plain "N/M entries" lines on stderr otherwise; none with --json
-or --quiet. Ctrl-C during the bar leaves the terminal as it was (the run resumes when repeated).
---dry-run scans the tree read-only, prints the entries that would be written and the leftovers
-open would remove, and exits 1 if the store would refuse the tree (e.g. a gap, a stray name).
-Exit status: 0 migrated (or nothing to do); 1 refused (corrupt tree, locked); 2 bad usage.
-`,
+      helpParagraphs(
+        `Opens the store (taking its lock: fails with ERR_LOCKED while another process has it open) and runs ReplicaLogStore.backfill(): each entry's RAFT file is written atomically (temporary file, fsync, rename, directory fsync), so an interrupted migration is resumed by running the command again, and a second run backfills 0 entries. Backfilled entries are Normal entries with term = the nearest earlier entry's term (else the hard state's, else 0).`,
+        'Progress: a bar on a terminal; plain "N/M entries" lines on stderr otherwise; none with --json or --quiet. Ctrl-C during the bar leaves the terminal as it was (the run resumes when repeated).',
+        '--dry-run scans the tree read-only, prints the entries that would be written and the leftovers open would remove, and exits 1 if the store would refuse the tree (e.g. a gap, a stray name).',
+        'Exit status: 0 migrated (or nothing to do); 1 refused (corrupt tree, locked); 2 bad usage.',
+      ),
     )
     .action(async (dir: string, flags: DataCommandFlags & { dryRun?: boolean }) => {
       setDirectory(dir);
@@ -107,13 +103,9 @@ Exit status: 0 migrated (or nothing to do); 1 refused (corrupt tree, locked); 2 
     .option('--no-progress', 'the same as --quiet')
     .addHelpText(
       'after',
-      `
-inspect never opens the store and never takes its lock, so it works while the store is open in
-another process. It reads wal/ directly, and reads the KV database from a point-in-time COPY
-of <dir>/kv made in a temporary directory: opening LevelDB in place would write to it and hold
-the lock a starting store needs. While the store is running, the result is therefore a
-best-effort snapshot (the KV copy and the wal/ listing are taken at slightly different moments).
-`,
+      helpParagraphs(
+        'inspect never opens the store and never takes its lock, so it works while the store is open in another process. It reads wal/ directly, and reads the KV database from a point-in-time COPY of <dir>/kv made in a temporary directory: opening LevelDB in place would write to it and hold the lock a starting store needs. While the store is running, the result is therefore a best-effort snapshot (the KV copy and the wal/ listing are taken at slightly different moments).',
+      ),
     )
     .action(async (dir: string, flags: DataCommandFlags & { entries?: boolean }) => {
       setDirectory(dir);
@@ -131,27 +123,13 @@ best-effort snapshot (the KV copy and the wal/ listing are taken at slightly dif
     .option('--no-progress', 'the same as --quiet')
     .addHelpText(
       'after',
-      `
-Read-only, independent of the store and of its status (it works on a pre-Raft WAL, a locked
-store, or one the store refuses to open). Checks: names in wal/ (STRAY_NAME), gaps in the LSN
-sequence (GAP), MANIFEST present and decodable as a gitaly.LogEntry (MANIFEST_MISSING,
-MANIFEST_CORRUPT; 0 bytes is valid), RAFT (RAFT_MISSING on a bootstrapped store, RAFT_EMPTY,
-RAFT_CORRUPT, RAFT_INDEX_MISMATCH), modes (BAD_MODE: directories 0700, MANIFEST/RAFT 0400,
-payload files at most 0500), payload files the MANIFEST links (PAYLOAD_MISSING), terms never
-decreasing (TERM_REGRESSION), the KV against the log (COMMIT_ABOVE_LAST, ANCHOR_BEYOND_LOG,
-SNAPSHOT_BEYOND_LOG, SNAPSHOT_DATA_MISSING, KV_CORRUPT, KV_UNREADABLE), leftovers
-(STAGING_LEFTOVER, COMPACTION_LEFTOVER), NOT_A_DIRECTORY, NOT_A_FILE, UNREADABLE, WAL_MISSING.
-Each problem names the entry's LSN directory where an entry is at fault.
-Entries without RAFT on a store with no hard state are a log written before Raft: a notice
-(NEEDS_MIGRATION: run 'replicalog migrate'), not a problem. So is a commit below the first
-index (COMMIT_BELOW_FIRST: compacted or snapshotted beyond the commit, which is legal). The KV
-is read from a copy, as in inspect.
-With --against OTHER, compares two replicas instead: every index both logs hold, RAFT and
-MANIFEST byte for byte, one entry at a time. A difference at or below both saved commits (two
-replicas committed different entries) is a problem; one above either commit is a notice (an
-uncommitted tail may be replaced after a leader change).
-Exit status: 0 no problem (notices allowed); 1 problems found; 2 bad usage.
-`,
+      helpParagraphs(
+        'Read-only, independent of the store and of its status (it works on a pre-Raft WAL, a locked store, or one the store refuses to open). Checks: names in wal/ (STRAY_NAME), gaps in the LSN sequence (GAP), MANIFEST present and decodable as a gitaly.LogEntry (MANIFEST_MISSING, MANIFEST_CORRUPT; 0 bytes is valid), RAFT (RAFT_MISSING on a bootstrapped store, RAFT_EMPTY, RAFT_CORRUPT, RAFT_INDEX_MISMATCH), modes (BAD_MODE: directories 0700, MANIFEST/RAFT 0400, payload files at most 0500), payload files the MANIFEST links (PAYLOAD_MISSING), terms never decreasing (TERM_REGRESSION), the KV against the log (COMMIT_ABOVE_LAST, ANCHOR_BEYOND_LOG, SNAPSHOT_BEYOND_LOG, SNAPSHOT_DATA_MISSING, KV_CORRUPT, KV_UNREADABLE), leftovers (STAGING_LEFTOVER, COMPACTION_LEFTOVER), NOT_A_DIRECTORY, NOT_A_FILE, UNREADABLE, WAL_MISSING.',
+        `Each problem names the entry's LSN directory where an entry is at fault.`,
+        `Entries without RAFT on a store with no hard state are a log written before Raft: a notice (NEEDS_MIGRATION: run 'replicalog migrate'), not a problem. So is a commit below the first index (COMMIT_BELOW_FIRST: compacted or snapshotted beyond the commit, which is legal). The KV is read from a copy, as in inspect.`,
+        'With --against OTHER, compares two replicas instead: every index both logs hold, RAFT and MANIFEST byte for byte, one entry at a time. A difference at or below both saved commits (two replicas committed different entries) is a problem; one above either commit is a notice (an uncommitted tail may be replaced after a leader change).',
+        'Exit status: 0 no problem (notices allowed); 1 problems found; 2 bad usage.',
+      ),
     )
     .action(async (dir: string, flags: DataCommandFlags & { against?: string }) => {
       setDirectory(dir);
@@ -170,13 +148,9 @@ Exit status: 0 no problem (notices allowed); 1 problems found; 2 bad usage.
     .option('--json', 'print one JSON object {dir, snapshotIndex, problem, movedTo, hardState, voters, dryRun}')
     .addHelpText(
       'after',
-      `
-Refuses (exit 1, ERR_SNAPSHOT_OK) when the stored snapshot restores fine, and (ERR_LOCKED)
-while a node runs on the directory. Otherwise renames <dir> to <dir>.discarded-<UTC time>
-(nothing is deleted) and creates a fresh store at <dir> with the old configuration, term and
-vote, an empty log and commit 0. Start the node again with the same flags: it waits for the
-leader's snapshot. The other members must hold the committed log: rebuild one at a time.
-`,
+      helpParagraphs(
+        'Refuses (exit 1, ERR_SNAPSHOT_OK) when the stored snapshot restores fine, and (ERR_LOCKED) while a node runs on the directory. Otherwise renames <dir> to <dir>.discarded-<UTC time> (nothing is deleted) and creates a fresh store at <dir> with the old configuration, term and vote, an empty log and commit 0. Start the node again with the same flags: it waits for the leader\'s snapshot. The other members must hold the committed log: rebuild one at a time.',
+      ),
     )
     .action(async (dir: string, flags: { dryRun?: boolean; json?: boolean }) => {
       setDirectory(dir);

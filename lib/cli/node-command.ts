@@ -15,6 +15,7 @@
  * raft's own log lines go to stderr. Exit status 0 after a clean stop, 1 when the node failed.
  */
 import { Command, InvalidArgumentError } from 'commander';
+import { helpParagraphs } from './help-text.js';
 import { bootstrapJoiningStore, bootstrapSeedStore } from '../node/bootstrap.js';
 import { DEFAULT_KEEP_ENTRIES, DEFAULT_SNAPSHOT_EVERY, ReplicaNode } from '../node/node.js';
 import { deriveStateFromPreRaftWal, KvStateMachine } from '../node/state-machine.js';
@@ -242,12 +243,11 @@ export function registerNodeCommand(program: Command): Command {
     .option('--auth-token-file <file>', 'HTTP clients must send "Authorization: Bearer <the token in this file>"')
     .addHelpText(
       'after',
-      `
-HTTP API (127.0.0.1 only): PUT /kv/<key> (body = value; 200 once committed and applied here,
-503 {lead} without a leader), DELETE /kv/<key>, GET /kv/<key>, GET /kv, GET /status.
-Prints "ready id=… raft=… http=… pid=…" on stdout once serving. Stops cleanly on SIGTERM/SIGINT.
-Exit status: 0 clean stop; 1 the node failed; 2 bad usage.
-`,
+      helpParagraphs(
+        'HTTP API (127.0.0.1 only): PUT /kv/<key> (body = value; 200 once committed and applied here, 503 {lead} without a leader), DELETE /kv/<key>, GET /kv/<key>, GET /kv, GET /status, GET /metrics (Prometheus).',
+        'Prints "ready id=… raft=… http=… pid=…" on stdout once serving. Stops cleanly on SIGTERM/SIGINT.',
+        'Exit status: 0 clean stop; 1 the node failed; 2 bad usage.',
+      ),
     )
     .action(async (flags: NodeCommandFlags) => {
       await runNode(flags);
