@@ -221,7 +221,11 @@ describe('power-loss findings (issue 15)', () => {
     }
   }
 
-  it('finding 8: a LevelDB open cut by a power cut (CURRENT renamed, the old log deleted: only the deletion kept) reopens with the latest records', async () => {
+  /**
+   * A store whose hard state is term 2 / vote 2 (saved after a reopen), and copies of its kv/
+   * just before and just after one more open: the two ends of a LevelDB open a power cut may cut.
+   */
+  async function kvAroundAnOpen(): Promise<{ dir: string; kvBefore: string; kvAfter: string }> {
     const root = makeTempDir();
     const dir = join(root, 'store');
     let store = await open(dir);
@@ -236,6 +240,11 @@ describe('power-loss findings (issue 15)', () => {
     await (await open(dir)).close();
     const kvAfter = join(root, 'kv-after');
     cpSync(kvPath(dir), kvAfter, { recursive: true });
+    return { dir, kvBefore, kvAfter };
+  }
+
+  it('finding 8: a LevelDB open cut by a power cut (CURRENT renamed, the old log deleted: only the deletion kept) reopens with the latest records', async () => {
+    const { dir, kvBefore, kvAfter } = await kvAroundAnOpen();
     expect(readdirSync(kvAfter).filter((name) => name.startsWith(KEEP_PREFIX))).toEqual([]);
 
     for (const keepOldManifest of [true, false]) {
@@ -250,20 +259,7 @@ describe('power-loss findings (issue 15)', () => {
   });
 
   it('finding 8 (control): without the second names the same torn state rolls the hard state back to the open before (the hazard is real)', async () => {
-    const root = makeTempDir();
-    const dir = join(root, 'store');
-    let store = await open(dir);
-    await store.append([entry(1), entry(2)]);
-    await store.setHardState({ term: 1, vote: 1, commit: 1 });
-    await store.close();
-    store = await open(dir);
-    await store.setHardState({ term: 2, vote: 2, commit: 2 });
-    await store.close();
-    const kvBefore = join(root, 'kv-before');
-    cpSync(kvPath(dir), kvBefore, { recursive: true });
-    await (await open(dir)).close();
-    const kvAfter = join(root, 'kv-after');
-    cpSync(kvPath(dir), kvAfter, { recursive: true });
+    const { dir, kvBefore, kvAfter } = await kvAroundAnOpen();
     rmSync(kvPath(dir), { recursive: true });
     tornLevelDatabaseOpen(kvBefore, kvAfter, kvPath(dir), false, true);
     const reopened = await open(dir);
