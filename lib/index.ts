@@ -98,6 +98,11 @@ export { ReplicaLogStore, type StoreStatus, type BackfillOptions, type OpenStats
  */
 export type ReplicaLogStoreOptions<K = string, V = string> = Omit<ReplicaLogStoreTestOptions<K, V>, 'fileSystem' | 'crashPoint'>;
 export type { StoreStats, Histogram } from './store-stats.js';
+export { ReplicaLogStorage, type StorageStats } from './storage.js';
+/** ReplicaLogStorage.open's options, without the test hooks (as ReplicaLogStoreOptions). */
+export type ReplicaLogStorageOptions = Omit<import('./storage.js').ReplicaLogStorageOptions, 'fileSystem' | 'crashPoint'>;
+export type PartitionStoreOptions = Omit<import('./replica-log-store.js').PartitionStoreOptions, 'fileSystem' | 'crashPoint'>;
+export { partitionPath, partitionsPath, parsePartitionName, DEFAULT_STORAGE_NAME } from './wal/storage-layout.js';
 export { compareReplicas, type ReplicaComparison, type ReplicaDifference } from './verify-against.js';
 export { verifyTree, ProblemCode, NoticeCode, type VerifyResult, type VerifyOptions, type Problem, type Notice, type Finding } from './verify.js';
 export {

@@ -81,7 +81,7 @@
  * counted them towards a quorum).
  */
 import { StoreStatsCollector, type StoreStats } from './store-stats.js';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { encodeEntry, encodeRaftEntry, entrySize } from './codec.js';
 import {
@@ -98,7 +98,8 @@ import {
   unavailableError,
 } from './errors.js';
 import { DirectoryLock } from './lock.js';
-import { creationProblem } from './write-access.js';
+import type { KvGroupCommit } from './wal/kv-group-commit.js';
+import { createDirectoryDurably } from './wal/durable-directory.js';
 import { checkCompact, checkEntriesArguments, checkHardState, planAppend, type LogView } from './log-rules.js';
 import { readerCopy, storedCopy } from './memory-storage.js';
 import {
@@ -192,13 +193,32 @@ export interface OpenStats {
 export type StoreStatus = 'unbootstrapped' | 'needs-backfill' | 'bootstrapped';
 
 /** `K`/`V`: the default key and value types of a given `db` (the store uses raw bytes on every call). */
-export interface ReplicaLogStoreOptions<K = string, V = string> {
+export interface ReplicaLogStoreOptions<K = string, V = string> extends PartitionStoreOptions {
   /** The store directory; created (mode 0700) when missing. */
   dir: string;
   /** Prefixes every KV key with `p/` + the id as 8 bytes big-endian + `/` (a db shared by partitions). */
   partitionId?: number;
   /** An already-open classic-level database to keep the raft keys in; the store never closes it. */
   db?: ClassicLevel<K, V>;
+}
+
+/**
+ * What a storage (lib/storage.ts) lends each partition store it opens: its database, its
+ * group commit and its file system (whose syncfs is the storage's shared barrier).
+ */
+export interface PartitionHost {
+  readonly database: ClassicLevel<Uint8Array, Uint8Array>;
+  /** The database's path, for error messages. */
+  readonly where: string;
+  readonly groupCommit: KvGroupCommit;
+  readonly fileSystem: FileSystem;
+  readonly appendBarriers: 'per-file' | 'file-system';
+  /** Called once by the partition store's close(), after its last write. */
+  release(store: ReplicaLogStore): void;
+}
+
+/** The options of one store that a storage's partitions take too. */
+export interface PartitionStoreOptions {
   /** Entry cache bounds (defaults: 4096 entries, 16 MiB). */
   cacheMaxEntries?: number;
   cacheMaxBytes?: number;
@@ -262,6 +282,8 @@ export class ReplicaLogStore implements WritableStorage, LogView {
   /** V of the checkpoint in KV when it is usable, else 0 (what the next checkpoint improves on). */
   private checkpointThrough = 0;
   private readonly checkpointInterval: number;
+  /** How an append's entries are made durable (writeEntries). */
+  private readonly appendBarriers: 'per-file' | 'file-system';
   private openStatsRecord: OpenStats = { scanned: 0, fromCheckpoint: 0, checkpoint: 'absent' };
 
   // ---- journal mode (lib/wal/journal.ts)
@@ -304,8 +326,11 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     partitionId: number | undefined,
     private readonly wal: WalLogManager,
     private readonly raftState: RaftStateStore,
-    private readonly lock: DirectoryLock,
+    /** The directory lock (a store opened alone); a storage's partition has none: `host` holds it. */
+    private readonly lock: DirectoryLock | undefined,
     private readonly ownedDatabase: ClassicLevel<Uint8Array, Uint8Array> | undefined,
+    /** The storage this partition store belongs to (lib/storage.ts), told when it closes. */
+    private readonly host: PartitionHost | undefined,
     private readonly crashPoint: CrashPoint,
     cache: EntryCache,
     checkpointInterval: number,
@@ -317,6 +342,9 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     this.cache = cache;
     this.checkpointInterval = checkpointInterval;
     this.journalMode = journal;
+    // In a storage the syncfs barrier is shared by every partition (one pass answers all of
+    // those that reached it together), so appends use it instead of per-file fsyncs.
+    this.appendBarriers = host?.appendBarriers ?? 'per-file';
   }
 
   /**
@@ -337,30 +365,8 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     const openStarted = process.hrtime.bigint();
     const collector = new StoreStatsCollector();
     const fileSystem = collector.timed(options.fileSystem ?? nodeFileSystem);
-    try {
-      // A new name is durable only once its parent directory is fsynced, at every level: mkdir -p
-      // may have created several (finding 3). The store directory's own parent is fsynced at
-      // every open, not only when we created it: an earlier open may have died between its mkdir
-      // and that fsync, and this open would otherwise build on a name that can still vanish
-      // (finding 2). One fsync per level per open, nothing per write.
-      // Each level is created through the FileSystem (what the power-loss enumerator records).
-      const missing: string[] = [];
-      let existing = dir;
-      let found = await fileSystem.stat(existing);
-      while (found === undefined && existing !== dirname(existing)) {
-        missing.push(existing);
-        existing = dirname(existing);
-        found = await fileSystem.stat(existing);
-      }
-      if (found !== undefined && !found.isDirectory) throw Object.assign(new Error(`${existing} is not a directory`), { code: 'ENOTDIR' });
-      const created = missing.reverse();
-      for (const level of created) await fileSystem.mkdir(level, 0o700);
-      for (const level of created.length > 0 ? created : [dir]) await fileSystem.fsync(dirname(level));
-    } catch (error) {
-      // recursive mkdir says ENOENT under a read-only mount: ask the nearest existing ancestor (issue 17).
-      const denied = await creationProblem(dir);
-      throw new ReplicaLogError(ErrorCode.Io, `cannot create ${dir}: ${describeRootCause(denied ?? error)}`, { path: dir, cause: denied ?? error });
-    }
+    // Every level created, and the store directory's own name, made durable (finding 2, 3).
+    await createDirectoryDurably(fileSystem, dir);
     const lock = await DirectoryLock.acquire(dir);
     let ownedDatabase: ClassicLevel<Uint8Array, Uint8Array> | undefined;
     try {
@@ -388,22 +394,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         }
         database = ownedDatabase;
       }
-      const crashPoint = options.crashPoint ?? (() => {});
-      const wal = new WalLogManager(dir, fileSystem, crashPoint, options.fileSystem === undefined ? createEntryDirectories : undefined);
-      const store = new ReplicaLogStore(
-        dir,
-        options.partitionId,
-        wal,
-        new RaftStateStore(database, options.partitionId, where),
-        lock,
-        ownedDatabase,
-        crashPoint,
-        new EntryCache(options.cacheMaxEntries, options.cacheMaxBytes),
-        options.checkpointInterval ?? CHECKPOINT_INTERVAL,
-        options.journal === true,
-        options.journalCheckpointDelayMs ?? JOURNAL_CHECKPOINT_DELAY_MS,
-      );
-      store.collector = collector;
+      const store = ReplicaLogStore.assemble(dir, options, { database, where, fileSystem, collector, lock, ownedDatabase, host: undefined });
       if (restoredKvFiles.length > 0) store.repairs.push(`${where}: ${restoredKvFiles.join(', ')} linked back (a LevelDB open cut by a power cut)`);
       await store.recover(where);
       collector.opened(Number(process.hrtime.bigint() - openStarted) / 1e9);
@@ -413,6 +404,62 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       await lock.release().catch(() => {});
       throw error;
     }
+  }
+
+  /**
+   * Opens partition `options.partitionId` of a storage in `dir`, which the storage created and
+   * made durable: no lock and no database of its own (the storage's), so an idle partition
+   * holds no descriptor. Internal: called by ReplicaLogStorage.openPartition.
+   */
+  static async openInStorage(host: PartitionHost, dir: string, options: PartitionStoreOptions & { partitionId: number }): Promise<ReplicaLogStore> {
+    const openStarted = process.hrtime.bigint();
+    const collector = new StoreStatsCollector();
+    const fileSystem = collector.timed(host.fileSystem);
+    const store = ReplicaLogStore.assemble(dir, options, {
+      database: host.database,
+      where: host.where,
+      fileSystem,
+      collector,
+      lock: undefined,
+      ownedDatabase: undefined,
+      host,
+    });
+    await store.recover(host.where);
+    collector.opened(Number(process.hrtime.bigint() - openStarted) / 1e9);
+    return store;
+  }
+
+  private static assemble(
+    dir: string,
+    options: PartitionStoreOptions & { partitionId?: number },
+    parts: {
+      database: ClassicLevel<Uint8Array, Uint8Array>;
+      where: string;
+      fileSystem: FileSystem;
+      collector: StoreStatsCollector;
+      lock: DirectoryLock | undefined;
+      ownedDatabase: ClassicLevel<Uint8Array, Uint8Array> | undefined;
+      host: PartitionHost | undefined;
+    },
+  ): ReplicaLogStore {
+    const crashPoint = options.crashPoint ?? (() => {});
+    const wal = new WalLogManager(dir, parts.fileSystem, crashPoint, options.fileSystem === undefined ? createEntryDirectories : undefined);
+    const store = new ReplicaLogStore(
+      dir,
+      options.partitionId,
+      wal,
+      new RaftStateStore(parts.database, options.partitionId, parts.where, parts.host?.groupCommit),
+      parts.lock,
+      parts.ownedDatabase,
+      parts.host,
+      crashPoint,
+      new EntryCache(options.cacheMaxEntries, options.cacheMaxBytes),
+      options.checkpointInterval ?? CHECKPOINT_INTERVAL,
+      options.journal === true,
+      options.journalCheckpointDelayMs ?? JOURNAL_CHECKPOINT_DELAY_MS,
+    );
+    store.collector = parts.collector;
+    return store;
   }
 
   /** Open: redo a pending intent, remove leftovers, check the tree, build the index. */
@@ -1060,7 +1107,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     const plan = pending.plannedEntries;
     const next = pending.plannedHardState;
     if (this.journalMode) return this.flushGroupToJournal(accepted, plan, next);
-    const trash = plan.length > 0 ? await this.writeEntries(plan) : undefined;
+    const trash = plan.length > 0 ? await this.writeEntries(plan, this.last, this.appendBarriers) : undefined;
     const checkpoint = next === undefined ? undefined : await this.writeHardState(next, plan);
     // Published in ONE synchronous step once all of it is durable: a reader sees the log before
     // the group or after it, never its entries without its hard state.
@@ -1493,10 +1540,14 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       if (checkpoint !== undefined) await this.raftState.write({ checkpoint }).catch(() => {});
     }
     this.cache.clear();
+    if (this.host !== undefined) {
+      this.host.release(this);
+      return;
+    }
     try {
       await this.ownedDatabase?.close();
     } finally {
-      await this.lock.release();
+      await this.lock?.release();
     }
   }
 }

@@ -32,6 +32,7 @@ import {
 } from '../codec.js';
 import { corruptError, isReplicaLogError } from '../errors.js';
 import type { ConfState, HardState, SnapshotMetadata } from '../types.js';
+import type { KvGroupCommit, KvOperation } from './kv-group-commit.js';
 import { ioError } from './log-manager.js';
 import {
   KEY_CONF_STATE,
@@ -187,11 +188,16 @@ export function decodeCheckpoint(bytes: Uint8Array): LogCheckpoint {
 export class RaftStateStore {
   private readonly keys: Record<'hardState' | 'confState' | 'snapshot' | 'snapshotData' | 'anchor' | 'intent' | 'checkpoint' | 'journalThrough', Uint8Array>;
 
-  /** `where` names the database in errors (its path, or "the given db"). */
+  /**
+   * `where` names the database in errors (its path, or "the given db"). `groupCommit`: a
+   * storage's shared batcher (lib/storage.ts); writes then share synced batches with other
+   * partitions' instead of each paying its own sync.
+   */
   constructor(
     private readonly database: ByteDatabase,
     partitionId: number | undefined,
     private readonly where: string,
+    private readonly groupCommit?: KvGroupCommit,
   ) {
     this.keys = {
       hardState: kvKey(partitionId, KEY_HARD_STATE),
@@ -269,8 +275,7 @@ export class RaftStateStore {
 
   /** Writes `change` as one synced batch. */
   async write(change: RaftStateChange): Promise<void> {
-    type Operation = { type: 'put'; key: Uint8Array; value: Uint8Array } | { type: 'del'; key: Uint8Array };
-    const operations: Operation[] = [];
+    const operations: KvOperation[] = [];
     const put = (key: Uint8Array, value: Uint8Array) => operations.push({ type: 'put', key, value });
     const del = (key: Uint8Array) => operations.push({ type: 'del', key });
     if (change.hardState) put(this.keys.hardState, encodeHardState(change.hardState));
@@ -290,7 +295,8 @@ export class RaftStateStore {
     }
     if (operations.length === 0) return;
     try {
-      await this.database.batch<Uint8Array, Uint8Array>(operations, { ...BYTES, sync: true });
+      if (this.groupCommit !== undefined) await this.groupCommit.write(operations);
+      else await this.database.batch<Uint8Array, Uint8Array>(operations, { ...BYTES, sync: true });
     } catch (error) {
       throw ioError('write', this.where, error);
     }
