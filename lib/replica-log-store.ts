@@ -212,7 +212,10 @@ export interface PartitionHost {
   readonly where: string;
   readonly groupCommit: KvGroupCommit;
   readonly fileSystem: FileSystem;
-  readonly appendBarriers: 'per-file' | 'file-system';
+  /** 'shared': appends make their entries durable through `barrier`, shared with the other partitions. */
+  readonly appendBarriers: 'per-file' | 'shared';
+  /** Resolves once every path is durable (a pass shared by the partitions that ask together). */
+  barrier(paths: readonly string[]): Promise<void>;
   /** Called once by the partition store's close(), after its last write. */
   release(store: ReplicaLogStore): void;
 }
@@ -283,7 +286,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
   private checkpointThrough = 0;
   private readonly checkpointInterval: number;
   /** How an append's entries are made durable (writeEntries). */
-  private readonly appendBarriers: 'per-file' | 'file-system';
+  private readonly appendBarriers: 'per-file' | 'shared';
   private openStatsRecord: OpenStats = { scanned: 0, fromCheckpoint: 0, checkpoint: 'absent' };
 
   // ---- journal mode (lib/wal/journal.ts)
@@ -342,8 +345,8 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     this.cache = cache;
     this.checkpointInterval = checkpointInterval;
     this.journalMode = journal;
-    // In a storage the syncfs barrier is shared by every partition (one pass answers all of
-    // those that reached it together), so appends use it instead of per-file fsyncs.
+    // In a storage the barriers are shared by every partition (one pass answers all of those
+    // that reached it together: their paths' fsyncs, or one syncfs when they are many).
     this.appendBarriers = host?.appendBarriers ?? 'per-file';
   }
 
@@ -1239,11 +1242,30 @@ export class ReplicaLogStore implements WritableStorage, LogView {
    * must outlive the publication: until then a reader may still read an old entry from it
    * (readEntrySync).
    */
-  private async writeEntries(plan: readonly Entry[], durableLast: number = this.last, barriers: 'per-file' | 'file-system' = 'per-file'): Promise<string | undefined> {
+  private async writeEntries(
+    plan: readonly Entry[],
+    durableLast: number = this.last,
+    barriers: 'per-file' | 'file-system' | 'shared' = 'per-file',
+  ): Promise<string | undefined> {
     const start = plan[0]!.index;
     const truncating = start <= durableLast;
     const staged = plan.map((entry) => ({ index: entry.index, raft: encodeEntry(entry) }));
+    const host = this.host;
     return this.durably(async () => {
+      if (barriers === 'shared' && host !== undefined) {
+        // A storage's partition: the same order as per-file, each barrier one pass shared with
+        // every partition that reaches it together. The staged RAFT files and directories are
+        // durable before any of them is renamed into wal/ (without: an entry in wal/ with its
+        // data lost); wal/ and staging/ are durable before the acknowledgement (finding 6).
+        await this.wal.stageEntries(staged, { fsync: false });
+        this.crashPoint('before-file-fsync');
+        await host.barrier(this.wal.stagedDurablePaths(staged.map((entry) => entry.index)));
+        const trash = truncating ? await this.wal.createBatchDirectory() : undefined;
+        if (trash !== undefined) await this.wal.truncateTail(trash, start, durableLast);
+        await this.wal.publishStaged(plan.map((entry) => entry.index), { fsync: false });
+        await host.barrier([this.wal.walDirectory, this.wal.stagingDirectory]);
+        return trash;
+      }
       if (barriers === 'file-system') {
         // A journal checkpoint's large batch: the same order, each barrier one syncfs of the
         // whole file system instead of two fsyncs per entry (falls back where there is none).

@@ -22,7 +22,8 @@ import { DirectoryLock } from './lock.js';
 import { ReplicaLogStore, type PartitionHost, type PartitionStoreOptions } from './replica-log-store.js';
 import { createDirectoryDurably } from './wal/durable-directory.js';
 import { nodeFileSystem, type FileSystem } from './wal/file-system.js';
-import { FileSystemBarrier, KvGroupCommit } from './wal/kv-group-commit.js';
+import { FileSystemBarrier, KvGroupCommit, SharedBarrier } from './wal/kv-group-commit.js';
+import { FSYNC_CONCURRENCY } from './wal/log-manager.js';
 import { kvPath, DIRECTORY_MODE } from './wal/layout.js';
 import { guardLevelDatabaseOpen } from './wal/level-files.js';
 import { ioError } from './wal/log-manager.js';
@@ -36,17 +37,24 @@ import {
   partitionsPath,
 } from './wal/storage-layout.js';
 
+/**
+ * A shared barrier pass with more paths than this makes one syncfs instead of their fsyncs
+ * (about 2 paths per entry): measured in `npm run bench` ("storage").
+ */
+export const SHARED_BARRIER_PER_FILE_LIMIT = 64;
+
 export interface ReplicaLogStorageOptions extends PartitionStoreOptions {
   /** The storage directory; created (mode 0700) when missing. */
   dir: string;
   /** The storage's name, part of every partition directory's name (Gitaly's storageName; default "default"). */
   name?: string;
   /**
-   * How appends make their entries durable: 'file-system' (default) shares one syncfs pass
-   * among every partition appending at the same time; 'per-file' fsyncs each entry's files and
-   * directories, as a store opened alone does (and is used anyway where syncfs is missing).
+   * How appends make their entries durable: 'shared' (default) makes every partition that
+   * reaches a barrier at the same time wait for one pass (its paths' fsyncs in parallel, or ONE
+   * syncfs when they are more than SHARED_BARRIER_PER_FILE_LIMIT); 'per-file' lets each
+   * partition fsync its own entries' files and directories, as a store opened alone does.
    */
-  appendBarriers?: 'per-file' | 'file-system';
+  appendBarriers?: 'per-file' | 'shared';
 }
 
 export interface StorageStats {
@@ -55,9 +63,12 @@ export interface StorageStats {
   /** Synced KV batches issued, and the partition writes they carried. */
   kvBatches: number;
   kvWrites: number;
-  /** syncfs passes issued, and the partition barriers they answered. */
+  /** Shared barrier passes of appends, and the partition requests they answered. */
+  barrierPasses: number;
+  barrierRequests: number;
+  /** Passes answered by one syncfs (appends' and journal checkpoints'), and fsyncs made by the others. */
   fileSystemSyncs: number;
-  fileSystemSyncRequests: number;
+  barrierFsyncs: number;
 }
 
 export class ReplicaLogStorage {
@@ -66,7 +77,10 @@ export class ReplicaLogStorage {
   private readonly open = new Map<number, Promise<ReplicaLogStore> | ReplicaLogStore>();
   private readonly host: PartitionHost;
   private readonly groupCommit: KvGroupCommit;
+  /** The journal checkpoints' syncfs, shared (every partition's checkpoints in one pass). */
   private readonly barrier: FileSystemBarrier;
+  /** The appends' barrier, shared. */
+  private readonly sharedBarrier: SharedBarrier;
   /** Directories whose names this process made durable (fsynced their parent after seeing them). */
   private readonly durableNames = new Set<string>();
   /** One coalescing fsync per parent directory (a pass that starts after the request answers it). */
@@ -80,7 +94,7 @@ export class ReplicaLogStorage {
     private readonly lock: DirectoryLock,
     private readonly fileSystem: FileSystem,
     private readonly partitionDefaults: PartitionStoreOptions,
-    appendBarriers: 'per-file' | 'file-system',
+    appendBarriers: 'per-file' | 'shared',
   ) {
     this.dir = dir;
     this.name = name;
@@ -88,6 +102,13 @@ export class ReplicaLogStorage {
     const syncFileSystem = fileSystem.syncFileSystem;
     this.barrier = new FileSystemBarrier(() => (syncFileSystem === undefined ? Promise.resolve(false) : syncFileSystem(dir)));
     const barrier = this.barrier;
+    this.sharedBarrier = new SharedBarrier(
+      (path) => fileSystem.fsync(path),
+      () => (syncFileSystem === undefined ? Promise.resolve(false) : syncFileSystem(dir)),
+      SHARED_BARRIER_PER_FILE_LIMIT,
+      FSYNC_CONCURRENCY,
+    );
+    const sharedBarrier = this.sharedBarrier;
     this.host = {
       database,
       where: kvPath(dir),
@@ -95,6 +116,7 @@ export class ReplicaLogStorage {
       // Every partition's syncfs is the storage's shared pass (one file system: one syncfs covers all).
       fileSystem: { ...fileSystem, syncFileSystem: () => barrier.request() },
       appendBarriers,
+      barrier: (paths) => sharedBarrier.request(paths),
       release: (store) => {
         if (store.partitionId !== undefined && this.open.get(store.partitionId) === store) this.open.delete(store.partitionId);
       },
@@ -112,8 +134,8 @@ export class ReplicaLogStorage {
     if (typeof name !== 'string' || !isStorageName(name)) {
       throw invalidArgumentError(`ReplicaLogStorage.open: name ${JSON.stringify(name)} is not a storage name (letters, digits, '.', '-'; at most 64)`);
     }
-    if (options.appendBarriers !== undefined && options.appendBarriers !== 'per-file' && options.appendBarriers !== 'file-system') {
-      throw invalidArgumentError(`ReplicaLogStorage.open: appendBarriers must be 'per-file' or 'file-system'`);
+    if (options.appendBarriers !== undefined && options.appendBarriers !== 'per-file' && options.appendBarriers !== 'shared') {
+      throw invalidArgumentError(`ReplicaLogStorage.open: appendBarriers must be 'per-file' or 'shared'`);
     }
     checkPartitionOptions(options);
     const dir = resolve(options.dir);
@@ -141,7 +163,7 @@ export class ReplicaLogStorage {
         throw ioError('create', partitions, error);
       }
       const { dir: _dir, name: _name, appendBarriers, ...partitionDefaults } = options;
-      const storage = new ReplicaLogStorage(dir, name, database, lock, fileSystem, partitionDefaults, appendBarriers ?? 'file-system');
+      const storage = new ReplicaLogStorage(dir, name, database, lock, fileSystem, partitionDefaults, appendBarriers ?? 'shared');
       storage.durableNames.add(partitions);
       return storage;
     } catch (error) {
@@ -263,8 +285,10 @@ export class ReplicaLogStorage {
       partitionsOpen: this.open.size,
       kvBatches: this.groupCommit.stats.passes,
       kvWrites: this.groupCommit.stats.requests,
-      fileSystemSyncs: this.barrier.stats.passes,
-      fileSystemSyncRequests: this.barrier.stats.requests,
+      barrierPasses: this.sharedBarrier.stats.passes,
+      barrierRequests: this.sharedBarrier.stats.requests,
+      fileSystemSyncs: this.barrier.stats.passes + this.sharedBarrier.stats.fileSystemSyncs,
+      barrierFsyncs: this.sharedBarrier.stats.fsyncs,
     };
   }
 

@@ -127,3 +127,90 @@ export class FileSystemBarrier {
     }
   }
 }
+
+/** Counters of a SharedBarrier. */
+export interface SharedBarrierStats extends GroupCommitStats {
+  /** Passes answered by one syncfs of the whole file system. */
+  fileSystemSyncs: number;
+  /** fsyncs made by passes answered file by file. */
+  fsyncs: number;
+}
+
+/**
+ * The barrier a storage's partitions share for their appends: each request names the files and
+ * directories whose data and names must be durable; every request made before a pass starts is
+ * answered by that pass. A pass with few paths fsyncs them (in parallel, `concurrency` at a
+ * time); a pass with more than `perFileLimit` paths makes ONE syncfs instead, which covers
+ * every dirty page of the file system, so its cost no longer grows with the number of
+ * partitions. (A syncfs costs about as much as 10-20 fsyncs here: a process spawn plus the
+ * flush; measured in `npm run bench`, "storage".)
+ */
+export class SharedBarrier {
+  private pending: { paths: readonly string[]; resolve(): void; reject(error: unknown): void }[] = [];
+  private running = false;
+  private scheduled = false;
+  readonly stats: SharedBarrierStats = { passes: 0, requests: 0, fileSystemSyncs: 0, fsyncs: 0 };
+
+  constructor(
+    private readonly fsync: (path: string) => Promise<void>,
+    /** syncfs of the file system; false when there is none (then paths are fsynced one by one). */
+    private readonly syncFileSystem: () => Promise<boolean>,
+    private readonly perFileLimit: number,
+    private readonly concurrency: number,
+  ) {}
+
+  /** Resolves once every path is durable, by a pass that started after this call. */
+  request(paths: readonly string[]): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.pending.push({ paths, resolve, reject });
+      if (!this.running && !this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => {
+          this.scheduled = false;
+          void this.run();
+        });
+      }
+    });
+  }
+
+  private async run(): Promise<void> {
+    if (this.running || this.pending.length === 0) return;
+    this.running = true;
+    const requests = this.pending;
+    this.pending = [];
+    this.stats.passes++;
+    this.stats.requests += requests.length;
+    try {
+      const paths = [...new Set(requests.flatMap((request) => request.paths))];
+      let done = false;
+      if (paths.length > this.perFileLimit) {
+        done = await this.syncFileSystem();
+        if (done) this.stats.fileSystemSyncs++;
+      }
+      if (!done) {
+        // Every fsync settles before the pass answers: a failure is reported once all stopped.
+        let failure: unknown;
+        let next = 0;
+        const worker = async () => {
+          while (next < paths.length) {
+            const path = paths[next++]!;
+            try {
+              await this.fsync(path);
+              this.stats.fsyncs++;
+            } catch (error) {
+              failure ??= error;
+            }
+          }
+        };
+        await Promise.all(Array.from({ length: Math.min(this.concurrency, paths.length) }, worker));
+        if (failure !== undefined) throw failure;
+      }
+      for (const request of requests) request.resolve();
+    } catch (error) {
+      for (const request of requests) request.reject(error);
+    } finally {
+      this.running = false;
+      if (this.pending.length > 0) void this.run();
+    }
+  }
+}

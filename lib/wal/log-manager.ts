@@ -119,7 +119,7 @@ export type CrashPoint = (name: CrashPointName) => void;
  * time; keeping more queued lets a pool thread start the next one without a round trip
  * through the event loop.
  */
-const FSYNC_CONCURRENCY = 32;
+export const FSYNC_CONCURRENCY = 32;
 
 /**
  * Entries created in one go before the event loop gets a turn: about 3 synchronous calls
@@ -343,6 +343,17 @@ export class WalLogManager {
   /** Where an entry of an append is staged: staging/<LSN> (unique there while the write runs). */
   stagedEntryDirectory(index: number): string {
     return join(this.stagingDirectory, formatLsn(index));
+  }
+
+  /**
+   * What step 2 fsyncs for these staged entries: each RAFT file and each entry directory (the
+   * empty MANIFEST's name is made durable by its directory's fsync).
+   */
+  stagedDurablePaths(indexes: readonly number[]): string[] {
+    const paths: string[] = [];
+    for (const index of indexes) paths.push(join(this.stagedEntryDirectory(index), RAFT_FILE));
+    for (const index of indexes) paths.push(this.stagedEntryDirectory(index));
+    return paths;
   }
 
   /**
