@@ -10,13 +10,18 @@
  * Then the migration bench (scripts/bench-migration.ts): `replicalog migrate` and `replicalog
  * verify` as child processes on a 1 M-entry pre-Raft tree (20,000 with --quick), entries/s and
  * peak RSS each; `--migration-only` runs only that part.
+ *
+ * Then the storage bench (scripts/bench-storage.ts, issue 19): 1,000 and 10,000 partitions in
+ * one storage (1,000 with --quick): open, idle memory and descriptors, hard states and appends
+ * one partition after another against all at once. `--storage-only` runs only that part.
  */
 import { rmdirSync, statfsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { formatTable, fullConfig, jsonLine, quickConfig, removeTree, runBench, tinyConfig, type BenchResult } from './bench-lib.js';
 import { formatMigration, MIGRATION_ENTRIES, runMigrationBench } from './bench-migration.js';
+import { formatStorage, runStorageBench } from './bench-storage.js';
 
-const USAGE = 'usage: node dist/scripts/bench.js [--quick] [--json] [--root DIR] [--reps N] [--migration-only]\n';
+const USAGE = 'usage: node dist/scripts/bench.js [--quick] [--json] [--root DIR] [--reps N] [--migration-only] [--storage-only]\n';
 
 function usage(): never {
   process.stderr.write(USAGE);
@@ -32,12 +37,14 @@ async function main(argv: readonly string[]): Promise<number> {
   let root = resolve('.bench-scratch');
   let reps: number | undefined;
   let migrationOnly = false;
+  let storageOnly = false;
   for (let i = 0; i < argv.length; i++) {
     const argument = argv[i]!;
     if (argument === '--quick') quick = true;
     else if (argument === '--tiny') tiny = true; // development: every path at a tiny size, numbers meaningless
     else if (argument === '--json') json = true;
     else if (argument === '--migration-only') migrationOnly = true;
+    else if (argument === '--storage-only') storageOnly = true;
     else if (argument === '--root' && argv[i + 1] !== undefined) root = resolve(argv[++i]!);
     else if (argument === '--reps' && /^[0-9]+$/.test(argv[i + 1] ?? '')) reps = Number(argv[++i]);
     else if (argument === '--help' || argument === '-h') {
@@ -88,16 +95,24 @@ async function main(argv: readonly string[]): Promise<number> {
 
   const started = Date.now();
   let result: BenchResult | undefined;
-  if (!migrationOnly) {
+  if (!migrationOnly && !storageOnly) {
     result = await runBench(config);
     process.stdout.write(`${formatTable(result)}\n`);
   }
-  const migration = await runMigrationBench({ root, entries: migrationEntries, log: config.log, onRunDirectory: config.onRunDirectory });
-  process.stdout.write(`${formatMigration(migration)}\n`);
+  let migration: Awaited<ReturnType<typeof runMigrationBench>> | undefined;
+  if (!storageOnly) {
+    migration = await runMigrationBench({ root, entries: migrationEntries, log: config.log, onRunDirectory: config.onRunDirectory });
+    process.stdout.write(`${formatMigration(migration)}\n`);
+  }
+  let storage: Awaited<ReturnType<typeof runStorageBench>> | undefined;
+  if (!migrationOnly) {
+    storage = await runStorageBench({ root, partitions: tiny ? [20] : quick ? [1000] : [1000, 10000], log: config.log });
+    process.stdout.write(`${formatStorage(storage)}\n`);
+  }
   process.stdout.write(`(${((Date.now() - started) / 1000).toFixed(0)} s)\n`);
   if (json) {
     const line = result === undefined ? {} : (JSON.parse(jsonLine(result)) as Record<string, unknown>);
-    process.stdout.write(`${JSON.stringify({ ...line, migration })}\n`);
+    process.stdout.write(`${JSON.stringify({ ...line, migration, storage })}\n`);
   }
   try {
     rmdirSync(root); // only when empty (another run may share it)

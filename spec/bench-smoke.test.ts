@@ -52,3 +52,21 @@ describe('bench (tiny)', () => {
     for (const name of RATIO_NAMES) expect(table).toMatch(new RegExp(`${name}\\s.*(PASS|MISS)`));
   }, 20_000);
 });
+
+describe('storage bench (tiny)', () => {
+  it('measures every figure for a small storage, in a child process under ulimit -n 1024', async () => {
+    const { runStorageBench, formatStorage } = await import('../scripts/bench-storage.js');
+    const lines: string[] = [];
+    const [result] = await runStorageBench({ root: makeTempDir('replicalog-bench-storage-'), partitions: [12], log: (line) => lines.push(line) });
+    expect(result!.partitions).toBe(12);
+    for (const [name, value] of Object.entries(result!)) {
+      // A GC can shrink memory below the baseline; 12 partitions' barriers are fsyncs, not syncfs.
+      if (['idleRssKiBPerPartition', 'idleHeapKiBPerPartition', 'fileSystemSyncsConcurrent'].includes(name)) expect(Number.isFinite(value) && value >= -1024, name).toBe(true);
+      else expect(Number.isFinite(value) && value > 0, `${name}: ${value}`).toBe(true);
+    }
+    expect(result!.descriptorLimit).toBe(1024);
+    expect(result!.kvBatchesConcurrent).toBeLessThan(12); // the concurrent hard states shared batches
+    expect(formatStorage([result!])).toContain('| 12 |');
+    expect(lines.length).toBe(3);
+  }, 60_000);
+});
