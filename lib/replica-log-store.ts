@@ -1138,7 +1138,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     if (plan.length > 0 || next !== undefined) {
       const sequence = this.journalSequence + 1;
       const bytes = encodeJournalRecord(next === undefined ? { entries: [...plan] } : { entries: [...plan], hardState: next });
-      await this.durably(() => this.wal.writeJournalRecord(sequence, bytes));
+      await this.durably(() => this.wal.writeJournalRecord(sequence, bytes, this.appendBarriers === 'shared' ? this.host?.barrier : undefined));
       this.journalSequence = sequence;
       if (plan.length > 0) {
         const start = plan[0]!.index;

@@ -253,10 +253,15 @@ export class ReplicaLogStorage {
       } catch (error) {
         throw ioError('mkdir', level, error);
       }
+      const parent = dirname(level);
+      const barrier = this.directoryBarrier(parent);
       try {
-        await this.directoryBarrier(dirname(level)).request();
+        await barrier.request();
       } catch (error) {
-        throw ioError('fsync', dirname(level), error);
+        throw ioError('fsync', parent, error);
+      } finally {
+        // Bounded: a barrier is kept only while partitions under it are being opened.
+        if (barrier.idle) this.directoryBarriers.delete(parent);
       }
       this.durableNames.add(level);
     }

@@ -16,8 +16,8 @@ const directories: string[] = [];
 const storages = new Map<ReplicaLogStore, ReplicaLogStorage>();
 let neighboursChecked = 0;
 
-async function openWithNeighbour(dir: string, fresh: boolean): Promise<ReplicaLogStore> {
-  const storage = await ReplicaLogStorage.open({ dir });
+async function openWithNeighbour(dir: string, fresh: boolean, journal: boolean): Promise<ReplicaLogStore> {
+  const storage = await ReplicaLogStorage.open({ dir, journal });
   const neighbour = await storage.openPartition(NEIGHBOUR);
   if (fresh) {
     await neighbour.append([{ index: 1, term: 3, type: 0, data: Uint8Array.of(8, 8) }]);
@@ -43,21 +43,24 @@ async function closeBoth(store: ReplicaLogStore): Promise<string> {
   return storage.dir;
 }
 
-storageConformance('ReplicaLogStorage partition', {
-  open: async ({ tempDir }) => {
-    const dir = tempDir('replicalog-storage-conformance-');
-    directories.push(dir);
-    return openWithNeighbour(dir, true);
-  },
-  reopen: async (store) => openWithNeighbour(await closeBoth(store), false),
-  close: async (store) => {
-    await closeBoth(store);
-  },
-  modelRuns: 50,
-});
+// Plain, and journal mode (records made durable through the storage's shared barrier).
+for (const journal of [false, true]) {
+  storageConformance(`ReplicaLogStorage partition${journal ? ' (journal mode)' : ''}`, {
+    open: async ({ tempDir }) => {
+      const dir = tempDir('replicalog-storage-conformance-');
+      directories.push(dir);
+      return openWithNeighbour(dir, true, journal);
+    },
+    reopen: async (store) => openWithNeighbour(await closeBoth(store), false, journal),
+    close: async (store) => {
+      await closeBoth(store);
+    },
+    modelRuns: 50,
+  });
+}
 
 it('the suite removed every temporary directory, and reopens found the neighbour intact', () => {
-  expect(directories.length).toBeGreaterThan(50);
+  expect(directories.length).toBeGreaterThan(100);
   expect(neighboursChecked).toBeGreaterThan(2);
   expect(directories.filter((dir) => existsSync(dir))).toEqual([]);
 });

@@ -94,6 +94,11 @@ export class FileSystemBarrier {
 
   constructor(private readonly sync: () => Promise<boolean>) {}
 
+  /** No pass runs or waits. */
+  get idle(): boolean {
+    return !this.running && !this.scheduled && this.waiters.length === 0;
+  }
+
   /** Resolves true once a syncfs that started after this call has finished. */
   request(): Promise<boolean> {
     return new Promise<boolean>((resolve, reject) => {

@@ -641,11 +641,14 @@ export class WalLogManager {
    * parallel (one round: a record whose name survived without its data is torn, and only the
    * record of an unacknowledged group can be; open drops it).
    */
-  async writeJournalRecord(sequence: number, bytes: Uint8Array): Promise<void> {
+  async writeJournalRecord(sequence: number, bytes: Uint8Array, barrier?: (paths: readonly string[]) => Promise<void>): Promise<void> {
     const path = this.journalRecordPath(sequence);
     await this.io('write', path, () => this.fs.writeFile(path, bytes, FILE_MODE));
     this.crash('before-journal-fsync');
-    await Promise.all([this.io('fsync', path, () => this.fs.fsync(path)), this.io('fsync', this.journalDirectory, () => this.fs.fsync(this.journalDirectory))]);
+    // The record's data and its name in journal/, in one round (a storage's partitions: one
+    // shared pass, `barrier`).
+    if (barrier !== undefined) await this.io('fsync', path, () => barrier([path, this.journalDirectory]));
+    else await Promise.all([this.io('fsync', path, () => this.fs.fsync(path)), this.io('fsync', this.journalDirectory, () => this.fs.fsync(this.journalDirectory))]);
     this.crash('after-journal-fsync');
   }
 
