@@ -100,6 +100,7 @@ import {
 import { DirectoryLock } from './lock.js';
 import type { KvGroupCommit } from './wal/kv-group-commit.js';
 import { createDirectoryDurably } from './wal/durable-directory.js';
+import { storageOfPartitionDirectory } from './wal/storage-layout.js';
 import { checkCompact, checkEntriesArguments, checkHardState, planAppend, type LogView } from './log-rules.js';
 import { readerCopy, storedCopy } from './memory-storage.js';
 import {
@@ -365,6 +366,12 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     if (options.checkpointInterval !== undefined) checkSafeUnsigned(options.checkpointInterval, 'checkpointInterval');
     if (options.journalCheckpointDelayMs !== undefined) checkSafeUnsigned(options.journalCheckpointDelayMs, 'journalCheckpointDelayMs');
     const dir = resolve(options.dir);
+    // A storage's partition has no lock or KV of its own: opened alone it would get new, empty
+    // ones beside the storage's (its hard state and conf state would seem lost).
+    const storageDir = storageOfPartitionDirectory(dir);
+    if (storageDir !== undefined) {
+      throw invalidArgumentError(`open: ${dir} is a partition of the storage ${storageDir}: open it with ReplicaLogStorage.openPartition`);
+    }
     const openStarted = process.hrtime.bigint();
     const collector = new StoreStatsCollector();
     const fileSystem = collector.timed(options.fileSystem ?? nodeFileSystem);

@@ -171,6 +171,21 @@ describe('locking', () => {
 });
 
 describe('bad arguments', () => {
+  it("ReplicaLogStore.open refuses a storage's partition directory (it would get a KV of its own)", async () => {
+    const storage = await openStorage();
+    const store = await storage.openPartition(3);
+    await store.setHardState({ term: 2, vote: 1, commit: 0 });
+    await store.close();
+    const { ReplicaLogStore } = await import('../lib/replica-log-store.js');
+    const error = (await ReplicaLogStore.open({ dir: storage.partitionDirectory(3) }).then(
+      () => new Error('opened'),
+      (caught: unknown) => caught,
+    )) as Error & { code: string };
+    expect(error.code).toBe('ERR_INVALID_ARGUMENT');
+    expect(error.message).toContain('openPartition');
+    expect(readdirSync(storage.partitionDirectory(3))).not.toContain('kv');
+  });
+
   it.each([
     // As ReplicaLogStore.open: a number outside the safe unsigned range is ERR_OUT_OF_RANGE.
     ['a negative partition id', (storage: ReplicaLogStorage) => storage.openPartition(-1), 'ERR_OUT_OF_RANGE'],

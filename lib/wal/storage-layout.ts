@@ -13,7 +13,8 @@
  * partitions themselves, and a storage of 100,000 partitions has about 1.5 per leaf directory.
  */
 import { createHash } from 'node:crypto';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { checkSafeUnsigned } from '../errors.js';
 
 export const PARTITIONS_DIRECTORY = 'partitions';
@@ -60,3 +61,20 @@ export function parsePartitionName(storageName: string, first: string, second: s
 }
 
 export const FAN_OUT_NAME = /^[0-9a-f]{2}$/;
+
+/**
+ * The storage directory `dir` is a partition of (`<storage>/partitions/<h0h1>/<h2h3>/<name>_<id>`
+ * with the right fan-out, and `<storage>/kv` present), or undefined.
+ */
+export function storageOfPartitionDirectory(dir: string): string | undefined {
+  const second = dirname(dir);
+  const first = dirname(second);
+  const partitions = dirname(first);
+  if (basename(partitions) !== PARTITIONS_DIRECTORY) return undefined;
+  const leaf = basename(dir);
+  const separator = leaf.lastIndexOf('_');
+  if (separator <= 0) return undefined;
+  if (parsePartitionName(leaf.slice(0, separator), basename(first), basename(second), leaf) === undefined) return undefined;
+  const storageDir = dirname(partitions);
+  return existsSync(join(storageDir, 'kv')) ? storageDir : undefined;
+}
