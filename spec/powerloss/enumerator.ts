@@ -589,7 +589,8 @@ export async function enumerateCrashStatesWith(recorded: RecordedOperation, scra
       if (step.kind === 'ack') acknowledgedLabels.add(step.label ?? '');
     }
     const context: JudgeContext = { step: upTo, steps: steps.length, acknowledged: (label) => acknowledgedLabels.has(label ?? '') };
-    const acknowledgedKey = [...acknowledgedLabels].sort().join(',');
+    // JSON: the operation's own acknowledgement ('') must differ from none.
+    const acknowledgedKey = JSON.stringify([...acknowledgedLabels].sort());
     for (const mask of masks) {
       const dataLost = open.some((key) => key.endsWith(':data') && !mask.has(key));
       for (const zero of dataLost ? [false, true] : [false]) {
