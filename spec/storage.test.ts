@@ -133,6 +133,30 @@ describe('close() while partitions write', () => {
   });
 });
 
+describe('close() of a partition already closing', () => {
+  it('storage.close() waits for a partition whose own close() is still draining its writes (they are acknowledged, not cut off)', async () => {
+    const dir = makeTempDir('replicalog-storage-');
+    const storage = await openStorage(dir);
+    const store = await storage.openPartition(1);
+    const writes = [store.append(run(1, 1, 2, 1)), store.setHardState({ term: 1, vote: 1, commit: 2 })].map((write) =>
+      write.then(
+        () => 'ok',
+        (error: { code?: string; message: string }) => `${error.code}: ${error.message}`,
+      ),
+    );
+    const closingPartition = store.close();
+    // A second close() of the partition waits for the first, as storage.close() relies on.
+    const secondClose = store.close();
+    await storage.close();
+    expect(await Promise.all(writes)).toEqual(['ok', 'ok']);
+    await Promise.all([closingPartition, secondClose]);
+    const reopened = await openStorage(dir);
+    const again = await reopened.openPartition(1);
+    expect(again.lastIndex()).toBe(2);
+    expect(again.initialState().hardState).toEqual({ term: 1, vote: 1, commit: 2 });
+  });
+});
+
 describe('the shared pipelines', () => {
   it('KvGroupCommit: writes of one turn share one synced batch; a write arriving while it syncs goes in the next', async () => {
     const dir = makeTempDir('replicalog-storage-');
