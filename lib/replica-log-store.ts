@@ -311,6 +311,8 @@ export class ReplicaLogStore implements WritableStorage, LogView {
 
   // ---- lifecycle
   private closed = false;
+  /** The first close() (every later call returns it). */
+  private closing: Promise<void> | undefined;
   private failure: ReplicaLogError | undefined;
   private queue: Promise<void> = Promise.resolve();
   /** Trash of the running write (moved-out entry directories), deleted after its acknowledgement. */
@@ -1266,11 +1268,11 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         // data lost); wal/ and staging/ are durable before the acknowledgement (finding 6).
         await this.wal.stageEntries(staged, { fsync: false });
         this.crashPoint('before-file-fsync');
-        await host.barrier(this.wal.stagedDurablePaths(staged.map((entry) => entry.index)));
+        await this.wal.sharedBarrier(host.barrier, this.wal.stagedDurablePaths(staged.map((entry) => entry.index)));
         const trash = truncating ? await this.wal.createBatchDirectory() : undefined;
         if (trash !== undefined) await this.wal.truncateTail(trash, start, durableLast);
         await this.wal.publishStaged(plan.map((entry) => entry.index), { fsync: false });
-        await host.barrier([this.wal.walDirectory, this.wal.stagingDirectory]);
+        await this.wal.sharedBarrier(host.barrier, [this.wal.walDirectory, this.wal.stagingDirectory]);
         return trash;
       }
       if (barriers === 'file-system') {
@@ -1551,10 +1553,16 @@ export class ReplicaLogStore implements WritableStorage, LogView {
 
   /**
    * Waits for queued writes, then closes the KV database (unless it was given) and releases
-   * the lock. Every later call fails with ERR_CLOSED; a second close() does nothing.
+   * the lock. Every later call fails with ERR_CLOSED; a second close() does nothing but wait
+   * for the first to finish (a storage's close() relies on it: it must not close the shared
+   * database under a partition whose own close() is still writing).
    */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  close(): Promise<void> {
+    this.closing ??= this.closeOnce();
+    return this.closing;
+  }
+
+  private async closeOnce(): Promise<void> {
     this.closed = true;
     await this.queue;
     // Journal mode: what only the journal holds goes to wal/ and KV, so a clean close leaves an

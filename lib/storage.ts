@@ -55,6 +55,11 @@ export interface ReplicaLogStorageOptions extends PartitionStoreOptions {
    * partition fsync its own entries' files and directories, as a store opened alone does.
    */
   appendBarriers?: 'per-file' | 'shared';
+  /**
+   * A shared pass with more paths than this makes one syncfs instead of their fsyncs (default
+   * SHARED_BARRIER_PER_FILE_LIMIT; 0: always syncfs where there is one).
+   */
+  barrierSyncLimit?: number;
 }
 
 export interface StorageStats {
@@ -95,6 +100,7 @@ export class ReplicaLogStorage {
     private readonly fileSystem: FileSystem,
     private readonly partitionDefaults: PartitionStoreOptions,
     appendBarriers: 'per-file' | 'shared',
+    barrierSyncLimit: number,
   ) {
     this.dir = dir;
     this.name = name;
@@ -105,7 +111,7 @@ export class ReplicaLogStorage {
     this.sharedBarrier = new SharedBarrier(
       (path) => fileSystem.fsync(path),
       () => (syncFileSystem === undefined ? Promise.resolve(false) : syncFileSystem(dir)),
-      SHARED_BARRIER_PER_FILE_LIMIT,
+      barrierSyncLimit,
       FSYNC_CONCURRENCY,
     );
     const sharedBarrier = this.sharedBarrier;
@@ -138,6 +144,7 @@ export class ReplicaLogStorage {
       throw invalidArgumentError(`ReplicaLogStorage.open: appendBarriers must be 'per-file' or 'shared'`);
     }
     checkPartitionOptions(options);
+    if (options.barrierSyncLimit !== undefined) checkSafeUnsigned(options.barrierSyncLimit, 'barrierSyncLimit');
     const dir = resolve(options.dir);
     const fileSystem = options.fileSystem ?? nodeFileSystem;
     await createDirectoryDurably(fileSystem, dir);
@@ -162,8 +169,17 @@ export class ReplicaLogStorage {
       } catch (error) {
         throw ioError('create', partitions, error);
       }
-      const { dir: _dir, name: _name, appendBarriers, ...partitionDefaults } = options;
-      const storage = new ReplicaLogStorage(dir, name, database, lock, fileSystem, partitionDefaults, appendBarriers ?? 'shared');
+      const { dir: _dir, name: _name, appendBarriers, barrierSyncLimit, ...partitionDefaults } = options;
+      const storage = new ReplicaLogStorage(
+        dir,
+        name,
+        database,
+        lock,
+        fileSystem,
+        partitionDefaults,
+        appendBarriers ?? 'shared',
+        barrierSyncLimit ?? SHARED_BARRIER_PER_FILE_LIMIT,
+      );
       storage.durableNames.add(partitions);
       return storage;
     } catch (error) {

@@ -12,6 +12,11 @@
  *
  * insertLogEntry ops stage their directories in `<dir>.adopt/` (a sibling on the same file system).
  *
+ * With `partitions` (issue 19), `dir` is a ReplicaLogStorage and partitions 1..N each run their
+ * own seeded sequence of `ops` operations, all at once (their writes share KV batches and syncfs
+ * passes); every begin/ack/rej line then carries the partition as "p" (`n` counts per
+ * partition), and the crash point's occurrence counts over every partition.
+ *
  * Usage: node dist/scripts/crash-driver.js '<json config>' (see DriverConfig). With `kill`,
  * the crashPoint hook SIGKILLs this process the `occurrence`-th time `point` is passed.
  *
@@ -26,6 +31,7 @@ import { pathToFileURL } from 'node:url';
 import { encodeLogEntry } from '../lib/codec.js';
 import { writePreRaftWal } from '../lib/fixture.js';
 import { ReplicaLogStore } from '../lib/replica-log-store.js';
+import { ReplicaLogStorage } from '../lib/storage.js';
 import { EntryType, type ConfState, type Entry, type HardState, type Snapshot, type WritableStorage } from '../lib/types.js';
 import type { CrashPointName } from '../lib/wal/log-manager.js';
 import { seededRandom } from '../lib/seeded-random.js';
@@ -334,6 +340,18 @@ export interface DriverConfig {
   checkpointInterval?: number;
   /** Open the store in journal mode (lib/wal/journal.ts). */
   journal?: boolean;
+  /** 'ops' mode on a storage: partitions 1..partitions write at once (see the module comment). */
+  partitions?: number;
+}
+
+/** The seed of partition `partition`'s operations in a storage run of seed `seed`. */
+export function partitionSeed(seed: number, partition: number): number {
+  return seed * 1009 + partition;
+}
+
+/** Where partition `partition` of the storage in `dir` stages insertLogEntry's directories. */
+export function partitionAdoptRoot(dir: string, partition: number): string {
+  return join(`${dir}.adopt`, `p${partition}`);
 }
 
 function report(line: object): void {
@@ -348,6 +366,7 @@ async function main(config: DriverConfig): Promise<void> {
       process.kill(process.pid, 'SIGKILL');
     }
   };
+  if (config.partitions !== undefined) return runStorage(config, crashPoint, counts);
   if (config.mode === 'backfill') {
     const { readdirSync, existsSync } = await import('node:fs');
     const wal = `${config.dir}/wal`;
@@ -376,6 +395,33 @@ async function main(config: DriverConfig): Promise<void> {
     }
   }
   await store.close();
+  report({ t: 'done', counts });
+}
+
+/** 'ops' mode on a storage: every partition's sequence at once. */
+async function runStorage(config: DriverConfig, crashPoint: (name: CrashPointName) => void, counts: Record<string, number>): Promise<void> {
+  const storage = await ReplicaLogStorage.open({
+    dir: config.dir,
+    crashPoint,
+    ...(config.checkpointInterval === undefined ? {} : { checkpointInterval: config.checkpointInterval }),
+    ...(config.journal === true ? { journal: true } : {}),
+  });
+  const ids = Array.from({ length: config.partitions ?? 0 }, (_, k) => k + 1);
+  const stores = await Promise.all(ids.map((id) => storage.openPartition(id)));
+  report({ t: 'ready' });
+  await Promise.all(
+    stores.map(async (store, position) => {
+      const p = ids[position]!;
+      const random = new Random(partitionSeed(config.seed, p));
+      for (let n = 0; n < config.ops; n++) {
+        const op = nextOp(random, store, partitionAdoptRoot(config.dir, p));
+        report({ t: 'begin', p, n, op });
+        const code = await applyOp(store, op);
+        report(code === 'ok' ? { t: 'ack', p, n } : { t: 'rej', p, n, code });
+      }
+    }),
+  );
+  await storage.close();
   report({ t: 'done', counts });
 }
 

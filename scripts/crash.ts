@@ -16,12 +16,16 @@
  *     the reopen, and nothing at all after it;
  *   - the store accepts writes again.
  *
- *   node dist/scripts/crash.js --seeds 20 [--first-seed 1] [--ops 24] [--strict]
+ *   node dist/scripts/crash.js --seeds 20 [--first-seed 1] [--ops 24] [--strict] [--partitions N]
+ *
+ * --partitions N: each seed drives a ReplicaLogStorage whose partitions 1..N write at once
+ * (issue 19), killed at every crash point and at random moments (no recovery kills, no
+ * backfill); every partition is checked on its own after the storage is reopened.
  *
  * The vitest suite (spec/crash) runs a fixed set of seeds through the same functions.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -29,9 +33,12 @@ import { isDeepStrictEqual } from 'node:util';
 import { writePreRaftWal } from '../lib/fixture.js';
 import { MemoryStorage } from '../lib/memory-storage.js';
 import { ReplicaLogStore } from '../lib/replica-log-store.js';
+import { ReplicaLogStorage } from '../lib/storage.js';
 import { EntryType, type Entry } from '../lib/types.js';
 import { verifyTree } from '../lib/verify.js';
+import { kvPath } from '../lib/wal/layout.js';
 import { CRASH_POINTS, type CrashPointName } from '../lib/wal/log-manager.js';
+import { DEFAULT_STORAGE_NAME, partitionPath } from '../lib/wal/storage-layout.js';
 import { applyOp, observeStore, Random, toEntry, type DriverConfig, type Observation, type Op } from './crash-driver.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -266,6 +273,85 @@ export async function checkCrashedDirectory(dir: string, variants: Variant[], op
   return { variant: variant.name, observation, checkpoint };
 }
 
+/**
+ * verifyTree of partition `partition` of the storage in `dir` (closed): verify reads `<dir>/kv`,
+ * so the partition is verified with a copy of the storage's KV beside it, removed after.
+ * Undefined when the partition has no directory.
+ */
+async function verifyPartition(dir: string, partition: number): Promise<Awaited<ReturnType<typeof verifyTree>> | undefined> {
+  const partitionDir = partitionPath(dir, DEFAULT_STORAGE_NAME, partition);
+  if (!existsSync(partitionDir)) return undefined;
+  const copy = kvPath(partitionDir);
+  try {
+    if (existsSync(kvPath(dir))) cpSync(kvPath(dir), copy, { recursive: true });
+    return await verifyTree(partitionDir, { partitionId: partition });
+  } finally {
+    rmSync(copy, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Reopens the storage in `dir` after a kill through ReplicaLogStorage and checks every
+ * partition against its own variants (as checkCrashedDirectory does for one store): verify
+ * before the reopen finds nothing open does not repair, the storage lists no other partition,
+ * each partition opens to one of its variants (and writes again), verify after finds nothing.
+ */
+export async function checkCrashedStorage(dir: string, variants: Map<number, Variant[]>, options: CheckOptions): Promise<Map<number, CheckResult>> {
+  const partitions = [...variants.keys()];
+  for (const partition of partitions) {
+    const problems = ((await verifyPartition(dir, partition))?.problems ?? []).filter((problem) => !REPAIRED_AT_OPEN.has(problem.code));
+    if (problems.length > 0) throw new Error(`partition ${partition}: verifyTree after the kill: ${problems.map((problem) => `${problem.code} ${problem.message}`).join('; ')}`);
+  }
+  const results = new Map<number, CheckResult>();
+  const storage = await ReplicaLogStorage.open({ dir });
+  try {
+    const stray = (await storage.listPartitions()).filter((partition) => !variants.has(partition));
+    if (stray.length > 0) throw new Error(`the storage lists partitions no driver wrote: ${stray.join(', ')}`);
+    for (const partition of partitions) {
+      const store = await storage.openPartition(partition);
+      try {
+        const got = observeStore(store);
+        const candidates = variants.get(partition)!;
+        const variant = candidates.find((candidate) => isDeepStrictEqual(candidate.observation, got));
+        if (variant === undefined) {
+          throw new Error(
+            `partition ${partition}: reopened state matches none of ${candidates.map((v) => v.name).join(', ')}:\n  got      ${brief(got)}\n` +
+              candidates.map((v) => `  ${v.name.padEnd(8)} ${brief(v.observation)}`).join('\n'),
+          );
+        }
+        if (!options.allowPrefix && variant.name.startsWith('prefix')) {
+          throw new Error(`partition ${partition}: an unacknowledged append is half-visible after the kill (${variant.name}): ${brief(got)}`);
+        }
+        let observation = got;
+        if (options.writeAfter !== false) {
+          const model = modelFromObservation(got);
+          const last = store.lastIndex();
+          const op: Op = { kind: 'append', entries: [{ type: EntryType.Normal, term: Math.max(store.term(last), store.initialState().hardState.term), index: last + 1, data: 'c0ffee' }] };
+          const [storeCode, modelCode] = [await applyOp(store, op), await applyOp(model, op)];
+          if (storeCode !== 'ok' || modelCode !== 'ok') throw new Error(`partition ${partition}: does not accept writes after the kill: store ${storeCode}, model ${modelCode}`);
+          observation = observeStore(store);
+          if (!isDeepStrictEqual(observation, observeStore(model))) throw new Error(`partition ${partition}: after the post-kill append the store differs from the model`);
+        }
+        results.set(partition, { variant: variant.name, observation, checkpoint: store.openStats.checkpoint });
+      } finally {
+        await store.close();
+      }
+    }
+  } finally {
+    await storage.close();
+  }
+  for (const partition of partitions) {
+    const problems = (await verifyPartition(dir, partition))?.problems ?? [];
+    if (problems.length > 0) throw new Error(`partition ${partition}: verifyTree after the reopen: ${problems.map((problem) => `${problem.code} ${problem.message}`).join('; ')}`);
+  }
+  return results;
+}
+
+/** A storage run's lines of partition `partition` (its begin/ack/rej lines), as replay reads a store's. */
+export function linesOfPartition(lines: Record<string, unknown>[], partition: number): Record<string, unknown>[] {
+  return lines.filter((line) => line.p === partition);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Scenarios
 
@@ -307,6 +393,8 @@ export interface SeedOptions {
   checkpointInterval?: number;
   /** Driver children open the store in journal mode (reopens by the checker stay plain: a journal is replayed either way). */
   journal?: boolean;
+  /** A storage of this many partitions writing at once instead of one store (the checks run per partition; no recovery kills). */
+  partitions?: number;
   /** A fresh temporary directory (removed by the caller). */
   tempDir(): string;
 }
@@ -316,8 +404,42 @@ function opsConfig(options: SeedOptions, dir: string, seed: number, ops: number)
   const config: DriverConfig = { dir, seed, ops, mode: 'ops' };
   if (options.checkpointInterval !== undefined) config.checkpointInterval = options.checkpointInterval;
   if (options.journal === true) config.journal = true;
+  if (options.partitions !== undefined) config.partitions = options.partitions;
   return config;
 }
+
+/** The partitions of a storage seed (1..N), or [0] standing for the one store. */
+function partitionIds(options: SeedOptions): number[] {
+  return options.partitions === undefined ? [0] : Array.from({ length: options.partitions }, (_, k) => k + 1);
+}
+
+/**
+ * Replays a run's lines on the models (`bases`, one per partition: key 0 for a store) and checks
+ * the directory against the variants. Returns the variants reached, the observations after the
+ * check (the next generation's bases) and what the replay counted.
+ */
+async function checkRun(
+  options: SeedOptions,
+  dir: string,
+  lines: Record<string, unknown>[],
+  bases: Map<number, Observation>,
+  check: CheckOptions,
+): Promise<{ acknowledged: number; results: Map<number, CheckResult> }> {
+  if (options.partitions === undefined) {
+    const replayed = await replay(bases.get(0)!, lines);
+    return { acknowledged: replayed.acknowledged, results: new Map([[0, await checkCrashedDirectory(dir, replayed.variants, check)]]) };
+  }
+  let acknowledged = 0;
+  const variants = new Map<number, Variant[]>();
+  for (const [partition, base] of bases) {
+    const replayed = await replay(base, linesOfPartition(lines, partition));
+    acknowledged += replayed.acknowledged;
+    variants.set(partition, replayed.variants);
+  }
+  return { acknowledged, results: await checkCrashedStorage(dir, variants, check) };
+}
+
+const emptyBases = (options: SeedOptions): Map<number, Observation> => new Map(partitionIds(options).map((partition) => [partition, emptyObservation()]));
 
 function count(record: Record<string, number>, key: string, by = 1): void {
   record[key] = (record[key] ?? 0) + by;
@@ -336,10 +458,12 @@ function expectKilled(run: ChildRun, what: string): void {
   }
 }
 
-function recordCheck(totals: Totals, result: CheckResult): void {
+function recordCheck(totals: Totals, result: CheckResult | Map<number, CheckResult>): void {
   totals.kills++;
-  count(totals.variants, result.variant.startsWith('prefix 0') ? 'old tail partly truncated' : result.variant.startsWith('prefix') ? 'batch prefix' : result.variant);
-  count(totals.checkpoint, result.checkpoint);
+  for (const one of result instanceof Map ? result.values() : [result]) {
+    count(totals.variants, one.variant.startsWith('prefix 0') ? 'old tail partly truncated' : one.variant.startsWith('prefix') ? 'batch prefix' : one.variant);
+    count(totals.checkpoint, one.checkpoint);
+  }
 }
 
 /** Kills during the recovery (open) of a crashed directory `crashed`, which must open to one of `variants`. */
@@ -372,8 +496,7 @@ export async function crashPointSeed(options: SeedOptions, totals: Totals): Prom
   if (done === undefined) fail(seed, 'count run', new Error(`the driver did not finish: ${counting.stderr.slice(0, 1000)}`));
   // The uninterrupted run itself must match the model.
   try {
-    const { variants } = await replay(emptyObservation(), counting.lines);
-    await checkCrashedDirectory(countDir, variants, { ...options.check, writeAfter: false });
+    await checkRun(options, countDir, counting.lines, emptyBases(options), { ...options.check, writeAfter: false });
   } catch (error) {
     fail(seed, 'uninterrupted run', error);
   }
@@ -391,19 +514,18 @@ export async function crashPointSeed(options: SeedOptions, totals: Totals): Prom
         const dir = options.tempDir();
         const run = await runChild(options.driver, { ...opsConfig(options, dir, seed, options.ops), kill: { point, occurrence } });
         expectKilled(run, what);
-        const replayed = await replay(emptyObservation(), run.lines);
-        totals.acknowledged += replayed.acknowledged;
         const interesting = point === 'between-kv-and-wal' || point === 'before-prefix-rename' || point === 'before-prefix-fsync' || point === 'before-intent-clear';
         let recoveryCopy: string | undefined;
-        if (options.recoveryKills && interesting) {
+        if (options.recoveryKills && interesting && options.partitions === undefined) {
           recoveryCopy = options.tempDir();
           cpSync(dir, recoveryCopy, { recursive: true });
         }
-        const result = await checkCrashedDirectory(dir, replayed.variants, options.check);
-        recordCheck(totals, result);
+        const checked = await checkRun(options, dir, run.lines, emptyBases(options), options.check);
+        totals.acknowledged += checked.acknowledged;
+        recordCheck(totals, checked.results);
         totals.crashPointKills++;
         count(totals.killedAt, point);
-        if (recoveryCopy !== undefined) await killDuringRecovery(options, totals, recoveryCopy, replayed.variants);
+        if (recoveryCopy !== undefined) await killDuringRecovery(options, totals, recoveryCopy, (await replay(emptyObservation(), run.lines)).variants);
       } catch (error) {
         fail(seed, what, error);
       }
@@ -416,24 +538,23 @@ export async function randomKillSeed(options: SeedOptions, totals: Totals, expec
   const { seed } = options;
   const random = new Random(seed * 7919 + 1);
   const dir = options.tempDir();
-  let base = emptyObservation();
+  let bases = emptyBases(options);
   for (let generation = 0; generation < options.randomGenerations; generation++) {
     const what = `random kill, generation ${generation}`;
     try {
       const delay = random.next() * expectedRunMs;
       const run = await runChild(options.driver, opsConfig(options, dir, seed * 1000 + generation, options.ops), delay);
-      const replayed = await replay(base, run.lines);
-      totals.acknowledged += replayed.acknowledged;
       if (run.signal !== 'SIGKILL') {
         if (run.exitCode !== 0) throw new Error(`the driver failed: ${run.stderr.slice(0, 1000)}`);
         totals.missedKills++;
       }
-      const result = await checkCrashedDirectory(dir, replayed.variants, options.check);
+      const checked = await checkRun(options, dir, run.lines, bases, options.check);
+      totals.acknowledged += checked.acknowledged;
       if (run.signal === 'SIGKILL') {
-        recordCheck(totals, result);
+        recordCheck(totals, checked.results);
         totals.randomKills++;
       }
-      base = result.observation;
+      bases = new Map([...checked.results].map(([partition, result]) => [partition, result.observation]));
     } catch (error) {
       fail(seed, what, error);
     }
@@ -527,7 +648,7 @@ function parseArguments(argv: string[]): Record<string, string> {
 async function main(): Promise<void> {
   const args = parseArguments(process.argv.slice(2));
   if (args.help) {
-    process.stdout.write('usage: node dist/scripts/crash.js [--seeds N] [--first-seed S] [--ops N] [--occurrences K] [--generations G] [--strict]\n');
+    process.stdout.write('usage: node dist/scripts/crash.js [--seeds N] [--first-seed S] [--ops N] [--occurrences K] [--generations G] [--strict] [--partitions N]\n');
     return;
   }
   const seeds = Number(args.seeds ?? 20);
@@ -551,6 +672,7 @@ async function main(): Promise<void> {
         recoveryKills: true,
         ...(seed % 2 === 0 ? { checkpointInterval: 1 } : {}),
         ...(seed % 3 === 0 ? { journal: true } : {}),
+        ...(args.partitions === undefined ? {} : { partitions: Number(args.partitions) }),
         check: { allowPrefix: args.strict !== 'true' },
         tempDir: () => {
           const dir = join(seedRoot, String(made++));
@@ -560,7 +682,7 @@ async function main(): Promise<void> {
       try {
         await crashPointSeed(options, totals);
         await randomKillSeed(options, totals, 60);
-        if (seed % 4 === 1) await backfillSeed(options, totals, 12);
+        if (seed % 4 === 1 && options.partitions === undefined) await backfillSeed(options, totals, 12);
       } catch (error) {
         failures.push((error as Error).message);
         process.stderr.write(`FAIL ${(error as Error).message}\n`);

@@ -1,6 +1,7 @@
 /**
  * `npm run powerloss -- --seeds N [--samples K] [--exhaustive E] [--barriers]`: the power-loss
- * crash-state enumerator (spec/powerloss/) over every write operation, N seeds of sampled
+ * crash-state enumerator (spec/powerloss/) over every write operation (of one store, then of
+ * several partitions of one storage writing at once), N seeds of sampled
  * survivor sets (K per crash point, every subset while there are at most E uncertain changes),
  * then every control (one barrier dropped: each must fail). Prints operations x crash states x
  * failures; exits 1 on any failure or on a control that does not fail.
@@ -14,6 +15,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { Command } from 'commander';
 import { cases, controls, enumerate, scratchBase } from '../spec/powerloss/operations.js';
+import { enumerateStorage, storageCases, storageControls } from '../spec/powerloss/storage-operations.js';
 
 const program = new Command('powerloss')
   .description('enumerate the crash states a power cut may leave in every write operation, and open each')
@@ -69,11 +71,27 @@ try {
         console.log(`seed ${seed}  ${operationCase.name.padEnd(80)} ${String(report.steps).padStart(4)} steps ${String(report.states).padStart(6)} states  ${report.failures.length} failures`);
       }
     }
-    console.log(`${cases.length} operations x ${seeds} seeds: ${states} crash states, ${failures} failures (${seconds()} s)`);
+    // Several partitions of one storage writing at once (spec/powerloss/storage-operations.ts).
+    for (let seed = 1; seed <= seeds; seed++) {
+      for (const operationCase of storageCases) {
+        const report = await enumerateStorage(operationCase, mkdtempSync(join(root, 'case-')), { seed, samplesPerStep: samples, exhaustiveUpTo: exhaustive });
+        states += report.states;
+        failures += report.failures.length;
+        for (const failure of report.failures.slice(0, 3)) console.log(`FAIL ${operationCase.name} (seed ${seed}) after step ${failure.step}, survivors [${failure.survivors}]: ${failure.reason}`);
+        console.log(`seed ${seed}  ${operationCase.name.slice(0, 80).padEnd(80)} ${String(report.steps).padStart(4)} steps ${String(report.states).padStart(6)} states  ${report.failures.length} failures`);
+      }
+    }
+    console.log(`${cases.length + storageCases.length} operations x ${seeds} seeds: ${states} crash states, ${failures} failures (${seconds()} s)`);
     let blind = 0;
     for (const control of controls) {
       const operationCase = cases.find((candidate) => candidate.name === control.operation)!;
       const report = await enumerate(operationCase, mkdtempSync(join(root, 'control-')), { seed: 1, samplesPerStep: samples, exhaustiveUpTo: exhaustive, dropFsync: control.dropFsync });
+      if (report.failures.length === 0) blind++;
+      console.log(`control: ${control.name}: ${report.failures.length} failing states of ${report.states} ${report.failures.length > 0 ? '(it fails, as it must)' : '(IT DID NOT FAIL: the enumerator is blind to it)'}`);
+    }
+    for (const control of storageControls) {
+      const operationCase = storageCases.find((candidate) => candidate.name === control.operation)!;
+      const report = await enumerateStorage(operationCase, mkdtempSync(join(root, 'control-')), { seed: 1, samplesPerStep: samples, exhaustiveUpTo: exhaustive, dropFsync: control.dropFsync });
       if (report.failures.length === 0) blind++;
       console.log(`control: ${control.name}: ${report.failures.length} failing states of ${report.states} ${report.failures.length > 0 ? '(it fails, as it must)' : '(IT DID NOT FAIL: the enumerator is blind to it)'}`);
     }

@@ -190,6 +190,11 @@ export class WalLogManager {
     }
   }
 
+  /** A storage's shared barrier over `paths` (lib/storage.ts); a failure names the store directory. */
+  async sharedBarrier(barrier: (paths: readonly string[]) => Promise<void>, paths: readonly string[]): Promise<void> {
+    await this.io('barrier', this.dir, () => barrier(paths));
+  }
+
   /** Creates a directory (mode 0700) if missing and makes its name durable by fsyncing the parent. */
   private async ensureDirectory(path: string, parent: string): Promise<void> {
     const created = await this.io('mkdir', path, () => this.fs.mkdir(path, DIRECTORY_MODE));
@@ -647,7 +652,7 @@ export class WalLogManager {
     this.crash('before-journal-fsync');
     // The record's data and its name in journal/, in one round (a storage's partitions: one
     // shared pass, `barrier`).
-    if (barrier !== undefined) await this.io('fsync', path, () => barrier([path, this.journalDirectory]));
+    if (barrier !== undefined) await this.sharedBarrier(barrier, [path, this.journalDirectory]);
     else await Promise.all([this.io('fsync', path, () => this.fs.fsync(path)), this.io('fsync', this.journalDirectory, () => this.fs.fsync(this.journalDirectory))]);
     this.crash('after-journal-fsync');
   }

@@ -11,7 +11,7 @@
 import type { ClassicLevel } from 'classic-level';
 import { nodeFileSystem, type FileSystem } from '../../lib/wal/file-system.js';
 
-export const FAULT_OPERATIONS = ['mkdir', 'mkdtemp', 'readdir', 'writeFile', 'fsync', 'rename', 'remove', 'stat', 'readFileSync', 'kvBatch', 'kvGetMany'] as const;
+export const FAULT_OPERATIONS = ['mkdir', 'mkdtemp', 'readdir', 'writeFile', 'fsync', 'rename', 'remove', 'stat', 'readFileSync', 'kvBatch', 'kvGetMany', 'syncFileSystem'] as const;
 export type FaultOperation = (typeof FAULT_OPERATIONS)[number];
 export type FaultKind = 'EIO' | 'ENOSPC' | 'EROFS' | 'short-write' | 'applied-then-EIO';
 
@@ -65,8 +65,12 @@ export class FaultInjector {
   }
 }
 
-/** A FileSystem failing what `injector` plans, every async call serialised (see the module comment). */
-export function faultFileSystem(injector: FaultInjector, base: FileSystem = nodeFileSystem): FileSystem {
+/**
+ * A FileSystem failing what `injector` plans, every async call serialised (see the module
+ * comment). It has a syncFileSystem (syncfs, failing as planned for 'syncFileSystem') only when
+ * `base` has one and `options.syncFileSystem` asks for it: otherwise the store fsyncs file by file.
+ */
+export function faultFileSystem(injector: FaultInjector, base: FileSystem = nodeFileSystem, options: { syncFileSystem?: boolean } = {}): FileSystem {
   let queue: Promise<unknown> = Promise.resolve();
   const serial = <T>(run: () => Promise<T>): Promise<T> => {
     const result = queue.then(run);
@@ -97,6 +101,9 @@ export function faultFileSystem(injector: FaultInjector, base: FileSystem = node
     remove: (path) => serial(async () => (guard('remove', path), base.remove(path))),
     stat: (path) => serial(async () => (guard('stat', path), base.stat(path))),
     readFileSync: (path) => (guard('readFileSync', path), base.readFileSync(path)),
+    ...(options.syncFileSystem === true && base.syncFileSystem !== undefined
+      ? { syncFileSystem: (path: string) => serial(async () => (guard('syncFileSystem', path), base.syncFileSystem!(path))) }
+      : {}),
   };
 }
 

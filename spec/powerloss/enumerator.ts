@@ -59,7 +59,8 @@ export type Step =
   | { kind: 'syncfs' }
   | { kind: 'kv'; copy: string }
   | { kind: 'kv-created'; parent: number; copy: string }
-  | { kind: 'ack' };
+  /** An acknowledgement: of the whole operation, or (a storage's operations) of the writes named `label`. */
+  | { kind: 'ack'; label?: string };
 
 export interface RecordedOperation {
   name: string;
@@ -75,6 +76,20 @@ export interface RecordedOperation {
 
 /** What a crash state opened to; returns why it is not acceptable, or undefined. */
 export type CrashCheck = (store: ReplicaLogStore, context: { step: number; steps: number; acknowledged: boolean }) => string | undefined;
+
+/** Which acknowledgements a crash state comes after. */
+export interface JudgeContext {
+  step: number;
+  steps: number;
+  /** Whether the operation's acknowledgement (no label) or the one named `label` came before the power cut. */
+  acknowledged(label?: string): boolean;
+}
+
+/**
+ * Opens a crash state written out at `storeDir` through `fileSystem` (which keeps a directory
+ * left with two names one directory) and returns why it is not acceptable (empty: it is).
+ */
+export type CrashJudge = (storeDir: string, fileSystem: FileSystem, context: JudgeContext) => Promise<string[]>;
 
 export interface EnumerationReport {
   operation: string;
@@ -144,6 +159,31 @@ export async function recordOperation(
   scratch: string,
   operation: (store: ReplicaLogStore) => Promise<void>,
   options: RecordOptions = {},
+): Promise<RecordedOperation> {
+  return recordWith(name, root, store, scratch, options, async (fileSystem, acknowledge) => {
+    const opened = await ReplicaLogStore.open({ ...options.openOptions, dir: join(root, store), fileSystem });
+    try {
+      await operation(opened);
+      acknowledge();
+    } finally {
+      await opened.close();
+    }
+  });
+}
+
+/**
+ * The recorder under recordOperation: `run` gets the recording file system (to open the store,
+ * or a storage, at `root`/`store` with) and `acknowledge`, which marks the moment a write
+ * (named by `label`, or the whole operation) was acknowledged. `run` closes what it opened.
+ * The KV recorded is the one at `<root>/<store>/kv` (a storage's one KV for all its partitions).
+ */
+export async function recordWith(
+  name: string,
+  root: string,
+  store: string,
+  scratch: string,
+  options: Pick<RecordOptions, 'dropFsync'>,
+  run: (fileSystem: FileSystem, acknowledge: (label?: string) => void) => Promise<void>,
 ): Promise<RecordedOperation> {
   const dir = join(root, store);
   const kv = kvPath(dir);
@@ -266,13 +306,7 @@ export async function recordOperation(
     });
   };
   try {
-    const opened = await ReplicaLogStore.open({ ...options.openOptions, dir, fileSystem });
-    try {
-      await operation(opened);
-      steps.push({ kind: 'ack' });
-    } finally {
-      await opened.close();
-    }
+    await run(fileSystem, (label) => steps.push(label === undefined ? { kind: 'ack' } : { kind: 'ack', label }));
   } finally {
     if (ownBatch) prototype.batch = originalBatch;
     else delete (prototype as { batch?: unknown }).batch;
@@ -500,14 +534,38 @@ export interface EnumerateOptions {
   samplesPerStep: number;
   /** Every subset of the uncertain changes while there are at most this many. */
   exhaustiveUpTo: number;
+  /** Stop at the first failing state (a control only needs one). */
+  stopAtFirstFailure?: boolean;
 }
 
-/** Enumerates the crash states of a recorded operation and opens each. */
+/** Enumerates the crash states of a recorded operation and opens each with ReplicaLogStore.open. */
 export async function enumerateCrashStates(recorded: RecordedOperation, scratch: string, check: CrashCheck, options: EnumerateOptions): Promise<EnumerationReport> {
+  return enumerateCrashStatesWith(recorded, scratch, options, async (storeDir, fileSystem, context) => {
+    const reasons: string[] = [];
+    let store: ReplicaLogStore | undefined;
+    try {
+      store = await ReplicaLogStore.open({ dir: storeDir, fileSystem });
+      const reason = check(store, { step: context.step, steps: context.steps, acknowledged: context.acknowledged() });
+      if (reason !== undefined) reasons.push(reason);
+    } catch (error) {
+      reasons.push(`open failed: ${(error as Error).message}`);
+    } finally {
+      await store?.close().catch(() => undefined);
+    }
+    if (store !== undefined) {
+      // After the open (and its repairs), the tree must be one verify finds nothing wrong with.
+      const verified = await verifyTree(storeDir);
+      if (verified.problems.length > 0) reasons.push(`verify: ${verified.problems.map((problem) => `${problem.code} ${problem.message}`).join('; ')}`);
+    }
+    return reasons;
+  });
+}
+
+/** Enumerates the crash states of a recorded operation and has `judge` open and check each. */
+export async function enumerateCrashStatesWith(recorded: RecordedOperation, scratch: string, options: EnumerateOptions, judge: CrashJudge): Promise<EnumerationReport> {
   const random = seededRandom(options.seed);
   const steps = recorded.steps;
   const report: EnumerationReport = { operation: recorded.name, steps: steps.length, states: 0, failures: [] };
-  const acknowledgedAt = steps.findIndex((step) => step.kind === 'ack');
   const seen = new Set<string>();
   let stateNumber = 0;
   for (let upTo = 0; upTo <= steps.length; upTo++) {
@@ -524,7 +582,15 @@ export async function enumerateCrashStates(recorded: RecordedOperation, scratch:
       for (let split = 1; split < open.length; split++) masks.push(new Set(open.slice(split)));
       for (let sample = 0; sample < options.samplesPerStep; sample++) masks.push(new Set(open.filter(() => random() < 0.5)));
     }
-    const acknowledged = acknowledgedAt !== -1 && upTo > acknowledgedAt;
+    // The acknowledgements before this power cut ('' stands for the operation's own).
+    const acknowledgedLabels = new Set<string>();
+    for (let index = 0; index < upTo; index++) {
+      const step = steps[index]!;
+      if (step.kind === 'ack') acknowledgedLabels.add(step.label ?? '');
+    }
+    const context: JudgeContext = { step: upTo, steps: steps.length, acknowledged: (label) => acknowledgedLabels.has(label ?? '') };
+    // JSON: the operation's own acknowledgement ('') must differ from none.
+    const acknowledgedKey = JSON.stringify([...acknowledgedLabels].sort());
     for (const mask of masks) {
       const dataLost = open.some((key) => key.endsWith(':data') && !mask.has(key));
       for (const zero of dataLost ? [false, true] : [false]) {
@@ -532,8 +598,8 @@ export async function enumerateCrashStates(recorded: RecordedOperation, scratch:
         const target = join(scratch, `state-${stateNumber++}`);
         const storeDir = join(target, recorded.store);
         const { aliases, fingerprint } = writeState(state, target, storeDir);
-        // The same tree is judged again only where the verdict can differ (once acknowledged).
-        const key = `${fingerprint} ${acknowledged}`;
+        // The same tree is judged again only where the verdict can differ (once more is acknowledged).
+        const key = `${fingerprint} ${acknowledgedKey}`;
         if (seen.has(key)) {
           rmSync(target, { recursive: true, force: true });
           continue;
@@ -541,24 +607,9 @@ export async function enumerateCrashStates(recorded: RecordedOperation, scratch:
         seen.add(key);
         report.states++;
         const survivors = `${describeKeys(mask)}${zero ? ' (lost data zeroed)' : ''}`;
-        let store: ReplicaLogStore | undefined;
-        try {
-          store = await ReplicaLogStore.open({ dir: storeDir, fileSystem: aliasingFileSystem(aliases) });
-          const reason = check(store, { step: upTo, steps: steps.length, acknowledged });
-          if (reason !== undefined) report.failures.push({ step: upTo, survivors, reason });
-        } catch (error) {
-          report.failures.push({ step: upTo, survivors, reason: `open failed: ${(error as Error).message}` });
-        } finally {
-          await store?.close().catch(() => undefined);
-        }
-        if (store !== undefined) {
-          // After the open (and its repairs), the tree must be one verify finds nothing wrong with.
-          const verified = await verifyTree(storeDir);
-          if (verified.problems.length > 0) {
-            report.failures.push({ step: upTo, survivors, reason: `verify: ${verified.problems.map((problem) => `${problem.code} ${problem.message}`).join('; ')}` });
-          }
-        }
+        for (const reason of await judge(storeDir, aliasingFileSystem(aliases), context)) report.failures.push({ step: upTo, survivors, reason });
         rmSync(target, { recursive: true, force: true });
+        if (options.stopAtFirstFailure === true && report.failures.length > 0) return report;
       }
     }
   }
@@ -585,7 +636,7 @@ export function describeSteps(recorded: RecordedOperation): string {
         case 'kv-created':
           return `#${index} kv/ created in dir#${step.parent}`;
         case 'ack':
-          return `#${index} acknowledged`;
+          return `#${index} acknowledged${step.label === undefined ? '' : ` ${step.label}`}`;
       }
     })
     .join('\n');

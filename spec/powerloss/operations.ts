@@ -20,7 +20,7 @@ const run = (from: number, to: number, term: number) => Array.from({ length: to 
 const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
 
 /** Everything a reader of the store can see. */
-interface Picture {
+export interface Picture {
   first: number;
   last: number;
   /** Each retained entry's encoding (hex), or 'pending' while it awaits backfill. */
@@ -30,7 +30,7 @@ interface Picture {
   snapshot: string;
 }
 
-function picture(store: ReplicaLogStore): Picture {
+export function picture(store: ReplicaLogStore): Picture {
   const first = store.firstIndex();
   const last = store.lastIndex();
   const entries = new Map<number, string>();
@@ -60,7 +60,7 @@ function picture(store: ReplicaLogStore): Picture {
 }
 
 /** What a store that was never opened shows. */
-const EMPTY: Picture = {
+export const EMPTY: Picture = {
   first: 1,
   last: 0,
   entries: new Map(),
