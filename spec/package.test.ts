@@ -53,7 +53,7 @@ console.log(JSON.stringify({
   fixtureLast: fixture.lastIndex(),
   internalsInMain: internals.filter((name) => name in replicalog),
   internalsInTesting: internals.filter((name) => name in testing),
-  product: ['ReplicaLogStore', 'MemoryStorage', 'RawNode', 'ReplicaNode', 'Transport', 'encodeEntry', 'ReplicaLogError', 'NO_LIMIT'].filter((name) => !(name in replicalog)),
+  product: ['ReplicaLogStore', 'ReplicaLogStorage', 'MemoryStorage', 'RawNode', 'ReplicaNode', 'Transport', 'encodeEntry', 'ReplicaLogError', 'NO_LIMIT'].filter((name) => !(name in replicalog)),
 }));
 await fixture.close();
 await store.close();
@@ -75,7 +75,7 @@ await store.close();
   // are typed in replicalog/testing only (a @ts-expect-error that is not needed fails the check).
   writeFileSync(
     join(consumer, 'check.ts'),
-    `import { ReplicaLogStore, type ReplicaLogStoreOptions } from 'replicalog';
+    `import { ReplicaLogStore, ReplicaLogStorage, type ReplicaLogStoreOptions, type ReplicaLogStorageOptions } from 'replicalog';
 import { nodeFileSystem, CRASH_POINTS, type ReplicaLogStoreTestOptions } from 'replicalog/testing';
 export const options: ReplicaLogStoreOptions = { dir: '/tmp/x', cacheMaxEntries: 16 };
 // @ts-expect-error fileSystem is a test hook, not a ReplicaLogStoreOptions field
@@ -83,6 +83,10 @@ export const hooked: ReplicaLogStoreOptions = { dir: '/tmp/x', fileSystem: nodeF
 export const testOptions: ReplicaLogStoreTestOptions = { dir: '/tmp/x', fileSystem: nodeFileSystem, crashPoint: (name) => void name };
 export const first: string = CRASH_POINTS[0];
 export const open: (options: ReplicaLogStoreOptions) => Promise<ReplicaLogStore> = (options) => ReplicaLogStore.open(options);
+export const storageOptions: ReplicaLogStorageOptions = { dir: '/tmp/s', name: 'gitaly', barrierSyncLimit: 64 };
+// @ts-expect-error crashPoint is a test hook, not a ReplicaLogStorageOptions field
+export const hookedStorage: ReplicaLogStorageOptions = { dir: '/tmp/s', crashPoint: () => undefined };
+export const partition: (storage: ReplicaLogStorage) => Promise<ReplicaLogStore> = (storage) => storage.openPartition(7, { cacheMaxEntries: 64 });
 `,
   );
   const typecheck = spawnSync(
