@@ -19,11 +19,6 @@ export type KvOperation = { type: 'put'; key: Uint8Array; value: Uint8Array } | 
 type ByteDatabase = ClassicLevel<Uint8Array, Uint8Array>;
 const BYTES = { keyEncoding: 'view', valueEncoding: 'view' } as const;
 
-interface Waiter {
-  resolve(): void;
-  reject(error: unknown): void;
-}
-
 /** Counters for stats(): how much group commit merged. */
 export interface GroupCommitStats {
   /** Synced batches (or syncfs passes) issued. */
@@ -32,77 +27,31 @@ export interface GroupCommitStats {
   requests: number;
 }
 
-export class KvGroupCommit {
-  private pendingOperations: KvOperation[] = [];
-  private pendingWaiters: Waiter[] = [];
-  private running = false;
-  private scheduled = false;
-  readonly stats: GroupCommitStats = { passes: 0, requests: 0 };
-
-  constructor(private readonly database: ByteDatabase) {}
-
-  /** Resolves once `operations` are durable (one synced batch shared with other callers). */
-  write(operations: readonly KvOperation[]): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      for (const operation of operations) this.pendingOperations.push(operation);
-      this.pendingWaiters.push({ resolve, reject });
-      this.schedule();
-    });
-  }
-
-  private schedule(): void {
-    if (this.running || this.scheduled) return;
-    this.scheduled = true;
-    // The end of this event-loop turn: every partition whose write is ready now joins.
-    setImmediate(() => {
-      this.scheduled = false;
-      void this.flush();
-    });
-  }
-
-  private async flush(): Promise<void> {
-    if (this.running || this.pendingWaiters.length === 0) return;
-    this.running = true;
-    const operations = this.pendingOperations;
-    const waiters = this.pendingWaiters;
-    this.pendingOperations = [];
-    this.pendingWaiters = [];
-    this.stats.passes++;
-    this.stats.requests += waiters.length;
-    try {
-      await this.database.batch<Uint8Array, Uint8Array>(operations, { ...BYTES, sync: true });
-      for (const waiter of waiters) waiter.resolve();
-    } catch (error) {
-      for (const waiter of waiters) waiter.reject(error);
-    } finally {
-      this.running = false;
-      // Writes that arrived while this batch was syncing go in the next one, at once.
-      if (this.pendingWaiters.length > 0) void this.flush();
-    }
-  }
-}
-
 /**
- * One syncfs(2) answers every request made before it started. `sync` is the file system's
- * syncfs (false where there is none: then every waiter gets false and uses per-file fsyncs).
+ * The pattern the three share: requests made while no pass runs wait for the end of the
+ * current event-loop turn (so every caller that is ready now joins), then ONE pass answers them
+ * all; requests made while a pass runs wait for the next pass, which starts as soon as the
+ * running one ends (a running pass may have begun before their writes). A failed pass rejects
+ * every request in it.
  */
-export class FileSystemBarrier {
-  private waiters: { resolve(value: boolean): void; reject(error: unknown): void }[] = [];
+abstract class CoalescedPasses<Request, Answer, Stats extends GroupCommitStats = GroupCommitStats> {
+  private pending: { request: Request; resolve(answer: Answer): void; reject(error: unknown): void }[] = [];
   private running = false;
   private scheduled = false;
-  readonly stats: GroupCommitStats = { passes: 0, requests: 0 };
 
-  constructor(private readonly sync: () => Promise<boolean>) {}
+  constructor(readonly stats: Stats) {}
 
   /** No pass runs or waits. */
   get idle(): boolean {
-    return !this.running && !this.scheduled && this.waiters.length === 0;
+    return !this.running && !this.scheduled && this.pending.length === 0;
   }
 
-  /** Resolves true once a syncfs that started after this call has finished. */
-  request(): Promise<boolean> {
-    return new Promise<boolean>((resolve, reject) => {
-      this.waiters.push({ resolve, reject });
+  /** Answers every request of one pass (throws to reject them all). */
+  protected abstract execute(requests: readonly Request[]): Promise<Answer>;
+
+  protected submit(request: Request): Promise<Answer> {
+    return new Promise<Answer>((resolve, reject) => {
+      this.pending.push({ request, resolve, reject });
       if (!this.running && !this.scheduled) {
         this.scheduled = true;
         setImmediate(() => {
@@ -114,22 +63,59 @@ export class FileSystemBarrier {
   }
 
   private async run(): Promise<void> {
-    if (this.running || this.waiters.length === 0) return;
+    if (this.running || this.pending.length === 0) return;
     this.running = true;
-    const waiters = this.waiters;
-    this.waiters = [];
+    const waiting = this.pending;
+    this.pending = [];
     this.stats.passes++;
-    this.stats.requests += waiters.length;
+    this.stats.requests += waiting.length;
     try {
-      const done = await this.sync();
-      for (const waiter of waiters) waiter.resolve(done);
+      const answer = await this.execute(waiting.map((waiter) => waiter.request));
+      for (const waiter of waiting) waiter.resolve(answer);
     } catch (error) {
-      for (const waiter of waiters) waiter.reject(error);
+      for (const waiter of waiting) waiter.reject(error);
     } finally {
       this.running = false;
-      // Requests made while this pass ran may have written after it started: a new pass.
-      if (this.waiters.length > 0) void this.run();
+      if (this.pending.length > 0) void this.run();
     }
+  }
+}
+
+/** KV writes of many partitions, one synced batch per pass. */
+export class KvGroupCommit extends CoalescedPasses<readonly KvOperation[], void> {
+  constructor(private readonly database: ByteDatabase) {
+    super({ passes: 0, requests: 0 });
+  }
+
+  /** Resolves once `operations` are durable (one synced batch shared with other callers). */
+  write(operations: readonly KvOperation[]): Promise<void> {
+    return this.submit(operations);
+  }
+
+  protected async execute(requests: readonly (readonly KvOperation[])[]): Promise<void> {
+    // Each caller's operations together and in submission order (a later put of a key wins).
+    const operations: KvOperation[] = [];
+    for (const request of requests) for (const operation of request) operations.push(operation);
+    await this.database.batch<Uint8Array, Uint8Array>(operations, { ...BYTES, sync: true });
+  }
+}
+
+/**
+ * One syncfs(2) answers every request made before it started. `sync` is the file system's
+ * syncfs (false where there is none: then every waiter gets false and uses per-file fsyncs).
+ */
+export class FileSystemBarrier extends CoalescedPasses<void, boolean> {
+  constructor(private readonly sync: () => Promise<boolean>) {
+    super({ passes: 0, requests: 0 });
+  }
+
+  /** Resolves true once a syncfs that started after this call has finished. */
+  request(): Promise<boolean> {
+    return this.submit(undefined);
+  }
+
+  protected execute(): Promise<boolean> {
+    return this.sync();
   }
 }
 
@@ -150,72 +136,43 @@ export interface SharedBarrierStats extends GroupCommitStats {
  * partitions. (A syncfs costs about as much as 10-20 fsyncs here: a process spawn plus the
  * flush; measured in `npm run bench`, "storage".)
  */
-export class SharedBarrier {
-  private pending: { paths: readonly string[]; resolve(): void; reject(error: unknown): void }[] = [];
-  private running = false;
-  private scheduled = false;
-  readonly stats: SharedBarrierStats = { passes: 0, requests: 0, fileSystemSyncs: 0, fsyncs: 0 };
-
+export class SharedBarrier extends CoalescedPasses<readonly string[], void, SharedBarrierStats> {
   constructor(
     private readonly fsync: (path: string) => Promise<void>,
     /** syncfs of the file system; false when there is none (then paths are fsynced one by one). */
     private readonly syncFileSystem: () => Promise<boolean>,
     private readonly perFileLimit: number,
     private readonly concurrency: number,
-  ) {}
+  ) {
+    super({ passes: 0, requests: 0, fileSystemSyncs: 0, fsyncs: 0 });
+  }
 
   /** Resolves once every path is durable, by a pass that started after this call. */
   request(paths: readonly string[]): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      this.pending.push({ paths, resolve, reject });
-      if (!this.running && !this.scheduled) {
-        this.scheduled = true;
-        setImmediate(() => {
-          this.scheduled = false;
-          void this.run();
-        });
-      }
-    });
+    return this.submit(paths);
   }
 
-  private async run(): Promise<void> {
-    if (this.running || this.pending.length === 0) return;
-    this.running = true;
-    const requests = this.pending;
-    this.pending = [];
-    this.stats.passes++;
-    this.stats.requests += requests.length;
-    try {
-      const paths = [...new Set(requests.flatMap((request) => request.paths))];
-      let done = false;
-      if (paths.length > this.perFileLimit) {
-        done = await this.syncFileSystem();
-        if (done) this.stats.fileSystemSyncs++;
-      }
-      if (!done) {
-        // Every fsync settles before the pass answers: a failure is reported once all stopped.
-        let failure: unknown;
-        let next = 0;
-        const worker = async () => {
-          while (next < paths.length) {
-            const path = paths[next++]!;
-            try {
-              await this.fsync(path);
-              this.stats.fsyncs++;
-            } catch (error) {
-              failure ??= error;
-            }
-          }
-        };
-        await Promise.all(Array.from({ length: Math.min(this.concurrency, paths.length) }, worker));
-        if (failure !== undefined) throw failure;
-      }
-      for (const request of requests) request.resolve();
-    } catch (error) {
-      for (const request of requests) request.reject(error);
-    } finally {
-      this.running = false;
-      if (this.pending.length > 0) void this.run();
+  protected async execute(requests: readonly (readonly string[])[]): Promise<void> {
+    const paths = [...new Set(requests.flat())];
+    if (paths.length > this.perFileLimit && (await this.syncFileSystem())) {
+      this.stats.fileSystemSyncs++;
+      return;
     }
+    // Every fsync settles before the pass answers: a failure is reported once all stopped.
+    let failure: unknown;
+    let next = 0;
+    const worker = async () => {
+      while (next < paths.length) {
+        const path = paths[next++]!;
+        try {
+          await this.fsync(path);
+          this.stats.fsyncs++;
+        } catch (error) {
+          failure ??= error;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.concurrency, paths.length) }, worker));
+    if (failure !== undefined) throw failure;
   }
 }
