@@ -24,7 +24,7 @@ import { ReplicaLogStorage } from '../../lib/storage.js';
 import { EntryType, type Entry } from '../../lib/types.js';
 import { verifyTree } from '../../lib/verify.js';
 import { nodeFileSystem, type FileSystem } from '../../lib/wal/file-system.js';
-import { entryPath, kvPath } from '../../lib/wal/layout.js';
+import { entryPath, KEY_HARD_STATE, kvKey, kvPath } from '../../lib/wal/layout.js';
 import { partitionFanOut, partitionsPath } from '../../lib/wal/storage-layout.js';
 import { describeSteps, enumerateCrashStatesWith, recordWith, type CrashJudge, type EnumerateOptions, type EnumerationReport } from './enumerator.js';
 import { checkAgainst, EMPTY, picture, type Picture } from './operations.js';
@@ -58,9 +58,25 @@ export interface StorageCase {
   operation: (storage: ReplicaLogStorage, stores: Map<number, ReplicaLogStore>) => Record<number, Promise<unknown>>;
 }
 
-/** A partition's usual write group: entries from..to at `term` with the hard state committing them. */
+/**
+ * A partition's usual write group: entries from..to at `term` with the hard state committing
+ * them. The vote is the partition's id: a partition showing another's hard state fails `isolation`.
+ */
 function writeGroup(store: ReplicaLogStore, partition: number, from: number, to: number, term: number): Promise<unknown> {
-  return Promise.all([store.append(run(partition, from, to, term)), store.setHardState({ term, vote: 1, commit: to })]);
+  return Promise.all([store.append(run(partition, from, to, term)), store.setHardState({ term, vote: partition, commit: to })]);
+}
+
+/**
+ * Why partition `id`'s picture shows something of another partition: an entry not written for
+ * it (each entry's data names its partition) or a hard state voting for another (each votes
+ * for itself). Independent of the recorded outcome, which a leak would be part of.
+ */
+function isolation(id: number, now: Picture): string | undefined {
+  const foreign = [...now.entries].filter(([, value]) => !Buffer.from(value, 'hex').toString('latin1').includes(`p${id}:`));
+  if (foreign.length > 0) return `entries ${foreign.map(([index]) => index).join(',')} were not written to this partition`;
+  const vote = (JSON.parse(now.hardState) as { vote: number }).vote;
+  if (vote !== 0 && vote !== id) return `its hard state ${now.hardState} is partition ${vote}'s`;
+  return undefined;
 }
 
 /** Partitions 1..3, each with entries 1..2 at term <id> committed. */
@@ -151,7 +167,7 @@ export const storageCases: StorageCase[] = [
     openInTrace: true,
     appendBarriers: 'per-file',
     operation: (storage) => ({
-      1: storage.openPartition(1).then((store) => writeGroup(store, 1, 1, 2, 1)),
+      1: storage.openPartition(1).then((store) => writeGroup(store, 1, 1, 1, 1)),
       2: storage.openPartition(2).then((store) => writeGroup(store, 2, 1, 1, 2)),
       3: storage.openPartition(3).then((store) => writeGroup(store, 3, 1, 2, 3)),
     }),
@@ -191,7 +207,13 @@ export const storageCases: StorageCase[] = [
 const setupFileSystem: FileSystem = { ...nodeFileSystem, syncFileSystem: async () => true };
 
 /** The controls: one barrier the storage needs dropped; the enumerator must find failing states. */
-export const storageControls: { name: string; operation: string; dropFsync: (path: string, occurrence: number, dir: string) => boolean }[] = [
+export const storageControls: {
+  name: string;
+  operation: string;
+  dropFsync?: (path: string, occurrence: number, dir: string) => boolean;
+  /** Damage done to the storage before the operation (after the pictures before it). */
+  damage?: (dir: string) => Promise<void>;
+}[] = [
   {
     name: 'storage: a barrier that answers without its syncfs (appends acknowledged before their entries are durable)',
     operation: storageCases[0]!.name,
@@ -206,6 +228,21 @@ export const storageControls: { name: string; operation: string; dropFsync: (pat
     name: 'storage: a new storage without the fsync of its directory at open (finding 1: kv/ and partitions/ can vanish)',
     operation: storageCases[3]!.name,
     dropFsync: (path, _occurrence, dir) => path === dir,
+  },
+  {
+    name: "storage: partition 3 reads partition 2's hard state (the record copied under partition 3's prefix)",
+    operation: storageCases[0]!.name,
+    damage: async (dir) => {
+      const database = new ClassicLevel<Uint8Array, Uint8Array>(kvPath(dir), { keyEncoding: 'view', valueEncoding: 'view' });
+      await database.open();
+      try {
+        const value = await database.get(kvKey(2, KEY_HARD_STATE));
+        if (value === undefined) throw new Error('partition 2 has no hard state to copy');
+        await database.put(kvKey(3, KEY_HARD_STATE), value, { sync: true });
+      } finally {
+        await database.close();
+      }
+    },
   },
 ];
 
@@ -230,19 +267,15 @@ async function pictures(dir: string, ids: readonly number[]): Promise<Map<number
   }
 }
 
-/** Every KV key not under p/<id>/ of one of `ids`, described. */
-async function strayKeys(dir: string, ids: readonly number[]): Promise<string[]> {
-  const database = new ClassicLevel<Uint8Array, Uint8Array>(kvPath(dir), { keyEncoding: 'view', valueEncoding: 'view', createIfMissing: false });
-  await database.open();
+/** Every key of the storage's (open) KV not under p/<id>/ of one of `ids`, described. */
+async function strayKeys(storage: ReplicaLogStorage, ids: readonly number[]): Promise<string[]> {
+  // The storage's one database (private; read here rather than opened a second time per state).
+  const database = (storage as unknown as { database: ClassicLevel<Uint8Array, Uint8Array> }).database;
   const stray: string[] = [];
-  try {
-    for await (const key of database.keys()) {
-      const prefixed = key.length > 11 && key[0] === 0x70 && key[1] === 0x2f && key[10] === 0x2f;
-      const id = prefixed ? Number(Buffer.from(key.subarray(2, 10)).readBigUInt64BE()) : undefined;
-      if (id === undefined || !ids.includes(id)) stray.push(Buffer.from(key).toString('hex'));
-    }
-  } finally {
-    await database.close();
+  for await (const key of database.keys()) {
+    const prefixed = key.length > 11 && key[0] === 0x70 && key[1] === 0x2f && key[10] === 0x2f;
+    const id = prefixed ? Number(Buffer.from(key.subarray(2, 10)).readBigUInt64BE()) : undefined;
+    if (id === undefined || !ids.includes(id)) stray.push(Buffer.from(key).toString('hex'));
   }
   return stray;
 }
@@ -262,12 +295,16 @@ function storageJudge(operationCase: StorageCase, before: Map<number, Picture>, 
           store = await storage.openPartition(id);
           const reason = checkAgainst(before.get(id)!, after.get(id)!)(store, { step: context.step, steps: context.steps, acknowledged: context.acknowledged(`p${id}`) });
           if (reason !== undefined) reasons.push(`partition ${id}: ${reason}`);
+          const leak = isolation(id, picture(store));
+          if (leak !== undefined) reasons.push(`partition ${id}: ${leak}`);
         } catch (error) {
           reasons.push(`partition ${id}: open failed: ${(error as Error).message}`);
         } finally {
           await store?.close().catch(() => undefined);
         }
       }
+      const foreign = await strayKeys(storage, operationCase.partitions);
+      if (foreign.length > 0) reasons.push(`KV keys outside every partition's prefix: ${foreign.join(', ')}`);
     } catch (error) {
       reasons.push(`storage open failed: ${(error as Error).message}`);
       storage = undefined;
@@ -275,8 +312,6 @@ function storageJudge(operationCase: StorageCase, before: Map<number, Picture>, 
       await storage?.close().catch(() => undefined);
     }
     if (storage === undefined) return reasons;
-    const stray = await strayKeys(storageDir, operationCase.partitions);
-    if (stray.length > 0) reasons.push(`KV keys outside every partition's prefix: ${stray.join(', ')}`);
     // verify reads <dir>/kv: each partition is verified with a copy of the storage's KV beside it.
     for (const id of operationCase.partitions) {
       const partitionDir = storage.partitionDirectory(id);
@@ -293,6 +328,8 @@ function storageJudge(operationCase: StorageCase, before: Map<number, Picture>, 
 export interface StorageRunOptions extends EnumerateOptions {
   /** Drop these fsyncs (a control); `dir` is the storage directory. */
   dropFsync?: (path: string, occurrence: number, dir: string) => boolean;
+  /** Damage the storage before the operation (a control). */
+  damage?: (dir: string) => Promise<void>;
   onTrace?: (trace: string) => void;
 }
 
@@ -314,6 +351,7 @@ export async function enumerateStorage(operationCase: StorageCase, workspace: st
     }
     before = await pictures(dir, operationCase.partitions);
     await operationCase.damage?.(dir);
+    await options.damage?.(dir);
   }
   const dropFsync = options.dropFsync;
   const recorded = await recordWith(
