@@ -20,7 +20,7 @@ import { cpSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import type { ReplicaLogStore } from '../../lib/replica-log-store.js';
-import { ReplicaLogStorage } from '../../lib/storage.js';
+import { ReplicaLogStorage, type ReplicaLogStorageOptions } from '../../lib/storage.js';
 import { EntryType, type Entry } from '../../lib/types.js';
 import { verifyTree } from '../../lib/verify.js';
 import { nodeFileSystem, type FileSystem } from '../../lib/wal/file-system.js';
@@ -47,8 +47,8 @@ export interface StorageCase {
   storagePath?: string;
   /** The storage's first open is the recorded one (no setup: every partition empty before). */
   openInTrace?: boolean;
-  /** How the storage's appends make entries durable (default: the storage's, one shared syncfs pass). */
-  appendBarriers?: 'per-file' | 'file-system';
+  /** Options of every open of the storage (default: the storage's: appends share syncfs passes, no journal). */
+  storageOptions?: Pick<ReplicaLogStorageOptions, 'appendBarriers' | 'journal' | 'journalCheckpointDelayMs'>;
   setup?: (storage: ReplicaLogStorage) => Promise<void>;
   /** Changes the closed storage before the operation (torn states for open to repair). */
   damage?: (dir: string) => Promise<void>;
@@ -165,11 +165,23 @@ export const storageCases: StorageCase[] = [
     partitions: [1, 2, 3],
     storagePath: 'parent/storage',
     openInTrace: true,
-    appendBarriers: 'per-file',
+    storageOptions: { appendBarriers: 'per-file' },
     operation: (storage) => ({
       1: storage.openPartition(1).then((store) => writeGroup(store, 1, 1, 1, 1)),
       2: storage.openPartition(2).then((store) => writeGroup(store, 2, 1, 1, 2)),
       3: storage.openPartition(3).then((store) => writeGroup(store, 3, 1, 2, 3)),
+    }),
+  },
+  {
+    name: "storage, journal: three partitions' write groups at once (a record each), then close's checkpoints (one shared syncfs pass per step)",
+    partitions: [1, 2, 3],
+    storageOptions: { journal: true, journalCheckpointDelayMs: 600_000 },
+    setup: threeCommitted,
+    opened: [1, 2, 3],
+    operation: (_storage, stores) => ({
+      1: writeGroup(stores.get(1)!, 1, 3, 4, 1),
+      2: writeGroup(stores.get(2)!, 2, 3, 3, 2),
+      3: stores.get(3)!.append(run(3, 3, 4, 3)),
     }),
   },
   {
@@ -343,7 +355,7 @@ export async function enumerateStorage(operationCase: StorageCase, workspace: st
   const dir = join(root, storagePath);
   let before = new Map(operationCase.partitions.map((id) => [id, EMPTY] as const));
   if (operationCase.openInTrace !== true) {
-    const storage = await ReplicaLogStorage.open({ dir, fileSystem: setupFileSystem });
+    const storage = await ReplicaLogStorage.open({ ...operationCase.storageOptions, dir, fileSystem: setupFileSystem });
     try {
       await operationCase.setup?.(storage);
     } finally {
@@ -361,7 +373,7 @@ export async function enumerateStorage(operationCase: StorageCase, workspace: st
     scratch,
     dropFsync === undefined ? {} : { dropFsync: (path, occurrence) => dropFsync(path, occurrence, dir) },
     async (fileSystem, acknowledge) => {
-      const storage = await ReplicaLogStorage.open({ dir, fileSystem, ...(operationCase.appendBarriers === undefined ? {} : { appendBarriers: operationCase.appendBarriers }) });
+      const storage = await ReplicaLogStorage.open({ ...operationCase.storageOptions, dir, fileSystem });
       try {
         const opened = operationCase.opened ?? [];
         const stores = new Map(await Promise.all(opened.map(async (id) => [id, await storage.openPartition(id)] as const)));
