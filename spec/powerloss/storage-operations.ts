@@ -16,7 +16,8 @@
  *
  * The controls drop one barrier the storage needs and must fail.
  */
-import { cpSync, mkdirSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { cpSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import type { ReplicaLogStore } from '../../lib/replica-log-store.js';
@@ -279,24 +280,47 @@ async function pictures(dir: string, ids: readonly number[]): Promise<Map<number
   }
 }
 
-/** Every key of the storage's (open) KV not under p/<id>/ of one of `ids`, described. */
-async function strayKeys(storage: ReplicaLogStorage, ids: readonly number[]): Promise<string[]> {
+/**
+ * Reads the storage's (open) KV once: every key not under p/<id>/ of one of `ids` (described),
+ * and a digest of each partition's records (what verify reads of the KV for it).
+ */
+async function readKv(storage: ReplicaLogStorage, ids: readonly number[]): Promise<{ stray: string[]; digests: Map<number, string> }> {
   // The storage's one database (private; read here rather than opened a second time per state).
   const database = (storage as unknown as { database: ClassicLevel<Uint8Array, Uint8Array> }).database;
   const stray: string[] = [];
-  for await (const key of database.keys()) {
+  const hashes = new Map(ids.map((id) => [id, createHash('sha256')] as const));
+  for await (const [key, value] of database.iterator()) {
     const prefixed = key.length > 11 && key[0] === 0x70 && key[1] === 0x2f && key[10] === 0x2f;
     const id = prefixed ? Number(Buffer.from(key.subarray(2, 10)).readBigUInt64BE()) : undefined;
-    if (id === undefined || !ids.includes(id)) stray.push(Buffer.from(key).toString('hex'));
+    const hash = id === undefined ? undefined : hashes.get(id);
+    if (hash === undefined) stray.push(Buffer.from(key).toString('hex'));
+    else hash.update(`${key.length}:`).update(key).update(`${value.length}:`).update(value);
   }
-  return stray;
+  return { stray, digests: new Map([...hashes].map(([id, hash]) => [id, hash.digest('hex')])) };
+}
+
+/** A digest of the tree under `dir` (names, kinds, modes, file bytes). */
+function treeDigest(dir: string): string {
+  const hash = createHash('sha256');
+  const walk = (path: string, name: string) => {
+    const stat = lstatSync(path);
+    hash.update(`${name}\0${stat.mode}\0`);
+    if (stat.isDirectory()) {
+      for (const child of readdirSync(path).sort()) walk(join(path, child), child);
+      hash.update('\0end\0');
+    } else hash.update(readFileSync(path));
+  };
+  walk(dir, '.');
+  return hash.digest('hex');
 }
 
 /** The judge of a storage case's crash states (see the module comment). */
 function storageJudge(operationCase: StorageCase, before: Map<number, Picture>, after: Map<number, Picture>): CrashJudge {
+  const verifiedPartitions = new Set<string>();
   return async (storageDir, fileSystem, context) => {
     const reasons: string[] = [];
     let storage: ReplicaLogStorage | undefined;
+    let kvDigests = new Map<number, string>();
     try {
       storage = await ReplicaLogStorage.open({ dir: storageDir, fileSystem });
       const stray = (await storage.listPartitions()).filter((id) => !operationCase.partitions.includes(id));
@@ -315,8 +339,9 @@ function storageJudge(operationCase: StorageCase, before: Map<number, Picture>, 
           await store?.close().catch(() => undefined);
         }
       }
-      const foreign = await strayKeys(storage, operationCase.partitions);
-      if (foreign.length > 0) reasons.push(`KV keys outside every partition's prefix: ${foreign.join(', ')}`);
+      const kv = await readKv(storage, operationCase.partitions);
+      if (kv.stray.length > 0) reasons.push(`KV keys outside every partition's prefix: ${kv.stray.join(', ')}`);
+      kvDigests = kv.digests;
     } catch (error) {
       reasons.push(`storage open failed: ${(error as Error).message}`);
       storage = undefined;
@@ -325,8 +350,13 @@ function storageJudge(operationCase: StorageCase, before: Map<number, Picture>, 
     }
     if (storage === undefined) return reasons;
     // verify reads <dir>/kv: each partition is verified with a copy of the storage's KV beside it.
+    // Its verdict depends only on the partition's tree and its KV records: a partition as some
+    // earlier state left it (the other partitions differing) was verified then.
     for (const id of operationCase.partitions) {
       const partitionDir = storage.partitionDirectory(id);
+      const seen = `${id} ${treeDigest(partitionDir)} ${kvDigests.get(id)}`;
+      if (verifiedPartitions.has(seen)) continue;
+      verifiedPartitions.add(seen);
       const kvCopy = kvPath(partitionDir);
       cpSync(kvPath(storageDir), kvCopy, { recursive: true });
       const verified = await verifyTree(partitionDir, { partitionId: id });
