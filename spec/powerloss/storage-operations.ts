@@ -162,15 +162,17 @@ export const storageCases: StorageCase[] = [
   },
   {
     // Per-file barriers: no syncfs covers for a missing directory fsync (see the controls).
-    name: 'storage: a new storage (mkdir -p, kv/, partitions/) with three partitions created and written at once, per-file barriers',
-    partitions: [1, 2, 3],
+    // Partitions 3 and 32 share their first fan-out directory (partitions/61/): created at once,
+    // its fsync is one coalesced pass that must start after both asked for it.
+    name: 'storage: a new storage (mkdir -p, kv/, partitions/) with three partitions created and written at once (two sharing a fan-out directory), per-file barriers',
+    partitions: [1, 3, 32],
     storagePath: 'parent/storage',
     openInTrace: true,
     storageOptions: { appendBarriers: 'per-file' },
     operation: (storage) => ({
       1: storage.openPartition(1).then((store) => writeGroup(store, 1, 1, 1, 1)),
-      2: storage.openPartition(2).then((store) => writeGroup(store, 2, 1, 1, 2)),
       3: storage.openPartition(3).then((store) => writeGroup(store, 3, 1, 2, 3)),
+      32: storage.openPartition(32).then((store) => writeGroup(store, 32, 1, 1, 32)),
     }),
   },
   {
