@@ -91,7 +91,7 @@ try {
     }
     for (const control of storageControls) {
       const operationCase = storageCases.find((candidate) => candidate.name === control.operation)!;
-      const report = await enumerateStorage(operationCase, mkdtempSync(join(root, 'control-')), { seed: 1, samplesPerStep: samples, exhaustiveUpTo: exhaustive, dropFsync: control.dropFsync });
+      const report = await enumerateStorage(operationCase, mkdtempSync(join(root, 'control-')), { seed: 1, samplesPerStep: samples, exhaustiveUpTo: exhaustive, ...control });
       if (report.failures.length === 0) blind++;
       console.log(`control: ${control.name}: ${report.failures.length} failing states of ${report.states} ${report.failures.length > 0 ? '(it fails, as it must)' : '(IT DID NOT FAIL: the enumerator is blind to it)'}`);
     }

@@ -34,6 +34,11 @@
  * them under the other. `check` then says whether the state is acceptable (before the
  * acknowledgement: the state before, after, or a valid prefix; from it on: exactly after), and
  * after the store closed, `verifyTree` must find no problem.
+ *
+ * A storage (issue 19, storage-operations.ts) is recorded the same way through `recordWith`
+ * and `enumerateCrashStatesWith`: its one `kv/` is the KV recorded, each partition's writes are
+ * acknowledged by their own step (`ack` with a label), and a judge opens each state through
+ * the storage and says, per label, whether the power cut came after that acknowledgement.
  */
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';

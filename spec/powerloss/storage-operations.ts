@@ -16,15 +16,16 @@
  *
  * The controls drop one barrier the storage needs and must fail.
  */
-import { cpSync, mkdirSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { cpSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import type { ReplicaLogStore } from '../../lib/replica-log-store.js';
-import { ReplicaLogStorage } from '../../lib/storage.js';
+import { ReplicaLogStorage, type ReplicaLogStorageOptions } from '../../lib/storage.js';
 import { EntryType, type Entry } from '../../lib/types.js';
 import { verifyTree } from '../../lib/verify.js';
 import { nodeFileSystem, type FileSystem } from '../../lib/wal/file-system.js';
-import { entryPath, kvPath } from '../../lib/wal/layout.js';
+import { entryPath, KEY_HARD_STATE, kvKey, kvPath } from '../../lib/wal/layout.js';
 import { partitionFanOut, partitionsPath } from '../../lib/wal/storage-layout.js';
 import { describeSteps, enumerateCrashStatesWith, recordWith, type CrashJudge, type EnumerateOptions, type EnumerationReport } from './enumerator.js';
 import { checkAgainst, EMPTY, picture, type Picture } from './operations.js';
@@ -47,10 +48,11 @@ export interface StorageCase {
   storagePath?: string;
   /** The storage's first open is the recorded one (no setup: every partition empty before). */
   openInTrace?: boolean;
-  /** How the storage's appends make entries durable (default: the storage's, shared passes). */
-  appendBarriers?: 'per-file' | 'shared';
-  /** The storage's barrierSyncLimit (0: every shared pass is one syncfs; default: fsyncs for small passes). */
-  barrierSyncLimit?: number;
+  /**
+   * Options of every open of the storage (default: the storage's: appends share passes, fsyncs
+   * for small ones; no journal). barrierSyncLimit 0 makes every shared pass one syncfs.
+   */
+  storageOptions?: Pick<ReplicaLogStorageOptions, 'appendBarriers' | 'barrierSyncLimit' | 'journal' | 'journalCheckpointDelayMs'>;
   setup?: (storage: ReplicaLogStorage) => Promise<void>;
   /** Changes the closed storage before the operation (torn states for open to repair). */
   damage?: (dir: string) => Promise<void>;
@@ -60,9 +62,25 @@ export interface StorageCase {
   operation: (storage: ReplicaLogStorage, stores: Map<number, ReplicaLogStore>) => Record<number, Promise<unknown>>;
 }
 
-/** A partition's usual write group: entries from..to at `term` with the hard state committing them. */
+/**
+ * A partition's usual write group: entries from..to at `term` with the hard state committing
+ * them. The vote is the partition's id: a partition showing another's hard state fails `isolation`.
+ */
 function writeGroup(store: ReplicaLogStore, partition: number, from: number, to: number, term: number): Promise<unknown> {
-  return Promise.all([store.append(run(partition, from, to, term)), store.setHardState({ term, vote: 1, commit: to })]);
+  return Promise.all([store.append(run(partition, from, to, term)), store.setHardState({ term, vote: partition, commit: to })]);
+}
+
+/**
+ * Why partition `id`'s picture shows something of another partition: an entry not written for
+ * it (each entry's data names its partition) or a hard state voting for another (each votes
+ * for itself). Independent of the recorded outcome, which a leak would be part of.
+ */
+function isolation(id: number, now: Picture): string | undefined {
+  const foreign = [...now.entries].filter(([, value]) => !Buffer.from(value, 'hex').toString('latin1').includes(`p${id}:`));
+  if (foreign.length > 0) return `entries ${foreign.map(([index]) => index).join(',')} were not written to this partition`;
+  const vote = (JSON.parse(now.hardState) as { vote: number }).vote;
+  if (vote !== 0 && vote !== id) return `its hard state ${now.hardState} is partition ${vote}'s`;
+  return undefined;
 }
 
 /** Partitions 1..3, each with entries 1..2 at term <id> committed. */
@@ -99,7 +117,7 @@ export const storageCases: StorageCase[] = [
   {
     name: 'storage: three partitions append and set hard states at once (shared KV batches and syncfs passes)',
     partitions: [1, 2, 3],
-    barrierSyncLimit: 0,
+    storageOptions: { barrierSyncLimit: 0 },
     setup: threeCommitted,
     opened: [1, 2, 3],
     operation: (_storage, stores) => ({
@@ -148,15 +166,29 @@ export const storageCases: StorageCase[] = [
   },
   {
     // Per-file barriers: no syncfs covers for a missing directory fsync (see the controls).
-    name: 'storage: a new storage (mkdir -p, kv/, partitions/) with three partitions created and written at once, per-file barriers',
-    partitions: [1, 2, 3],
+    // Partitions 3 and 32 share their first fan-out directory (partitions/61/): created at once,
+    // its fsync is one coalesced pass that must start after both asked for it.
+    name: 'storage: a new storage (mkdir -p, kv/, partitions/) with three partitions created and written at once (two sharing a fan-out directory), per-file barriers',
+    partitions: [1, 3, 32],
     storagePath: 'parent/storage',
     openInTrace: true,
-    appendBarriers: 'per-file',
+    storageOptions: { appendBarriers: 'per-file' },
     operation: (storage) => ({
-      1: storage.openPartition(1).then((store) => writeGroup(store, 1, 1, 2, 1)),
-      2: storage.openPartition(2).then((store) => writeGroup(store, 2, 1, 1, 2)),
+      1: storage.openPartition(1).then((store) => writeGroup(store, 1, 1, 1, 1)),
       3: storage.openPartition(3).then((store) => writeGroup(store, 3, 1, 2, 3)),
+      32: storage.openPartition(32).then((store) => writeGroup(store, 32, 1, 1, 32)),
+    }),
+  },
+  {
+    name: "storage, journal: three partitions' write groups at once (a record each, one shared fsync pass), then close's checkpoints (shared syncfs passes)",
+    partitions: [1, 2, 3],
+    storageOptions: { journal: true, journalCheckpointDelayMs: 600_000 },
+    setup: threeCommitted,
+    opened: [1, 2, 3],
+    operation: (_storage, stores) => ({
+      1: writeGroup(stores.get(1)!, 1, 3, 4, 1),
+      2: writeGroup(stores.get(2)!, 2, 3, 3, 2),
+      3: stores.get(3)!.append(run(3, 3, 4, 3)),
     }),
   },
   {
@@ -206,7 +238,13 @@ export const storageCases: StorageCase[] = [
 const setupFileSystem: FileSystem = { ...nodeFileSystem, syncFileSystem: async () => true };
 
 /** The controls: one barrier the storage needs dropped; the enumerator must find failing states. */
-export const storageControls: { name: string; operation: string; dropFsync: (path: string, occurrence: number, dir: string) => boolean }[] = [
+export const storageControls: {
+  name: string;
+  operation: string;
+  dropFsync?: (path: string, occurrence: number, dir: string) => boolean;
+  /** Damage done to the storage before the operation (after the pictures before it). */
+  damage?: (dir: string) => Promise<void>;
+}[] = [
   {
     name: 'storage: a barrier that answers without its syncfs (appends acknowledged before their entries are durable)',
     operation: storageCases[0]!.name,
@@ -226,6 +264,21 @@ export const storageControls: { name: string; operation: string; dropFsync: (pat
     name: 'storage: a new storage without the fsync of its directory at open (finding 1: kv/ and partitions/ can vanish)',
     operation: storageCases[3]!.name,
     dropFsync: (path, _occurrence, dir) => path === dir,
+  },
+  {
+    name: "storage: partition 3 reads partition 2's hard state (the record copied under partition 3's prefix)",
+    operation: storageCases[0]!.name,
+    damage: async (dir) => {
+      const database = new ClassicLevel<Uint8Array, Uint8Array>(kvPath(dir), { keyEncoding: 'view', valueEncoding: 'view' });
+      await database.open();
+      try {
+        const value = await database.get(kvKey(2, KEY_HARD_STATE));
+        if (value === undefined) throw new Error('partition 2 has no hard state to copy');
+        await database.put(kvKey(3, KEY_HARD_STATE), value, { sync: true });
+      } finally {
+        await database.close();
+      }
+    },
   },
 ];
 
@@ -250,28 +303,47 @@ async function pictures(dir: string, ids: readonly number[]): Promise<Map<number
   }
 }
 
-/** Every KV key not under p/<id>/ of one of `ids`, described. */
-async function strayKeys(dir: string, ids: readonly number[]): Promise<string[]> {
-  const database = new ClassicLevel<Uint8Array, Uint8Array>(kvPath(dir), { keyEncoding: 'view', valueEncoding: 'view', createIfMissing: false });
-  await database.open();
+/**
+ * Reads the storage's (open) KV once: every key not under p/<id>/ of one of `ids` (described),
+ * and a digest of each partition's records (what verify reads of the KV for it).
+ */
+async function readKv(storage: ReplicaLogStorage, ids: readonly number[]): Promise<{ stray: string[]; digests: Map<number, string> }> {
+  // The storage's one database (private; read here rather than opened a second time per state).
+  const database = (storage as unknown as { database: ClassicLevel<Uint8Array, Uint8Array> }).database;
   const stray: string[] = [];
-  try {
-    for await (const key of database.keys()) {
-      const prefixed = key.length > 11 && key[0] === 0x70 && key[1] === 0x2f && key[10] === 0x2f;
-      const id = prefixed ? Number(Buffer.from(key.subarray(2, 10)).readBigUInt64BE()) : undefined;
-      if (id === undefined || !ids.includes(id)) stray.push(Buffer.from(key).toString('hex'));
-    }
-  } finally {
-    await database.close();
+  const hashes = new Map(ids.map((id) => [id, createHash('sha256')] as const));
+  for await (const [key, value] of database.iterator()) {
+    const prefixed = key.length > 11 && key[0] === 0x70 && key[1] === 0x2f && key[10] === 0x2f;
+    const id = prefixed ? Number(Buffer.from(key.subarray(2, 10)).readBigUInt64BE()) : undefined;
+    const hash = id === undefined ? undefined : hashes.get(id);
+    if (hash === undefined) stray.push(Buffer.from(key).toString('hex'));
+    else hash.update(`${key.length}:`).update(key).update(`${value.length}:`).update(value);
   }
-  return stray;
+  return { stray, digests: new Map([...hashes].map(([id, hash]) => [id, hash.digest('hex')])) };
+}
+
+/** A digest of the tree under `dir` (names, kinds, modes, file bytes). */
+function treeDigest(dir: string): string {
+  const hash = createHash('sha256');
+  const walk = (path: string, name: string) => {
+    const stat = lstatSync(path);
+    hash.update(`${name}\0${stat.mode}\0`);
+    if (stat.isDirectory()) {
+      for (const child of readdirSync(path).sort()) walk(join(path, child), child);
+      hash.update('\0end\0');
+    } else hash.update(readFileSync(path));
+  };
+  walk(dir, '.');
+  return hash.digest('hex');
 }
 
 /** The judge of a storage case's crash states (see the module comment). */
 function storageJudge(operationCase: StorageCase, before: Map<number, Picture>, after: Map<number, Picture>): CrashJudge {
+  const verifiedPartitions = new Set<string>();
   return async (storageDir, fileSystem, context) => {
     const reasons: string[] = [];
     let storage: ReplicaLogStorage | undefined;
+    let kvDigests = new Map<number, string>();
     try {
       storage = await ReplicaLogStorage.open({ dir: storageDir, fileSystem });
       const stray = (await storage.listPartitions()).filter((id) => !operationCase.partitions.includes(id));
@@ -282,12 +354,17 @@ function storageJudge(operationCase: StorageCase, before: Map<number, Picture>, 
           store = await storage.openPartition(id);
           const reason = checkAgainst(before.get(id)!, after.get(id)!)(store, { step: context.step, steps: context.steps, acknowledged: context.acknowledged(`p${id}`) });
           if (reason !== undefined) reasons.push(`partition ${id}: ${reason}`);
+          const leak = isolation(id, picture(store));
+          if (leak !== undefined) reasons.push(`partition ${id}: ${leak}`);
         } catch (error) {
           reasons.push(`partition ${id}: open failed: ${(error as Error).message}`);
         } finally {
           await store?.close().catch(() => undefined);
         }
       }
+      const kv = await readKv(storage, operationCase.partitions);
+      if (kv.stray.length > 0) reasons.push(`KV keys outside every partition's prefix: ${kv.stray.join(', ')}`);
+      kvDigests = kv.digests;
     } catch (error) {
       reasons.push(`storage open failed: ${(error as Error).message}`);
       storage = undefined;
@@ -295,11 +372,14 @@ function storageJudge(operationCase: StorageCase, before: Map<number, Picture>, 
       await storage?.close().catch(() => undefined);
     }
     if (storage === undefined) return reasons;
-    const stray = await strayKeys(storageDir, operationCase.partitions);
-    if (stray.length > 0) reasons.push(`KV keys outside every partition's prefix: ${stray.join(', ')}`);
     // verify reads <dir>/kv: each partition is verified with a copy of the storage's KV beside it.
+    // Its verdict depends only on the partition's tree and its KV records: a partition as some
+    // earlier state left it (the other partitions differing) was verified then.
     for (const id of operationCase.partitions) {
       const partitionDir = storage.partitionDirectory(id);
+      const seen = `${id} ${treeDigest(partitionDir)} ${kvDigests.get(id)}`;
+      if (verifiedPartitions.has(seen)) continue;
+      verifiedPartitions.add(seen);
       const kvCopy = kvPath(partitionDir);
       cpSync(kvPath(storageDir), kvCopy, { recursive: true });
       const verified = await verifyTree(partitionDir, { partitionId: id });
@@ -313,6 +393,8 @@ function storageJudge(operationCase: StorageCase, before: Map<number, Picture>, 
 export interface StorageRunOptions extends EnumerateOptions {
   /** Drop these fsyncs (a control); `dir` is the storage directory. */
   dropFsync?: (path: string, occurrence: number, dir: string) => boolean;
+  /** Damage the storage before the operation (a control). */
+  damage?: (dir: string) => Promise<void>;
   onTrace?: (trace: string) => void;
 }
 
@@ -326,7 +408,7 @@ export async function enumerateStorage(operationCase: StorageCase, workspace: st
   const dir = join(root, storagePath);
   let before = new Map(operationCase.partitions.map((id) => [id, EMPTY] as const));
   if (operationCase.openInTrace !== true) {
-    const storage = await ReplicaLogStorage.open({ dir, fileSystem: setupFileSystem });
+    const storage = await ReplicaLogStorage.open({ ...operationCase.storageOptions, dir, fileSystem: setupFileSystem });
     try {
       await operationCase.setup?.(storage);
     } finally {
@@ -334,6 +416,7 @@ export async function enumerateStorage(operationCase: StorageCase, workspace: st
     }
     before = await pictures(dir, operationCase.partitions);
     await operationCase.damage?.(dir);
+    await options.damage?.(dir);
   }
   const dropFsync = options.dropFsync;
   const recorded = await recordWith(
@@ -343,12 +426,7 @@ export async function enumerateStorage(operationCase: StorageCase, workspace: st
     scratch,
     dropFsync === undefined ? {} : { dropFsync: (path, occurrence) => dropFsync(path, occurrence, dir) },
     async (fileSystem, acknowledge) => {
-      const storage = await ReplicaLogStorage.open({
-        dir,
-        fileSystem,
-        ...(operationCase.appendBarriers === undefined ? {} : { appendBarriers: operationCase.appendBarriers }),
-        ...(operationCase.barrierSyncLimit === undefined ? {} : { barrierSyncLimit: operationCase.barrierSyncLimit }),
-      });
+      const storage = await ReplicaLogStorage.open({ ...operationCase.storageOptions, dir, fileSystem });
       try {
         const opened = operationCase.opened ?? [];
         const stores = new Map(await Promise.all(opened.map(async (id) => [id, await storage.openPartition(id)] as const)));
