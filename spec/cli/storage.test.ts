@@ -1,0 +1,478 @@
+/**
+ * `replicalog migrate|inspect|verify` on a storage directory (lib/storage.ts: one lock, one KV,
+ * many partitions), as child processes: a storage of pre-Raft partitions
+ * (lib/fixture.ts writePreRaftStorage) migrated, inspected and verified; --partition; a
+ * migration killed with SIGKILL midway and resumed; stray names; damage named by partition;
+ * keys of a partition whose directory is gone; read-only scans; the help texts.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { decodeEntry } from '../../lib/codec.js';
+import { writePreRaftStorage } from '../../lib/fixture.js';
+import { main } from '../../lib/cli/main.js';
+import type { CliIo } from '../../lib/cli/io.js';
+import { idRanges } from '../../lib/cli/storage-verify.js';
+import { ReplicaLogStorage } from '../../lib/storage.js';
+import { EntryType } from '../../lib/types.js';
+import { KvCopy } from '../../lib/verify.js';
+import { isStorageDirectory, listStorage, partitionOfStorage } from '../../lib/verify-storage.js';
+import { entryPath, formatLsn, kvPath, walPath } from '../../lib/wal/layout.js';
+import { partitionFanOut, partitionPath, partitionsPath } from '../../lib/wal/storage-layout.js';
+import { makeTempDir, removeTempDirs } from '../helpers/temp-dir.js';
+import { ensureBuilt, REPO_ROOT, runCli, startCli, treeSnapshot } from './harness.js';
+
+beforeAll(ensureBuilt, 180_000);
+
+const openStorages: ReplicaLogStorage[] = [];
+afterEach(async () => {
+  for (const storage of openStorages.splice(0)) await storage.close();
+  removeTempDirs();
+});
+
+interface MigrateStorageJson {
+  dir: string;
+  storage: string;
+  partitions: number;
+  migrated: number;
+  alreadyMigrated: number;
+  bootstrapped: number;
+  empty: number;
+  refusedPartitions: number;
+  backfilled: number;
+  entries: number;
+  dryRun: boolean;
+  wouldBackfill?: number;
+  refused: { partition?: number; code: string; path: string; message: string }[];
+  results: { partition: number; status: string; action?: string; backfilled?: number; entries?: number; wouldBackfill?: number }[];
+}
+
+interface VerifyStorageJson {
+  storage: string;
+  partitions: number;
+  ok: boolean;
+  entries: number;
+  problems: { code: string; partition?: number; lsn?: string; path: string; message: string }[];
+  notices: { code: string; partition?: number }[];
+  noticeCount: number;
+  noticeCounts: Record<string, number>;
+}
+
+interface InspectStorageJson {
+  storage: string;
+  partitions: number;
+  bootstrapped: number;
+  migrated: number;
+  needsMigration: number;
+  unbootstrapped: number;
+  retainedEntries: number;
+  pendingMigration: number;
+  ok: boolean;
+  problems: number;
+  partitionIds: Record<string, number[]>;
+}
+
+function storageFixture(partitions: number, entriesPerPartition: number, options: { name?: string; seed?: number } = {}): string {
+  const dir = join(makeTempDir('replicalog-storage-cli-'), 'storage');
+  writePreRaftStorage({ dir, partitions, entriesPerPartition, ...options });
+  return dir;
+}
+
+/** How many entries of partitions 1..partitions (storage name "default") have a RAFT file. */
+function raftFileCount(dir: string, partitions: number): number {
+  let count = 0;
+  for (let id = 1; id <= partitions; id++) {
+    const wal = walPath(partitionPath(dir, 'default', id));
+    for (const lsn of readdirSync(wal)) if (existsSync(join(wal, lsn, 'RAFT'))) count++;
+  }
+  return count;
+}
+
+/** Every entry of the partition has RAFT = {Normal, index = LSN, term 0}. */
+function expectMigrated(dir: string, partitionId: number, entries: number): void {
+  const partition = partitionPath(dir, 'default', partitionId);
+  for (let index = 1; index <= entries; index++) {
+    expect(decodeEntry(readFileSync(join(entryPath(partition, index), 'RAFT')))).toMatchObject({ type: EntryType.Normal, index, term: 0 });
+  }
+}
+
+const json = <T>(text: string): T => JSON.parse(text) as T;
+
+describe('a storage of pre-Raft partitions', () => {
+  it('inspect and verify before, migrate --dry-run, migrate, then inspect and verify again; a second migrate skips every partition', async () => {
+    const dir = storageFixture(6, 8);
+    const before = treeSnapshot(dir);
+
+    const inspected = await runCli(['inspect', dir, '--json']);
+    expect(inspected.code).toBe(0);
+    expect(json<InspectStorageJson>(inspected.stdout)).toMatchObject({ storage: 'default', partitions: 6, needsMigration: 6, migrated: 0, pendingMigration: 48, ok: true });
+    const verifiedBefore = await runCli(['verify', dir, '--json']);
+    expect(verifiedBefore.code).toBe(0);
+    const before_ = json<VerifyStorageJson>(verifiedBefore.stdout);
+    expect(before_).toMatchObject({ ok: true, partitions: 6, entries: 48, problems: [] });
+    // One KV_ABSENT for the storage (no kv/ yet), one NEEDS_MIGRATION per partition.
+    expect(before_.noticeCounts).toEqual({ KV_ABSENT: 1, NEEDS_MIGRATION: 6 });
+    expect(before_.notices.filter((notice) => notice.code === 'NEEDS_MIGRATION').map((notice) => notice.partition)).toEqual([1, 2, 3, 4, 5, 6]);
+
+    const dry = await runCli(['migrate', dir, '--dry-run', '--json']);
+    expect(dry.code).toBe(0);
+    const dryJson = json<MigrateStorageJson>(dry.stdout);
+    expect(dryJson).toMatchObject({ dryRun: true, partitions: 6, wouldBackfill: 48, refused: [] });
+    expect(dryJson.results.map((result) => [result.partition, result.wouldBackfill])).toEqual([1, 2, 3, 4, 5, 6].map((id) => [id, 8]));
+    // Nothing above wrote anything.
+    expect(treeSnapshot(dir)).toEqual(before);
+
+    const migrated = await runCli(['migrate', dir, '--json']);
+    expect(migrated.stderr).toBe('');
+    expect(migrated.code).toBe(0);
+    const migratedJson = json<MigrateStorageJson>(migrated.stdout);
+    expect(migratedJson).toMatchObject({ storage: 'default', partitions: 6, migrated: 6, alreadyMigrated: 0, backfilled: 48, entries: 48, refused: [] });
+    // One summary per partition, never the entries themselves.
+    expect(migratedJson.results).toEqual(
+      [1, 2, 3, 4, 5, 6].map((partition) => ({ partition, status: 'needs-backfill', action: 'migrated', backfilled: 8, entries: 8 })),
+    );
+    for (let partition = 1; partition <= 6; partition++) expectMigrated(dir, partition, 8);
+
+    const verified = json<VerifyStorageJson>((await runCli(['verify', dir, '--json'])).stdout);
+    expect(verified).toMatchObject({ ok: true, problems: [], entries: 48, noticeCount: 0 });
+    const after = json<InspectStorageJson>((await runCli(['inspect', dir, '--json'])).stdout);
+    expect(after).toMatchObject({ migrated: 6, needsMigration: 0, pendingMigration: 0, retainedEntries: 48 });
+    expect(after.partitionIds.migrated).toEqual([1, 2, 3, 4, 5, 6]);
+
+    const snapshot = treeSnapshot(partitionsPath(dir));
+    const again = await runCli(['migrate', dir]);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toContain('nothing to migrate; skipped 6 already migrated (1..6)');
+    expect(treeSnapshot(partitionsPath(dir))).toEqual(snapshot);
+  }, 60_000);
+
+  it('text: one progress bar (lines off a TTY) counting the entries of every partition, and a summary', async () => {
+    const dir = storageFixture(5, 20);
+    const result = await runCli(['migrate', dir]);
+    expect(result.code).toBe(0);
+    const lines = result.stderr.trimEnd().split('\n');
+    expect(lines[0]).toBe('replicalog migrate: 0/100 entries');
+    expect(lines[lines.length - 1]).toBe('replicalog migrate: 100/100 entries');
+    for (const line of lines) expect(line).toMatch(/^replicalog migrate: \d+\/100 entries$/);
+    const counts = lines.map((line) => Number(/: (\d+)\//.exec(line)![1]));
+    expect(counts).toEqual([...counts].sort((a, b) => a - b));
+    expect(result.stdout).toMatch(/storage "default", 5 partitions: migrated 5 partitions, backfilled 100 entries in [\d.]+ s/);
+  }, 30_000);
+
+  it('--partition ID: migrate, inspect and verify only that partition', async () => {
+    const dir = storageFixture(5, 6);
+    const migrated = json<MigrateStorageJson>((await runCli(['migrate', dir, '--partition', '3', '--json'])).stdout);
+    expect(migrated).toMatchObject({ partitions: 1, migrated: 1, backfilled: 6 });
+    expect(migrated.results.map((result) => result.partition)).toEqual([3]);
+    expectMigrated(dir, 3, 6);
+    expect(raftFileCount(dir, 5)).toBe(6);
+
+    const partition = await runCli(['inspect', dir, '--partition', '3', '--json']);
+    expect(partition.code).toBe(0);
+    expect(json<Record<string, unknown>>(partition.stdout)).toMatchObject({
+      dir: partitionPath(dir, 'default', 3),
+      storage: 'default',
+      partition: 3,
+      status: 'needs-backfill',
+      pendingMigration: 0,
+      lastIndex: 6,
+    });
+    const entriesTable = await runCli(['inspect', dir, '--partition', '2', '--entries']);
+    expect(entriesTable.stdout).toContain('(storage "default", partition 2)');
+    expect(entriesTable.stdout).toMatch(/^INDEX +LSN/m);
+    const summary = json<InspectStorageJson>((await runCli(['inspect', dir, '--json'])).stdout);
+    expect(summary).toMatchObject({ migrated: 1, needsMigration: 4 });
+    expect(summary.partitionIds.migrated).toEqual([3]);
+    const verified = json<VerifyStorageJson>((await runCli(['verify', dir, '--partition', '3', '--json'])).stdout);
+    expect(verified).toMatchObject({ ok: true, partitions: 1, entries: 6, noticeCount: 0 });
+  }, 60_000);
+
+  it.each([
+    { args: ['migrate', '--partition', '99'], message: /has no partition 99/ },
+    { args: ['inspect', '--partition', '99'], message: /has no partition 99/ },
+    { args: ['verify', '--partition', '99'], message: /has no partition 99/ },
+    { args: ['inspect', '--entries'], message: /--entries needs --partition ID on a storage/ },
+    { args: ['verify', '--against', '/tmp'], message: /--against compares two stores/ },
+    { args: ['verify', '--storage-name', 'no/name'], message: /is not a storage name/ },
+  ])('$args: bad usage (exit 2)', async ({ args, message }) => {
+    const dir = storageFixture(2, 2);
+    const before = treeSnapshot(dir);
+    const [command, ...rest] = args;
+    const result = await runCli([command!, dir, ...rest]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(message);
+    expect(treeSnapshot(dir)).toEqual(before);
+  });
+
+  it('killed with SIGKILL midway, then run again: finishes the rest, skips what was done, verify is clean', async () => {
+    const partitions = 40;
+    const perPartition = 30;
+    const total = partitions * perPartition;
+    const dir = storageFixture(partitions, perPartition, { seed: 7 });
+    const child = startCli(['migrate', dir]);
+    let stderr = '';
+    let killedAt = -1;
+    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('close', (_code, signal) => resolve(signal)));
+    child.stdout!.resume();
+    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+      if (killedAt >= 0) return;
+      // Past the first partitions' worth of durable work, well before the end.
+      const match = /replicalog migrate: (\d+)\/\d+ entries/g;
+      let last = 0;
+      for (let found = match.exec(stderr); found !== null; found = match.exec(stderr)) last = Number(found[1]);
+      if (last >= 3 * perPartition) {
+        killedAt = last;
+        child.kill('SIGKILL');
+      }
+    });
+    expect(await exited).toBe('SIGKILL');
+    const written = raftFileCount(dir, partitions);
+    expect(written).toBeGreaterThanOrEqual(killedAt);
+    expect(written).toBeLessThan(total);
+
+    // Half migrated: valid, only notices.
+    const midway = json<VerifyStorageJson>((await runCli(['verify', dir, '--json'])).stdout);
+    expect(midway).toMatchObject({ ok: true, problems: [] });
+    expect(midway.noticeCounts.NEEDS_MIGRATION).toBeGreaterThan(0);
+
+    const resumed = await runCli(['migrate', dir, '--json'], { timeoutMs: 60_000 });
+    expect(resumed.code).toBe(0);
+    const resumedJson = json<MigrateStorageJson>(resumed.stdout);
+    expect(resumedJson.backfilled).toBe(total - written);
+    expect(resumedJson.alreadyMigrated).toBeGreaterThan(0);
+    expect(resumedJson.alreadyMigrated + resumedJson.migrated).toBe(partitions);
+    // A partition is skipped exactly when the killed run had finished it.
+    for (const result of resumedJson.results) {
+      expect(result.action === 'already migrated', `partition ${result.partition}`).toBe(result.backfilled === 0);
+    }
+    for (let partition = 1; partition <= partitions; partition++) expectMigrated(dir, partition, perPartition);
+    expect(raftFileCount(dir, partitions)).toBe(total);
+    const verified = json<VerifyStorageJson>((await runCli(['verify', dir, '--json'])).stdout);
+    expect(verified).toMatchObject({ ok: true, problems: [], noticeCount: 0, entries: total });
+  }, 120_000);
+
+  it('refuses a storage open in another process (ERR_LOCKED, exit 1); inspect and verify still work and write nothing', async () => {
+    const dir = storageFixture(3, 4);
+    const storage = await ReplicaLogStorage.open({ dir });
+    openStorages.push(storage);
+    // Not LOCK.db: reading its LOCK file here would drop this process's fcntl lock (closing any
+    // descriptor of a file releases the process's locks on it).
+    const snapshot = () => [treeSnapshot(partitionsPath(dir)), treeSnapshot(kvPath(dir))];
+    const before = snapshot();
+    const migrated = await runCli(['migrate', dir]);
+    expect(migrated.code, migrated.stdout + migrated.stderr).toBe(1);
+    expect(migrated.stderr).toMatch(/LOCK\.db: .*locked.*\[ERR_LOCKED\]\n$/);
+    const verified = await runCli(['verify', dir, '--json']);
+    expect(verified.code).toBe(0);
+    expect(json<VerifyStorageJson>(verified.stdout)).toMatchObject({ ok: true, partitions: 3 });
+    expect((await runCli(['inspect', dir])).code).toBe(0);
+    expect((await runCli(['inspect', dir, '--partition', '2'])).code).toBe(0);
+    expect(snapshot()).toEqual(before);
+  }, 60_000);
+});
+
+describe('damage in a storage', () => {
+  it.each([
+    {
+      what: 'a stray file in partitions/',
+      damage: (dir: string) => writeFileSync(join(partitionsPath(dir), 'notes.txt'), 'x'),
+      stray: (dir: string) => join(partitionsPath(dir), 'notes.txt'),
+    },
+    {
+      what: 'a partition filed under the wrong fan-out',
+      damage: (dir: string) => {
+        const [first, second] = partitionFanOut('default', 7);
+        const wrong = first === '00' ? '01' : '00';
+        mkdirSync(join(partitionsPath(dir), wrong, second, 'default_7'), { recursive: true });
+      },
+      stray: (dir: string) => {
+        const [first, second] = partitionFanOut('default', 7);
+        return join(partitionsPath(dir), first === '00' ? '01' : '00', second, 'default_7');
+      },
+    },
+    {
+      what: 'a non-canonical partition name',
+      damage: (dir: string) => {
+        const [first, second] = partitionFanOut('default', 1);
+        mkdirSync(join(partitionsPath(dir), first, second, 'default_01'));
+      },
+      stray: (dir: string) => {
+        const [first, second] = partitionFanOut('default', 1);
+        return join(partitionsPath(dir), first, second, 'default_01');
+      },
+    },
+  ])('$what: verify and inspect report STRAY_NAME (exit 1), migrate refuses and writes nothing', async ({ damage, stray }) => {
+    const dir = storageFixture(3, 3);
+    damage(dir);
+    const verified = await runCli(['verify', dir, '--json']);
+    expect(verified.code).toBe(1);
+    const problems = json<VerifyStorageJson>(verified.stdout).problems;
+    expect(problems.map((problem) => [problem.code, problem.path, problem.partition])).toEqual([['STRAY_NAME', stray(dir), undefined]]);
+    const text = await runCli(['verify', dir]);
+    expect(text.stdout).toMatch(/^STRAY_NAME +storage +- +/m);
+    expect(text.stdout).toContain('1 problem (in the storage itself;');
+    expect((await runCli(['inspect', dir])).code).toBe(1);
+    const before = treeSnapshot(dir);
+    const migrated = await runCli(['migrate', dir]);
+    expect(migrated.code).toBe(1);
+    expect(migrated.stderr).toContain(stray(dir));
+    expect(migrated.stderr).toMatch(/\[ERR_CORRUPT\]\n$/);
+    expect(treeSnapshot(dir)).toEqual(before);
+    expect(raftFileCount(dir, 3)).toBe(0);
+  }, 60_000);
+
+  it('a gap in one partition: verify names the partition and the LSN; migrate migrates the others and refuses it (exit 1)', async () => {
+    const dir = storageFixture(4, 5);
+    rmSync(entryPath(partitionPath(dir, 'default', 2), 3), { recursive: true });
+    const verified = await runCli(['verify', dir, '--json']);
+    expect(verified.code).toBe(1);
+    expect(json<VerifyStorageJson>(verified.stdout).problems.map((problem) => [problem.code, problem.partition, problem.lsn])).toEqual([['GAP', 2, formatLsn(3)]]);
+    const text = await runCli(['verify', dir]);
+    expect(text.stdout).toMatch(new RegExp(`^GAP +partition 2 +${formatLsn(3)}  gap in the WAL`, 'm'));
+    expect(text.stdout).toContain('1 problem (in 1 partition;');
+    const inspected = json<InspectStorageJson>((await runCli(['inspect', dir, '--json'])).stdout);
+    expect(inspected).toMatchObject({ ok: false, problems: 1 });
+    expect(inspected.partitionIds.withProblems).toEqual([2]);
+
+    const dry = await runCli(['migrate', dir, '--dry-run', '--json']);
+    expect(dry.code).toBe(1);
+    expect(json<MigrateStorageJson>(dry.stdout).refused.map((problem) => [problem.code, problem.partition])).toEqual([['GAP', 2]]);
+    const migrated = await runCli(['migrate', dir, '--quiet']);
+    expect(migrated.code).toBe(1);
+    expect(migrated.stderr).toMatch(/^replicalog: .*: partition 2: .*gap.*restore this replica from a peer .*--partition 2.*\[ERR_CORRUPT\]\n$/);
+    expect(migrated.stdout).toContain('migrated 3 partitions');
+    expect(migrated.stdout).toContain('REFUSED 1 partition (2)');
+    for (const partition of [1, 3, 4]) expectMigrated(dir, partition, 5);
+    expect(readdirSync(walPath(partitionPath(dir, 'default', 2))).some((lsn) => existsSync(join(walPath(partitionPath(dir, 'default', 2)), lsn, 'RAFT')))).toBe(false);
+  }, 60_000);
+
+  it("keys of a partition whose directory is gone: KV_WITHOUT_PARTITION naming it", async () => {
+    const dir = storageFixture(3, 2);
+    expect((await runCli(['migrate', dir, '--quiet'])).code).toBe(0);
+    const storage = await ReplicaLogStorage.open({ dir });
+    for (const id of [2, 3]) {
+      const store = await storage.openPartition(id);
+      await store.setHardState({ term: 1, vote: 0, commit: 2 });
+      await store.close();
+    }
+    await storage.close();
+    rmSync(partitionPath(dir, 'default', 3), { recursive: true });
+    const verified = await runCli(['verify', dir, '--json']);
+    expect(verified.code).toBe(1);
+    const problems = json<VerifyStorageJson>(verified.stdout).problems;
+    expect(problems.map((problem) => [problem.code, problem.partition, problem.path])).toEqual([['KV_WITHOUT_PARTITION', 3, kvPath(dir)]]);
+    const inspected = json<InspectStorageJson>((await runCli(['inspect', dir, '--json'])).stdout);
+    expect(inspected).toMatchObject({ partitions: 2, bootstrapped: 1, migrated: 1, ok: false });
+  }, 60_000);
+
+  it('a partition directory given as a store: bad usage naming the storage command, nothing created in it', async () => {
+    const dir = storageFixture(2, 2);
+    const partition = partitionPath(dir, 'default', 2);
+    for (const command of ['migrate', 'inspect', 'verify']) {
+      const result = await runCli([command, partition]);
+      expect(result.code, command).toBe(2);
+      expect(result.stderr).toContain(`run \`replicalog ${command} ${dir} --partition 2\``);
+    }
+    expect(readdirSync(partition).sort()).toEqual(['staging', 'wal']);
+  }, 30_000);
+});
+
+describe('storage helpers', () => {
+  it.each([
+    { ids: [], text: '' },
+    { ids: [4], text: '4' },
+    { ids: [1, 2, 3, 5, 7, 8], text: '1..3, 5, 7..8' },
+    { ids: [1, 3, 5, 7], limit: 2, text: '1, 3, …' },
+  ])('idRanges($ids)', ({ ids, limit, text }) => {
+    expect(idRanges(ids, limit)).toBe(text);
+  });
+
+  it('listStorage detects the storage name; several names need --storage-name', async () => {
+    const dir = storageFixture(3, 1, { name: 'gitaly-1' });
+    expect(isStorageDirectory(dir)).toBe(true);
+    expect(isStorageDirectory(partitionPath(dir, 'gitaly-1', 1))).toBe(false);
+    expect(partitionOfStorage(partitionPath(dir, 'gitaly-1', 2))).toEqual({ storageDir: dir, partitionId: 2 });
+    expect(partitionOfStorage(dir)).toBeUndefined();
+    const listing = await listStorage(dir);
+    expect(listing.name).toBe('gitaly-1');
+    expect(listing.partitions.map((partition) => partition.partitionId)).toEqual([1, 2, 3]);
+    expect(listing.strays).toEqual([]);
+    // Named explicitly with another name: every partition is a stray.
+    expect((await listStorage(dir, 'default')).strays).toHaveLength(3);
+    // The CLI finds the name by itself.
+    expect(json<MigrateStorageJson>((await runCli(['migrate', dir, '--json'])).stdout)).toMatchObject({ storage: 'gitaly-1', backfilled: 3 });
+    writePreRaftStorageInto(dir, 'other', 9);
+    await expect(listStorage(dir)).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT', message: expect.stringMatching(/several storage names \(gitaly-1, other\)/) });
+    expect((await listStorage(dir, 'other')).partitions.map((partition) => partition.partitionId)).toEqual([9]);
+    const verified = await runCli(['verify', dir, '--storage-name', 'other', '--json']);
+    const problems = json<VerifyStorageJson>(verified.stdout).problems;
+    expect(problems.map((problem) => problem.code)).toEqual(['STRAY_NAME', 'STRAY_NAME', 'STRAY_NAME']);
+  }, 60_000);
+
+  it('KvCopy.partitionIds: one id per partition prefix with keys, other keys counted', async () => {
+    const dir = makeTempDir('replicalog-kv-ids-');
+    const storage = await ReplicaLogStorage.open({ dir });
+    for (const id of [0, 5, 300, 2 ** 40]) {
+      const store = await storage.openPartition(id);
+      await store.setHardState({ term: 1, vote: 0, commit: 0 });
+      await store.setConfState({ voters: [1], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false });
+      await store.close();
+    }
+    await storage.close();
+    const copy = await KvCopy.open(kvPath(dir));
+    try {
+      expect(await copy.partitionIds()).toEqual({ ids: [0, 5, 300, 2 ** 40], otherKeys: 0 });
+      expect((await copy.read(300)).hardState).toEqual({ term: 1, vote: 0, commit: 0 });
+      expect((await copy.read(301)).hardState).toBeUndefined();
+    } finally {
+      await copy.close();
+    }
+  }, 30_000);
+});
+
+/** A second storage name's partition, written beside the first's. */
+function writePreRaftStorageInto(dir: string, name: string, partitionId: number): void {
+  const scratch = makeTempDir('replicalog-storage-other-');
+  writePreRaftStorage({ dir: scratch, partitions: 1, entriesPerPartition: 1, name, firstPartitionId: partitionId });
+  const target = partitionPath(dir, name, partitionId);
+  mkdirSync(join(target, '..'), { recursive: true });
+  // Same file system (both under the OS temp directory): a rename.
+  renameSync(partitionPath(scratch, name, partitionId), target);
+}
+
+describe('scripts/make-fixture --partitions', () => {
+  it('writes a storage of pre-Raft partitions that migrate migrates', async () => {
+    const dir = join(makeTempDir('replicalog-make-fixture-storage-'), 'storage');
+    const made = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+      const child = execFile(process.execPath, [join(REPO_ROOT, 'dist', 'scripts', 'make-fixture.js'), dir, '--partitions', '4', '--entries', '3', '--first-partition', '10'], (_error, stdout) =>
+        resolve({ code: child.exitCode, stdout }),
+      );
+    });
+    expect(made.code).toBe(0);
+    expect(made.stdout).toContain('storage "default", 4 partitions (10..13), 12 entries');
+    expect((await listStorage(dir)).partitions.map((partition) => partition.partitionId)).toEqual([10, 11, 12, 13]);
+    expect(json<MigrateStorageJson>((await runCli(['migrate', dir, '--json'])).stdout)).toMatchObject({ partitions: 4, backfilled: 12 });
+  }, 30_000);
+
+  it('is deterministic: the same seed writes the same partitions', () => {
+    const a = storageFixture(3, 4, { seed: 5 });
+    const b = storageFixture(3, 4, { seed: 5 });
+    const contents = (dir: string) => [...treeSnapshot(dir).entries()].map(([path, description]) => `${path} ${/sha=\w+/.exec(description)?.[0] ?? ''} ${/size=\d+/.exec(description)![0]}`);
+    expect(contents(a)).toEqual(contents(b));
+    const c = storageFixture(3, 4, { seed: 6 });
+    expect(contents(c)).not.toEqual(contents(a));
+  });
+});
+
+describe('help', () => {
+  it.each(['migrate', 'inspect', 'verify'])('replicalog %s --help describes storages, --partition and --storage-name', async (command) => {
+    let stdout = '';
+    const io: CliIo = { stdout: (text) => (stdout += text), stderr: () => {}, progressStream: process.stderr, isTTY: false };
+    expect(await main([command, '--help'], io)).toBe(0);
+    expect(stdout).toContain('--partition <id>');
+    expect(stdout).toContain('--storage-name <name>');
+    expect(stdout.replace(/\s+/g, ' ')).toContain('A storage directory (partitions/ and no wal/');
+  });
+});
