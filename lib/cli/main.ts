@@ -21,7 +21,7 @@ import { runVerify } from './verify.js';
 import { runDiscardSnapshot } from './discard-snapshot.js';
 import { runInspectStorage, runVerifyStorage } from './storage-verify.js';
 import { isStorageDirectory, partitionOfStorage } from '../verify-storage.js';
-import { PARTITION_CONCURRENCY, runMigrateStorage } from './migrate-storage.js';
+import { ENTRIES_IN_FLIGHT, PARTITION_CONCURRENCY, runMigrateStorage } from './migrate-storage.js';
 
 function parsePartitionId(value: string): number {
   if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(Number(value))) {
@@ -41,7 +41,7 @@ const storageNameOption = () =>
 
 /** What these commands say about a storage directory (the same for migrate, inspect and verify). */
 const STORAGE_HELP =
-  'A storage directory (partitions/ and no wal/: one lock and one KV database shared by many partitions, lib/storage.ts) is worked on partition by partition, one at a time, or only the partition --partition names.';
+  'A storage directory (partitions/ and no wal/: one lock and one KV database shared by many partitions, lib/storage.ts) is worked on partition by partition (never all of them open at once), or only on the partition --partition names.';
 
 interface DataCommandFlags {
   json?: boolean;
@@ -116,7 +116,7 @@ function buildProgram(io: CliIo, finish: (exitCode: number, dir?: string) => voi
         `Opens the store (taking its lock: fails with ERR_LOCKED while another process has it open) and runs ReplicaLogStore.backfill(): each entry's RAFT file is written atomically (temporary file, fsync, rename, directory fsync), so an interrupted migration is resumed by running the command again, and a second run backfills 0 entries. Backfilled entries are Normal entries with term = the nearest earlier entry's term (else the hard state's, else 0).`,
         'Progress: a bar on a terminal; plain "N/M entries" lines on stderr otherwise; none with --json or --quiet. Ctrl-C during the bar leaves the terminal as it was (the run resumes when repeated).',
         '--dry-run scans the tree read-only, prints the entries that would be written and the leftovers open would remove, and exits 1 if the store would refuse the tree (e.g. a gap, a stray name).',
-        `${STORAGE_HELP} On a storage, migrate takes the storage's one lock and migrates up to ${PARTITION_CONCURRENCY} partitions at a time, each opened, backfilled and closed (memory stays bounded at any number of partitions), under ONE progress bar counting the entries of every partition. Partitions with nothing to write (already migrated, bootstrapped, empty) are skipped and reported, so a run killed midway finishes when run again. A partition the store refuses (ERR_CORRUPT) is reported and left as it was, and the others are migrated (exit 1). --json prints one summary per partition {partition, status, action, backfilled, entries}, never their entries; --dry-run walks the partitions read-only and prints how many entries each would get.`,
+        `${STORAGE_HELP} On a storage, migrate takes the storage's one lock and migrates up to ${PARTITION_CONCURRENCY} partitions at a time (fewer when they are large: ${ENTRIES_IN_FLIGHT.toLocaleString('en-US')} entries between them), each opened, backfilled and closed (memory stays bounded at any number of partitions), under ONE progress bar counting the entries of every partition. Partitions with nothing to write (already migrated, bootstrapped, empty) are skipped and reported, so a run killed midway finishes when run again. A partition the store refuses (ERR_CORRUPT) is reported and left as it was, and the others are migrated (exit 1). --json prints one summary per partition {partition, status, action, backfilled, entries}, never their entries; --dry-run walks the partitions read-only and prints how many entries each would get.`,
         'Exit status: 0 migrated (or nothing to do); 1 refused (corrupt tree, locked); 2 bad usage.',
       ),
     )
@@ -178,14 +178,14 @@ function buildProgram(io: CliIo, finish: (exitCode: number, dir?: string) => voi
         `Each problem names the entry's LSN directory where an entry is at fault.`,
         `Entries without RAFT on a store with no hard state are a log written before Raft: a notice (NEEDS_MIGRATION: run 'replicalog migrate'), not a problem. So is a commit below the first index (COMMIT_BELOW_FIRST: compacted or snapshotted beyond the commit, which is legal). The KV is read from a copy, as in inspect.`,
         'With --against OTHER, compares two replicas instead: every index both logs hold, RAFT and MANIFEST byte for byte, one entry at a time. A difference at or below both saved commits (two replicas committed different entries) is a problem; one above either commit is a notice (an uncommitted tail may be replaced after a leader change).',
-        `${STORAGE_HELP} On a storage, verify checks every partition against its keys in the storage's kv/ (one copy), and each problem names its partition ("partition": ID under --json). The storage itself: STRAY_NAME (a name in partitions/ that is not a partition of the storage), KV_WITHOUT_PARTITION (keys under a partition's prefix and no directory for it), KV_UNREADABLE once for the whole database. Notices are counted per code; --json lists the first 1,000 (noticeCount, noticeCounts). --against is for two stores (or two partition directories) only.`,
+        `${STORAGE_HELP} On a storage, verify checks every partition against its keys in the storage's kv/ (one copy), and each problem names its partition ("partition": ID under --json). The storage itself: STRAY_NAME (a name in partitions/ that is not a partition of the storage), KV_WITHOUT_PARTITION (keys under a partition's prefix and no directory for it), KV_UNREADABLE once for the whole database. Notices are counted per code; --json lists the first 1,000 (noticeCount, noticeCounts). --against compares two stores only.`,
         'Exit status: 0 no problem (notices allowed); 1 problems found; 2 bad usage.',
       ),
     )
     .action(async (dir: string, flags: DataCommandFlags & { against?: string }) => {
       setDirectory(dir);
       if (isStorageDirectory(dir)) {
-        if (flags.against !== undefined) throw new UsageError('--against compares two stores, not two storages: compare two partition directories', dir);
+        if (flags.against !== undefined) throw new UsageError('--against compares two stores, not two storages', dir);
         finish(await runVerifyStorage(dir, { json: flags.json === true, quiet: quiet(flags), partitionId: flags.partition, storageName: flags.storageName }, io), dir);
         return;
       }

@@ -10,7 +10,8 @@
  *   a run killed midway is finished by running the command again; partitions with nothing left
  *   to write are skipped and reported.
  * - Bounded memory at 100,000 partitions: at most PARTITION_CONCURRENCY partitions are open at a
- *   time (open, backfill, close), and what is kept per partition is a few bytes (typed arrays).
+ *   time (open, backfill, close), holding at most ENTRIES_IN_FLIGHT entries between them (a
+ *   larger partition runs alone), and what is kept per partition is a few bytes (typed arrays).
  * - A partition the store refuses (ERR_CORRUPT: a gap, a damaged RAFT file on a bootstrapped
  *   partition, …) does not stop the others: it is reported (exit 1) and left as it was. Any
  *   other error (I/O, no space, the storage locked) stops the run; it resumes when repeated.
@@ -42,7 +43,9 @@ import { createProgress, entries as entriesText, plural, storageScanProgress } f
 import { idRanges } from './storage-verify.js';
 
 /** Partitions open (and backfilling) at the same time: their fsyncs overlap, their memory stays bounded. */
-export const PARTITION_CONCURRENCY = 4;
+export const PARTITION_CONCURRENCY = 16;
+/** At most this many entries in the partitions open at the same time (one partition always runs). */
+export const ENTRIES_IN_FLIGHT = 65_536;
 /** Items per chunk when a per-partition list is written out. */
 const CHUNK = 1024;
 
@@ -75,6 +78,37 @@ class PartitionResults {
   }
   action(position: number): Action {
     return ACTIONS[this.actions[position]!]!;
+  }
+}
+
+/**
+ * The entries of the partitions open at the same time: a partition's memory (its term index,
+ * the entries backfill writes) grows with its entries, so large partitions take turns however
+ * many workers there are. One partition is always admitted, whatever its size.
+ */
+export class EntryBudget {
+  private entries = 0;
+  private partitions = 0;
+  private waiting: (() => void)[] = [];
+  constructor(private readonly limit: number) {}
+
+  /** Resolves once `entries` more fit (or nothing else is admitted). */
+  async admit(entries: number): Promise<void> {
+    while (this.partitions > 0 && this.entries + entries > this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.entries += entries;
+    this.partitions++;
+  }
+
+  release(entries: number): void {
+    this.entries -= entries;
+    this.partitions--;
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const resolve of waiting) resolve();
+  }
+
+  get inFlight(): { entries: number; partitions: number } {
+    return { entries: this.entries, partitions: this.partitions };
   }
 }
 
@@ -186,9 +220,19 @@ export async function runMigrateStorage(dir: string, options: MigrateStorageOpti
     };
     let next = 0;
     let stopped = false;
+    const budget = new EntryBudget(ENTRIES_IN_FLIGHT);
     const worker = async () => {
       try {
-        while (!stopped && next < partitions.length) await migrate(next++);
+        while (!stopped && next < partitions.length) {
+          const position = next++;
+          const entries = results.listed[position]!;
+          await budget.admit(entries);
+          try {
+            await migrate(position);
+          } finally {
+            budget.release(entries);
+          }
+        }
       } catch (error) {
         stopped = true; // the other workers finish the partition they hold, then stop
         throw error;

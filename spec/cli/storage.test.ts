@@ -14,6 +14,7 @@ import { writePreRaftStorage } from '../../lib/fixture.js';
 import { main } from '../../lib/cli/main.js';
 import type { CliIo } from '../../lib/cli/io.js';
 import { idRanges } from '../../lib/cli/storage-verify.js';
+import { EntryBudget } from '../../lib/cli/migrate-storage.js';
 import { ReplicaLogStorage } from '../../lib/storage.js';
 import { EntryType } from '../../lib/types.js';
 import { KvCopy } from '../../lib/verify.js';
@@ -218,11 +219,12 @@ describe('a storage of pre-Raft partitions', () => {
     child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
       stderr += chunk;
       if (killedAt >= 0) return;
-      // Past the first partitions' worth of durable work, well before the end.
+      // Half way: more than the 16 partitions migrated at once can hold (16 × 30 < 600), so some
+      // partitions are finished and others are not.
       const match = /replicalog migrate: (\d+)\/\d+ entries/g;
       let last = 0;
       for (let found = match.exec(stderr); found !== null; found = match.exec(stderr)) last = Number(found[1]);
-      if (last >= 3 * perPartition) {
+      if (last >= total / 2) {
         killedAt = last;
         child.kill('SIGKILL');
       }
@@ -380,6 +382,25 @@ describe('damage in a storage', () => {
 });
 
 describe('storage helpers', () => {
+  it('EntryBudget: partitions share an entry budget; one always runs, however large', async () => {
+    const budget = new EntryBudget(100);
+    const order: string[] = [];
+    await budget.admit(60);
+    const second = budget.admit(60).then(() => order.push('second'));
+    void budget.admit(30).then(() => order.push('small'));
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    // 60 + 30 fit, 60 + 60 do not.
+    expect(order).toEqual(['small']);
+    expect(budget.inFlight).toEqual({ entries: 90, partitions: 2 });
+    budget.release(60);
+    await second;
+    expect(budget.inFlight).toEqual({ entries: 90, partitions: 2 });
+    budget.release(30);
+    budget.release(60);
+    await budget.admit(5000); // alone: admitted
+    expect(budget.inFlight).toEqual({ entries: 5000, partitions: 1 });
+  });
+
   it.each([
     { ids: [], text: '' },
     { ids: [4], text: '4' },
