@@ -35,7 +35,8 @@ function byPartition(a: StorageFinding, b: StorageFinding): number {
   return (a.partition ?? -1) - (b.partition ?? -1) || (a.index ?? -1) - (b.index ?? -1);
 }
 
-class NoticeList {
+/** Notices of a storage walk: every one counted per code, the first NOTICES_LISTED kept. */
+export class NoticeList {
   readonly counts: Record<string, number> = {};
   readonly listed: StorageFinding[] = [];
   count = 0;
@@ -44,6 +45,16 @@ class NoticeList {
     this.count++;
     this.counts[notice.code] = (this.counts[notice.code] ?? 0) + 1;
     if (this.listed.length < NOTICES_LISTED) this.listed.push(notice);
+  }
+
+  /** Storage-level notices, known only after the walk, listed before the partitions'. */
+  prepend(notices: readonly StorageFinding[]): void {
+    for (const notice of notices) {
+      this.count++;
+      this.counts[notice.code] = (this.counts[notice.code] ?? 0) + 1;
+    }
+    this.listed.unshift(...notices);
+    this.listed.length = Math.min(this.listed.length, NOTICES_LISTED);
   }
 
   /** Text lines: at most NOTICES_PRINTED_PER_CODE per code, then how many more. */
@@ -92,7 +103,7 @@ export async function runVerifyStorage(dir: string, options: StorageCommandOptio
     progress.stop();
   }
   problems.push(...walked.problems);
-  for (const notice of walked.notices) notices.add(notice);
+  notices.prepend(walked.notices);
   problems.sort(byPartition);
   notices.listed.sort(byPartition);
   const ok = problems.length === 0;

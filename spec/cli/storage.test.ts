@@ -13,7 +13,7 @@ import { decodeEntry } from '../../lib/codec.js';
 import { writePreRaftStorage } from '../../lib/fixture.js';
 import { main } from '../../lib/cli/main.js';
 import type { CliIo } from '../../lib/cli/io.js';
-import { idRanges } from '../../lib/cli/storage-verify.js';
+import { idRanges, NoticeList, NOTICES_LISTED } from '../../lib/cli/storage-verify.js';
 import { EntryBudget } from '../../lib/cli/migrate-storage.js';
 import { ReplicaLogStorage } from '../../lib/storage.js';
 import { EntryType } from '../../lib/types.js';
@@ -382,6 +382,25 @@ describe('damage in a storage', () => {
 });
 
 describe('storage helpers', () => {
+  it('NoticeList: counts every notice, keeps the first 1,000, prints 5 per code and how many more', () => {
+    const notices = new NoticeList();
+    for (let partition = 1; partition <= NOTICES_LISTED + 5; partition++) notices.add({ code: 'NEEDS_MIGRATION', partition, message: `p${partition}` });
+    notices.add({ code: 'STAGING', partition: 9999, message: 'late' });
+    notices.prepend([{ code: 'KV_ABSENT', message: 'no kv' }]);
+    expect(notices.count).toBe(NOTICES_LISTED + 7);
+    expect(notices.counts).toEqual({ NEEDS_MIGRATION: NOTICES_LISTED + 5, STAGING: 1, KV_ABSENT: 1 });
+    expect(notices.listed).toHaveLength(NOTICES_LISTED);
+    // The storage's own notice leads the list; the last partitions' fall off it.
+    expect(notices.listed[0]!.code).toBe('KV_ABSENT');
+    expect(notices.listed[NOTICES_LISTED - 1]!.partition).toBe(NOTICES_LISTED - 1);
+    const lines = notices.lines();
+    expect(lines.filter((line) => line.startsWith('notice: NEEDS_MIGRATION'))).toHaveLength(5);
+    expect(lines).toContain(`notice: … and ${NOTICES_LISTED} more NEEDS_MIGRATION notices (${NOTICES_LISTED + 5} in all; --json lists the first ${NOTICES_LISTED} notices)`);
+    expect(lines).toContain('notice: KV_ABSENT            storage           -              no kv');
+    // STAGING came after the first 1,000: counted, said in the tally.
+    expect(lines).toContain(`notice: … and 1 more STAGING notices (1 in all; --json lists the first ${NOTICES_LISTED} notices)`);
+  });
+
   it('EntryBudget: partitions share an entry budget; one always runs, however large', async () => {
     const budget = new EntryBudget(100);
     const order: string[] = [];
