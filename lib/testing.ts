@@ -17,7 +17,7 @@
  * - the directory lock, error constructors, value-copy helpers;
  * - raft's internals (the Raft state machine, the progress tracker, config validation);
  * - the transport's frame codec;
- * - the tree scan behind `replicalog verify` and `inspect`.
+ * - the tree scan behind `replicalog verify` and `inspect`, for a store and for a storage.
  */
 export type { ReplicaLogStoreOptions as ReplicaLogStoreTestOptions } from './replica-log-store.js';
 export { needsBackfillError, CHECKPOINT_INTERVAL } from './replica-log-store.js';
@@ -60,6 +60,17 @@ export {
   KEY_LATEST_CONFIG_CHANGE,
 } from './wal/layout.js';
 export { scanTree, walkTree, logExtent, readKvSnapshot, type TreeScan, type TreeStatus, type LogExtent } from './verify.js';
+export { KvCopy } from './verify.js';
+export {
+  isStorageDirectory,
+  listStorage,
+  verifyStorage,
+  walkStorage,
+  KV_WITHOUT_PARTITION,
+  type StorageFinding,
+  type StorageListing,
+  type StorageVerifyResult,
+} from './verify-storage.js';
 export {
   Raft,
   validateConfig,

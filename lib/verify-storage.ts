@@ -265,3 +265,37 @@ export function partitionOfStorage(dir: string): { storageDir: string; partition
   const partitionId = parsePartitionName(found, basename(first), basename(second), basename(leaf))!;
   return { storageDir: dirname(partitions), partitionId };
 }
+
+export interface StorageVerifyResult {
+  ok: boolean;
+  /** Partitions checked. */
+  partitions: number;
+  /** Entry directories checked, over every partition. */
+  entries: number;
+  /** Every problem; `partition` names the partition it is about (absent: the storage itself). */
+  problems: StorageFinding[];
+  /** Notices, storage-level first (a storage written before Raft has one NEEDS_MIGRATION per partition). */
+  notices: StorageFinding[];
+}
+
+/**
+ * verifyTree for a storage: every partition (or `options.partitionId`'s) checked against its
+ * keys in the storage's KV, plus the storage-level checks (see the module comment). Read-only.
+ */
+export async function verifyStorage(dir: string, options: Omit<StorageWalkOptions, 'readManifests'> = {}): Promise<StorageVerifyResult> {
+  const problems: StorageFinding[] = [];
+  const notices: StorageFinding[] = [];
+  let entries = 0;
+  const walked = await walkStorage(dir, options, ({ partitionId, scan, result }) => {
+    entries += scan.listed.count;
+    for (const problem of result.problems) problems.push({ partition: partitionId, ...problem });
+    for (const notice of result.notices) notices.push({ partition: partitionId, ...notice });
+  });
+  return {
+    ok: problems.length === 0 && walked.problems.length === 0,
+    partitions: walked.partitions,
+    entries,
+    problems: [...walked.problems, ...problems],
+    notices: [...walked.notices, ...notices],
+  };
+}

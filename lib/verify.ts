@@ -853,7 +853,7 @@ function octal(mode: number): string {
   return `0${mode.toString(8).padStart(3, '0')}`;
 }
 
-export interface VerifyOptions extends Pick<WalkOptions, 'onProgress'> {
+export interface VerifyOptions extends Pick<WalkOptions, 'onProgress' | 'kvCopy'> {
   partitionId?: number;
 }
 

@@ -18,7 +18,7 @@ import { EntryBudget } from '../../lib/cli/migrate-storage.js';
 import { ReplicaLogStorage } from '../../lib/storage.js';
 import { EntryType } from '../../lib/types.js';
 import { KvCopy } from '../../lib/verify.js';
-import { isStorageDirectory, listStorage, partitionOfStorage } from '../../lib/verify-storage.js';
+import { isStorageDirectory, listStorage, partitionOfStorage, verifyStorage, walkStorage } from '../../lib/verify-storage.js';
 import { entryPath, formatLsn, kvPath, walPath } from '../../lib/wal/layout.js';
 import { partitionFanOut, partitionPath, partitionsPath } from '../../lib/wal/storage-layout.js';
 import { makeTempDir, removeTempDirs } from '../helpers/temp-dir.js';
@@ -379,6 +379,79 @@ describe('damage in a storage', () => {
     }
     expect(readdirSync(partition).sort()).toEqual(['staging', 'wal']);
   }, 30_000);
+});
+
+describe('verifyStorage (the library call behind verify <storage>)', () => {
+  /** A storage of 4 migrated partitions of 5 entries; partition 2 bootstrapped with the given commit. */
+  async function migratedStorage(commitOfPartition2: number): Promise<string> {
+    const dir = storageFixture(4, 5);
+    const storage = await ReplicaLogStorage.open({ dir });
+    try {
+      for (let id = 1; id <= 4; id++) {
+        const store = await storage.openPartition(id);
+        await store.backfill();
+        if (id === 2) await store.setHardState({ term: 1, vote: 0, commit: Math.min(commitOfPartition2, 5) });
+        await store.close();
+      }
+    } finally {
+      await storage.close();
+    }
+    return dir;
+  }
+
+  it.each([
+    { what: 'nothing', damage: () => {}, problems: [] },
+    {
+      what: 'a corrupt RAFT file in partition 3',
+      damage: (dir: string) => {
+        const raft = join(entryPath(partitionPath(dir, 'default', 3), 4), 'RAFT');
+        rmSync(raft);
+        writeFileSync(raft, Uint8Array.of(0xff, 0xff, 0xff), { mode: 0o400 });
+      },
+      problems: [['RAFT_CORRUPT', 3, formatLsn(4)]],
+    },
+    {
+      what: 'the last entry of bootstrapped partition 2 gone (its commit 5 is above the log)',
+      damage: (dir: string) => rmSync(entryPath(partitionPath(dir, 'default', 2), 5), { recursive: true }),
+      problems: [['COMMIT_ABOVE_LAST', 2, undefined]],
+    },
+    {
+      what: 'an entry directory of partition 1 gone (a gap)',
+      damage: (dir: string) => rmSync(entryPath(partitionPath(dir, 'default', 1), 2), { recursive: true }),
+      problems: [['GAP', 1, formatLsn(2)]],
+    },
+    {
+      what: 'a stray name in partitions/ and one in wal/ of partition 4',
+      damage: (dir: string) => {
+        writeFileSync(join(partitionsPath(dir), 'README'), 'x');
+        writeFileSync(join(walPath(partitionPath(dir, 'default', 4)), 'tmp'), 'x');
+      },
+      problems: [
+        ['STRAY_NAME', undefined, undefined],
+        ['STRAY_NAME', 4, undefined],
+      ],
+    },
+  ])('$what', async ({ damage, problems }) => {
+    const dir = await migratedStorage(5);
+    damage(dir);
+    const result = await verifyStorage(dir);
+    expect(result.problems.map((problem) => [problem.code, problem.partition, problem.lsn])).toEqual(problems);
+    expect(result.ok).toBe(problems.length === 0);
+    expect(result.partitions).toBe(4);
+    expect(result.notices).toEqual([]);
+  });
+
+  it('each partition reads only its own keys from the shared kv/', async () => {
+    const dir = await migratedStorage(5);
+    const statuses: [number, string, number | undefined][] = [];
+    await walkStorage(dir, {}, ({ partitionId, extent, scan }) => statuses.push([partitionId, extent.status, scan.kv.hardState?.commit]));
+    expect(statuses).toEqual([
+      [1, 'needs-backfill', undefined],
+      [2, 'bootstrapped', 5],
+      [3, 'needs-backfill', undefined],
+      [4, 'needs-backfill', undefined],
+    ]);
+  });
 });
 
 describe('storage helpers', () => {
