@@ -444,7 +444,9 @@ describe('verifyStorage (the library call behind verify <storage>)', () => {
   it('each partition reads only its own keys from the shared kv/', async () => {
     const dir = await migratedStorage(5);
     const statuses: [number, string, number | undefined][] = [];
-    await walkStorage(dir, {}, ({ partitionId, extent, scan }) => statuses.push([partitionId, extent.status, scan.kv.hardState?.commit]));
+    await walkStorage(dir, {}, ({ partitionId, extent, scan }) => {
+      statuses.push([partitionId, extent.status, scan.kv.hardState?.commit]);
+    });
     expect(statuses).toEqual([
       [1, 'needs-backfill', undefined],
       [2, 'bootstrapped', 5],
