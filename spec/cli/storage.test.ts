@@ -367,6 +367,15 @@ describe('damage in a storage', () => {
     expect(problems.map((problem) => [problem.code, problem.partition, problem.path])).toEqual([['KV_WITHOUT_PARTITION', 3, kvPath(dir)]]);
     const inspected = json<InspectStorageJson>((await runCli(['inspect', dir, '--json'])).stdout);
     expect(inspected).toMatchObject({ partitions: 2, bootstrapped: 1, migrated: 1, ok: false });
+    // migrate skips both: one already migrated, one bootstrapped (Raft runs on it).
+    const migrated = await runCli(['migrate', dir]);
+    expect(migrated.code).toBe(0);
+    expect(migrated.stdout).toContain('nothing to migrate; skipped 1 already migrated (1), 1 bootstrapped (2)');
+    const migratedJson = json<MigrateStorageJson>((await runCli(['migrate', dir, '--json'])).stdout);
+    expect(migratedJson.results.map((result) => [result.partition, result.status, result.action])).toEqual([
+      [1, 'needs-backfill', 'already migrated'],
+      [2, 'bootstrapped', 'bootstrapped'],
+    ]);
   }, 60_000);
 
   it('a partition directory given as a store: bad usage naming the storage command, nothing created in it', async () => {
