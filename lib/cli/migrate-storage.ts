@@ -9,8 +9,8 @@
  * - Resumable: backfill is idempotent per partition (each RAFT file is written atomically), so
  *   a run killed midway is finished by running the command again; partitions with nothing left
  *   to write are skipped and reported.
- * - Bounded memory at 100,000 partitions: at most PARTITION_CONCURRENCY partitions are open at a
- *   time (open, backfill, close), holding at most ENTRIES_IN_FLIGHT entries between them (a
+ * - Bounded memory and descriptors at 100,000 partitions: at most PARTITION_CONCURRENCY
+ *   partitions are open at a time (open, backfill, close; fewer under a low descriptor limit), holding at most ENTRIES_IN_FLIGHT entries between them (a
  *   larger partition runs alone), and what is kept per partition is a few bytes (typed arrays).
  * - A partition the store refuses (ERR_CORRUPT: a gap, a damaged RAFT file on a bootstrapped
  *   partition, …) does not stop the others: it is reported (exit 1) and left as it was. Any
@@ -19,6 +19,7 @@
  * --dry-run writes nothing (the storage is not opened): the partitions are walked read-only as
  * `verify` walks them (lib/verify-storage.ts) and the refusals predicted per partition.
  */
+import { readFileSync } from 'node:fs';
 import { opendir } from 'node:fs/promises';
 import { ErrorCode, ReplicaLogError } from '../errors.js';
 import { ReplicaLogStorage } from '../storage.js';
@@ -44,6 +45,33 @@ import { idRanges } from './storage-verify.js';
 
 /** Partitions open (and backfilling) at the same time: their fsyncs overlap, their memory stays bounded. */
 export const PARTITION_CONCURRENCY = 16;
+/**
+ * Descriptors one backfilling partition may hold at once: backfill rewrites 16 entries at a
+ * time, each with its temporary file and its directory open for fsync, plus what open reads.
+ */
+const DESCRIPTORS_PER_PARTITION = 40;
+/** Descriptors left for the rest: LevelDB's files, the lock, stdio, the listing. */
+const DESCRIPTORS_RESERVED = 64;
+
+/** The soft limit on open files (Linux: /proc/self/limits), or undefined when it cannot be read. */
+export function openFileLimit(): number | undefined {
+  try {
+    const match = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    if (match === null) return undefined;
+    return match[1] === 'unlimited' ? Number.MAX_SAFE_INTEGER : Number(match[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Partitions migrated at the same time: PARTITION_CONCURRENCY, fewer when the descriptor limit
+ * would not hold them (256 allows 4; the usual 1,024 allows all 16), 4 when the limit is unknown.
+ */
+export function partitionConcurrency(limit: number | undefined): number {
+  if (limit === undefined) return 4;
+  return Math.max(1, Math.min(PARTITION_CONCURRENCY, Math.floor((limit - DESCRIPTORS_RESERVED) / DESCRIPTORS_PER_PARTITION)));
+}
 /** At most this many entries in the partitions open at the same time (one partition always runs). */
 export const ENTRIES_IN_FLIGHT = 65_536;
 /** Items per chunk when a per-partition list is written out. */
@@ -239,7 +267,7 @@ export async function runMigrateStorage(dir: string, options: MigrateStorageOpti
       }
     };
     try {
-      await Promise.all(Array.from({ length: Math.min(PARTITION_CONCURRENCY, partitions.length) }, worker));
+      await Promise.all(Array.from({ length: Math.min(partitionConcurrency(openFileLimit()), partitions.length) }, worker));
     } finally {
       progress.stop();
     }

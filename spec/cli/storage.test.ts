@@ -14,7 +14,7 @@ import { writePreRaftStorage } from '../../lib/fixture.js';
 import { main } from '../../lib/cli/main.js';
 import type { CliIo } from '../../lib/cli/io.js';
 import { idRanges, NoticeList, NOTICES_LISTED } from '../../lib/cli/storage-verify.js';
-import { EntryBudget } from '../../lib/cli/migrate-storage.js';
+import { EntryBudget, partitionConcurrency } from '../../lib/cli/migrate-storage.js';
 import { ReplicaLogStorage } from '../../lib/storage.js';
 import { EntryType } from '../../lib/types.js';
 import { KvCopy } from '../../lib/verify.js';
@@ -22,7 +22,7 @@ import { isStorageDirectory, listStorage, partitionOfStorage, verifyStorage, wal
 import { entryPath, formatLsn, kvPath, walPath } from '../../lib/wal/layout.js';
 import { partitionFanOut, partitionPath, partitionsPath } from '../../lib/wal/storage-layout.js';
 import { makeTempDir, removeTempDirs } from '../helpers/temp-dir.js';
-import { ensureBuilt, REPO_ROOT, runCli, startCli, treeSnapshot } from './harness.js';
+import { BIN, ensureBuilt, REPO_ROOT, runCli, startCli, treeSnapshot } from './harness.js';
 
 beforeAll(ensureBuilt, 180_000);
 
@@ -462,6 +462,39 @@ describe('verifyStorage (the library call behind verify <storage>)', () => {
       [3, 'needs-backfill', undefined],
       [4, 'needs-backfill', undefined],
     ]);
+  });
+});
+
+describe('a storage under a low descriptor limit', () => {
+  it('migrate, inspect and verify 60 partitions under ulimit -n 256 (fewer partitions at a time, no EMFILE)', async () => {
+    const dir = storageFixture(60, 40);
+    const run = (args: string[]) =>
+      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        const quoted = args.map((arg) => `'${arg.replace(/'/g, "'\\''")}'`).join(' ');
+        execFile('sh', ['-c', `ulimit -n 256 && exec '${process.execPath}' '${BIN}' ${quoted}`], { maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+          resolve({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : null, stdout, stderr });
+        });
+      });
+    const migrated = await run(['migrate', dir, '--json']);
+    expect(migrated.stderr).toBe('');
+    expect(migrated.code).toBe(0);
+    expect(json<MigrateStorageJson>(migrated.stdout)).toMatchObject({ migrated: 60, backfilled: 2400 });
+    const verified = await run(['verify', dir, '--json']);
+    expect(verified.code).toBe(0);
+    expect(json<VerifyStorageJson>(verified.stdout)).toMatchObject({ ok: true, entries: 2400 });
+    const inspected = await run(['inspect', dir, '--json']);
+    expect(inspected.code).toBe(0);
+    expect(json<InspectStorageJson>(inspected.stdout)).toMatchObject({ migrated: 60, retainedEntries: 2400 });
+  }, 120_000);
+
+  it.each([
+    { limit: undefined, concurrency: 4 },
+    { limit: 100, concurrency: 1 },
+    { limit: 256, concurrency: 4 },
+    { limit: 1024, concurrency: 16 },
+    { limit: 1_048_576, concurrency: 16 },
+  ])('partitionConcurrency($limit) = $concurrency', ({ limit, concurrency }) => {
+    expect(partitionConcurrency(limit)).toBe(concurrency);
   });
 });
 
