@@ -23,6 +23,7 @@ import {
   stagingPath,
   walPath,
 } from './wal/layout.js';
+import { DEFAULT_STORAGE_NAME, isStorageName, partitionPath, partitionsPath } from './wal/storage-layout.js';
 
 export interface PreRaftWalOptions {
   /** The store directory; created if missing. Its `wal/` must be missing or empty. */
@@ -187,6 +188,75 @@ export function writePreRaftWal(options: PreRaftWalOptions): PreRaftWalSummary {
     firstIndex: firstLsn,
     lastIndex: firstLsn + count - 1,
     entries: count,
+    payloadFiles,
+  };
+}
+
+export interface PreRaftStorageOptions {
+  /** The storage directory; created if missing. Its `partitions/` must be missing or empty. */
+  dir: string;
+  /** How many partitions to write (ids firstPartitionId, firstPartitionId + 1, …). */
+  partitions: number;
+  /** Entries per partition (default 4). */
+  entriesPerPartition?: number;
+  /** Id of the first partition (default 1). */
+  firstPartitionId?: number;
+  /** The storage name in every partition directory's name (default "default"). */
+  name?: string;
+  /** PRNG seed (default 1): partition P's WAL is written with seed `seed * 1_000_003 + P` (32-bit arithmetic). */
+  seed?: number;
+  /** Payload files per entry (default 1: small partitions). */
+  payloadFilesPerEntry?: number;
+}
+
+export interface PreRaftStorageSummary {
+  dir: string;
+  name: string;
+  partitions: number;
+  firstPartitionId: number;
+  lastPartitionId: number;
+  entries: number;
+  payloadFiles: number;
+}
+
+/**
+ * A storage of pre-Raft partitions (lib/wal/storage-layout.ts): `<dir>/partitions/<h0h1>/<h2h3>/<name>_<P>/`,
+ * each holding a pre-Raft WAL as writePreRaftWal writes one (wal/ and an empty staging/), and
+ * no LOCK.db and no kv/ (no Raft has run: nothing saved yet). `replicalog migrate <dir>`
+ * turns every partition into a Raft log. Deterministic and fast (synchronous, no fsync).
+ */
+export function writePreRaftStorage(options: PreRaftStorageOptions): PreRaftStorageSummary {
+  const partitions = checkSafeUnsigned(options.partitions, 'partitions');
+  const entriesPerPartition = checkSafeUnsigned(options.entriesPerPartition ?? 4, 'entriesPerPartition');
+  const firstPartitionId = checkSafeUnsigned(options.firstPartitionId ?? 1, 'firstPartitionId');
+  if (!Number.isSafeInteger(firstPartitionId + partitions)) throw invalidArgumentError('firstPartitionId + partitions is above Number.MAX_SAFE_INTEGER');
+  const name = options.name ?? DEFAULT_STORAGE_NAME;
+  if (typeof name !== 'string' || !isStorageName(name)) throw invalidArgumentError(`${JSON.stringify(name)} is not a storage name`);
+  const seed = checkSafeUnsigned(options.seed ?? 1, 'seed');
+  const payloadFilesPerEntry = checkSafeUnsigned(options.payloadFilesPerEntry ?? 1, 'payloadFilesPerEntry');
+  const root = partitionsPath(options.dir);
+  mkdirSync(options.dir, { recursive: true, mode: DIRECTORY_MODE });
+  mkdirSync(root, { recursive: true, mode: DIRECTORY_MODE });
+  if (readdirSync(root).length > 0) throw invalidArgumentError(`${root} is not empty: a fixture is written into an empty storage only`);
+  let entries = 0;
+  let payloadFiles = 0;
+  for (let partitionId = firstPartitionId; partitionId < firstPartitionId + partitions; partitionId++) {
+    const summary = writePreRaftWal({
+      dir: partitionPath(options.dir, name, partitionId),
+      entries: entriesPerPartition,
+      seed: (Math.imul(seed >>> 0, 1_000_003) + (partitionId >>> 0)) >>> 0,
+      payloadFilesPerEntry,
+    });
+    entries += summary.entries;
+    payloadFiles += summary.payloadFiles;
+  }
+  return {
+    dir: options.dir,
+    name,
+    partitions,
+    firstPartitionId,
+    lastPartitionId: firstPartitionId + partitions - 1,
+    entries,
     payloadFiles,
   };
 }

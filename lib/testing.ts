@@ -7,7 +7,8 @@
  * `TempDirs`), which does need vitest and fast-check, stays its own entry: `replicalog/spec`.
  *
  * What is here, by kind:
- * - fixtures: writePreRaftWal (a realistic pre-Raft Gitaly tree), seededRandom;
+ * - fixtures: writePreRaftWal (a realistic pre-Raft Gitaly tree), writePreRaftStorage (a storage of
+ *   pre-Raft partitions), seededRandom;
  * - fault and crash injection: the FileSystem interface the WAL goes through (nodeFileSystem is
  *   the real one; wrap it to inject faults or record calls), CRASH_POINTS and the crashPoint
  *   hook, ReplicaLogStoreTestOptions (the store's options with both hooks);
@@ -16,11 +17,18 @@
  * - the directory lock, error constructors, value-copy helpers;
  * - raft's internals (the Raft state machine, the progress tracker, config validation);
  * - the transport's frame codec;
- * - the tree scan behind `replicalog verify` and `inspect`.
+ * - the tree scan behind `replicalog verify` and `inspect`, for a store and for a storage.
  */
 export type { ReplicaLogStoreOptions as ReplicaLogStoreTestOptions } from './replica-log-store.js';
 export { needsBackfillError, CHECKPOINT_INTERVAL } from './replica-log-store.js';
-export { writePreRaftWal, type PreRaftWalOptions, type PreRaftWalSummary } from './fixture.js';
+export {
+  writePreRaftStorage,
+  writePreRaftWal,
+  type PreRaftStorageOptions,
+  type PreRaftStorageSummary,
+  type PreRaftWalOptions,
+  type PreRaftWalSummary,
+} from './fixture.js';
 export { seededRandom } from './seeded-random.js';
 export { nodeFileSystem, errorCode, type FileSystem, type FileStat } from './wal/file-system.js';
 export { CRASH_POINTS, type CrashPoint, type CrashPointName } from './wal/log-manager.js';
@@ -52,6 +60,17 @@ export {
   KEY_LATEST_CONFIG_CHANGE,
 } from './wal/layout.js';
 export { scanTree, walkTree, logExtent, readKvSnapshot, type TreeScan, type TreeStatus, type LogExtent } from './verify.js';
+export { KvCopy } from './verify.js';
+export {
+  isStorageDirectory,
+  listStorage,
+  verifyStorage,
+  walkStorage,
+  KV_WITHOUT_PARTITION,
+  type StorageFinding,
+  type StorageListing,
+  type StorageVerifyResult,
+} from './verify-storage.js';
 export {
   Raft,
   validateConfig,

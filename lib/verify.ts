@@ -206,60 +206,144 @@ async function copyKvDirectory(source: string, target: string): Promise<void> {
   }
 }
 
+/** The raft keys a KvState is read from, in this order. */
+const RAFT_KEY_NAMES = [KEY_HARD_STATE, KEY_CONF_STATE, KEY_SNAPSHOT, KEY_SNAPSHOT_DATA, KEY_LOG_ANCHOR, KEY_INTENT, KEY_LATEST_CONFIG_CHANGE, KEY_JOURNAL_THROUGH];
+
+/**
+ * A private, point-in-time copy of a KV database, opened once and read for any number of
+ * partitions (a storage's kv/ holds every partition's keys under its p/<id>/ prefix: one copy
+ * serves them all). Read-only towards the original; close() removes the copy.
+ */
+export class KvCopy {
+  private constructor(
+    /** The original database's path (what findings name). */
+    readonly path: string,
+    private readonly copyPath: string | undefined,
+    private readonly database: ClassicLevel<Uint8Array, Uint8Array> | undefined,
+    /** 'absent': there is no database at `path`; else why it could not be copied or opened. */
+    private readonly unreadable: string | undefined,
+    private readonly absent: boolean,
+  ) {}
+
+  /**
+   * Copies `path` (a LevelDB directory) and opens the copy, retrying a copy that a live
+   * compaction invalidated (up to 5 times). Never throws for damage: an absent or unreadable
+   * database gives a KvCopy whose reads say so.
+   */
+  static async open(path: string): Promise<KvCopy> {
+    try {
+      const stat = await lstat(path);
+      if (!stat.isDirectory()) return new KvCopy(path, undefined, undefined, `${path} is not a directory`, false);
+    } catch (error) {
+      if (errnoCode(error) === 'ENOENT') return new KvCopy(path, undefined, undefined, undefined, true);
+      return new KvCopy(path, undefined, undefined, errorMessage(error), false);
+    }
+    let lastError: unknown;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const copy = await mkdtemp(join(tmpdir(), 'replicalog-kv-'));
+      try {
+        await copyKvDirectory(path, copy);
+        const database = new ClassicLevel<Uint8Array, Uint8Array>(copy, { keyEncoding: 'view', valueEncoding: 'view', createIfMissing: false });
+        await database.open();
+        return new KvCopy(path, copy, database, undefined, false);
+      } catch (error) {
+        lastError = error;
+        await rm(copy, { recursive: true, force: true });
+      }
+    }
+    return new KvCopy(path, undefined, undefined, errorMessage(lastError), false);
+  }
+
+  /** Whether there is no database at `path` at all. */
+  get isAbsent(): boolean {
+    return this.absent;
+  }
+
+  /** Why the database could not be read, or undefined. */
+  get problem(): string | undefined {
+    return this.unreadable;
+  }
+
+  /** The raft keys of partition `partitionId` (or of an unpartitioned store). */
+  async read(partitionId?: number): Promise<KvState> {
+    const state: KvState = { source: this.absent ? 'absent' : 'copy', path: this.path, intentPending: false, corruptKeys: [] };
+    if (this.absent) return state;
+    if (this.database === undefined) {
+      state.unreadable = this.unreadable ?? 'not open';
+      return state;
+    }
+    let values: (Uint8Array | undefined)[];
+    try {
+      values = await this.database.getMany<Uint8Array, Uint8Array>(
+        RAFT_KEY_NAMES.map((name) => kvKey(partitionId, name)),
+        { keyEncoding: 'view', valueEncoding: 'view' },
+      );
+    } catch (error) {
+      state.unreadable = errorMessage(error);
+      return state;
+    }
+    return decodeKvState(state, values);
+  }
+
+  /**
+   * The partition ids that have at least one key under their p/<id>/ prefix, ascending, and
+   * how many keys lie outside every partition prefix. One seek per partition, not one step
+   * per key.
+   */
+  async partitionIds(): Promise<{ ids: number[]; otherKeys: number }> {
+    if (this.database === undefined) return { ids: [], otherKeys: 0 };
+    const ids: number[] = [];
+    let otherKeys = 0;
+    const iterator = this.database.keys({ keyEncoding: 'view' });
+    try {
+      for (;;) {
+        const key = await iterator.next();
+        if (key === undefined) break;
+        const isPartitionKey = key.length >= 11 && key[0] === 0x70 && key[1] === 0x2f && key[10] === 0x2f;
+        if (!isPartitionKey) {
+          otherKeys++;
+          continue;
+        }
+        const id = new DataView(key.buffer, key.byteOffset, key.length).getBigUint64(2, false);
+        if (id > BigInt(Number.MAX_SAFE_INTEGER)) {
+          otherKeys++;
+          continue;
+        }
+        ids.push(Number(id));
+        // Past every key of this partition: p/ + (id + 1) as 8 bytes (the next prefix, or above).
+        const next = new Uint8Array(10);
+        next[0] = 0x70;
+        next[1] = 0x2f;
+        new DataView(next.buffer).setBigUint64(2, id + 1n, false);
+        iterator.seek(next);
+      }
+    } finally {
+      await iterator.close();
+    }
+    return { ids, otherKeys };
+  }
+
+  /** Closes the copy and removes it. */
+  async close(): Promise<void> {
+    if (this.database !== undefined) await this.database.close().catch(() => {});
+    if (this.copyPath !== undefined) await rm(this.copyPath, { recursive: true, force: true });
+  }
+}
+
 /**
  * Reads the raft keys of `<dir>/kv` from a private copy (see the module comment). Never throws
  * for damage: an unreadable database or an undecodable key is reported in the result.
  */
 export async function readKvSnapshot(dir: string, partitionId?: number): Promise<KvState> {
-  const path = kvPath(resolve(dir));
-  const state: KvState = { source: 'absent', path, intentPending: false, corruptKeys: [] };
+  const copy = await KvCopy.open(kvPath(resolve(dir)));
   try {
-    const stat = await lstat(path);
-    if (!stat.isDirectory()) {
-      state.source = 'copy';
-      state.unreadable = `${path} is not a directory`;
-      return state;
-    }
-  } catch (error) {
-    if (errnoCode(error) === 'ENOENT') return state;
-    state.source = 'copy';
-    state.unreadable = errorMessage(error);
-    return state;
+    return await copy.read(partitionId);
+  } finally {
+    await copy.close();
   }
-  state.source = 'copy';
+}
 
-  const names = [KEY_HARD_STATE, KEY_CONF_STATE, KEY_SNAPSHOT, KEY_SNAPSHOT_DATA, KEY_LOG_ANCHOR, KEY_INTENT, KEY_LATEST_CONFIG_CHANGE, KEY_JOURNAL_THROUGH];
-  let values: (Uint8Array | undefined)[] | undefined;
-  let lastError: unknown;
-  for (let attempt = 0; attempt < 5 && values === undefined; attempt++) {
-    const copy = await mkdtemp(join(tmpdir(), 'replicalog-kv-'));
-    try {
-      await copyKvDirectory(path, copy);
-      const database = new ClassicLevel<Uint8Array, Uint8Array>(copy, {
-        keyEncoding: 'view',
-        valueEncoding: 'view',
-        createIfMissing: false,
-      });
-      await database.open();
-      try {
-        values = await database.getMany<Uint8Array, Uint8Array>(
-          names.map((name) => kvKey(partitionId, name)),
-          { keyEncoding: 'view', valueEncoding: 'view' },
-        );
-      } finally {
-        await database.close();
-      }
-    } catch (error) {
-      lastError = error;
-    } finally {
-      await rm(copy, { recursive: true, force: true });
-    }
-  }
-  if (values === undefined) {
-    state.unreadable = errorMessage(lastError);
-    return state;
-  }
-
+function decodeKvState(state: KvState, values: (Uint8Array | undefined)[]): KvState {
   const [hardState, confState, snapshot, snapshotData, anchor, intent, latestConfigChange, journalThrough] = values;
   const decode = <T>(key: string, bytes: Uint8Array | undefined, decoder: (bytes: Uint8Array) => T): T | undefined => {
     if (bytes === undefined) return undefined;
@@ -424,6 +508,11 @@ export interface ScanOptions {
    */
   readKv?: boolean;
   partitionId?: number;
+  /**
+   * Read the KV from this open copy (with partitionId's prefix) instead of copying `<dir>/kv`:
+   * a storage's partitions share the storage's kv/ (lib/verify-storage.ts).
+   */
+  kvCopy?: KvCopy;
   /** How many entry directories are read at the same time (default 32). */
   concurrency?: number;
 }
@@ -610,7 +699,9 @@ export async function walkTree(
   const kv: KvState =
     options.readKv === false
       ? { source: 'absent', path: kvPath(root), intentPending: false, corruptKeys: [] }
-      : await readKvSnapshot(root, options.partitionId);
+      : options.kvCopy !== undefined
+        ? await options.kvCopy.read(options.partitionId)
+        : await readKvSnapshot(root, options.partitionId);
   const count = listing.indexes.length;
   const scan: TreeScan = {
     dir: root,
@@ -762,7 +853,7 @@ function octal(mode: number): string {
   return `0${mode.toString(8).padStart(3, '0')}`;
 }
 
-export interface VerifyOptions extends Pick<WalkOptions, 'onProgress'> {
+export interface VerifyOptions extends Pick<WalkOptions, 'onProgress' | 'kvCopy'> {
   partitionId?: number;
 }
 

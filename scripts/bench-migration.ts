@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { writePreRaftWal } from '../lib/fixture.js';
+import { writePreRaftStorage, writePreRaftWal } from '../lib/fixture.js';
 import { removeTree } from './bench-lib.js';
 
 export interface ChildMeasurement {
@@ -143,6 +143,99 @@ export function formatMigration(result: MigrationBenchResult): string {
     `migration of a ${result.entries}-entry pre-Raft tree (${result.payloadFiles} payload files; written in ${result.fixtureSeconds.toFixed(1)} s; ` +
       `load average ${result.loadavg.start.toFixed(2)} → ${result.loadavg.end.toFixed(2)})`,
     row('migrate', result.migrate),
+    row('verify', result.verify),
+  ].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// A storage of many small partitions (issue 19): `replicalog migrate <storage>` opens, backfills
+// and closes each partition; its time and peak RSS at 1,000 and 10,000 partitions.
+
+export interface StorageMigrationBenchResult {
+  partitions: number;
+  entriesPerPartition: number;
+  entries: number;
+  fixtureSeconds: number;
+  loadavg: { start: number; end: number };
+  migrate: ChildMeasurement & { partitionsPerSecond: number };
+  /** A second run: every partition opened and skipped (what a resumed run pays for finished partitions). */
+  rerun: ChildMeasurement & { partitionsPerSecond: number };
+  verify: ChildMeasurement & { partitionsPerSecond: number };
+}
+
+export interface StorageMigrationBenchOptions {
+  root: string;
+  partitions: number;
+  /** Entries per partition (default 4: small partitions). */
+  entriesPerPartition?: number;
+  log?: (line: string) => void;
+  onRunDirectory?: (path: string) => void;
+}
+
+/** Partition counts of the storage bench: 1,000 and 10,000 in the full run, 20 with --tiny. */
+export const STORAGE_PARTITIONS = { full: [1_000, 10_000], tiny: [20] } as const;
+
+export async function runStorageMigrationBench(options: StorageMigrationBenchOptions): Promise<StorageMigrationBenchResult> {
+  const log = options.log ?? (() => {});
+  const entriesPerPartition = options.entriesPerPartition ?? 4;
+  mkdirSync(options.root, { recursive: true });
+  const runDir = mkdtempSync(join(options.root, 'storage-migration-'));
+  options.onRunDirectory?.(runDir);
+  const dir = join(runDir, 'storage');
+  const rssFile = join(runDir, 'peak-rss');
+  const loadStart = loadavg()[0]!;
+  try {
+    log(`storage migration: writing ${options.partitions} pre-Raft partitions of ${entriesPerPartition} entries…`);
+    const fixtureStarted = process.hrtime.bigint();
+    const summary = writePreRaftStorage({ dir, partitions: options.partitions, entriesPerPartition });
+    const fixtureSeconds = Number(process.hrtime.bigint() - fixtureStarted) / 1e9;
+    const measurement = (command: string, run: { seconds: number; peakRssBytes: number }) => ({
+      command,
+      seconds: run.seconds,
+      entriesPerSecond: summary.entries / run.seconds,
+      partitionsPerSecond: options.partitions / run.seconds,
+      peakRssBytes: run.peakRssBytes,
+    });
+    log(`storage migration: written in ${fixtureSeconds.toFixed(1)} s; replicalog migrate…`);
+    const migrated = await measureChild(['migrate', dir, '--quiet', '--json'], rssFile);
+    const report = JSON.parse(migrated.stdout) as { backfilled?: unknown; migrated?: unknown };
+    if (report.backfilled !== summary.entries || report.migrated !== options.partitions) {
+      throw new Error(`bench: migrate backfilled ${String(report.backfilled)} entries in ${String(report.migrated)} partitions, expected ${summary.entries} in ${options.partitions}`);
+    }
+    log(`storage migration: migrate ${migrated.seconds.toFixed(1)} s, peak RSS ${mebibytes(migrated.peakRssBytes)}; again (every partition skipped)…`);
+    const rerun = await measureChild(['migrate', dir, '--quiet', '--json'], rssFile);
+    const rerunReport = JSON.parse(rerun.stdout) as { alreadyMigrated?: unknown };
+    if (rerunReport.alreadyMigrated !== options.partitions) throw new Error(`bench: the second migrate skipped ${String(rerunReport.alreadyMigrated)} partitions, expected ${options.partitions}`);
+    log(`storage migration: rerun ${rerun.seconds.toFixed(1)} s; replicalog verify…`);
+    const verified = await measureChild(['verify', dir, '--json', '--quiet'], rssFile);
+    const verifyReport = JSON.parse(verified.stdout) as { ok?: unknown; partitions?: unknown; problems?: unknown[] };
+    if (verifyReport.ok !== true || verifyReport.partitions !== options.partitions) {
+      throw new Error(`bench: verify after migrate: ${JSON.stringify(verifyReport.problems?.slice(0, 3))}`);
+    }
+    log(`storage migration: verify ${verified.seconds.toFixed(1)} s, peak RSS ${mebibytes(verified.peakRssBytes)}; removing the storage…`);
+    return {
+      partitions: options.partitions,
+      entriesPerPartition,
+      entries: summary.entries,
+      fixtureSeconds,
+      loadavg: { start: loadStart, end: loadavg()[0]! },
+      migrate: measurement('replicalog migrate <storage> --quiet --json', migrated),
+      rerun: measurement('replicalog migrate <storage> --quiet --json (again)', rerun),
+      verify: measurement('replicalog verify <storage> --json', verified),
+    };
+  } finally {
+    removeTree(runDir);
+  }
+}
+
+export function formatStorageMigration(result: StorageMigrationBenchResult): string {
+  const row = (name: string, run: ChildMeasurement & { partitionsPerSecond: number }) =>
+    `${name.padEnd(9)} ${run.seconds.toFixed(1).padStart(8)} s ${Math.round(run.partitionsPerSecond).toString().padStart(7)} partitions/s ${Math.round(run.entriesPerSecond).toString().padStart(7)} entries/s   peak RSS ${mebibytes(run.peakRssBytes)}`;
+  return [
+    `storage of ${result.partitions} pre-Raft partitions × ${result.entriesPerPartition} entries (written in ${result.fixtureSeconds.toFixed(1)} s; ` +
+      `load average ${result.loadavg.start.toFixed(2)} → ${result.loadavg.end.toFixed(2)})`,
+    row('migrate', result.migrate),
+    row('again', result.rerun),
     row('verify', result.verify),
   ].join('\n');
 }

@@ -5,7 +5,7 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { afterEach, beforeAll, expect, it } from 'vitest';
-import { formatMigration, measureChild, runMigrationBench } from '../scripts/bench-migration.js';
+import { formatMigration, formatStorageMigration, measureChild, runMigrationBench, runStorageMigrationBench } from '../scripts/bench-migration.js';
 import { ensureBuilt } from './cli/harness.js';
 import { makeTempDir, removeTempDirs } from './helpers/temp-dir.js';
 
@@ -36,3 +36,20 @@ it('a child that fails is reported with its exit status and stderr', async () =>
   const root = makeTempDir('replicalog-bench-migration-');
   await expect(measureChild(['verify', `${root}/missing`], `${root}/rss`)).rejects.toThrow(/verify .*missing exited 2: replicalog: .*missing: no such directory/);
 }, 30_000);
+
+it('a storage of small partitions: migrate, migrate again and verify in child processes, partitions/s and peak RSS for each', async () => {
+  const root = makeTempDir('replicalog-bench-storage-migration-');
+  const created: string[] = [];
+  const result = await runStorageMigrationBench({ root, partitions: 12, entriesPerPartition: 3, onRunDirectory: (path) => created.push(path) });
+  expect(result).toMatchObject({ partitions: 12, entriesPerPartition: 3, entries: 36 });
+  for (const run of [result.migrate, result.rerun, result.verify]) {
+    expect(Number.isFinite(run.seconds) && run.seconds > 0).toBe(true);
+    expect(run.partitionsPerSecond).toBeCloseTo(12 / run.seconds, 6);
+    expect(run.entriesPerSecond).toBeCloseTo(36 / run.seconds, 6);
+    expect(run.peakRssBytes).toBeGreaterThan(2 ** 20);
+    expect(run.peakRssBytes).toBeLessThan(2 ** 34);
+  }
+  expect(formatStorageMigration(result)).toMatch(/^migrate .* partitions\/s .* entries\/s\s+peak RSS \d+ MiB$/m);
+  expect(created).toHaveLength(1);
+  expect(existsSync(created[0]!)).toBe(false);
+}, 60_000);

@@ -11,7 +11,7 @@
  * best-effort view: the output says so.
  */
 import { EntryType, type ConfState } from '../types.js';
-import { verifyWalk, type ScannedEntry } from '../verify.js';
+import { verifyWalk, type KvCopy, type ScannedEntry } from '../verify.js';
 import { entries, plural, scanProgress } from './progress.js';
 import { DataError, EXIT_DATA, EXIT_OK, existingDirectory, json, table, UsageError, type CliIo } from './io.js';
 
@@ -21,6 +21,12 @@ export interface InspectCommandOptions {
   quiet?: boolean;
   json?: boolean;
   partitionId?: number;
+  /** A storage's partition: its KV is read from this copy of the storage's kv/ (storage-verify.ts). */
+  kvCopy?: KvCopy;
+  /** Fields that lead the report (a storage's partition: {storage, partition}). */
+  heading?: Record<string, unknown>;
+  /** The verify command the advice names (default `replicalog verify <dir>`). */
+  verifyCommand?: string;
 }
 
 export const KV_COPY_NOTE =
@@ -64,7 +70,12 @@ export async function runInspect(dir: string, options: InspectCommandOptions, io
   try {
     walked = await verifyWalk(
       root,
-      { partitionId: options.partitionId, readManifests: options.entries === true, onProgress: (done, total) => progress.update(done, total) },
+      {
+        partitionId: options.partitionId,
+        kvCopy: options.kvCopy,
+        readManifests: options.entries === true,
+        onProgress: (done, total) => progress.update(done, total),
+      },
       options.entries === true ? (entry, verifier) => verifier.isRetained(entry) && rows.push(entryRow(entry)) : undefined,
     );
   } finally {
@@ -93,6 +104,7 @@ export async function runInspect(dir: string, options: InspectCommandOptions, io
   };
   const report = {
     dir: root,
+    ...options.heading,
     status: extent.status,
     firstIndex: extent.firstIndex,
     lastIndex: extent.lastIndex,
@@ -151,12 +163,12 @@ export async function runInspect(dir: string, options: InspectCommandOptions, io
     const first = problems[0]!;
     lines.push([
       'PROBLEMS',
-      `${problems.length} (first: ${first.code}${first.lsn === undefined ? '' : ` at ${first.lsn}`}): run \`replicalog verify ${root}\` for the list. ` +
+      `${problems.length} (first: ${first.code}${first.lsn === undefined ? '' : ` at ${first.lsn}`}): run \`${options.verifyCommand ?? `replicalog verify ${root}`}\` for the list. ` +
         'A damaged or incomplete log cannot be migrated or repaired in place: restore this replica from a peer (or from a backup)',
     ]);
   }
   const width = Math.max(...lines.map(([label]) => label.length));
-  let text = `${root}\n`;
+  let text = `${root}${options.heading !== undefined ? ` (${Object.entries(options.heading).map(([key, value]) => `${key} ${JSON.stringify(value)}`).join(', ')})` : ''}\n`;
   for (const [label, value] of lines) text += `  ${label.padEnd(width)}  ${value}\n`;
   if (report.entries !== undefined) {
     text += '\n';

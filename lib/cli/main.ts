@@ -11,7 +11,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { HELP_WIDTH, helpParagraphs } from './help-text.js';
 import { registerDemoCommand } from './demo-command.js';
 import { runInspect } from './inspect.js';
-import { errorObject, EXIT_OK, EXIT_USAGE, exitCodeOf, formatDebug, formatErrorLine, json, packageVersion, processIo, type CliIo } from './io.js';
+import { errorObject, EXIT_OK, EXIT_USAGE, exitCodeOf, formatDebug, formatErrorLine, json, packageVersion, processIo, UsageError, type CliIo } from './io.js';
 import { runMigrate } from './migrate.js';
 import { registerNodeCommand } from './node-command.js';
 import { registerCertsCommand } from './certs-command.js';
@@ -19,6 +19,9 @@ import { runVerifyAgainst } from './verify.js';
 import { runTour } from './tour.js';
 import { runVerify } from './verify.js';
 import { runDiscardSnapshot } from './discard-snapshot.js';
+import { runInspectStorage, runVerifyStorage } from './storage-verify.js';
+import { isStorageDirectory, partitionOfStorage } from '../verify-storage.js';
+import { ENTRIES_IN_FLIGHT, PARTITION_CONCURRENCY, runMigrateStorage } from './migrate-storage.js';
 
 function parsePartitionId(value: string): number {
   if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(Number(value))) {
@@ -28,16 +31,44 @@ function parsePartitionId(value: string): number {
 }
 
 const partitionOption = () =>
-  new Option('--partition <id>', 'KV keys are prefixed by p/<id as 8 bytes big-endian>/ (a KV database shared by partitions)').argParser(
-    parsePartitionId,
-  );
+  new Option(
+    '--partition <id>',
+    'a storage: only partition <id>; a store: KV keys are prefixed by p/<id as 8 bytes big-endian>/ (a KV database shared by partitions)',
+  ).argParser(parsePartitionId);
+
+const storageNameOption = () =>
+  new Option('--storage-name <name>', "a storage: the name in its partition directories' names (default: the one they carry, else \"default\")");
+
+/** What these commands say about a storage directory (the same for migrate, inspect and verify). */
+const STORAGE_HELP =
+  'A storage directory (partitions/ and no wal/: one lock and one KV database shared by many partitions, lib/storage.ts) is worked on partition by partition (never all of them open at once), or only on the partition --partition names.';
 
 interface DataCommandFlags {
   json?: boolean;
   partition?: number;
+  storageName?: string;
   quiet?: boolean;
   /** false with --no-progress */
   progress?: boolean;
+}
+
+/** --storage-name means nothing for a single store: say so rather than ignore it. */
+function rejectStorageName(flags: DataCommandFlags, dir: string): void {
+  if (flags.storageName !== undefined) throw new UsageError('--storage-name is for a storage directory (partitions/ and no wal/)', dir);
+}
+
+/**
+ * A partition directory of a storage is not a store: its KV and lock are the storage's, and
+ * migrating it alone would create a LOCK.db and a kv/ inside it. Say what to run instead.
+ */
+function rejectPartitionDirectory(dir: string, command: string): void {
+  const partition = partitionOfStorage(dir);
+  if (partition !== undefined) {
+    throw new UsageError(
+      `this is partition ${partition.partitionId} of the storage ${partition.storageDir}: run \`replicalog ${command} ${partition.storageDir} --partition ${partition.partitionId}\``,
+      dir,
+    );
+  }
 }
 
 /** --quiet and --no-progress both turn progress off. */
@@ -72,10 +103,11 @@ function buildProgram(io: CliIo, finish: (exitCode: number, dir?: string) => voi
   program
     .command('migrate')
     .description('backfill a pre-Raft WAL: give every entry without a RAFT file one (progress on a TTY)')
-    .argument('<dir>', 'the store directory (holding wal/)')
+    .argument('<dir>', 'the store directory (holding wal/), or a storage directory')
     .option('--dry-run', 'list what would change and write nothing (the store is not opened)')
     .option('--json', 'print one JSON object {dir, status, backfilled, dryRun, entries}')
     .addOption(partitionOption())
+    .addOption(storageNameOption())
     .option('--quiet', 'no progress (a bar or lines): only the summary, and errors')
     .option('--no-progress', 'the same as --quiet')
     .addHelpText(
@@ -84,41 +116,59 @@ function buildProgram(io: CliIo, finish: (exitCode: number, dir?: string) => voi
         `Opens the store (taking its lock: fails with ERR_LOCKED while another process has it open) and runs ReplicaLogStore.backfill(): each entry's RAFT file is written atomically (temporary file, fsync, rename, directory fsync), so an interrupted migration is resumed by running the command again, and a second run backfills 0 entries. Backfilled entries are Normal entries with term = the nearest earlier entry's term (else the hard state's, else 0).`,
         'Progress: a bar on a terminal; plain "N/M entries" lines on stderr otherwise; none with --json or --quiet. Ctrl-C during the bar leaves the terminal as it was (the run resumes when repeated).',
         '--dry-run scans the tree read-only, prints the entries that would be written and the leftovers open would remove, and exits 1 if the store would refuse the tree (e.g. a gap, a stray name).',
+        `${STORAGE_HELP} On a storage, migrate takes the storage's one lock and migrates up to ${PARTITION_CONCURRENCY} partitions at a time (fewer when they are large: ${ENTRIES_IN_FLIGHT.toLocaleString('en-US')} entries between them; fewer under a low descriptor limit: 4 at ulimit -n 256), each opened, backfilled and closed (memory stays bounded at any number of partitions), under ONE progress bar counting the entries of every partition. Partitions with nothing to write (already migrated, bootstrapped, empty) are skipped and reported, so a run killed midway finishes when run again. A partition the store refuses (ERR_CORRUPT) is reported and left as it was, and the others are migrated (exit 1). --json prints one summary per partition {partition, status, action, backfilled, entries}, never their entries; --dry-run walks the partitions read-only and prints how many entries each would get.`,
         'Exit status: 0 migrated (or nothing to do); 1 refused (corrupt tree, locked); 2 bad usage.',
       ),
     )
     .action(async (dir: string, flags: DataCommandFlags & { dryRun?: boolean }) => {
       setDirectory(dir);
+      if (isStorageDirectory(dir)) {
+        const options = { dryRun: flags.dryRun === true, json: flags.json === true, quiet: quiet(flags), partitionId: flags.partition, storageName: flags.storageName };
+        finish(await runMigrateStorage(dir, options, io), dir);
+        return;
+      }
+      rejectStorageName(flags, dir);
+      rejectPartitionDirectory(dir, 'migrate');
       finish(await runMigrate(dir, { dryRun: flags.dryRun === true, json: flags.json === true, quiet: quiet(flags), partitionId: flags.partition }, io), dir);
     });
 
   program
     .command('inspect')
     .description('show status, first/last index, hard and conf state, snapshot metadata (works while the store is open)')
-    .argument('<dir>', 'the store directory')
+    .argument('<dir>', 'the store directory, or a storage directory')
     .option('--entries', 'add a table of entries: index, LSN, type, term, RAFT size, MANIFEST size, operations, payload files')
     .option('--json', 'print one JSON object (status, firstIndex, lastIndex, hardState, confState, snapshot, …)')
     .addOption(partitionOption())
+    .addOption(storageNameOption())
     .option('--quiet', 'no progress while a large tree is scanned')
     .option('--no-progress', 'the same as --quiet')
     .addHelpText(
       'after',
       helpParagraphs(
         'inspect never opens the store and never takes its lock, so it works while the store is open in another process. It reads wal/ directly, and reads the KV database from a point-in-time COPY of <dir>/kv made in a temporary directory: opening LevelDB in place would write to it and hold the lock a starting store needs. While the store is running, the result is therefore a best-effort snapshot (the KV copy and the wal/ listing are taken at slightly different moments).',
+        `${STORAGE_HELP} On a storage, inspect prints a summary: how many partitions are bootstrapped, migrated (RAFT files written, Raft not started), in need of migration or empty, the entries retained and the problems found (the ids of each kind, the first 1,000 under --json). With --partition ID it prints that partition's report, as for a store (--entries needs --partition on a storage). The KV is read from one copy of the storage's kv/.`,
       ),
     )
     .action(async (dir: string, flags: DataCommandFlags & { entries?: boolean }) => {
       setDirectory(dir);
+      if (isStorageDirectory(dir)) {
+        const options = { entries: flags.entries === true, json: flags.json === true, quiet: quiet(flags), partitionId: flags.partition, storageName: flags.storageName };
+        finish(await runInspectStorage(dir, options, io), dir);
+        return;
+      }
+      rejectStorageName(flags, dir);
+      rejectPartitionDirectory(dir, 'inspect');
       finish(await runInspect(dir, { entries: flags.entries === true, json: flags.json === true, quiet: quiet(flags), partitionId: flags.partition }, io), dir);
     });
 
   program
     .command('verify')
     .description('check the tree and list every problem found (exit 1 if any)')
-    .argument('<dir>', 'the store directory')
+    .argument('<dir>', 'the store directory, or a storage directory')
     .option('--json', 'print one JSON object {ok, problems: [{code, path, lsn, index, message}], notices}')
     .option('--against <dir>', 'compare this replica\'s log with another replica\'s, entry by entry, instead')
     .addOption(partitionOption())
+    .addOption(storageNameOption())
     .option('--quiet', 'no progress while a large tree is scanned')
     .option('--no-progress', 'the same as --quiet')
     .addHelpText(
@@ -128,11 +178,19 @@ function buildProgram(io: CliIo, finish: (exitCode: number, dir?: string) => voi
         `Each problem names the entry's LSN directory where an entry is at fault.`,
         `Entries without RAFT on a store with no hard state are a log written before Raft: a notice (NEEDS_MIGRATION: run 'replicalog migrate'), not a problem. So is a commit below the first index (COMMIT_BELOW_FIRST: compacted or snapshotted beyond the commit, which is legal). The KV is read from a copy, as in inspect.`,
         'With --against OTHER, compares two replicas instead: every index both logs hold, RAFT and MANIFEST byte for byte, one entry at a time. A difference at or below both saved commits (two replicas committed different entries) is a problem; one above either commit is a notice (an uncommitted tail may be replaced after a leader change).',
+        `${STORAGE_HELP} On a storage, verify checks every partition against its keys in the storage's kv/ (one copy), and each problem names its partition ("partition": ID under --json). The storage itself: STRAY_NAME (a name in partitions/ that is not a partition of the storage), KV_WITHOUT_PARTITION (keys under a partition's prefix and no directory for it), KV_UNREADABLE once for the whole database. Notices are counted per code; --json lists the first 1,000 (noticeCount, noticeCounts). --against compares two stores only.`,
         'Exit status: 0 no problem (notices allowed); 1 problems found; 2 bad usage.',
       ),
     )
     .action(async (dir: string, flags: DataCommandFlags & { against?: string }) => {
       setDirectory(dir);
+      if (isStorageDirectory(dir)) {
+        if (flags.against !== undefined) throw new UsageError('--against compares two stores, not two storages', dir);
+        finish(await runVerifyStorage(dir, { json: flags.json === true, quiet: quiet(flags), partitionId: flags.partition, storageName: flags.storageName }, io), dir);
+        return;
+      }
+      rejectStorageName(flags, dir);
+      rejectPartitionDirectory(dir, 'verify');
       if (flags.against !== undefined) {
         finish(await runVerifyAgainst(dir, flags.against, { json: flags.json === true, partitionId: flags.partition }, io), dir);
         return;

@@ -25,9 +25,9 @@ import { DataError, EXIT_DATA, EXIT_OK, formatErrorLine, storeDirectory, type Cl
 import { createProgress, entries as entriesText, plural, scanProgress } from './progress.js';
 
 /** A dry run's refusal: migrate could not write where it must (EROFS, EACCES, …). */
-const NOT_WRITABLE = 'NOT_WRITABLE';
+export const NOT_WRITABLE = 'NOT_WRITABLE';
 /** A dry run's refusal: the file system has no room for the RAFT files. */
-const NOT_ENOUGH_SPACE = 'NOT_ENOUGH_SPACE';
+export const NOT_ENOUGH_SPACE = 'NOT_ENOUGH_SPACE';
 
 /** Files read (or checked) at once: bounded, whatever the size of the tree. */
 const CONCURRENCY = 32;
@@ -53,7 +53,7 @@ export interface MigratedEntry {
 const ACTIONS = ['write RAFT', 'rewrite damaged RAFT'] as const;
 
 /** The entries backfill writes, 17 bytes each (index, term, action) instead of an object. */
-class PendingEntries {
+export class PendingEntries {
   private indexes = new Float64Array(1024);
   private terms = new Float64Array(1024);
   private actions = new Uint8Array(1024);
@@ -97,7 +97,7 @@ class PendingEntries {
  * Writes `{...head, [listKey]: [item, …]}` as indented JSON, the list a chunk at a time (it may
  * hold a million items: never one string, never one array of objects).
  */
-async function writeJsonWithList(
+export async function writeJsonWithList(
   io: CliIo,
   head: Record<string, unknown>,
   listKey: string,
@@ -114,7 +114,7 @@ async function writeJsonWithList(
 }
 
 /** What makes ReplicaLogStore.open refuse a tree (replica-log-store.ts recover; log-manager.ts listIndexes). */
-function refusals(scan: TreeScan, problems: readonly Problem[]): Problem[] {
+export function refusals(scan: TreeScan, problems: readonly Problem[]): Problem[] {
   const bootstrapped = scan.kv.hardState !== undefined;
   const damagedRaft = new Set<string>([ProblemCode.RaftEmpty, ProblemCode.RaftCorrupt, ProblemCode.RaftIndexMismatch]);
   return problems.filter((problem) => {
@@ -143,7 +143,11 @@ function refusals(scan: TreeScan, problems: readonly Problem[]): Problem[] {
  * directory that gets a RAFT file. EROFS, EACCES, … name the reason. At most one finding per
  * kind of place, with a count for entry directories.
  */
-async function writabilityRefusals(root: string, pending: PendingEntries): Promise<Finding<string>[]> {
+export async function writabilityRefusals(
+  root: string,
+  pending: PendingEntries,
+  rootRole = 'the store directory: migrate takes its lock and creates kv/ and staging/ there',
+): Promise<Finding<string>[]> {
   const refused: Finding<string>[] = [];
   const check = async (path: string, what: string) => {
     const denied = await writeAccessProblem(path);
@@ -151,7 +155,7 @@ async function writabilityRefusals(root: string, pending: PendingEntries): Promi
     refused.push({ code: NOT_WRITABLE, path, message: `cannot write to ${path} (${what}): ${describeRootCause(denied)}` });
     return true;
   };
-  if (await check(root, 'the store directory: migrate takes its lock and creates kv/ and staging/ there')) return refused;
+  if (await check(root, rootRole)) return refused;
   await check(walPath(root), 'wal/');
   await check(kvPath(root), 'the KV database');
   await check(stagingPath(root), 'staging/');
@@ -181,11 +185,11 @@ async function writabilityRefusals(root: string, pending: PendingEntries): Promi
  * on a bootstrapped store, …) cannot be migrated or repaired in place, so say where the data
  * must come from instead. Same code, path and cause.
  */
-function withAdvice(error: unknown, root: string): unknown {
+export function withAdvice(error: unknown, root: string, verifyCommand = `replicalog verify ${root}`): unknown {
   if (!(error instanceof ReplicaLogError) || error.code !== ErrorCode.Corrupt) return error;
   return new ReplicaLogError(
     ErrorCode.Corrupt,
-    `${error.message}; a damaged log cannot be migrated or repaired in place: restore this replica from a peer (\`replicalog verify ${root}\` lists every problem)`,
+    `${error.message}; a damaged log cannot be migrated or repaired in place: restore this replica from a peer (\`${verifyCommand}\` lists every problem)`,
     { path: error.path, index: error.index, cause: error },
   );
 }
@@ -194,7 +198,7 @@ function withAdvice(error: unknown, root: string): unknown {
  * Room for what migrate writes: one RAFT file per entry (a block and an inode each, plus its
  * temporary name) and the KV database and lock (a few MiB at most). ENOSPC before, not midway.
  */
-async function spaceRefusals(root: string, pending: number): Promise<Finding<string>[]> {
+export async function spaceRefusals(root: string, pending: number): Promise<Finding<string>[]> {
   let stats;
   try {
     stats = await statfs(root);

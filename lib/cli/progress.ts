@@ -30,6 +30,8 @@ export interface ProgressStyle {
   minimumTotal?: number;
   /** What the interruption message adds (e.g. how to resume). */
   onInterrupt?: string;
+  /** What is counted (default "entries"; "partitions" for a storage's scan). */
+  unit?: string;
 }
 
 const nothing: Progress = { update() {}, stop() {} };
@@ -40,6 +42,7 @@ export const entries = (count: number) => plural(count, 'entry', 'entries');
 export function createProgress(style: ProgressStyle, options: ProgressOptions, io: CliIo): Progress {
   if (options.json === true || options.quiet === true) return nothing;
   const shown = (total: number) => total >= (style.minimumTotal ?? 0);
+  const unit = style.unit ?? 'entries';
   if (io.isTTY) {
     let bar: cliProgress.SingleBar | undefined;
     const onInterrupt = () => {
@@ -52,12 +55,15 @@ export function createProgress(style: ProgressStyle, options: ProgressOptions, i
         if (!shown(total)) return;
         if (bar === undefined) {
           bar = new cliProgress.SingleBar(
-            { stream: io.progressStream, format: `${style.label} [{bar}] {percentage}% | {value}/{total} entries | ETA {eta_formatted}`, hideCursor: false },
+            { stream: io.progressStream, format: `${style.label} [{bar}] {percentage}% | {value}/{total} ${unit} | ETA {eta_formatted}`, hideCursor: false },
             cliProgress.Presets.shades_classic,
           );
           process.once('SIGINT', onInterrupt);
           bar.start(total, done);
-        } else bar.update(done);
+        } else {
+          if (total !== bar.getTotal()) bar.setTotal(total);
+          bar.update(done);
+        }
       },
       stop() {
         process.off('SIGINT', onInterrupt);
@@ -70,7 +76,7 @@ export function createProgress(style: ProgressStyle, options: ProgressOptions, i
     update(done, total) {
       if (!shown(total)) return;
       if (done < nextLine && done !== total) return;
-      io.stderr(`${style.command}: ${style.label === 'scanning' ? `scanning ${done}/${total} entries${done < total ? '…' : ''}` : `${done}/${total} entries`}\n`);
+      io.stderr(`${style.command}: ${style.label === 'scanning' ? `scanning ${done}/${total} ${unit}${done < total ? '…' : ''}` : `${done}/${total} ${unit}`}\n`);
       nextLine = done + Math.max(1, Math.floor(total * style.lineStep));
     },
     stop() {},
@@ -80,6 +86,11 @@ export function createProgress(style: ProgressStyle, options: ProgressOptions, i
 /** Scanning a tree (inspect, verify, migrate --dry-run): shown from 10,000 entries, a line per 10 % on a pipe. */
 export function scanProgress(command: string, options: ProgressOptions, io: CliIo): Progress {
   return createProgress({ command: `replicalog ${command}`, label: 'scanning', lineStep: 0.1, minimumTotal: SCAN_PROGRESS_MINIMUM }, options, io);
+}
+
+/** Scanning a storage's partitions (inspect, verify, migrate --dry-run): shown from 100 partitions, a line per 10 %. */
+export function storageScanProgress(command: string, options: ProgressOptions, io: CliIo): Progress {
+  return createProgress({ command: `replicalog ${command}`, label: 'scanning', lineStep: 0.1, minimumTotal: 100, unit: 'partitions' }, options, io);
 }
 
 /** Trees smaller than this are scanned in about a second: no progress for them. */
