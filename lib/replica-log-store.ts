@@ -476,7 +476,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
 
   /** Open: redo a pending intent, remove leftovers, check the tree, build the index. */
   private async recover(where: string): Promise<void> {
-    await this.wal.prepare({ journal: this.journalMode });
+    await this.wal.prepare(this.host === undefined ? { journal: this.journalMode } : { journal: this.journalMode, barrier: this.host.barrier });
     const saved = await this.raftState.load();
     let indexes = await this.wal.listIndexes();
 

@@ -211,12 +211,15 @@ export class WalLogManager {
    * (finding 1); and a name created by an earlier open that died before its fsync is made durable
    * now (finding 2). Before this returns, no write has been acknowledged.
    */
-  async prepare(options: { journal: boolean } = { journal: false }): Promise<void> {
+  async prepare(options: { journal: boolean; barrier?: (paths: readonly string[]) => Promise<void> } = { journal: false }): Promise<void> {
     await this.io('mkdir', this.walDirectory, () => this.fs.mkdir(this.walDirectory, DIRECTORY_MODE));
     await this.io('mkdir', this.stagingDirectory, () => this.fs.mkdir(this.stagingDirectory, DIRECTORY_MODE));
     // journal/ before the fsync of the store directory, which makes its name durable too.
     if (options.journal) await this.io('mkdir', this.journalDirectory, () => this.fs.mkdir(this.journalDirectory, DIRECTORY_MODE));
-    await this.io('fsync', this.dir, () => this.fs.fsync(this.dir));
+    // A storage's partitions opening together share one pass (one syncfs when they are many).
+    const barrier = options.barrier;
+    if (barrier !== undefined) await this.sharedBarrier(barrier, [this.dir]);
+    else await this.io('fsync', this.dir, () => this.fs.fsync(this.dir));
     const leftovers = await this.io('readdir', this.stagingDirectory, () => this.fs.readdir(this.stagingDirectory));
     for (const name of leftovers) {
       const path = join(this.stagingDirectory, name);

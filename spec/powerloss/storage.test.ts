@@ -36,7 +36,10 @@ describe('crash states of partitions writing at once in one storage (POSIX model
 
   it.each(storageControls)('the control "$name" fails', async (control) => {
     const operationCase = storageCases.find((candidate) => candidate.name === control.operation)!;
-    const report = await enumerateStorage(operationCase, workspace(), { ...OPTIONS, ...control, stopAtFirstFailure: true });
+    // More samples per crash point than the operations get: a trace varies with how the
+    // partitions interleave, and a control must find its failing state in every run (it stops
+    // at the first one, so the extra samples cost little).
+    const report = await enumerateStorage(operationCase, workspace(), { ...OPTIONS, samplesPerStep: 8, ...control, stopAtFirstFailure: true });
     expect(report.failures.length).toBeGreaterThan(0);
     // A partition lost what was acknowledged to it (not, say, a harness error).
     expect(report.failures[0]!.reason).toMatch(/^partition \d: /);
