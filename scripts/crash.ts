@@ -19,8 +19,8 @@
  *   node dist/scripts/crash.js --seeds 20 [--first-seed 1] [--ops 24] [--strict] [--partitions N]
  *
  * --partitions N: each seed drives a ReplicaLogStorage whose partitions 1..N write at once
- * (issue 19), killed at every crash point and at random moments (no recovery kills, no
- * backfill); every partition is checked on its own after the storage is reopened.
+ * (issue 19), killed at every crash point, at random moments and during the recovery that
+ * follows (no backfill); every partition is checked on its own after the storage is reopened.
  *
  * The vitest suite (spec/crash) runs a fixed set of seeds through the same functions.
  */
@@ -393,7 +393,7 @@ export interface SeedOptions {
   checkpointInterval?: number;
   /** Driver children open the store in journal mode (reopens by the checker stay plain: a journal is replayed either way). */
   journal?: boolean;
-  /** A storage of this many partitions writing at once instead of one store (the checks run per partition; no recovery kills). */
+  /** A storage of this many partitions writing at once instead of one store (the checks run per partition). */
   partitions?: number;
   /** A fresh temporary directory (removed by the caller). */
   tempDir(): string;
@@ -424,10 +424,10 @@ async function checkRun(
   lines: Record<string, unknown>[],
   bases: Map<number, Observation>,
   check: CheckOptions,
-): Promise<{ acknowledged: number; results: Map<number, CheckResult> }> {
+): Promise<{ acknowledged: number; results: Map<number, CheckResult>; variants: Variant[] | Map<number, Variant[]> }> {
   if (options.partitions === undefined) {
     const replayed = await replay(bases.get(0)!, lines);
-    return { acknowledged: replayed.acknowledged, results: new Map([[0, await checkCrashedDirectory(dir, replayed.variants, check)]]) };
+    return { acknowledged: replayed.acknowledged, results: new Map([[0, await checkCrashedDirectory(dir, replayed.variants, check)]]), variants: replayed.variants };
   }
   let acknowledged = 0;
   const variants = new Map<number, Variant[]>();
@@ -436,7 +436,7 @@ async function checkRun(
     acknowledged += replayed.acknowledged;
     variants.set(partition, replayed.variants);
   }
-  return { acknowledged, results: await checkCrashedStorage(dir, variants, check) };
+  return { acknowledged, results: await checkCrashedStorage(dir, variants, check), variants };
 }
 
 const emptyBases = (options: SeedOptions): Map<number, Observation> => new Map(partitionIds(options).map((partition) => [partition, emptyObservation()]));
@@ -466,8 +466,11 @@ function recordCheck(totals: Totals, result: CheckResult | Map<number, CheckResu
   }
 }
 
-/** Kills during the recovery (open) of a crashed directory `crashed`, which must open to one of `variants`. */
-async function killDuringRecovery(options: SeedOptions, totals: Totals, crashed: string, variants: Variant[]): Promise<void> {
+/**
+ * Kills during the recovery (open) of a crashed directory `crashed`, which must open to one of
+ * `variants` (a storage: each partition to one of its own).
+ */
+async function killDuringRecovery(options: SeedOptions, totals: Totals, crashed: string, variants: Variant[] | Map<number, Variant[]>): Promise<void> {
   const probe = options.tempDir();
   cpSync(crashed, probe, { recursive: true });
   const counting = await runChild(options.driver, opsConfig(options, probe, options.seed, 0));
@@ -479,7 +482,7 @@ async function killDuringRecovery(options: SeedOptions, totals: Totals, crashed:
       cpSync(crashed, dir, { recursive: true });
       const run = await runChild(options.driver, { ...opsConfig(options, dir, options.seed, 0), kill: { point: point as CrashPointName, occurrence } });
       expectKilled(run, `recovery kill at ${point}#${occurrence}`);
-      const result = await checkCrashedDirectory(dir, variants, options.check);
+      const result = variants instanceof Map ? await checkCrashedStorage(dir, variants, options.check) : await checkCrashedDirectory(dir, variants, options.check);
       recordCheck(totals, result);
       totals.recoveryKills++;
       count(totals.killedAt, point);
@@ -516,7 +519,7 @@ export async function crashPointSeed(options: SeedOptions, totals: Totals): Prom
         expectKilled(run, what);
         const interesting = point === 'between-kv-and-wal' || point === 'before-prefix-rename' || point === 'before-prefix-fsync' || point === 'before-intent-clear';
         let recoveryCopy: string | undefined;
-        if (options.recoveryKills && interesting && options.partitions === undefined) {
+        if (options.recoveryKills && interesting) {
           recoveryCopy = options.tempDir();
           cpSync(dir, recoveryCopy, { recursive: true });
         }
@@ -525,7 +528,7 @@ export async function crashPointSeed(options: SeedOptions, totals: Totals): Prom
         recordCheck(totals, checked.results);
         totals.crashPointKills++;
         count(totals.killedAt, point);
-        if (recoveryCopy !== undefined) await killDuringRecovery(options, totals, recoveryCopy, (await replay(emptyObservation(), run.lines)).variants);
+        if (recoveryCopy !== undefined) await killDuringRecovery(options, totals, recoveryCopy, checked.variants);
       } catch (error) {
         fail(seed, what, error);
       }

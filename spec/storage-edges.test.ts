@@ -133,6 +133,24 @@ describe('close() while partitions write', () => {
   });
 });
 
+describe('close() while a partition opens', () => {
+  it('waits for the open, then closes that partition too: the database closes cleanly and a reopen finds the partition', async () => {
+    const dir = makeTempDir('replicalog-storage-');
+    const storage = await openStorage(dir);
+    const opening = storage.openPartition(9).then(
+      (store) => store,
+      (error: { code?: string }) => error.code,
+    );
+    await storage.close();
+    const store = await opening;
+    expect(typeof store).toBe('object');
+    expect(storage.openPartitions).toBe(0);
+    expect(await codeOf(() => (store as ReplicaLogStore).append(run(9, 1, 1, 1)))).toBe(ErrorCode.Closed);
+    const reopened = await openStorage(dir);
+    expect(await reopened.listPartitions()).toEqual([9]);
+  });
+});
+
 describe('close() of a partition already closing', () => {
   it('storage.close() waits for a partition whose own close() is still draining its writes (they are acknowledged, not cut off)', async () => {
     const dir = makeTempDir('replicalog-storage-');

@@ -4,7 +4,8 @@
  * sequences at once, so their hard states share KV batches and their appends share syncfs
  * passes; it is SIGKILLed at every named crash point (the occurrence counted over every
  * partition, so the kill lands while the others are mid-write) and at seeded random moments
- * over several generations on the same storage (seed 1 in journal mode). After each kill the storage is reopened through
+ * over several generations on the same storage (seed 1 in journal mode), and (seed 2) while it
+ * reopens the storage after such a kill. After each kill the storage is reopened through
  * ReplicaLogStorage and every partition is checked on its own (scripts/crash.ts
  * checkCrashedStorage): every write acknowledged to it is there byte for byte, its write in
  * flight is before / after / a batch prefix, it holds nothing of another partition, verify
@@ -32,7 +33,8 @@ function options(seed: number): SeedOptions {
     ops: OPS,
     occurrencesPerPoint: 2,
     randomGenerations: 3,
-    recoveryKills: false,
+    // Seed 2 also kills the driver while it reopens the storage after a kill (its partitions' repairs).
+    recoveryKills: seed === 2,
     partitions: PARTITIONS,
     // Seed 1: journal mode (each partition's records; its checkpoints share the syncfs passes).
     // Seed 2: a checkpoint in KV with nearly every hard state (shared batches carry them too).
@@ -54,7 +56,8 @@ afterAll(() => {
 });
 
 describe('SIGKILL of a storage whose partitions write at once', () => {
-  it.each([1, 2])(
+  // The two seeds at once (each is a chain of short child processes): one per core.
+  it.concurrent.each([1, 2])(
     'seed %i: every partition keeps every write acknowledged to it, its write in flight is all or nothing (or a batch prefix)',
     async (seed) => {
       const before = totals.kills;
@@ -62,6 +65,7 @@ describe('SIGKILL of a storage whose partitions write at once', () => {
       await crashPointSeed(options(seed), totals);
       await randomKillSeed(options(seed), totals, 60);
       expect(totals.kills - before).toBeGreaterThan(15);
+      if (seed === 2) expect(totals.recoveryKills).toBeGreaterThan(0);
       expect(totals.acknowledged - acknowledged).toBeGreaterThan(50);
     },
     400_000,
