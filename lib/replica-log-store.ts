@@ -100,7 +100,8 @@ import {
 import { DirectoryLock } from './lock.js';
 import type { KvGroupCommit } from './wal/kv-group-commit.js';
 import { createDirectoryDurably } from './wal/durable-directory.js';
-import { storageOfPartitionDirectory } from './wal/storage-layout.js';
+import { partitionsPath, storageOfPartitionDirectory } from './wal/storage-layout.js';
+import { existsSync } from 'node:fs';
 import { checkCompact, checkEntriesArguments, checkHardState, planAppend, type LogView } from './log-rules.js';
 import { readerCopy, storedCopy } from './memory-storage.js';
 import {
@@ -373,6 +374,10 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     const storageDir = storageOfPartitionDirectory(dir);
     if (storageDir !== undefined) {
       throw invalidArgumentError(`open: ${dir} is a partition of the storage ${storageDir}: open it with ReplicaLogStorage.openPartition`);
+    }
+    // And a storage's own directory is not a store (its partitions/ beside kv/).
+    if (existsSync(partitionsPath(dir))) {
+      throw invalidArgumentError(`open: ${dir} is a storage of partitions (${partitionsPath(dir)}): open it with ReplicaLogStorage.open`);
     }
     const openStarted = process.hrtime.bigint();
     const collector = new StoreStatsCollector();

@@ -24,7 +24,7 @@ import { createDirectoryDurably } from './wal/durable-directory.js';
 import { nodeFileSystem, type FileSystem } from './wal/file-system.js';
 import { FileSystemBarrier, KvGroupCommit, SharedBarrier } from './wal/kv-group-commit.js';
 import { FSYNC_CONCURRENCY } from './wal/log-manager.js';
-import { kvPath, DIRECTORY_MODE } from './wal/layout.js';
+import { kvPath, walPath, DIRECTORY_MODE } from './wal/layout.js';
 import { guardLevelDatabaseOpen } from './wal/level-files.js';
 import { ioError } from './wal/log-manager.js';
 import {
@@ -147,6 +147,11 @@ export class ReplicaLogStorage {
     if (options.barrierSyncLimit !== undefined) checkSafeUnsigned(options.barrierSyncLimit, 'barrierSyncLimit');
     const dir = resolve(options.dir);
     const fileSystem = options.fileSystem ?? nodeFileSystem;
+    // A single store's directory (its wal/ beside kv/) is not a storage: its KV keys have no
+    // partition prefix, and a storage opened on it would mix its own in.
+    if ((await fileSystem.stat(walPath(dir))) !== undefined) {
+      throw invalidArgumentError(`ReplicaLogStorage.open: ${dir} holds a single store (${walPath(dir)}): open it with ReplicaLogStore.open`);
+    }
     await createDirectoryDurably(fileSystem, dir);
     const lock = await DirectoryLock.acquire(dir);
     const where = kvPath(dir);

@@ -39,16 +39,21 @@ const run = (partition: number, from: number, to: number, term: number) => Array
 const text = (bytes: Uint8Array | undefined) => new TextDecoder().decode(bytes);
 
 describe('one lock per storage', () => {
-  it.each([
-    ['a second ReplicaLogStorage on the same directory', (dir: string) => ReplicaLogStorage.open({ dir })],
-    ['a plain ReplicaLogStore on the storage directory', (dir: string) => ReplicaLogStore.open({ dir })],
-  ])('%s is ERR_LOCKED while the storage is open, and opens once it is closed', async (_name, openOther) => {
+  it('a second ReplicaLogStorage on the same directory is ERR_LOCKED while the storage is open, and opens once it is closed', async () => {
     const dir = makeTempDir('replicalog-storage-');
     const storage = await openStorage(dir);
-    expect(await codeOf(() => openOther(dir))).toBe(ErrorCode.Locked);
+    expect(await codeOf(() => ReplicaLogStorage.open({ dir }))).toBe(ErrorCode.Locked);
     await storage.close();
-    const other = await openOther(dir);
+    const other = await ReplicaLogStorage.open({ dir });
     await other.close();
+  });
+
+  it('a plain ReplicaLogStore on the storage directory is refused, open or closed (ERR_INVALID_ARGUMENT: it is a storage)', async () => {
+    const dir = makeTempDir('replicalog-storage-');
+    const storage = await openStorage(dir);
+    expect(await codeOf(() => ReplicaLogStore.open({ dir }))).toBe(ErrorCode.InvalidArgument);
+    await storage.close();
+    expect(await codeOf(() => ReplicaLogStore.open({ dir }))).toBe(ErrorCode.InvalidArgument);
   });
 
   it('a partition opened twice is ERR_LOCKED (also while the first open is still running); closed, it opens again', async () => {

@@ -171,6 +171,24 @@ describe('locking', () => {
 });
 
 describe('bad arguments', () => {
+  it('a storage and a single store refuse each other\'s directory (ERR_INVALID_ARGUMENT), changing nothing', async () => {
+    const { ReplicaLogStore } = await import('../lib/replica-log-store.js');
+    const storeDir = makeTempDir('replicalog-store-');
+    await (await ReplicaLogStore.open({ dir: storeDir })).close();
+    const before = readdirSync(storeDir).sort();
+    const storageError = (await ReplicaLogStorage.open({ dir: storeDir }).then(() => new Error('opened'), (caught: unknown) => caught)) as Error & { code: string };
+    expect(storageError.code).toBe('ERR_INVALID_ARGUMENT');
+    expect(storageError.message).toContain('ReplicaLogStore.open');
+    expect(readdirSync(storeDir).sort()).toEqual(before);
+
+    const storage = await openStorage();
+    await storage.close();
+    const storeError = (await ReplicaLogStore.open({ dir: storage.dir }).then(() => new Error('opened'), (caught: unknown) => caught)) as Error & { code: string };
+    expect(storeError.code).toBe('ERR_INVALID_ARGUMENT');
+    expect(storeError.message).toContain('ReplicaLogStorage.open');
+    expect(readdirSync(storage.dir).sort()).toEqual(['LOCK.db', 'kv', 'partitions']);
+  });
+
   it("ReplicaLogStore.open refuses a storage's partition directory (it would get a KV of its own)", async () => {
     const storage = await openStorage();
     const store = await storage.openPartition(3);
