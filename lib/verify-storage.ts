@@ -225,7 +225,14 @@ export async function walkStorage(
       );
       // Said once for the storage above, not once per partition.
       if (copy.problem !== undefined) walked.result.problems = walked.result.problems.filter((problem) => problem.code !== ProblemCode.KvUnreadable);
-      walked.result.notices = walked.result.notices.filter((notice) => notice.code !== NoticeCode.KvAbsent);
+      walked.result.notices = walked.result.notices
+        .filter((notice) => notice.code !== NoticeCode.KvAbsent)
+        // A partition is migrated through its storage (migrating its directory alone is refused).
+        .map((notice) =>
+          notice.code === NoticeCode.NeedsMigration
+            ? { ...notice, message: notice.message.replace(`replicalog migrate ${partition.dir}`, `replicalog migrate ${listing.dir}`) }
+            : notice,
+        );
       walked.result.ok = walked.result.problems.length === 0;
       await visitPartition({ partitionId: partition.partitionId, dir: partition.dir, ...walked });
       options.onProgress?.(++done, selected.length);

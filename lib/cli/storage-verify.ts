@@ -208,6 +208,12 @@ export async function runInspectStorage(dir: string, options: InspectStorageOpti
     migrated: categories.migrated.count,
     needsMigration: categories.needsMigration.count,
     unbootstrapped: categories.unbootstrapped.count,
+    // The same by the store's own status names (migrated and needing migration are both needs-backfill).
+    statuses: {
+      bootstrapped: categories.bootstrapped.count,
+      'needs-backfill': categories.migrated.count + categories.needsMigration.count,
+      unbootstrapped: categories.unbootstrapped.count,
+    },
     retainedEntries,
     pendingMigration,
     stagingLeftovers,

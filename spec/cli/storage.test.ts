@@ -55,7 +55,7 @@ interface VerifyStorageJson {
   ok: boolean;
   entries: number;
   problems: { code: string; partition?: number; lsn?: string; path: string; message: string }[];
-  notices: { code: string; partition?: number }[];
+  notices: { code: string; partition?: number; message: string }[];
   noticeCount: number;
   noticeCounts: Record<string, number>;
 }
@@ -67,6 +67,7 @@ interface InspectStorageJson {
   migrated: number;
   needsMigration: number;
   unbootstrapped: number;
+  statuses: Record<string, number>;
   retainedEntries: number;
   pendingMigration: number;
   ok: boolean;
@@ -107,7 +108,15 @@ describe('a storage of pre-Raft partitions', () => {
 
     const inspected = await runCli(['inspect', dir, '--json']);
     expect(inspected.code).toBe(0);
-    expect(json<InspectStorageJson>(inspected.stdout)).toMatchObject({ storage: 'default', partitions: 6, needsMigration: 6, migrated: 0, pendingMigration: 48, ok: true });
+    expect(json<InspectStorageJson>(inspected.stdout)).toMatchObject({
+      storage: 'default',
+      partitions: 6,
+      needsMigration: 6,
+      migrated: 0,
+      statuses: { bootstrapped: 0, 'needs-backfill': 6, unbootstrapped: 0 },
+      pendingMigration: 48,
+      ok: true,
+    });
     const verifiedBefore = await runCli(['verify', dir, '--json']);
     expect(verifiedBefore.code).toBe(0);
     const before_ = json<VerifyStorageJson>(verifiedBefore.stdout);
@@ -115,6 +124,8 @@ describe('a storage of pre-Raft partitions', () => {
     // One KV_ABSENT for the storage (no kv/ yet), one NEEDS_MIGRATION per partition.
     expect(before_.noticeCounts).toEqual({ KV_ABSENT: 1, NEEDS_MIGRATION: 6 });
     expect(before_.notices.filter((notice) => notice.code === 'NEEDS_MIGRATION').map((notice) => notice.partition)).toEqual([1, 2, 3, 4, 5, 6]);
+    // The advice names the storage (a partition is migrated through it), never the partition's directory.
+    for (const notice of before_.notices.filter((notice) => notice.code === 'NEEDS_MIGRATION')) expect(notice.message).toContain(`run \`replicalog migrate ${dir}\``);
 
     const dry = await runCli(['migrate', dir, '--dry-run', '--json']);
     expect(dry.code).toBe(0);
