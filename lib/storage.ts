@@ -88,6 +88,11 @@ export class ReplicaLogStorage {
   private readonly sharedBarrier: SharedBarrier;
   /** Directories whose names this process made durable (fsynced their parent after seeing them). */
   private readonly durableNames = new Set<string>();
+  /**
+   * Partitions whose directory name this process made durable: numbers, not paths (the
+   * fan-out names above are bounded by 256 + 65,536; partitions are not).
+   */
+  private readonly durablePartitions = new Set<number>();
   /** One coalescing fsync per parent directory (a pass that starts after the request answers it). */
   private readonly directoryBarriers = new Map<string, FileSystemBarrier>();
   private closed = false;
@@ -268,7 +273,8 @@ export class ReplicaLogStorage {
     // process, not one per partition. The partition directory's own parent is fsynced the
     // first time this process opens it (an earlier open may have died before that fsync).
     for (const level of [join(partitions, first), join(partitions, first, second), dir]) {
-      if (this.durableNames.has(level)) continue;
+      const isPartition = level === dir;
+      if (isPartition ? this.durablePartitions.has(partitionId) : this.durableNames.has(level)) continue;
       try {
         await this.fileSystem.mkdir(level, DIRECTORY_MODE);
       } catch (error) {
@@ -284,7 +290,8 @@ export class ReplicaLogStorage {
         // Bounded: a barrier is kept only while partitions under it are being opened.
         if (barrier.idle) this.directoryBarriers.delete(parent);
       }
-      this.durableNames.add(level);
+      if (isPartition) this.durablePartitions.add(partitionId);
+      else this.durableNames.add(level);
     }
     return ReplicaLogStore.openInStorage(this.host, dir, options);
   }
