@@ -104,6 +104,7 @@ export type ReplicaLogStorageOptions = Omit<import('./storage.js').ReplicaLogSto
 export type PartitionStoreOptions = Omit<import('./replica-log-store.js').PartitionStoreOptions, 'fileSystem' | 'crashPoint'>;
 export { partitionPath, partitionsPath, parsePartitionName, DEFAULT_STORAGE_NAME } from './wal/storage-layout.js';
 export { compareReplicas, type ReplicaComparison, type ReplicaDifference } from './verify-against.js';
+export { verifyStorage, isStorageDirectory, KV_WITHOUT_PARTITION, type StorageVerifyResult, type StorageFinding } from './verify-storage.js';
 export { verifyTree, ProblemCode, NoticeCode, type VerifyResult, type VerifyOptions, type Problem, type Notice, type Finding } from './verify.js';
 export {
   Transport,
