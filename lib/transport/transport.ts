@@ -103,10 +103,12 @@ import { ByteBudget, InboundConnection } from './inbound.js';
 import type { CertifiedIdentity, InboundContext } from './inbound.js';
 import { memberIdOfCertificate } from './tls.js';
 import { TransportError, TransportErrorCode } from './framing.js';
-import { PeerLink } from './outbound.js';
-import type { LinkContext, QueuedMessage } from './outbound.js';
+import { isQueuedBatch, PeerLink } from './outbound.js';
+import type { LinkContext, QueuedItem, QueuedMessage } from './outbound.js';
+import { encodeGroupBatch, GROUP_BATCH_ITEM_OVERHEAD, GroupMessageFlags, type GroupBatchItem } from './wire.js';
 import { asError, checkAddress, checkNodeId, DEFAULTS, insecureAddressError, isLoopbackHost, positiveInteger } from './options.js';
 import type {
+  GroupMessage,
   PeerAddress,
   PeerStatus,
   ResolvedOptions,
@@ -121,6 +123,7 @@ import type {
 
 export type {
   BackoffOptions,
+  GroupMessage,
   PeerAddress,
   PeerStatus,
   SnapshotTransferStatus,
@@ -139,7 +142,11 @@ export class Transport {
   readonly clusterId: string;
   private readonly listenAddress: PeerAddress;
   private readonly options: ResolvedOptions;
-  private readonly callbacks: Pick<TransportOptions, 'onMessage' | 'onUnreachable' | 'onSnapshotStatus' | 'onError' | 'attachmentsFor'>;
+  private readonly callbacks: Pick<
+    TransportOptions,
+    'onMessage' | 'onUnreachable' | 'onSnapshotStatus' | 'onError' | 'attachmentsFor' | 'onGroupMessages' | 'onGroupSnapshotStatus'
+  >;
+  private readonly groupBatches = { framesSent: 0, messagesSent: 0, framesReceived: 0, messagesReceived: 0 };
   private readonly stagingDir: string | undefined;
   private readonly links = new Map<number, PeerLink>();
   private readonly inbound = new Set<InboundConnection>();
@@ -184,6 +191,7 @@ export class Transport {
     if (chunkBytes + 1 > maxFrameBytes) throw invalidArgumentError(`chunkBytes ${chunkBytes} does not fit in maxFrameBytes ${maxFrameBytes}`);
     const backoffInitialMs = positiveInteger(options.backoff?.initialMs, DEFAULTS.backoffInitialMs, 'backoff.initialMs');
     this.options = {
+      maxBatchMessages: positiveInteger(options.maxBatchMessages, DEFAULTS.maxBatchMessages, 'maxBatchMessages'),
       maxQueuedMessages: positiveInteger(options.maxQueuedMessages, DEFAULTS.maxQueuedMessages, 'maxQueuedMessages'),
       maxQueuedBytes: positiveInteger(options.maxQueuedBytes, DEFAULTS.maxQueuedBytes, 'maxQueuedBytes'),
       maxFrameBytes,
@@ -231,6 +239,8 @@ export class Transport {
       onSnapshotStatus: options.onSnapshotStatus,
       onError: options.onError,
       attachmentsFor: options.attachmentsFor,
+      onGroupMessages: options.onGroupMessages,
+      onGroupSnapshotStatus: options.onGroupSnapshotStatus,
     };
     this.stagingDir = options.stagingDir;
     for (const [peerId, address] of options.peers ?? []) this.createLink(peerId, address);
@@ -315,6 +325,62 @@ export class Transport {
     }
   }
 
+  /**
+   * Multi-raft (issue 19): queues every message of `messages` (all to `peerId`, each tagged with
+   * its group) as GroupBatch frames: one frame unless they exceed maxBatchMessages or the frame
+   * size, and one queue slot per frame. A MsgSnap (or a message with snapshot data) goes alone as
+   * a group stream. An empty `messages` queues the node-level heartbeat (an empty batch), only
+   * while the peer is connected (a stale heartbeat is worthless). Every message is validated
+   * first: an invalid one throws before any is queued. A frame that does not fit the queue is
+   * dropped and reported via onUnreachable (and onGroupSnapshotStatus 'failure'), asynchronously.
+   */
+  sendGroupMessages(peerId: number, messages: readonly GroupMessage[]): void {
+    if (this.state === 'closed') throw closedError('transport');
+    const link = this.links.get(peerId);
+    const batchItems: GroupBatchItem[] = [];
+    const streams: QueuedMessage[] = [];
+    for (const { group, message, quiesce } of messages) {
+      if (!Number.isSafeInteger(group) || group <= 0) throw invalidArgumentError(`sendGroupMessages: group ${group} is not a positive integer`);
+      if (typeof message !== 'object' || message === null || message.to !== peerId) {
+        throw invalidArgumentError(`sendGroupMessages: a message of group ${group} is not addressed to peer ${peerId}`);
+      }
+      const item = this.encodeForQueue(message);
+      if (item.snapshotData !== undefined || message.type === MessageType.MsgSnap) streams.push({ ...item, group });
+      else batchItems.push({ group, flags: quiesce === true ? GroupMessageFlags.Quiesce : 0, bytes: item.bytes });
+    }
+    const queued: QueuedItem[] = [];
+    if (batchItems.length === 0 && streams.length === 0) {
+      if (link?.isConnected === true) queued.push({ batch: encodeGroupBatch([]), count: 0, size: 4 });
+    }
+    // Split by count and by frame size (the receiver refuses a frame above either).
+    const frameRoom = this.options.maxFrameBytes - 1 - 4;
+    let start = 0;
+    while (start < batchItems.length) {
+      let end = start;
+      let bytes = 0;
+      while (end < batchItems.length && end - start < this.options.maxBatchMessages) {
+        const itemBytes = GROUP_BATCH_ITEM_OVERHEAD + batchItems[end]!.bytes.length;
+        if (end > start && bytes + itemBytes > frameRoom) break;
+        bytes += itemBytes;
+        end++;
+      }
+      const payload = encodeGroupBatch(batchItems.slice(start, end));
+      queued.push({ batch: payload, count: end - start, size: payload.length });
+      start = end;
+    }
+    queued.push(...streams);
+    for (const item of queued) {
+      const accepted = link !== undefined && peerId !== this.id && link.enqueue(item);
+      if (accepted) continue;
+      const snapshotGroup = !isQueuedBatch(item) && item.message.type === MessageType.MsgSnap ? item.group : undefined;
+      // Deferred: raft must not be re-entered from inside its own send call.
+      setImmediate(() => {
+        this.reportUnreachable(peerId);
+        if (snapshotGroup !== undefined) this.reportSnapshotStatus(peerId, 'failure', snapshotGroup);
+      });
+    }
+  }
+
   /** Adds a peer (or moves it: a changed address replaces the link and drops its queue). */
   addPeer(peerId: number, address: PeerAddress): void {
     if (this.state === 'closed') throw closedError('transport');
@@ -348,6 +414,7 @@ export class Transport {
   stats(): TransportStats {
     return {
       peers: [...this.bytes].sort(([a], [b]) => a - b).map(([peer, bytes]) => ({ peer, ...bytes })),
+      groupBatches: { ...this.groupBatches },
       bufferedFrameBytes: this.frameBudget.inUse,
       bufferedSnapshotBytes: this.snapshotBudget.inUse,
       stagedBytes: this.stagingBudget.inUse,
@@ -419,7 +486,7 @@ export class Transport {
     this.links.delete(link.peerId);
     void link.stop().then((left) => {
       for (const item of left) {
-        if (item.message.type === MessageType.MsgSnap) this.reportSnapshotStatus(link.peerId, 'failure');
+        if (!isQueuedBatch(item) && item.message.type === MessageType.MsgSnap) this.reportSnapshotStatus(link.peerId, 'failure', item.group);
       }
     });
   }
@@ -432,7 +499,11 @@ export class Transport {
       attachmentsFor: this.callbacks.attachmentsFor,
       tls: this.tls,
       unreachable: (peerId) => this.reportUnreachable(peerId),
-      snapshotStatus: (peerId, status) => this.reportSnapshotStatus(peerId, status),
+      snapshotStatus: (peerId, status, group) => this.reportSnapshotStatus(peerId, status, group),
+      batchSent: (count) => {
+        this.groupBatches.framesSent++;
+        this.groupBatches.messagesSent += count;
+      },
       error: (error) => this.reportError(error),
       sent: (peerId, count) => this.countBytes(peerId, 'sent', count),
     };
@@ -511,6 +582,8 @@ export class Transport {
       stagingBudget: this.stagingBudget,
       frameBudget: this.frameBudget,
       deliver: (message, stagedDirs, snapshotFile) => this.deliver(message, stagedDirs, snapshotFile),
+      acceptsGroups: this.callbacks.onGroupMessages !== undefined,
+      deliverGroups: (peerId, messages, snapshotFile, batch) => this.deliverGroups(peerId, messages, snapshotFile, batch),
       received: (peerId, count) => this.countBytes(peerId, 'received', count),
       refused: (kind, error) => {
         this.refusals[kind]++;
@@ -541,6 +614,19 @@ export class Transport {
     }
   }
 
+  private async deliverGroups(peerId: number, messages: GroupMessage[], snapshotFile: StagedSnapshotFile | undefined, batch: boolean): Promise<void> {
+    if (this.state === 'closed' || this.callbacks.onGroupMessages === undefined) return;
+    if (batch) {
+      this.groupBatches.framesReceived++;
+      this.groupBatches.messagesReceived += messages.length;
+    }
+    try {
+      await (snapshotFile === undefined ? this.callbacks.onGroupMessages(peerId, messages) : this.callbacks.onGroupMessages(peerId, messages, snapshotFile));
+    } catch (error) {
+      this.reportError(asError(error));
+    }
+  }
+
   private reportUnreachable(peerId: number): void {
     if (this.state === 'closed') return;
     try {
@@ -550,10 +636,11 @@ export class Transport {
     }
   }
 
-  private reportSnapshotStatus(peerId: number, status: SnapshotTransferStatus): void {
+  private reportSnapshotStatus(peerId: number, status: SnapshotTransferStatus, group?: number): void {
     if (this.state === 'closed') return;
     try {
-      this.callbacks.onSnapshotStatus?.(peerId, status);
+      if (group === undefined) this.callbacks.onSnapshotStatus?.(peerId, status);
+      else this.callbacks.onGroupSnapshotStatus?.(peerId, group, status);
     } catch (error) {
       this.reportError(asError(error));
     }
