@@ -143,7 +143,7 @@ it('elects in 100 groups, replicates, quiesces, wakes, and survives a killed fol
 
   // Kill a follower of every group: writes go on with the two others, and it catches up after a restart.
   const statuses = await Promise.all(ids.map(statusOf));
-  const victim = ids.find((id, index) => statuses[index]!.groups.leading === 0) ?? 3;
+  const victim = ids.find((_id, index) => statuses[index]!.groups.leading === 0) ?? 3;
   const survivor = ids.find((id) => id !== victim)!;
   processes.get(victim)!.kill('SIGKILL');
   await processes.get(victim)!.waitExit(5000);
