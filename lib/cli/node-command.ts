@@ -60,6 +60,8 @@ export interface NodeCommandFlags {
   keepEntries: number;
   /** --no-journal: the store's plain write path instead of its journal. */
   journal: boolean;
+  /** --no-quiesce: idle groups keep ticking (to measure what quiescence saves). */
+  quiesce: boolean;
   /** --partitions N: `dir` is a storage and the node hosts raft groups 1..N (issue 19). */
   partitions?: number;
   /** With --bootstrap: join an existing cluster even on the lowest id (never seed). */
@@ -254,6 +256,7 @@ export async function runNode(flags: NodeCommandFlags): Promise<void> {
     id: flags.id,
     dir: flags.dir,
     ...(flags.partitions === undefined ? {} : { partitions: flags.partitions }),
+    quiesce: flags.quiesce,
     peers: flags.peers,
     clusterId: flags.clusterId,
     tickMs: flags.tickMs,
@@ -302,6 +305,7 @@ export function registerNodeCommand(program: Command): Command {
     .option('--tick-ms <ms>', 'milliseconds per raft tick (election after 10-20 ticks, heartbeat every tick)', parsePositiveInteger, 100)
     .option('--snapshot-every <n>', 'take a snapshot every n applied entries', parsePositiveInteger, DEFAULT_SNAPSHOT_EVERY)
     .option('--keep-entries <n>', 'entries kept behind a snapshot when compacting', parsePositiveInteger, DEFAULT_KEEP_ENTRIES)
+    .option('--no-quiesce', 'idle groups keep ticking and heartbeating (only to measure what quiescence saves)')
     .option('--no-journal', 'write each Ready into wal/ directly instead of through the journal (slower; see README "Cluster speed")')
     .option('--join', 'with --bootstrap: join a running cluster (conf state only) even on the lowest id')
     .option('--peer-cert <file>', 'this member\'s certificate (PEM; its URI SAN names the member: see "replicalog certs")')

@@ -84,6 +84,8 @@ export interface GroupSettings {
   narrate: boolean;
   /** More than one group: log lines name the partition. */
   multiGroup: boolean;
+  /** Idle groups quiesce (default true; false only to measure what quiescence saves). */
+  quiesce: boolean;
 }
 
 /** What a group needs from its node. */
@@ -285,7 +287,7 @@ export class RaftGroup {
   /** A tick from the node's timer (only awake groups get them). */
   tick(): void {
     if (this.isQuiesced || !this.host.running) return;
-    if (this.maybeQuiesce()) return;
+    if (this.host.settings.quiesce && this.maybeQuiesce()) return;
     this.pendingTicks++;
     this.kick();
   }

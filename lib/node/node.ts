@@ -106,6 +106,8 @@ export interface ReplicaNodeOptions {
   maxInboxTotal?: number;
   /** The leader asks every replica to compare state digests every this many applied entries (default 1000). */
   consistencyCheckEvery?: number;
+  /** Idle groups quiesce: stop ticking until a message or a proposal wakes them (default true; false only to measure what it saves). */
+  quiesce?: boolean;
   /** HTTPS for the HTTP API; with `ca`, clients must present a certificate it signed. */
   httpTls?: { cert: string | Buffer; key: string | Buffer; ca?: string | Buffer };
   /** Every HTTP request must carry `Authorization: Bearer <token>` (except nothing: /status too). */
@@ -233,6 +235,7 @@ export class ReplicaNode implements GroupHost {
       maxPendingProposals: options.maxPendingProposals ?? 10_000,
       narrate: groupCount <= NARRATED_GROUPS,
       multiGroup: groupCount > 1,
+      quiesce: options.quiesce ?? true,
     };
     this.raftLogger = options.raftLogger;
     this.writeLog = options.log ?? ((line) => process.stderr.write(`${new Date().toISOString()} [node ${options.id}] ${line}\n`));
