@@ -13,7 +13,7 @@
  *   - the tick timer and liveness: every tick each peer gets one frame (the coalesced heartbeats
  *     of the groups still awake, or an empty batch: the node-level heartbeat), so liveness costs
  *     O(peers), not O(groups). Only awake groups tick; an idle group quiesces (group.ts). When a
- *     peer's frames stop for an election timeout, the groups that quiesced under it as leader
+ *     peer's frames stop for two election timeouts, the groups that quiesced under it as leader
  *     wake up, tick and may elect a new leader;
  *   - the HTTP API on loopback.
  *
@@ -526,7 +526,9 @@ export class ReplicaNode implements GroupHost {
    */
   private checkLiveness(): void {
     const now = Date.now();
-    const timeoutMs = this.settings.electionTick * this.settings.tickMs;
+    // Two election timeouts: a busy peer (a long fsync, a burst of elections) must not look dead,
+    // which would wake its groups and start elections against a live leader.
+    const timeoutMs = 2 * this.settings.electionTick * this.settings.tickMs;
     for (const peerId of this.peerIds) {
       const silent = now - (this.lastHeard.get(peerId) ?? 0) > timeoutMs;
       if (silent && !this.silentPeers.has(peerId)) {

@@ -46,6 +46,8 @@ export interface QueuedBatch {
   /** Group messages in it (0: the node-level heartbeat). */
   count: number;
   size: number;
+  /** Groups of the small MsgSnaps inline in it: 'finish' once the frame is written, 'failure' if it is lost. */
+  snapshotGroups: number[];
 }
 
 export type QueuedItem = QueuedMessage | QueuedBatch;
@@ -408,8 +410,16 @@ export class PeerLink {
       this.queuedBytes -= item.size;
       if (isQueuedBatch(item)) {
         // Built by Transport.sendGroupMessages within maxFrameBytes.
-        await connection.writeFrame(FrameKind.GroupBatch, item.batch);
+        try {
+          await connection.writeFrame(FrameKind.GroupBatch, item.batch);
+        } catch (error) {
+          for (const group of item.snapshotGroups) this.context.snapshotStatus(this.peerId, 'failure', group);
+          throw error;
+        }
         this.context.batchSent(item.count);
+        // As etcd's transport for a message sent: raft learns from the follower's answer whether
+        // it was installed (a lost one is probed again).
+        for (const group of item.snapshotGroups) this.context.snapshotStatus(this.peerId, 'finish', group);
         continue;
       }
       const isSnapshot = item.message.type === MessageType.MsgSnap;

@@ -121,6 +121,9 @@ import type {
   TransportTlsOptions,
 } from './options.js';
 
+/** Snapshot data up to this size travels inline in a GroupBatch (no stream, no acknowledgement wait). */
+export const INLINE_SNAPSHOT_BYTES = 64 * 1024;
+
 export type {
   BackoffOptions,
   GroupMessage,
@@ -339,18 +342,33 @@ export class Transport {
     const link = this.links.get(peerId);
     const batchItems: GroupBatchItem[] = [];
     const streams: QueuedMessage[] = [];
+    /** Which batch items are inline MsgSnaps (their status is reported when their frame is written). */
+    const inlineSnapshot: boolean[] = [];
     for (const { group, message, quiesce } of messages) {
       if (!Number.isSafeInteger(group) || group <= 0) throw invalidArgumentError(`sendGroupMessages: group ${group} is not a positive integer`);
       if (typeof message !== 'object' || message === null || message.to !== peerId) {
         throw invalidArgumentError(`sendGroupMessages: a message of group ${group} is not addressed to peer ${peerId}`);
       }
       const item = this.encodeForQueue(message);
-      if (item.snapshotData !== undefined || message.type === MessageType.MsgSnap) streams.push({ ...item, group });
-      else batchItems.push({ group, flags: quiesce === true ? GroupMessageFlags.Quiesce : 0, bytes: item.bytes });
+      const flags = quiesce === true ? GroupMessageFlags.Quiesce : 0;
+      if (item.snapshotData !== undefined || message.type === MessageType.MsgSnap) {
+        // A small snapshot (a fresh or small partition's) rides in the batch, data included: a
+        // stream costs a round trip for its acknowledgement, and 10,000 partitions joining at once
+        // would wait in line behind each other (and hold every heartbeat behind them).
+        if ((item.snapshotData?.length ?? 0) <= INLINE_SNAPSHOT_BYTES) {
+          batchItems.push({ group, flags, bytes: encodeMessage(message) });
+          inlineSnapshot.push(true);
+        } else {
+          streams.push({ ...item, group });
+        }
+      } else {
+        batchItems.push({ group, flags, bytes: item.bytes });
+        inlineSnapshot.push(false);
+      }
     }
     const queued: QueuedItem[] = [];
     if (batchItems.length === 0 && streams.length === 0) {
-      if (link?.isConnected === true) queued.push({ batch: encodeGroupBatch([]), count: 0, size: 4 });
+      if (link?.isConnected === true) queued.push({ batch: encodeGroupBatch([]), count: 0, size: 4, snapshotGroups: [] });
     }
     // Split by count and by frame size (the receiver refuses a frame above either).
     const frameRoom = this.options.maxFrameBytes - 1 - 4;
@@ -364,19 +382,22 @@ export class Transport {
         bytes += itemBytes;
         end++;
       }
-      const payload = encodeGroupBatch(batchItems.slice(start, end));
-      queued.push({ batch: payload, count: end - start, size: payload.length });
+      const slice = batchItems.slice(start, end);
+      const payload = encodeGroupBatch(slice);
+      const snapshots: number[] = [];
+      for (let position = start; position < end; position++) if (inlineSnapshot[position]) snapshots.push(batchItems[position]!.group);
+      queued.push({ batch: payload, count: end - start, size: payload.length, snapshotGroups: snapshots });
       start = end;
     }
     queued.push(...streams);
     for (const item of queued) {
       const accepted = link !== undefined && peerId !== this.id && link.enqueue(item);
       if (accepted) continue;
-      const snapshotGroup = !isQueuedBatch(item) && item.message.type === MessageType.MsgSnap ? item.group : undefined;
+      const snapshotGroups = isQueuedBatch(item) ? item.snapshotGroups : item.message.type === MessageType.MsgSnap && item.group !== undefined ? [item.group] : [];
       // Deferred: raft must not be re-entered from inside its own send call.
       setImmediate(() => {
         this.reportUnreachable(peerId);
-        if (snapshotGroup !== undefined) this.reportSnapshotStatus(peerId, 'failure', snapshotGroup);
+        for (const group of snapshotGroups) this.reportSnapshotStatus(peerId, 'failure', group);
       });
     }
   }
@@ -486,7 +507,8 @@ export class Transport {
     this.links.delete(link.peerId);
     void link.stop().then((left) => {
       for (const item of left) {
-        if (!isQueuedBatch(item) && item.message.type === MessageType.MsgSnap) this.reportSnapshotStatus(link.peerId, 'failure', item.group);
+        if (isQueuedBatch(item)) for (const group of item.snapshotGroups) this.reportSnapshotStatus(link.peerId, 'failure', group);
+        else if (item.message.type === MessageType.MsgSnap) this.reportSnapshotStatus(link.peerId, 'failure', item.group);
       }
     });
   }
