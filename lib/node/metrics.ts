@@ -104,6 +104,7 @@ export function nodeMetrics(source: MetricsSource): Registry {
       setCounter(this, refused.messages, { kind: 'message' });
       setCounter(this, refused.inboxFull, { kind: 'inbox_full' });
       setCounter(this, refused.proposalsOverLimit, { kind: 'proposals_over_limit' });
+      setCounter(this, refused.unknownGroups, { kind: 'unknown_group' });
       for (const [kind, count] of Object.entries(refused.transport)) setCounter(this, count, { kind: `transport_${kind}` });
     },
   });
