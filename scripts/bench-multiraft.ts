@@ -13,7 +13,7 @@ import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { NodeProcess, nodeEntryPath, sleep, waitUntil } from '../lib/node/local-cluster.js';
+import { httpCall, NodeProcess, nodeEntryPath, sleep, waitUntil } from '../lib/node/local-cluster.js';
 import type { ReplicaNodeStatus } from '../lib/node/node.js';
 import { freePorts } from '../lib/node/ports.js';
 
@@ -89,7 +89,13 @@ export async function runMultiRaftCase(benchCase: MultiRaftCase, options: { seco
     const startTimeoutMs = 60_000 + benchCase.groups * 60;
     for (const node of processes.values()) await node.waitReady(startTimeoutMs);
     options.log(`  ${benchCase.groups} groups${benchCase.quiesce ? '' : ' (no quiescence)'}: started in ${((Date.now() - started) / 1000).toFixed(1)} s; waiting for leaders${benchCase.quiesce ? ' and quiescence' : ''}`);
-    const statuses = async () => Promise.all(ids.map((id) => processes.get(id)!.status()));
+    // A generous timeout: groups that never quiesce keep a node busy (that is what is measured).
+    const statusOf = async (node: NodeProcess): Promise<ReplicaNodeStatus | undefined> => {
+      if (!node.running) return undefined;
+      const answer = await httpCall(node.httpPort, 'GET', '/status', undefined, 30_000).catch(() => undefined);
+      return answer?.status === 200 ? (answer.body as ReplicaNodeStatus) : undefined;
+    };
+    const statuses = async () => Promise.all(ids.map((id) => statusOf(processes.get(id)!)));
     const settled = await waitUntil(startTimeoutMs, async () => {
       const all = await statuses();
       if (all.some((status) => status === undefined || status.groups.withoutLeader !== 0)) return undefined;
@@ -105,12 +111,14 @@ export async function runMultiRaftCase(benchCase: MultiRaftCase, options: { seco
     // Let the last elections' traffic drain before measuring.
     await sleep(2000);
     const before = await statuses();
+    if (before.some((status) => status === undefined)) throw new Error('a node did not answer /status before the window');
     const cpuBefore = ids.map((id) => cpuSeconds(processes.get(id)!.pid!));
     const windowStart = performance.now();
     await sleep(options.seconds * 1000);
     const cpuAfter = ids.map((id) => cpuSeconds(processes.get(id)!.pid!));
     const windowSeconds = (performance.now() - windowStart) / 1000;
     const after = await statuses();
+    if (after.some((status) => status === undefined)) throw new Error('a node did not answer /status after the window');
     const nodes = ids.map((id, index): MultiRaftNodeFigures => {
       const was = before[index]!.transport.groupBatches;
       const now = after[index]!.transport.groupBatches;
@@ -180,6 +188,7 @@ async function main(): Promise<void> {
   for (const benchCase of cases) {
     const result = await runMultiRaftCase(benchCase, { seconds, root, tickMs: 100, log });
     results.push(result);
+    log(formatMultiRaft([result]).split('\n')[2]!);
     if (json) process.stdout.write(JSON.stringify(result) + '\n');
   }
   if (!json) process.stdout.write(formatMultiRaft(results) + '\n');
