@@ -19,7 +19,12 @@
  */
 import { malformedFrameError } from './framing.js';
 
-export const PROTOCOL_VERSION = 1;
+/**
+ * 2 since issue 19 (GroupBatch and GroupStreamBegin frames): a node of version 1 cannot read
+ * them, so the handshake refuses the mix plainly ("protocol version 2 is not 1") instead of the
+ * connection dying on an unknown frame kind.
+ */
+export const PROTOCOL_VERSION = 2;
 
 /** Upper bound of a cluster id, in UTF-8 bytes. */
 export const MAX_CLUSTER_ID_BYTES = 256;

@@ -122,7 +122,8 @@ it('elects in 100 groups, replicates, quiesces, wakes, and survives a killed fol
     expect(now.messagesSent - was.messagesSent, `raft messages sent by node ${id} while quiesced`).toBe(0);
     const frames = now.framesSent - was.framesSent;
     // 2 peers x 20 ticks, give or take the timer's drift on a loaded machine.
-    expect(frames, `heartbeat frames sent by node ${id}`).toBeGreaterThanOrEqual(2 * 10);
+    // At least a few per peer (a loaded machine slips ticks), never one per group.
+    expect(frames, `heartbeat frames sent by node ${id}`).toBeGreaterThanOrEqual(2 * 5);
     expect(frames, `heartbeat frames sent by node ${id}`).toBeLessThanOrEqual(2 * 30);
     expect(after[index]!.groups.quiesced).toBe(PARTITIONS);
   }
