@@ -17,7 +17,8 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { helpParagraphs } from './help-text.js';
 import { bootstrapJoiningStore, bootstrapSeedStore } from '../node/bootstrap.js';
-import { DEFAULT_KEEP_ENTRIES, DEFAULT_SNAPSHOT_EVERY, ReplicaNode } from '../node/node.js';
+import { DEFAULT_KEEP_ENTRIES, DEFAULT_SNAPSHOT_EVERY, MAX_PARTITIONS, ReplicaNode } from '../node/node.js';
+import { ReplicaLogStorage } from '../storage.js';
 import { deriveStateFromPreRaftWal, KvStateMachine } from '../node/state-machine.js';
 import type { RaftLogger } from '../raft/logger.js';
 import { ReplicaLogStore } from '../replica-log-store.js';
@@ -59,6 +60,10 @@ export interface NodeCommandFlags {
   keepEntries: number;
   /** --no-journal: the store's plain write path instead of its journal. */
   journal: boolean;
+  /** --no-quiesce: idle groups keep ticking (to measure what quiescence saves). */
+  quiesce: boolean;
+  /** --partitions N: `dir` is a storage and the node hosts raft groups 1..N (issue 19). */
+  partitions?: number;
   /** With --bootstrap: join an existing cluster even on the lowest id (never seed). */
   join?: boolean;
   peerCert?: string;
@@ -76,6 +81,12 @@ function parsePositiveInteger(value: string): number {
     throw new InvalidArgumentError('must be a positive integer');
   }
   return Number(value);
+}
+
+function parsePartitions(value: string): number {
+  const count = parsePositiveInteger(value);
+  if (count > MAX_PARTITIONS) throw new InvalidArgumentError(`at most ${MAX_PARTITIONS}`);
+  return count;
 }
 
 function parsePort(value: string): number {
@@ -112,6 +123,64 @@ const stderrRaftLogger: RaftLogger = {
 export async function prepareStore(dir: string, id: number, voters: readonly number[], join = false): Promise<string> {
   const store = await ReplicaLogStore.open({ dir });
   try {
+    return await prepareOpenStore(store, id, voters, join);
+  } finally {
+    await store.close();
+  }
+}
+
+/**
+ * The `--bootstrap` preparation of every partition 1..`partitions` of the storage in `dir`
+ * (created when missing); returns a sentence saying what was done (counts, not one line each).
+ */
+export async function prepareStorage(dir: string, partitions: number, id: number, voters: readonly number[], join = false): Promise<string> {
+  const storage = await ReplicaLogStorage.open({ dir });
+  const outcomes = new Map<string, number>();
+  try {
+    let next = 1;
+    const worker = async (): Promise<void> => {
+      while (next <= partitions) {
+        const partitionId = next++;
+        const store = await storage.openPartition(partitionId);
+        try {
+          const outcome = (await prepareOpenStore(store, id, voters, join)).replace(/[0-9]+/g, 'N');
+          outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
+        } finally {
+          await store.close();
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(16, partitions) }, () => worker()));
+  } finally {
+    await storage.close();
+  }
+  return `${partitions} partitions: ${[...outcomes].map(([outcome, count]) => `${count} ${outcome}`).join('; ')}`;
+}
+
+/** Without --bootstrap: every partition must have raft state (or a joining conf state). */
+async function refuseUnpreparedStorage(dir: string, partitions: number): Promise<void> {
+  const storage = await ReplicaLogStorage.open({ dir });
+  try {
+    const unprepared: number[] = [];
+    for (let partitionId = 1; partitionId <= partitions && unprepared.length < 5; partitionId++) {
+      const store = await storage.openPartition(partitionId);
+      if (store.status !== 'bootstrapped' && store.initialState().confState.voters.length === 0) unprepared.push(partitionId);
+      await store.close();
+    }
+    if (unprepared.length > 0) {
+      throw new UsageError(
+        `partitions ${unprepared.join(', ')}${unprepared.length === 5 ? ' (and maybe more)' : ''} of the storage ${dir} have no raft state yet, and --bootstrap was not given: ` +
+          'start every member once with --bootstrap --partitions N (the lowest id seeds every partition, the others join; pre-Raft logs are migrated)',
+      );
+    }
+  } finally {
+    await storage.close();
+  }
+}
+
+async function prepareOpenStore(store: ReplicaLogStore, id: number, voters: readonly number[], join: boolean): Promise<string> {
+  const dir = store.dir;
+  {
     if (store.status === 'bootstrapped') return 'already bootstrapped';
     if (store.lastIndex() > 0 || store.pendingBackfill > 0) {
       const { backfilled } = await store.backfill();
@@ -125,8 +194,6 @@ export async function prepareStore(dir: string, id: number, voters: readonly num
     }
     await bootstrapJoiningStore(store, voters);
     return 'joining with the conf state only';
-  } finally {
-    await store.close();
   }
 }
 
@@ -174,7 +241,11 @@ export async function runNode(flags: NodeCommandFlags): Promise<void> {
   if (!flags.peers.has(flags.id)) throw new UsageError(`--peers must include this node (${flags.id})`);
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} [node ${flags.id}] ${line}\n`);
   const security = securityOptions(flags, log);
-  if (flags.bootstrap === true) log(`bootstrap: ${await prepareStore(flags.dir, flags.id, [...flags.peers.keys()], flags.join === true)}`);
+  const voters = [...flags.peers.keys()];
+  if (flags.partitions !== undefined) {
+    if (flags.bootstrap === true) log(`bootstrap: ${await prepareStorage(flags.dir, flags.partitions, flags.id, voters, flags.join === true)}`);
+    else await refuseUnpreparedStorage(flags.dir, flags.partitions);
+  } else if (flags.bootstrap === true) log(`bootstrap: ${await prepareStore(flags.dir, flags.id, voters, flags.join === true)}`);
   else await refuseUnpreparedStore(flags.dir);
   let failure: Error | undefined;
   let wake: () => void = () => {};
@@ -184,12 +255,14 @@ export async function runNode(flags: NodeCommandFlags): Promise<void> {
   const node = await ReplicaNode.start({
     id: flags.id,
     dir: flags.dir,
+    ...(flags.partitions === undefined ? {} : { partitions: flags.partitions }),
+    quiesce: flags.quiesce,
     peers: flags.peers,
     clusterId: flags.clusterId,
     tickMs: flags.tickMs,
     snapshotEvery: flags.snapshotEvery,
     keepEntries: flags.keepEntries,
-    journal: flags.journal,
+    ...(flags.journal === false || flags.partitions === undefined ? { journal: flags.journal } : {}),
     httpPort: flags.httpPort ?? 0,
     log,
     raftLogger: stderrRaftLogger,
@@ -223,7 +296,8 @@ export function registerNodeCommand(program: Command): Command {
     .command('node')
     .description('run one node of a replicated key-value cluster on a ReplicaLogStore (until SIGTERM)')
     .requiredOption('--id <n>', 'this node id (> 0)', parsePositiveInteger)
-    .requiredOption('--dir <dir>', 'the store directory of this node')
+    .requiredOption('--dir <dir>', 'the store directory of this node (with --partitions: its storage directory)')
+    .option('--partitions <n>', `host raft groups (partitions) 1..n on a storage in --dir, one group per partition (1..${MAX_PARTITIONS}); omitted: --dir is a single store, partition 1`, parsePartitions)
     .requiredOption('--peers <list>', 'every member, this node included: ID=HOST:PORT,… (raft traffic)', parsePeers)
     .option('--http-port <port>', 'HTTP API on 127.0.0.1 (0 or omitted: any free port, printed on stdout)', parsePort)
     .option('--bootstrap', 'prepare a store raft does not own yet: migrate + seed, seed empty (lowest id), or join')
@@ -231,6 +305,7 @@ export function registerNodeCommand(program: Command): Command {
     .option('--tick-ms <ms>', 'milliseconds per raft tick (election after 10-20 ticks, heartbeat every tick)', parsePositiveInteger, 100)
     .option('--snapshot-every <n>', 'take a snapshot every n applied entries', parsePositiveInteger, DEFAULT_SNAPSHOT_EVERY)
     .option('--keep-entries <n>', 'entries kept behind a snapshot when compacting', parsePositiveInteger, DEFAULT_KEEP_ENTRIES)
+    .option('--no-quiesce', 'idle groups keep ticking and heartbeating (only to measure what quiescence saves)')
     .option('--no-journal', 'write each Ready into wal/ directly instead of through the journal (slower; see README "Cluster speed")')
     .option('--join', 'with --bootstrap: join a running cluster (conf state only) even on the lowest id')
     .option('--peer-cert <file>', 'this member\'s certificate (PEM; its URI SAN names the member: see "replicalog certs")')
@@ -245,6 +320,7 @@ export function registerNodeCommand(program: Command): Command {
       'after',
       helpParagraphs(
         'HTTP API (127.0.0.1 only): PUT /kv/<key> (body = value; 200 once committed and applied here, 503 {lead} without a leader), DELETE /kv/<key>, GET /kv/<key>, GET /kv, GET /status, GET /metrics (Prometheus).',
+        'With --partitions N: the same routes under /p/<partition>/ (kv/<key>, kv, status) for partitions 1..N; the routes without /p/ address partition 1; an unknown partition answers 404 ERR_NO_SUCH_PARTITION. /status adds groups {count, leading, quiesced, awake, withoutLeader}. All groups share one connection per peer; idle groups quiesce (stop ticking) and liveness is one heartbeat frame per peer per tick.',
         'Prints "ready id=… raft=… http=… pid=…" on stdout once serving. Stops cleanly on SIGTERM/SIGINT.',
         'Exit status: 0 clean stop; 1 the node failed; 2 bad usage.',
       ),

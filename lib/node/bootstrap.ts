@@ -60,8 +60,11 @@ export async function bootstrapSeedStore(
     // The log is now raft's: everything up to `last` is committed (the entries are durable, so
     // a commit at lastIndex is accepted).
     await store.setHardState({ term: lastTerm, vote: 0, commit: last });
-    const compactTo = last - keepEntries;
-    // Never past the snapshot (compactTo < last); a no-op when the prefix is already gone.
+    // At least entry 1 goes: a joining store (log empty at 0) must then be sent the snapshot,
+    // which holds the migrated state; the pre-Raft entries themselves carry no key-value command,
+    // so a joiner replaying them from index 1 would end up empty (a log of <= keepEntries entries).
+    const compactTo = Math.max(1, last - keepEntries);
+    // Never past the snapshot (compactTo <= last); a no-op when the prefix is already gone.
     if (compactTo > store.firstIndex() - 1) await store.compact(compactTo);
   }
   const snapshot = store.snapshot();

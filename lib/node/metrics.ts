@@ -6,6 +6,7 @@
  */
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { StoreStats } from '../store-stats.js';
+import type { StorageStats } from '../storage.js';
 import type { ReplicaNodeStatus } from './node.js';
 
 /** What the node counts for its metrics (kept by ReplicaNode, read at scrape time). */
@@ -15,12 +16,17 @@ export interface NodeCounters {
   proposals: Map<string, number>;
   snapshots: number;
   compactions: number;
+  /** Groups that quiesced, and that woke up again (issue 19). */
+  quiesces: number;
+  wakes: number;
 }
 
 export interface MetricsSource {
   status(): ReplicaNodeStatus;
   counters(): NodeCounters;
   storeStats(): StoreStats;
+  /** The storage's shared pipeline, when the node runs on a storage. */
+  storageStats(): StorageStats | undefined;
 }
 
 function setCounter(counter: Counter, value: number, labels?: Record<string, string>): void {
@@ -98,6 +104,7 @@ export function nodeMetrics(source: MetricsSource): Registry {
       setCounter(this, refused.messages, { kind: 'message' });
       setCounter(this, refused.inboxFull, { kind: 'inbox_full' });
       setCounter(this, refused.proposalsOverLimit, { kind: 'proposals_over_limit' });
+      setCounter(this, refused.unknownGroups, { kind: 'unknown_group' });
       for (const [kind, count] of Object.entries(refused.transport)) setCounter(this, count, { kind: `transport_${kind}` });
     },
   });
@@ -114,6 +121,31 @@ export function nodeMetrics(source: MetricsSource): Registry {
       }
     },
   });
+  // Multi-raft (issue 19): node-wide figures only, never one series per group.
+  gauge('replicalog_groups', 'raft groups (partitions) hosted here', (status) => status.groups.count);
+  gauge('replicalog_groups_leading', 'groups whose leader is this node', (status) => status.groups.leading);
+  gauge('replicalog_groups_quiesced', 'groups that stopped ticking (idle and caught up)', (status) => status.groups.quiesced);
+  gauge('replicalog_groups_without_leader', 'groups that know no leader', (status) => status.groups.withoutLeader);
+  gauge('replicalog_live_peers', 'peers whose node-level heartbeats arrive', (status) => status.livePeers.length);
+  counter('replicalog_group_quiesces_total', 'times a group quiesced', () => source.counters().quiesces);
+  counter('replicalog_group_wakes_total', 'times a quiesced group woke up', () => source.counters().wakes);
+  new Counter({
+    name: 'replicalog_group_batches_total',
+    help: 'GroupBatch frames (one per peer per loop turn or tick) and the raft messages they carried, by direction',
+    labelNames: ['direction', 'what'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const batches = source.status().transport.groupBatches;
+      setCounter(this, batches.framesSent, { direction: 'sent', what: 'frames' });
+      setCounter(this, batches.messagesSent, { direction: 'sent', what: 'messages' });
+      setCounter(this, batches.framesReceived, { direction: 'received', what: 'frames' });
+      setCounter(this, batches.messagesReceived, { direction: 'received', what: 'messages' });
+    },
+  });
+  counter('replicalog_storage_kv_batches_total', "synced KV batches of the storage's shared pipeline (0 on a single store)", () => source.storageStats()?.kvBatches ?? 0);
+  counter('replicalog_storage_kv_writes_total', 'partition KV writes those batches carried', () => source.storageStats()?.kvWrites ?? 0);
+  counter('replicalog_storage_syncfs_total', 'syncfs passes shared by the partitions appending at the same time', () => source.storageStats()?.fileSystemSyncs ?? 0);
   gauge('replicalog_transport_staged_bytes', 'bytes staged on disk by inbound streams in flight (snapshot files, attachments)', (status) => status.transport.stagedBytes);
   gauge('replicalog_transport_buffered_frame_bytes', 'received frames waiting to be processed, over every connection', (status) => status.transport.bufferedFrameBytes);
   return registry;

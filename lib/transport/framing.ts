@@ -37,6 +37,14 @@ export enum FrameKind {
   StreamEnd = 7,
   /** acceptor → dialer: a MsgSnap stream was reassembled and handed to the application */
   SnapshotAck = 8,
+  /**
+   * dialer → acceptor (multi-raft, issue 19): every message to this peer from one loop turn, each
+   * tagged with its raft group (partition) id; an empty batch is the node-level heartbeat.
+   * Payload: see wire.ts encodeGroupBatch.
+   */
+  GroupBatch = 9,
+  /** dialer → acceptor: StreamBegin of a message of one raft group (u64 group | StreamBegin payload). */
+  GroupStreamBegin = 10,
 }
 
 const KNOWN_FRAME_KINDS: ReadonlySet<number> = new Set(

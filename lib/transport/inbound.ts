@@ -10,9 +10,10 @@ import { checkAttachmentHeaders, StagedAttachmentWriter } from './attachments.js
 import { StagedSnapshotWriter } from './staged-snapshot.js';
 import { encodeFrame, FrameDecoder, FrameKind, malformedFrameError, TransportError, TransportErrorCode } from './framing.js';
 import type { Frame } from './framing.js';
-import { decodeHello, decodeStreamHeader, decodeU64, encodeU64, PROTOCOL_VERSION } from './wire.js';
+import { decodeGroupBatch, decodeGroupStreamHeader, decodeHello, decodeStreamHeader, decodeU64, encodeU64, GroupMessageFlags, PROTOCOL_VERSION } from './wire.js';
+import type { StreamHeader } from './wire.js';
 import { asError, forwardsOnBehalf, INBOUND_HIGH_WATER_BYTES, INBOUND_LOW_WATER_BYTES, PRE_HANDSHAKE_MAX_FRAME_BYTES } from './options.js';
-import type { ResolvedOptions } from './options.js';
+import type { GroupMessage, ResolvedOptions } from './options.js';
 
 /** Receive state of a stream between StreamBegin and StreamEnd. */
 export interface InboundStream {
@@ -34,6 +35,8 @@ export interface InboundStream {
   /** Total bulk bytes announced by the header, and received so far. */
   expected: number;
   received: number;
+  /** Multi-raft: the group of a GroupStreamBegin stream. */
+  group: number | undefined;
 }
 
 /** The callbacks and settings an inbound connection needs from its Transport. */
@@ -53,6 +56,10 @@ export interface InboundContext {
   /** The shared budget of received frames not yet processed, over every connection. */
   readonly frameBudget: ByteBudget;
   deliver(message: Message, stagedDirs: ReadonlyMap<number, string>, snapshotFile: StagedSnapshotWriter | undefined): Promise<void>;
+  /** Whether the application takes group messages (GroupBatch, GroupStreamBegin); refused otherwise. */
+  readonly acceptsGroups: boolean;
+  /** Group messages of one GroupBatch frame (batch true), or one group stream's message. */
+  deliverGroups(peerId: number, messages: GroupMessage[], snapshotFile: StagedSnapshotWriter | undefined, batch: boolean): Promise<void>;
   accepted(connection: InboundConnection): void;
   /** Bytes read from an accepted peer's connection (for the transport's byte counters). */
   received(peerId: number, bytes: number): void;
@@ -252,7 +259,25 @@ export class InboundConnection {
         return;
       }
       case FrameKind.StreamBegin:
-        return this.onStreamBegin(frame.payload);
+        return this.onStreamBegin(frame.payload, undefined);
+      case FrameKind.GroupBatch: {
+        if (!this.context.acceptsGroups) throw malformedFrameError(`${this.describePeer()} sent a GroupBatch frame, which this node does not take`);
+        if (this.stream) throw malformedFrameError(`${this.describePeer()} sent a GroupBatch frame inside a stream`);
+        // Every message is decoded and checked before any is delivered: a bad one refuses the frame.
+        const messages = decodeGroupBatch(frame.payload, this.context.options.maxBatchMessages).map((item) => {
+          const groupMessage: GroupMessage = { group: item.group, message: this.decode(item.bytes) };
+          if ((item.flags & GroupMessageFlags.Quiesce) !== 0) groupMessage.quiesce = true;
+          return groupMessage;
+        });
+        await this.context.deliverGroups(this.peerId, messages, undefined, true);
+        return;
+      }
+      case FrameKind.GroupStreamBegin: {
+        if (!this.context.acceptsGroups) throw malformedFrameError(`${this.describePeer()} sent a GroupStreamBegin frame, which this node does not take`);
+        const { group, header } = decodeGroupStreamHeader(frame.payload);
+        if (header.attachments.length > 0) throw malformedFrameError(`${this.describePeer()} sent attachments in a group stream`);
+        return this.onStreamBegin(header, group);
+      }
       case FrameKind.StreamChunk:
         return this.onStreamChunk(frame.payload);
       case FrameKind.StreamEnd:
@@ -313,9 +338,9 @@ export class InboundConnection {
     return message;
   }
 
-  private async onStreamBegin(payload: Buffer): Promise<void> {
+  private async onStreamBegin(payload: Buffer | StreamHeader, group: number | undefined): Promise<void> {
     if (this.stream) throw malformedFrameError(`${this.describePeer()} began a stream inside a stream`);
-    const header = decodeStreamHeader(payload);
+    const header = Buffer.isBuffer(payload) ? decodeStreamHeader(payload) : payload;
     const message = this.decode(header.messageBytes);
     let expected = 0;
     let snapshotChunks: Buffer[] | undefined;
@@ -359,7 +384,7 @@ export class InboundConnection {
       writer = new StagedAttachmentWriter(stagingDir, header.attachments);
     }
     // Registered before open() so that a failing open's file and directories are removed by discardStream.
-    this.stream = { message, snapshotChunks, snapshotFile, staged: 0, snapshotLength, snapshotFilled: 0, writer, expected, received: 0 };
+    this.stream = { message, snapshotChunks, snapshotFile, staged: 0, snapshotLength, snapshotFilled: 0, writer, expected, received: 0, group };
     await snapshotFile?.open();
     await writer?.open();
   }
@@ -428,7 +453,8 @@ export class InboundConnection {
       message.snapshot.data = new Uint8Array(data.buffer, data.byteOffset, data.length);
     }
     try {
-      await this.context.deliver(message, stagedDirs, stream.snapshotFile);
+      if (stream.group !== undefined) await this.context.deliverGroups(this.peerId!, [{ group: stream.group, message }], stream.snapshotFile, false);
+      else await this.context.deliver(message, stagedDirs, stream.snapshotFile);
     } finally {
       // Handed over: the application holds it now (raft keeps it until it is persisted), and the
       // snapshot file was read during delivery: removed whatever the application did.

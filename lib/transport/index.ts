@@ -2,6 +2,7 @@
 export { backoffDelay, Transport } from './transport.js';
 export type {
   BackoffOptions,
+  GroupMessage,
   PeerAddress,
   PeerStatus,
   SnapshotTransferStatus,

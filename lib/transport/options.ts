@@ -38,6 +38,17 @@ export interface TransportOptions {
   onUnreachable: (peerId: number) => void;
   /** Outcome of a MsgSnap sent to `peerId`: call raft's reportSnapshot. */
   onSnapshotStatus?: (peerId: number, status: SnapshotTransferStatus) => void;
+  /**
+   * Multi-raft (issue 19): the messages of one GroupBatch frame from `peerId`, each with its raft
+   * group id, in the order sent (an empty array is the peer's node-level heartbeat); or one group
+   * message that came as a stream, with its staged snapshot file (read it before the promise
+   * settles). Awaited like onMessage. Without it, GroupBatch and GroupStreamBegin frames are refused.
+   */
+  onGroupMessages?: (peerId: number, messages: GroupMessage[], snapshotFile?: StagedSnapshotFile) => void | Promise<void>;
+  /** Outcome of a group's MsgSnap sent with sendGroupMessages (see onSnapshotStatus). */
+  onGroupSnapshotStatus?: (peerId: number, group: number, status: SnapshotTransferStatus) => void;
+  /** Messages in one GroupBatch frame, at most (the sender splits; the receiver refuses more). Default 16,384. */
+  maxBatchMessages?: number;
   /** Diagnostics: connection-level failures (codes in TransportErrorCode). Never thrown. */
   onError?: (error: Error) => void;
   /** Files to ship with a message's entries (see attachments.ts). Without it nothing is attached. */
@@ -111,6 +122,15 @@ export interface TransportOptions {
   maxBufferedFrameBytes?: number;
 }
 
+/** A message of one raft group (multi-raft, issue 19). */
+export interface GroupMessage {
+  /** The raft group (partition) id, > 0. */
+  group: number;
+  message: Message;
+  /** Set on a leader's last heartbeat before its group quiesces (GroupMessageFlags.Quiesce). */
+  quiesce?: boolean;
+}
+
 /** Snapshot data a stream wrote under `stagingDir` (see `onMessage`). */
 export interface StagedSnapshotFile {
   /** The file: complete (`length` bytes) when delivered; removed once `onMessage` settles. */
@@ -158,6 +178,8 @@ export interface TransportPeerBytes {
 /** See Transport.stats(). */
 export interface TransportStats {
   peers: ({ peer: number } & TransportPeerBytes)[];
+  /** GroupBatch frames (and the group messages they carried) sent and received (issue 19). */
+  groupBatches: { framesSent: number; messagesSent: number; framesReceived: number; messagesReceived: number };
   bufferedFrameBytes: number;
   bufferedSnapshotBytes: number;
   stagedBytes: number;
@@ -192,6 +214,7 @@ export const DEFAULTS = {
   maxAttachmentsPerStream: 1024,
   maxStagedBytes: 2 * 1024 * 1024 * 1024,
   maxBufferedFrameBytes: 256 * 1024 * 1024,
+  maxBatchMessages: 16_384,
 } as const;
 
 /**
@@ -211,6 +234,7 @@ export const INBOUND_HIGH_WATER_BYTES = 8 * 1024 * 1024;
 export const INBOUND_LOW_WATER_BYTES = 2 * 1024 * 1024;
 
 export interface ResolvedOptions {
+  maxBatchMessages: number;
   maxQueuedMessages: number;
   maxQueuedBytes: number;
   maxFrameBytes: number;

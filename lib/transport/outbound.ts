@@ -22,7 +22,7 @@ import {
   TransportErrorCode,
 } from './framing.js';
 import type { Frame } from './framing.js';
-import { decodeU64, decodeUtf8, encodeHello, encodeStreamHeader, encodeU64, PROTOCOL_VERSION } from './wire.js';
+import { decodeU64, decodeUtf8, encodeGroupStreamHeader, encodeHello, encodeStreamHeader, encodeU64, PROTOCOL_VERSION } from './wire.js';
 import type { StreamHeader } from './wire.js';
 import { asError, COALESCE_BYTES, connectionLost, DIALER_MAX_FRAME_BYTES } from './options.js';
 import type { PeerAddress, PeerStatus, ResolvedOptions, SnapshotTransferStatus, TransportTlsOptions } from './options.js';
@@ -36,6 +36,24 @@ export interface QueuedMessage {
   snapshotData: Uint8Array | undefined;
   /** What the queue accounts for: bytes + snapshot data. */
   size: number;
+  /** Multi-raft: the raft group of a message sent as a stream (a GroupStreamBegin frame). */
+  group?: number;
+}
+
+/** A GroupBatch frame waiting in a peer queue (multi-raft, issue 19): one queue slot. */
+export interface QueuedBatch {
+  batch: Buffer;
+  /** Group messages in it (0: the node-level heartbeat). */
+  count: number;
+  size: number;
+  /** Groups of the small MsgSnaps inline in it: 'finish' once the frame is written, 'failure' if it is lost. */
+  snapshotGroups: number[];
+}
+
+export type QueuedItem = QueuedMessage | QueuedBatch;
+
+export function isQueuedBatch(item: QueuedItem): item is QueuedBatch {
+  return 'batch' in item;
 }
 
 /** The callbacks and settings a PeerLink needs from its Transport. */
@@ -47,7 +65,9 @@ export interface LinkContext {
   /** Mutual TLS: present our certificate and accept only the peer's own (see tls.ts). */
   readonly tls: TransportTlsOptions | undefined;
   unreachable(peerId: number): void;
-  snapshotStatus(peerId: number, status: SnapshotTransferStatus): void;
+  snapshotStatus(peerId: number, status: SnapshotTransferStatus, group: number | undefined): void;
+  /** A GroupBatch frame of `count` messages was written to a peer's socket. */
+  batchSent(count: number): void;
   error(error: Error): void;
   /** Bytes written to a peer's socket (for the transport's byte counters). */
   sent(peerId: number, bytes: number): void;
@@ -248,7 +268,7 @@ export class MessageDropped extends Error {
 
 /** The outbound side for one peer: its queue, its connection, and the dial/send loop. */
 export class PeerLink {
-  private readonly queue: QueuedMessage[] = [];
+  private readonly queue: QueuedItem[] = [];
   private queuedBytes = 0;
   private droppedMessages = 0;
   private connection: OutboundConnection | undefined;
@@ -292,7 +312,12 @@ export class PeerLink {
   }
 
   /** False when the queue is full (the caller reports the drop). */
-  enqueue(item: QueuedMessage): boolean {
+  /** True while a handshaken connection is open (node-level heartbeats are not queued otherwise). */
+  get isConnected(): boolean {
+    return this.connected;
+  }
+
+  enqueue(item: QueuedItem): boolean {
     const { maxQueuedMessages, maxQueuedBytes } = this.context.options;
     // An empty queue takes any one message, so a snapshot larger than maxQueuedBytes can still be sent.
     const fits =
@@ -308,7 +333,7 @@ export class PeerLink {
   }
 
   /** Stops the loop, closes the connection and returns the messages that were still queued. */
-  async stop(): Promise<QueuedMessage[]> {
+  async stop(): Promise<QueuedItem[]> {
     this.stopped = true;
     this.rejectStopping(connectionLost(`link to peer ${this.peerId} stopped`, this.peerId));
     clearTimeout(this.backoffTimer);
@@ -383,12 +408,26 @@ export class PeerLink {
       // Dequeued before writing: if the write fails, this message is the one lost with the connection.
       const item = this.queue.shift()!;
       this.queuedBytes -= item.size;
+      if (isQueuedBatch(item)) {
+        // Built by Transport.sendGroupMessages within maxFrameBytes.
+        try {
+          await connection.writeFrame(FrameKind.GroupBatch, item.batch);
+        } catch (error) {
+          for (const group of item.snapshotGroups) this.context.snapshotStatus(this.peerId, 'failure', group);
+          throw error;
+        }
+        this.context.batchSent(item.count);
+        // As etcd's transport for a message sent: raft learns from the follower's answer whether
+        // it was installed (a lost one is probed again).
+        for (const group of item.snapshotGroups) this.context.snapshotStatus(this.peerId, 'finish', group);
+        continue;
+      }
       const isSnapshot = item.message.type === MessageType.MsgSnap;
       try {
         await this.transmit(connection, item);
-        if (isSnapshot) this.context.snapshotStatus(this.peerId, 'finish');
+        if (isSnapshot) this.context.snapshotStatus(this.peerId, 'finish', item.group);
       } catch (error) {
-        if (isSnapshot) this.context.snapshotStatus(this.peerId, 'failure');
+        if (isSnapshot) this.context.snapshotStatus(this.peerId, 'failure', item.group);
         // A failure caused by stop() (removePeer/close) is not news: report nothing more.
         if (this.stopped) return;
         if (error instanceof MessageDropped) {
@@ -406,7 +445,7 @@ export class PeerLink {
     const prepared = await this.prepare(item);
     try {
       const isSnapshot = item.message.type === MessageType.MsgSnap;
-      if (prepared.length === 0 && item.snapshotData === undefined && !isSnapshot) {
+      if (prepared.length === 0 && item.snapshotData === undefined && !isSnapshot && item.group === undefined) {
         // The receiver would refuse (and disconnect on) a frame above its maximum: drop it here.
         if (item.bytes.length + 1 > maxFrameBytes) {
           throw new MessageDropped(invalidArgumentError(`message to peer ${this.peerId} does not fit in a ${maxFrameBytes}-byte frame`));
@@ -422,13 +461,13 @@ export class PeerLink {
           files: attachment.files.map((file) => ({ name: file.name, size: file.size })),
         })),
       };
-      const headerBytes = encodeStreamHeader(header);
+      const headerBytes = item.group === undefined ? encodeStreamHeader(header) : encodeGroupStreamHeader(item.group, header);
       if (headerBytes.length + 1 > maxFrameBytes) {
         throw new MessageDropped(invalidArgumentError(`message to peer ${this.peerId} does not fit in a ${maxFrameBytes}-byte frame`));
       }
       // From here on a failure leaves the receiver mid-stream: it must break the connection
       // (the caller's catch does), never drop just the message.
-      await connection.writeFrame(FrameKind.StreamBegin, headerBytes);
+      await connection.writeFrame(item.group === undefined ? FrameKind.StreamBegin : FrameKind.GroupStreamBegin, headerBytes);
       let total = 0;
       const data = item.snapshotData;
       if (data !== undefined) {
@@ -456,7 +495,8 @@ export class PeerLink {
   /** Asks the application for the message's attachments and opens them; failures drop the message only. */
   private async prepare(item: QueuedMessage): Promise<PreparedAttachment[]> {
     const provider = this.context.attachmentsFor;
-    if (provider === undefined || item.message.entries.length === 0) return [];
+    // A group's messages carry no attachments (the multi-raft node ships none).
+    if (provider === undefined || item.message.entries.length === 0 || item.group !== undefined) return [];
     try {
       // Raced with stop() so that a provider that never settles cannot hold close() forever.
       const attachments = await Promise.race([provider(item.message), this.stopping]);

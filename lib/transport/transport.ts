@@ -103,10 +103,12 @@ import { ByteBudget, InboundConnection } from './inbound.js';
 import type { CertifiedIdentity, InboundContext } from './inbound.js';
 import { memberIdOfCertificate } from './tls.js';
 import { TransportError, TransportErrorCode } from './framing.js';
-import { PeerLink } from './outbound.js';
-import type { LinkContext, QueuedMessage } from './outbound.js';
+import { isQueuedBatch, PeerLink } from './outbound.js';
+import type { LinkContext, QueuedItem, QueuedMessage } from './outbound.js';
+import { encodeGroupBatch, GROUP_BATCH_ITEM_OVERHEAD, GroupMessageFlags, type GroupBatchItem } from './wire.js';
 import { asError, checkAddress, checkNodeId, DEFAULTS, insecureAddressError, isLoopbackHost, positiveInteger } from './options.js';
 import type {
+  GroupMessage,
   PeerAddress,
   PeerStatus,
   ResolvedOptions,
@@ -119,8 +121,12 @@ import type {
   TransportTlsOptions,
 } from './options.js';
 
+/** Snapshot data up to this size travels inline in a GroupBatch (no stream, no acknowledgement wait). */
+export const INLINE_SNAPSHOT_BYTES = 64 * 1024;
+
 export type {
   BackoffOptions,
+  GroupMessage,
   PeerAddress,
   PeerStatus,
   SnapshotTransferStatus,
@@ -139,7 +145,11 @@ export class Transport {
   readonly clusterId: string;
   private readonly listenAddress: PeerAddress;
   private readonly options: ResolvedOptions;
-  private readonly callbacks: Pick<TransportOptions, 'onMessage' | 'onUnreachable' | 'onSnapshotStatus' | 'onError' | 'attachmentsFor'>;
+  private readonly callbacks: Pick<
+    TransportOptions,
+    'onMessage' | 'onUnreachable' | 'onSnapshotStatus' | 'onError' | 'attachmentsFor' | 'onGroupMessages' | 'onGroupSnapshotStatus'
+  >;
+  private readonly groupBatches = { framesSent: 0, messagesSent: 0, framesReceived: 0, messagesReceived: 0 };
   private readonly stagingDir: string | undefined;
   private readonly links = new Map<number, PeerLink>();
   private readonly inbound = new Set<InboundConnection>();
@@ -184,6 +194,7 @@ export class Transport {
     if (chunkBytes + 1 > maxFrameBytes) throw invalidArgumentError(`chunkBytes ${chunkBytes} does not fit in maxFrameBytes ${maxFrameBytes}`);
     const backoffInitialMs = positiveInteger(options.backoff?.initialMs, DEFAULTS.backoffInitialMs, 'backoff.initialMs');
     this.options = {
+      maxBatchMessages: positiveInteger(options.maxBatchMessages, DEFAULTS.maxBatchMessages, 'maxBatchMessages'),
       maxQueuedMessages: positiveInteger(options.maxQueuedMessages, DEFAULTS.maxQueuedMessages, 'maxQueuedMessages'),
       maxQueuedBytes: positiveInteger(options.maxQueuedBytes, DEFAULTS.maxQueuedBytes, 'maxQueuedBytes'),
       maxFrameBytes,
@@ -231,6 +242,8 @@ export class Transport {
       onSnapshotStatus: options.onSnapshotStatus,
       onError: options.onError,
       attachmentsFor: options.attachmentsFor,
+      onGroupMessages: options.onGroupMessages,
+      onGroupSnapshotStatus: options.onGroupSnapshotStatus,
     };
     this.stagingDir = options.stagingDir;
     for (const [peerId, address] of options.peers ?? []) this.createLink(peerId, address);
@@ -315,6 +328,80 @@ export class Transport {
     }
   }
 
+  /**
+   * Multi-raft (issue 19): queues every message of `messages` (all to `peerId`, each tagged with
+   * its group) as GroupBatch frames: one frame unless they exceed maxBatchMessages or the frame
+   * size, and one queue slot per frame. A MsgSnap (or a message with snapshot data) goes alone as
+   * a group stream. An empty `messages` queues the node-level heartbeat (an empty batch), only
+   * while the peer is connected (a stale heartbeat is worthless). Every message is validated
+   * first: an invalid one throws before any is queued. A frame that does not fit the queue is
+   * dropped and reported via onUnreachable (and onGroupSnapshotStatus 'failure'), asynchronously.
+   */
+  sendGroupMessages(peerId: number, messages: readonly GroupMessage[]): void {
+    if (this.state === 'closed') throw closedError('transport');
+    const link = this.links.get(peerId);
+    const batchItems: GroupBatchItem[] = [];
+    const streams: QueuedMessage[] = [];
+    /** Which batch items are inline MsgSnaps (their status is reported when their frame is written). */
+    const inlineSnapshot: boolean[] = [];
+    for (const { group, message, quiesce } of messages) {
+      if (!Number.isSafeInteger(group) || group <= 0) throw invalidArgumentError(`sendGroupMessages: group ${group} is not a positive integer`);
+      if (typeof message !== 'object' || message === null || message.to !== peerId) {
+        throw invalidArgumentError(`sendGroupMessages: a message of group ${group} is not addressed to peer ${peerId}`);
+      }
+      const item = this.encodeForQueue(message);
+      const flags = quiesce === true ? GroupMessageFlags.Quiesce : 0;
+      if (item.snapshotData !== undefined || message.type === MessageType.MsgSnap) {
+        // A small snapshot (a fresh or small partition's) rides in the batch, data included: a
+        // stream costs a round trip for its acknowledgement, and 10,000 partitions joining at once
+        // would wait in line behind each other (and hold every heartbeat behind them).
+        if ((item.snapshotData?.length ?? 0) <= INLINE_SNAPSHOT_BYTES) {
+          batchItems.push({ group, flags, bytes: encodeMessage(message) });
+          inlineSnapshot.push(true);
+        } else {
+          streams.push({ ...item, group });
+        }
+      } else {
+        batchItems.push({ group, flags, bytes: item.bytes });
+        inlineSnapshot.push(false);
+      }
+    }
+    const queued: QueuedItem[] = [];
+    if (batchItems.length === 0 && streams.length === 0) {
+      if (link?.isConnected === true) queued.push({ batch: encodeGroupBatch([]), count: 0, size: 4, snapshotGroups: [] });
+    }
+    // Split by count and by frame size (the receiver refuses a frame above either).
+    const frameRoom = this.options.maxFrameBytes - 1 - 4;
+    let start = 0;
+    while (start < batchItems.length) {
+      let end = start;
+      let bytes = 0;
+      while (end < batchItems.length && end - start < this.options.maxBatchMessages) {
+        const itemBytes = GROUP_BATCH_ITEM_OVERHEAD + batchItems[end]!.bytes.length;
+        if (end > start && bytes + itemBytes > frameRoom) break;
+        bytes += itemBytes;
+        end++;
+      }
+      const slice = batchItems.slice(start, end);
+      const payload = encodeGroupBatch(slice);
+      const snapshots: number[] = [];
+      for (let position = start; position < end; position++) if (inlineSnapshot[position]) snapshots.push(batchItems[position]!.group);
+      queued.push({ batch: payload, count: end - start, size: payload.length, snapshotGroups: snapshots });
+      start = end;
+    }
+    queued.push(...streams);
+    for (const item of queued) {
+      const accepted = link !== undefined && peerId !== this.id && link.enqueue(item);
+      if (accepted) continue;
+      const snapshotGroups = isQueuedBatch(item) ? item.snapshotGroups : item.message.type === MessageType.MsgSnap && item.group !== undefined ? [item.group] : [];
+      // Deferred: raft must not be re-entered from inside its own send call.
+      setImmediate(() => {
+        this.reportUnreachable(peerId);
+        for (const group of snapshotGroups) this.reportSnapshotStatus(peerId, 'failure', group);
+      });
+    }
+  }
+
   /** Adds a peer (or moves it: a changed address replaces the link and drops its queue). */
   addPeer(peerId: number, address: PeerAddress): void {
     if (this.state === 'closed') throw closedError('transport');
@@ -348,6 +435,7 @@ export class Transport {
   stats(): TransportStats {
     return {
       peers: [...this.bytes].sort(([a], [b]) => a - b).map(([peer, bytes]) => ({ peer, ...bytes })),
+      groupBatches: { ...this.groupBatches },
       bufferedFrameBytes: this.frameBudget.inUse,
       bufferedSnapshotBytes: this.snapshotBudget.inUse,
       stagedBytes: this.stagingBudget.inUse,
@@ -419,7 +507,8 @@ export class Transport {
     this.links.delete(link.peerId);
     void link.stop().then((left) => {
       for (const item of left) {
-        if (item.message.type === MessageType.MsgSnap) this.reportSnapshotStatus(link.peerId, 'failure');
+        if (isQueuedBatch(item)) for (const group of item.snapshotGroups) this.reportSnapshotStatus(link.peerId, 'failure', group);
+        else if (item.message.type === MessageType.MsgSnap) this.reportSnapshotStatus(link.peerId, 'failure', item.group);
       }
     });
   }
@@ -432,7 +521,11 @@ export class Transport {
       attachmentsFor: this.callbacks.attachmentsFor,
       tls: this.tls,
       unreachable: (peerId) => this.reportUnreachable(peerId),
-      snapshotStatus: (peerId, status) => this.reportSnapshotStatus(peerId, status),
+      snapshotStatus: (peerId, status, group) => this.reportSnapshotStatus(peerId, status, group),
+      batchSent: (count) => {
+        this.groupBatches.framesSent++;
+        this.groupBatches.messagesSent += count;
+      },
       error: (error) => this.reportError(error),
       sent: (peerId, count) => this.countBytes(peerId, 'sent', count),
     };
@@ -511,6 +604,8 @@ export class Transport {
       stagingBudget: this.stagingBudget,
       frameBudget: this.frameBudget,
       deliver: (message, stagedDirs, snapshotFile) => this.deliver(message, stagedDirs, snapshotFile),
+      acceptsGroups: this.callbacks.onGroupMessages !== undefined,
+      deliverGroups: (peerId, messages, snapshotFile, batch) => this.deliverGroups(peerId, messages, snapshotFile, batch),
       received: (peerId, count) => this.countBytes(peerId, 'received', count),
       refused: (kind, error) => {
         this.refusals[kind]++;
@@ -541,6 +636,19 @@ export class Transport {
     }
   }
 
+  private async deliverGroups(peerId: number, messages: GroupMessage[], snapshotFile: StagedSnapshotFile | undefined, batch: boolean): Promise<void> {
+    if (this.state === 'closed' || this.callbacks.onGroupMessages === undefined) return;
+    if (batch) {
+      this.groupBatches.framesReceived++;
+      this.groupBatches.messagesReceived += messages.length;
+    }
+    try {
+      await (snapshotFile === undefined ? this.callbacks.onGroupMessages(peerId, messages) : this.callbacks.onGroupMessages(peerId, messages, snapshotFile));
+    } catch (error) {
+      this.reportError(asError(error));
+    }
+  }
+
   private reportUnreachable(peerId: number): void {
     if (this.state === 'closed') return;
     try {
@@ -550,10 +658,11 @@ export class Transport {
     }
   }
 
-  private reportSnapshotStatus(peerId: number, status: SnapshotTransferStatus): void {
+  private reportSnapshotStatus(peerId: number, status: SnapshotTransferStatus, group?: number): void {
     if (this.state === 'closed') return;
     try {
-      this.callbacks.onSnapshotStatus?.(peerId, status);
+      if (group === undefined) this.callbacks.onSnapshotStatus?.(peerId, status);
+      else this.callbacks.onGroupSnapshotStatus?.(peerId, group, status);
     } catch (error) {
       this.reportError(asError(error));
     }

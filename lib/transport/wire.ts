@@ -13,10 +13,18 @@
  *   StreamChunk  raw bulk bytes: snapshot data first, then every attachment file in header order
  *   StreamEnd    u64 total bulk bytes (must equal what the header announced)
  *   SnapshotAck  u64 snapshot index
+ *   GroupBatch   u32 count | per message: u64 group (> 0) | u8 flags (bit 0: quiesce; others 0)
+ *                | u32 messageLength | encodeMessage(message)        (count <= the receiver's limit)
+ *   GroupStreamBegin  u64 group (> 0) | StreamBegin payload (no attachments)
  */
 import { malformedFrameError } from './framing.js';
 
-export const PROTOCOL_VERSION = 1;
+/**
+ * 2 since issue 19 (GroupBatch and GroupStreamBegin frames): a node of version 1 cannot read
+ * them, so the handshake refuses the mix plainly ("protocol version 2 is not 1") instead of the
+ * connection dying on an unknown frame kind.
+ */
+export const PROTOCOL_VERSION = 2;
 
 /** Upper bound of a cluster id, in UTF-8 bytes. */
 export const MAX_CLUSTER_ID_BYTES = 256;
@@ -222,4 +230,68 @@ export function decodeU64(payload: Buffer, what: string): number {
 
 export function decodeUtf8(payload: Buffer): string {
   return payload.toString('utf8');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Multi-raft batches (issue 19)
+
+/** Flag bits of a message in a GroupBatch frame. */
+export const GroupMessageFlags = {
+  /** The leader's last heartbeat before its group quiesces: the follower stops ticking the group too. */
+  Quiesce: 1,
+} as const;
+
+const KNOWN_GROUP_FLAGS = GroupMessageFlags.Quiesce;
+
+/** Fixed bytes of one message in a GroupBatch (group + flags + length). */
+export const GROUP_BATCH_ITEM_OVERHEAD = 8 + 1 + 4;
+
+/** Default bound of messages in one GroupBatch frame (sender splits above it; receiver refuses above it). */
+export const DEFAULT_MAX_BATCH_MESSAGES = 16_384;
+
+export interface GroupBatchItem {
+  group: number;
+  flags: number;
+  /** encodeMessage bytes. */
+  bytes: Uint8Array;
+}
+
+export function encodeGroupBatch(items: readonly GroupBatchItem[]): Buffer {
+  const writer = new ByteWriter().u32(items.length);
+  for (const item of items) writer.u64(item.group).u8(item.flags).u32(item.bytes.length).bytes(item.bytes);
+  return writer.finish();
+}
+
+/**
+ * Decodes a GroupBatch payload. Refuses (ERR_FRAME_MALFORMED) a count above `maxMessages` or
+ * above what the payload can hold (checked before anything is allocated), a group id 0, unknown
+ * flag bits, and truncated or trailing bytes. The message bytes are views into the payload.
+ */
+export function decodeGroupBatch(payload: Buffer, maxMessages: number): GroupBatchItem[] {
+  const reader = new ByteReader(payload, 'GroupBatch frame');
+  const count = reader.u32();
+  if (count > maxMessages) throw malformedFrameError(`GroupBatch frame: ${count} messages, at most ${maxMessages} per frame`);
+  if (count * GROUP_BATCH_ITEM_OVERHEAD > payload.length - 4) throw malformedFrameError(`GroupBatch frame: ${count} messages cannot fit in ${payload.length} bytes`);
+  const items: GroupBatchItem[] = [];
+  for (let position = 0; position < count; position++) {
+    const group = reader.u64('group');
+    if (group === 0) throw malformedFrameError(`GroupBatch frame: message ${position} has group 0`);
+    const flags = reader.u8();
+    if ((flags & ~KNOWN_GROUP_FLAGS) !== 0) throw malformedFrameError(`GroupBatch frame: message ${position} has unknown flags ${flags}`);
+    const bytes = reader.bytes(reader.u32());
+    items.push({ group, flags, bytes });
+  }
+  reader.end();
+  return items;
+}
+
+export function encodeGroupStreamHeader(group: number, header: StreamHeader): Buffer {
+  return Buffer.concat([new ByteWriter().u64(group).finish(), encodeStreamHeader(header)]);
+}
+
+export function decodeGroupStreamHeader(payload: Buffer): { group: number; header: StreamHeader } {
+  const reader = new ByteReader(payload, 'GroupStreamBegin frame');
+  const group = reader.u64('group');
+  if (group === 0) throw malformedFrameError('GroupStreamBegin frame: group 0');
+  return { group, header: decodeStreamHeader(payload.subarray(8)) };
 }

@@ -61,5 +61,11 @@ it('serves the named series in the exposition format, with the node\'s values', 
   expect(samples.get('replicalog_store_journal_checkpoints_total')).toBeGreaterThanOrEqual(1);
   expect(samples.has('replicalog_store_journal_entries_waiting')).toBe(true);
   expect(samples.get('replicalog_refused_total{kind="message"}')).toBe(0);
+  expect(samples.get('replicalog_refused_total{kind="unknown_group"}')).toBe(0);
+  // Multi-raft figures (issue 19): node-wide, never one series per group.
+  expect(samples.get('replicalog_groups')).toBe(1);
+  expect(samples.get('replicalog_groups_leading')).toBe(1);
+  expect(samples.get('replicalog_groups_quiesced')).toBe(status.groups.quiesced);
+  expect([...samples.keys()].filter((name) => name.includes('partition'))).toEqual([]);
   expect(samples.has('replicalog_refused_total{kind="transport_handshakesRefused"}')).toBe(true);
 });

@@ -109,6 +109,16 @@ it.each([
     args: ['--id', '1', '--peers', '1=127.0.0.1:1'],
     says: /has no raft state yet \(an empty store\), and --bootstrap was not given/,
   },
+  {
+    name: 'an empty storage of 3 partitions without --bootstrap',
+    args: ['--id', '1', '--peers', '1=127.0.0.1:1', '--partitions', '3'],
+    says: /partitions 1, 2, 3 of the storage .* have no raft state yet, and --bootstrap was not given/,
+  },
+  {
+    name: '--partitions 0',
+    args: ['--id', '1', '--peers', '1=127.0.0.1:1', '--partitions', '0'],
+    says: /option '--partitions <n>' argument '0' is invalid/,
+  },
 ])('refuses $name with exit 2 and says what to do', async ({ args, says }) => {
   const dir = join(root, `refused-${Math.random().toString(36).slice(2)}`);
   const result = await refusedRun(['--dir', dir, ...args]);

@@ -1,0 +1,697 @@
+/**
+ * RaftGroup: one raft group (one partition) of a multi-raft ReplicaNode (issue 19): its RawNode,
+ * its ReplicaLogStore, its KvStateMachine and its Ready loop. The node (node.ts) owns what every
+ * group shares: the transport (messages leave through `host.send`, batched per peer per loop
+ * turn), the tick timer, node-level liveness, the HTTP API and the limits.
+ *
+ * The loop is strictly sequential per group: one Ready at a time, and RawNode is only touched by
+ * the "pump" between Readys. Everything that happens outside (a tick, a message from a peer, a
+ * client's proposal, a transport report) is queued in `inbox` and stepped into RawNode by the
+ * pump before it asks for the next Ready. For each Ready, in this order:
+ *   1. persist: the snapshot (then restore the state machine from it), the entries, then the
+ *      hard state: the store refuses a commit above its last index, and a durable commit that
+ *      points at entries that are not durable would break a restart;
+ *   2. send the messages (only now: a vote or an append acknowledgement promises durability);
+ *   3. apply the committed entries (a conf change goes through applyConfChange and its conf
+ *      state is saved before the next entry);
+ *   4. advance;
+ *   5. every `snapshotEvery` applied entries: createSnapshot(applied, confState, state) and
+ *      compact(applied - keepEntries), never past the snapshot just taken.
+ * Groups run their pumps side by side: their writes meet in the storage's shared pipeline (one
+ * synced KV batch and one syncfs pass for every group writing in the same turn).
+ *
+ * Quiescence (CockroachDB): a leader whose followers all hold its whole log (match == last index
+ * == commit, everything applied, nothing proposed or pending) stops ticking and tells the
+ * followers with one last heartbeat flagged `quiesce`; a follower that holds exactly that log
+ * stops ticking too. A quiesced group costs nothing per tick. Any message for it (but a heartbeat
+ * response), a proposal, or its leader's node going silent (node.ts) wakes it.
+ */
+import { randomUUID } from 'node:crypto';
+import { decodeConfChangeEntry, isEmptySnap, ProgressType, RawNode, SnapshotStatus, type Ready } from '../raft/rawnode.js';
+import type { RaftLogger } from '../raft/logger.js';
+import type { ReplicaLogStore } from '../replica-log-store.js';
+import { ErrorCode, ReplicaLogError } from '../errors.js';
+import { dropCommitPastLog, refuseInboundMessage, type MessageGuardView } from './message-guard.js';
+import type { RateLimitedLog } from './rate-limited-log.js';
+import type { NodeCounters } from './metrics.js';
+import { ConsistencyChecker, decodeConsistencyRecord, encodeConsistencyRecord } from './consistency.js';
+import { EntryType, MessageType, type ConfState, type Entry, type HardState, type Message } from '../types.js';
+import { KvStateMachine, encodeCommand, type KvCommand } from './state-machine.js';
+
+/**
+ * A proposal that was not acknowledged (no leader, dropped, leader changed, timed out, node
+ * stopping). It may or may not be applied later: retry it (puts are idempotent).
+ */
+export class ProposalError extends Error {
+  readonly code: 'ERR_NO_LEADER' | 'ERR_PROPOSAL_DROPPED' | 'ERR_LEADER_CHANGED' | 'ERR_TIMEOUT' | 'ERR_STOPPED' | 'ERR_OVERLOADED';
+  readonly lead: number;
+  constructor(code: ProposalError['code'], message: string, lead: number) {
+    super(message);
+    this.name = 'ProposalError';
+    this.code = code;
+    this.lead = lead;
+  }
+}
+
+/** What the node refused from the network, by kind (also in /status). */
+export interface ReplicaNodeRefusals {
+  /** Messages the guard refused (local types, non-members, terms above the cap, impossible commits, bad snapshots). */
+  messages: number;
+  /** Messages dropped because an inbox was full. */
+  inboxFull: number;
+  /** Proposals refused because too many were pending. */
+  proposalsOverLimit: number;
+  /** Messages for a group (partition) this node does not host: dropped, nothing created. */
+  unknownGroups: number;
+}
+
+export interface GroupSettings {
+  tickMs: number;
+  electionTick: number;
+  heartbeatTick: number;
+  snapshotEvery: number;
+  keepEntries: number;
+  proposalTimeoutMs: number;
+  maxUncommittedEntriesSize: number;
+  consistencyCheckEvery: number;
+  /** Messages, ticks and reports waiting in one group's inbox, at most. */
+  maxInboxLength: number;
+  /** ... and in every group's inbox together. */
+  maxInboxTotal: number;
+  /** Proposals waiting to be applied over every group, at most. */
+  maxPendingProposals: number;
+  /** Narrate state changes of this group (off with many groups: counted in /status instead). */
+  narrate: boolean;
+  /** More than one group: log lines name the partition. */
+  multiGroup: boolean;
+  /** Idle groups quiesce (default true; false only to measure what quiescence saves). */
+  quiesce: boolean;
+}
+
+/** What a group needs from its node. */
+export interface GroupHost {
+  readonly nodeId: number;
+  readonly settings: GroupSettings;
+  readonly counters: NodeCounters;
+  readonly refusals: ReplicaNodeRefusals;
+  readonly refusalLog: RateLimitedLog;
+  readonly raftLogger: RaftLogger | undefined;
+  /** Items waiting in every group's inbox, and proposals pending over every group. */
+  inboxTotal: number;
+  pendingProposals: number;
+  readonly running: boolean;
+  log(line: string): void;
+  /** Queues messages for the transport: sent per peer in one frame at the end of this turn. */
+  send(group: RaftGroup, messages: readonly Message[], quiesce?: boolean): void;
+  fail(error: Error): void;
+  /** Configured peers: accepted while a group has no configuration yet (it is joining). */
+  isConfiguredPeer(peerId: number): boolean;
+  /** False once a peer's node-level heartbeats stopped for an election timeout. */
+  isPeerLive(peerId: number): boolean;
+  quiesced(group: RaftGroup): void;
+  woke(group: RaftGroup): void;
+}
+
+interface Waiter {
+  resolve: (index: number) => void;
+  reject: (error: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+/** Messages that acknowledge durable state: sent only once this Ready is persisted. */
+const ACKNOWLEDGES_DURABLE_STATE: ReadonlySet<MessageType> = new Set([MessageType.MsgAppResp, MessageType.MsgVoteResp, MessageType.MsgPreVoteResp]);
+
+export class RaftGroup {
+  readonly id: number;
+  readonly store: ReplicaLogStore;
+  readonly stateMachine: KvStateMachine;
+  readonly raw: RawNode;
+  private readonly host: GroupHost;
+
+  private readonly inbox: (() => void)[] = [];
+  private pendingTicks = 0;
+  pumpRunning: Promise<void> | undefined;
+  private readonly waiters = new Map<string, Waiter>();
+  lead = 0;
+  raftState = 'StateFollower';
+  lastSnapshotIndex: number;
+  /** The snapshot being saved beside the Ready loop (see maybeSnapshot). */
+  snapshotting: Promise<void> | undefined;
+  /** Raft's latest hard state; the store's may lag by the commit only (see handleReady). */
+  private latestHardState: HardState;
+  /** Ids of the current configuration (voters, learners, joint halves), kept as conf changes apply. */
+  private members = new Set<number>();
+  readonly consistency: ConsistencyChecker;
+  /** Not ticking (see the header); `quiescedUnder` is the leader it quiesced under (this node: its own id). */
+  isQuiesced = false;
+  quiescedUnder = 0;
+  /** A leader's quiesce heartbeat was stepped: quiesce once its Ready is handled, if still caught up. */
+  private quiesceRequestedBy = 0;
+  /** When this group last handed leadership over for a follower that lost its log (ms). */
+  private lostLogHandOverAt = 0;
+
+  constructor(host: GroupHost, id: number, store: ReplicaLogStore, stateMachine: KvStateMachine) {
+    this.host = host;
+    this.id = id;
+    this.store = store;
+    this.stateMachine = stateMachine;
+    const settings = host.settings;
+    this.raw = new RawNode({
+      id: host.nodeId,
+      storage: store,
+      electionTick: settings.electionTick,
+      heartbeatTick: settings.heartbeatTick,
+      // The state machine holds everything up to the snapshot; raft re-delivers the rest.
+      applied: stateMachine.applied,
+      preVote: true,
+      checkQuorum: true,
+      maxSizePerMsg: 1024 * 1024,
+      maxCommittedSizePerReady: 4 * 1024 * 1024,
+      maxInflightMsgs: 256,
+      // A flood of proposals is refused by raft itself once this many bytes wait for a commit.
+      maxUncommittedEntriesSize: settings.maxUncommittedEntriesSize,
+      ...(host.raftLogger === undefined ? {} : { logger: host.raftLogger }),
+    });
+    this.lastSnapshotIndex = store.snapshot().metadata.index;
+    this.latestHardState = store.initialState().hardState;
+    this.setMembers(store.initialState().confState);
+    this.consistency = new ConsistencyChecker(host.nodeId, settings.consistencyCheckEvery);
+    // No check before the first `every` entries after a start (the log before it is settled).
+    this.consistency.lastRequestedAt = store.initialState().hardState.commit;
+  }
+
+  /**
+   * Opens a group on an opened store: repairs a snapshot above the commit (a crash between
+   * applySnapshot and its hard state) and restores the state machine from the snapshot.
+   */
+  static async open(host: GroupHost, id: number, store: ReplicaLogStore): Promise<RaftGroup> {
+    if (store.status === 'needs-backfill') {
+      // No hard state yet: a pre-Raft log (migrated or not) that no seed bootstrap took over.
+      throw new Error(`${store.dir} holds a log without a hard state (a pre-Raft log): migrate it and bootstrap it as a seed first`);
+    }
+    const snapshot = store.snapshot();
+    const hardState = store.initialState().hardState;
+    if (snapshot.metadata.index > hardState.commit) {
+      // A received snapshot only ever holds committed entries, so its index is a valid commit
+      // (and the log ends there). Without this, raft refuses applied > commit. A term raised to
+      // the snapshot's carries no vote: no vote in that term was persisted, so none was sent.
+      const term = Math.max(hardState.term, snapshot.metadata.term);
+      await store.setHardState({ term, vote: term === hardState.term ? hardState.vote : 0, commit: snapshot.metadata.index });
+    }
+    let stateMachine: KvStateMachine;
+    try {
+      stateMachine = KvStateMachine.fromSnapshot(snapshot.data, snapshot.metadata.index);
+    } catch (error) {
+      // Snapshots are checked before they are saved, so this is damage on disk (or a snapshot
+      // saved by an older version). The log cannot rebuild what the snapshot replaced.
+      throw new ReplicaLogError(
+        ErrorCode.Corrupt,
+        `${store.dir}: the stored snapshot at index ${snapshot.metadata.index} cannot be restored (${(error as Error).message}). ` +
+          `This replica must be rebuilt from its peers: run "replicalog discard-snapshot ${store.dir}" (it moves the directory aside and ` +
+          `creates a store with the configuration, term and vote only), then start the node again: it receives a snapshot from the leader.`,
+        { path: store.dir, index: snapshot.metadata.index, cause: error },
+      );
+    }
+    return new RaftGroup(host, id, store, stateMachine);
+  }
+
+  private log(line: string): void {
+    this.host.log(this.host.settings.multiGroup ? `partition ${this.id}: ${line}` : line);
+  }
+
+  private setMembers(confState: ConfState): void {
+    this.members = new Set([...confState.voters, ...confState.learners, ...confState.votersOutgoing, ...confState.learnersNext]);
+  }
+
+  /** Who may speak in this group: its configuration's members, or the configured peers while joining. */
+  isMember(peerId: number): boolean {
+    if (peerId === this.host.nodeId) return false;
+    return this.members.size === 0 ? this.host.isConfiguredPeer(peerId) : this.members.has(peerId);
+  }
+
+  get isLeader(): boolean {
+    return this.raftState === 'StateLeader';
+  }
+
+  get pendingProposals(): number {
+    return this.waiters.size;
+  }
+
+  // ---------------------------------------------------------------- proposals
+
+  /** Proposes `command` (a follower forwards it to the leader) and waits until it is applied here. */
+  propose(command: KvCommand): Promise<number> {
+    if (!this.host.running) return Promise.reject(new ProposalError('ERR_STOPPED', 'the node is stopping', this.lead));
+    // A proposal wakes a quiesced group (it must tick again to replicate and time out).
+    this.wake();
+    if (this.lead === 0) return Promise.reject(new ProposalError('ERR_NO_LEADER', 'no leader known', 0));
+    if (this.waiters.has(command.requestId)) return Promise.reject(new Error(`request ${command.requestId} is already pending`));
+    if (this.host.pendingProposals >= this.host.settings.maxPendingProposals) {
+      this.host.refusals.proposalsOverLimit++;
+      return Promise.reject(new ProposalError('ERR_OVERLOADED', `${this.host.pendingProposals} proposals are already pending: retry later`, this.lead));
+    }
+    return new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.settle(command.requestId, new ProposalError('ERR_TIMEOUT', `not applied within ${this.host.settings.proposalTimeoutMs} ms`, this.lead));
+      }, this.host.settings.proposalTimeoutMs);
+      this.waiters.set(command.requestId, { resolve, reject, timer });
+      this.host.pendingProposals++;
+      this.enqueue(() => {
+        try {
+          this.raw.propose(encodeCommand(command));
+        } catch (error) {
+          this.settle(command.requestId, new ProposalError('ERR_PROPOSAL_DROPPED', (error as Error).message, this.lead));
+        }
+      });
+    });
+  }
+
+  settle(requestId: string, error: Error | undefined, index = 0): void {
+    const waiter = this.waiters.get(requestId);
+    if (waiter === undefined) return;
+    const result = error === undefined ? 'ok' : ((error as { code?: string }).code ?? 'error');
+    this.host.counters.proposals.set(result, (this.host.counters.proposals.get(result) ?? 0) + 1);
+    this.waiters.delete(requestId);
+    this.host.pendingProposals--;
+    clearTimeout(waiter.timer);
+    if (error === undefined) waiter.resolve(index);
+    else waiter.reject(error);
+  }
+
+  settleAll(error: ProposalError): void {
+    for (const requestId of [...this.waiters.keys()]) this.settle(requestId, error);
+  }
+
+  // ---------------------------------------------------------------- the loop
+
+  /** A tick from the node's timer (only awake groups get them). */
+  tick(): void {
+    if (this.isQuiesced || !this.host.running) return;
+    if (this.host.settings.quiesce && this.maybeQuiesce()) return;
+    this.pendingTicks++;
+    this.kick();
+  }
+
+  /** Queued for after this Ready's advance (the inbox is only drained between Readys). */
+  private enqueueAfterReady(action: () => void): void {
+    if (!this.host.running) return;
+    this.inbox.push(action);
+    this.host.inboxTotal++;
+  }
+
+  enqueue(action: () => void): void {
+    if (!this.host.running) return;
+    this.inbox.push(action);
+    this.host.inboxTotal++;
+    this.kick();
+  }
+
+  /** A report from the transport (unreachable, snapshot status): stepped, never wakes the group. */
+  report(action: (raw: RawNode) => void): void {
+    this.enqueue(() => action(this.raw));
+  }
+
+  reportSnapshotStatus(peerId: number, finished: boolean): void {
+    this.report((raw) => raw.reportSnapshot(peerId, finished ? SnapshotStatus.SnapshotFinish : SnapshotStatus.SnapshotFailure));
+  }
+
+  /**
+   * A message from a peer (its snapshot data, if any, already in memory). Checked by the message
+   * guard when the loop steps it (the guard compares with the log as raft has it then), and
+   * dropped when an inbox is full (raft retransmits). Wakes a quiesced group, except a heartbeat
+   * response (the answer to the quiesce heartbeat itself) and a quiesce heartbeat.
+   */
+  receive(message: Message, quiesce: boolean): void {
+    const settings = this.host.settings;
+    if (this.inbox.length >= settings.maxInboxLength || this.host.inboxTotal >= settings.maxInboxTotal) {
+      this.host.refusals.inboxFull++;
+      this.host.refusalLog.note('inbox-full', `dropped a message from node ${message.from}: the inbox of partition ${this.id} holds ${this.inbox.length} items (${this.host.inboxTotal} in all)`);
+      return;
+    }
+    if (!quiesce && message.type !== MessageType.MsgHeartbeatResp) this.wake();
+    this.enqueue(() => {
+      const view = this.guardView();
+      const adjusted = dropCommitPastLog(message, view);
+      if (adjusted.refusal !== undefined) {
+        this.host.refusals.messages++;
+        this.host.refusalLog.note(`guard:${message.from}:commit`, `node ${message.from} (term ${message.term}, partition ${this.id}): ${adjusted.refusal}`);
+        message = adjusted.message;
+      }
+      const refusal = refuseInboundMessage(message, view);
+      if (refusal !== undefined) {
+        this.host.refusals.messages++;
+        this.host.refusalLog.note(
+          `guard:${message.from}:${message.type}`,
+          `refused ${MessageType[message.type] ?? message.type} from node ${message.from} (term ${message.term}, partition ${this.id}): ${refusal}`,
+        );
+        return;
+      }
+      try {
+        this.raw.step(message);
+      } catch (error) {
+        // e.g. a response from a peer that is not in the configuration: drop it.
+        this.log(`dropped a message from node ${message.from}: ${(error as Error).message}`);
+        return;
+      }
+      if (quiesce && message.type === MessageType.MsgHeartbeat) this.quiesceRequestedBy = message.from;
+      this.handOverIfFollowerLostLog(message);
+    });
+  }
+
+  /** Starts ticking again (no-op when awake). */
+  wake(): void {
+    if (!this.isQuiesced) return;
+    this.isQuiesced = false;
+    this.host.woke(this);
+    this.quiescedUnder = 0;
+  }
+
+  private quiesce(under: number): void {
+    this.isQuiesced = true;
+    this.quiescedUnder = under;
+    this.pendingTicks = 0;
+    this.host.quiesced(this);
+  }
+
+  /** Idle here: nothing queued, nothing to hand out, nothing pending, everything applied. */
+  private isIdle(): boolean {
+    return (
+      this.pumpRunning === undefined &&
+      this.inbox.length === 0 &&
+      this.waiters.size === 0 &&
+      this.snapshotting === undefined &&
+      !this.raw.hasReady() &&
+      this.stateMachine.applied >= this.raw.basicStatus().commit
+    );
+  }
+
+  /**
+   * On a leader's tick: quiesce when every live follower holds the whole log and knows it is
+   * committed. Sends the quiesce heartbeats itself (raft would send plain ones on its next tick).
+   */
+  private maybeQuiesce(): boolean {
+    if (!this.isLeader || !this.isIdle()) return false;
+    const status = this.raw.basicStatus();
+    const lastIndex = this.store.lastIndex();
+    if (status.leadTransferee !== 0 || status.commit !== lastIndex || this.store.lastIndex() === 0) return false;
+    let caughtUp = true;
+    const followers: { id: number; match: number }[] = [];
+    this.raw.withProgress((id, type, progress) => {
+      if (id === this.host.nodeId) return;
+      followers.push({ id, match: progress.match });
+      // A follower whose node is down does not hold the group awake; it wakes the group with a
+      // (pre-)vote or a heartbeat response when it comes back.
+      if (type === ProgressType.ProgressTypePeer && progress.match !== lastIndex && this.host.isPeerLive(id)) caughtUp = false;
+    });
+    if (!caughtUp) return false;
+    const heartbeats: Message[] = followers.map(({ id, match }) => ({
+      type: MessageType.MsgHeartbeat,
+      to: id,
+      from: this.host.nodeId,
+      term: status.term,
+      logTerm: 0,
+      index: 0,
+      entries: [],
+      // etcd's heartbeat: min(match, committed): never a commit the follower may not hold.
+      commit: Math.min(match, status.commit),
+      vote: 0,
+      reject: false,
+      rejectHint: 0,
+      responses: [],
+    }));
+    if (heartbeats.length > 0) this.host.send(this, heartbeats, true);
+    this.quiesce(this.host.nodeId);
+    return true;
+  }
+
+  /** After a quiesce heartbeat was stepped and its Ready handled: follow the leader into quiescence. */
+  private maybeFollowIntoQuiescence(): void {
+    const leader = this.quiesceRequestedBy;
+    this.quiesceRequestedBy = 0;
+    if (leader === 0 || this.isQuiesced || this.raftState !== 'StateFollower' || this.lead !== leader) return;
+    if (!this.isIdle() || !this.host.isPeerLive(leader)) return;
+    const status = this.raw.basicStatus();
+    if (status.commit !== this.store.lastIndex()) return;
+    this.quiesce(leader);
+  }
+
+  private hasWork(): boolean {
+    return this.inbox.length > 0 || this.pendingTicks > 0 || this.raw.hasReady();
+  }
+
+  /** Starts the pump unless it runs; it loops until there is nothing left to do. */
+  kick(): void {
+    if (this.pumpRunning !== undefined || !this.host.running) return;
+    this.pumpRunning = this.pump().then(
+      () => {
+        this.pumpRunning = undefined;
+        // Work queued between the pump's last check and now.
+        if (this.host.running && this.hasWork()) this.kick();
+        else if (this.quiesceRequestedBy !== 0) this.maybeFollowIntoQuiescence();
+      },
+      (error: unknown) => {
+        this.pumpRunning = undefined;
+        this.host.fail(error instanceof Error ? error : new Error(String(error)));
+      },
+    );
+  }
+
+  private async pump(): Promise<void> {
+    while (this.host.running) {
+      this.drainInbox();
+      if (!this.raw.hasReady()) return;
+      const ready = this.raw.ready();
+      await this.handleReady(ready);
+      // Everything in the Ready is persisted and applied: raft may now forget it.
+      this.raw.advance(ready);
+      this.maybeRequestConsistencyCheck();
+      this.maybeSnapshot();
+    }
+  }
+
+  /** Ticks, messages, proposals and reports: synchronous RawNode calls, between Readys only. */
+  private drainInbox(): void {
+    // A group whose log is empty joined without data: it must not campaign (see bootstrap.ts),
+    // so it does not tick until a leader gave it a snapshot or entries.
+    const mayTick = this.store.lastIndex() > 0;
+    // After a long stall (a slow fsync) do not fire a burst of ticks that would start an
+    // election at once: at most half an election timeout.
+    const ticks = Math.min(this.pendingTicks, Math.max(1, Math.floor(this.host.settings.electionTick / 2)));
+    this.pendingTicks = 0;
+    if (mayTick) for (let tick = 0; tick < ticks; tick++) this.raw.tick();
+    const count = this.inbox.length;
+    this.host.inboxTotal -= count;
+    // Actions may queue more (after-Ready work): only those queued before are run now.
+    for (const action of this.inbox.splice(0, count)) action();
+  }
+
+  private async handleReady(ready: Ready): Promise<void> {
+    if (ready.softState !== undefined) {
+      if (this.host.settings.narrate && (ready.softState.lead !== this.lead || ready.softState.raftState !== this.raftState)) {
+        this.log(`${ready.softState.raftState.replace('State', '').toLowerCase()} (leader ${ready.softState.lead || 'unknown'}, term ${this.raw.basicStatus().term})`);
+      }
+      const lostLeader = this.lead !== 0 && ready.softState.lead !== this.lead;
+      if (ready.softState.lead !== this.lead && ready.softState.lead !== 0) this.host.counters.leaderChanges++;
+      this.lead = ready.softState.lead;
+      this.raftState = ready.softState.raftState;
+      if (lostLeader) {
+        // A proposal forwarded to a leader that is gone is most likely lost: answer now (503)
+        // rather than at the timeout, so clients retry with the new leader. It may still be
+        // committed by the next leader; a retried put is then applied twice, harmlessly.
+        this.settleAll(new ProposalError('ERR_LEADER_CHANGED', 'the leader changed while the proposal was pending: retry', this.lead));
+      }
+    }
+    // A quiesced group that has messages to send is not idle any more (e.g. a leader that learnt
+    // from a heartbeat response that a follower is behind).
+    if (this.isQuiesced && ready.messages.length > 0) this.wake();
+    // 1. Persist. The snapshot first: it resets the log, the entries (if any) follow it.
+    if (ready.snapshot !== undefined && !isEmptySnap(ready.snapshot)) {
+      const snapshot = ready.snapshot;
+      await this.store.applySnapshot(snapshot);
+      this.stateMachine.restore(snapshot.data, snapshot.metadata.index);
+      this.setMembers(snapshot.metadata.confState);
+      this.lastSnapshotIndex = snapshot.metadata.index;
+      if (this.host.settings.narrate) this.log(`installed a snapshot at index ${snapshot.metadata.index} (term ${snapshot.metadata.term}, ${this.stateMachine.size} keys)`);
+    }
+    // A leader sends its appends, heartbeats and snapshots BEFORE its own log is durable, so the
+    // followers write in parallel with it (Raft thesis 10.2.1; etcd's server does the same). Safe
+    // because raft counts the leader's own copy toward a commit only on advance(), after the
+    // persist below. Responses that acknowledge durable state (votes, append responses) always
+    // wait for the persist.
+    let afterPersist = ready.messages;
+    if (this.raftState === 'StateLeader' && ready.messages.length > 0) {
+      const early = ready.messages.filter((message) => !ACKNOWLEDGES_DURABLE_STATE.has(message.type));
+      afterPersist = ready.messages.filter((message) => ACKNOWLEDGES_DURABLE_STATE.has(message.type));
+      if (early.length > 0) this.host.send(this, early);
+    }
+    // Entries and hard state called in one tick: the store checks them in this order (a commit
+    // may cover the new entries) and flushes them as ONE write group, entries first.
+    // A hard state that only moves the commit is not made durable on its own (etcd's MustSync):
+    // the commit is volatile in Raft and relearnt from the leader after a restart. It rides with
+    // the next write that must be durable (entries, a new term or vote, a snapshot), or is saved
+    // when the node snapshots or stops. Only term and vote must never be lost.
+    if (ready.hardState !== undefined) this.latestHardState = ready.hardState;
+    const latest = this.latestHardState;
+    const saved = this.store.initialState().hardState;
+    const changed = latest.term !== saved.term || latest.vote !== saved.vote || latest.commit !== saved.commit;
+    const mustSync = ready.entries.length > 0 || latest.term !== saved.term || latest.vote !== saved.vote;
+    const persisted: Promise<void>[] = [];
+    if (ready.entries.length > 0) persisted.push(this.store.append(ready.entries));
+    if (changed && mustSync) persisted.push(this.store.setHardState(latest));
+    await Promise.all(persisted);
+    // 2. Send, now that what the messages promise is durable.
+    if (afterPersist.length > 0) this.host.send(this, afterPersist);
+    // 3. Apply.
+    for (const entry of ready.committedEntries) await this.applyEntry(entry);
+  }
+
+  private async applyEntry(entry: Entry): Promise<void> {
+    if (entry.index <= this.stateMachine.applied) return; // already in the restored state
+    if (entry.type === EntryType.ConfChange || entry.type === EntryType.ConfChangeV2) {
+      const change = decodeConfChangeEntry(entry);
+      if (change !== undefined) {
+        const confState = this.raw.applyConfChange(change);
+        // Saved before the next entry is applied: initialState() must match the applied index.
+        await this.store.setConfState(confState);
+        this.setMembers(confState);
+        this.log(`configuration at index ${entry.index}: voters [${confState.voters.join(',')}]`);
+      }
+    }
+    const result = this.stateMachine.apply(entry);
+    if (result.command !== undefined) this.settle(result.command.requestId, undefined, entry.index);
+    else if (entry.type === EntryType.Normal) this.applyConsistencyRecord(entry);
+  }
+
+  /** A consistency check entry (see consistency.ts): record and report, or compare. */
+  private applyConsistencyRecord(entry: Entry): void {
+    const record = decodeConsistencyRecord(entry.data);
+    if (record === undefined) return;
+    if (record.consistency === 'request') {
+      const report = this.consistency.onRequest(entry.index, this.stateMachine.digest());
+      // After this Ready (raft is not re-entered while it is being handled); a lost report only
+      // means one comparison fewer.
+      this.enqueueAfterReady(() => this.proposeQuietly(encodeConsistencyRecord(report)));
+      return;
+    }
+    const alarm = this.consistency.onReport(record);
+    if (alarm !== undefined) {
+      this.log(
+        `ALARM: replicas disagree at index ${alarm.index}: this node's state digest is ${alarm.ours}, node ${alarm.node}'s is ${alarm.theirs}; ` +
+          `compare their logs with "replicalog verify ${this.store.dir} --against <node ${alarm.node}'s directory>" and rebuild the damaged replica`,
+      );
+    }
+  }
+
+  /** A proposal nobody waits for (a check): dropped silently when raft refuses it. */
+  private proposeQuietly(data: Uint8Array): void {
+    try {
+      this.raw.propose(data);
+    } catch {
+      // no leader, or a full uncommitted budget: the next check will do
+    }
+  }
+
+  /** The leader asks for a consistency check every `consistencyCheckEvery` applied entries. */
+  private maybeRequestConsistencyCheck(): void {
+    if (!this.isLeader || !this.consistency.due(this.stateMachine.applied)) return;
+    this.consistency.lastRequestedAt = this.stateMachine.applied;
+    this.enqueueAfterReady(() => this.proposeQuietly(encodeConsistencyRecord({ consistency: 'request', requestId: randomUUID() })));
+  }
+
+  /** Saves a commit that only raft's latest hard state holds yet (see handleReady). */
+  async saveDeferredCommit(): Promise<void> {
+    const saved = this.store.initialState().hardState;
+    if (this.latestHardState.commit > saved.commit && this.latestHardState.term === saved.term && this.latestHardState.vote === saved.vote) {
+      await this.store.setHardState(this.latestHardState);
+    }
+  }
+
+  /**
+   * Starts a snapshot when one is due, unless one is being saved. The state is serialised here,
+   * synchronously, as of `applied`; saving it (the data file, then the metadata and the
+   * compaction) runs beside the Ready loop, which goes on meanwhile: the store writes the data
+   * file beside its queue, so appends do not wait for it (issue 18: no stall every N entries).
+   */
+  private maybeSnapshot(): void {
+    if (this.snapshotting !== undefined) return;
+    const applied = this.stateMachine.applied;
+    if (applied - this.lastSnapshotIndex < this.host.settings.snapshotEvery) return;
+    // The saved conf state is the one as of `applied` (conf changes are saved when applied).
+    const confState = this.store.initialState().confState;
+    const data = this.stateMachine.snapshot();
+    const keys = this.stateMachine.size;
+    this.snapshotting = this.saveSnapshot(applied, confState, data, keys).then(
+      () => {
+        this.snapshotting = undefined;
+      },
+      (error: unknown) => {
+        this.snapshotting = undefined;
+        this.host.fail(error instanceof Error ? error : new Error(String(error)));
+      },
+    );
+  }
+
+  private async saveSnapshot(applied: number, confState: ConfState, data: Uint8Array, keys: number): Promise<void> {
+    // The commit must cover the snapshot in the store before it does (a restart needs commit >= applied).
+    await this.saveDeferredCommit();
+    await this.store.createSnapshot(applied, confState, data);
+    this.lastSnapshotIndex = applied;
+    this.host.counters.snapshots++;
+    const compactTo = applied - this.host.settings.keepEntries;
+    // Never past the snapshot just taken (compactTo < applied), and only forward.
+    if (compactTo > this.store.firstIndex() - 1) {
+      await this.store.compact(compactTo);
+      this.host.counters.compactions++;
+    }
+    if (this.host.settings.narrate) this.log(`snapshot at index ${applied} (${keys} keys); log now ${this.store.firstIndex()}..${this.store.lastIndex()}`);
+  }
+
+  /**
+   * A follower that rejects an append with its log ending below what it acknowledged before has
+   * lost its log (rebuilt by `replicalog discard-snapshot`, or a disk that lost writes). raft
+   * never lowers what it believes a follower holds, so this leader would probe it at the old
+   * index forever; a new leader starts every follower from scratch and sends it a snapshot. So
+   * leadership goes to the most up-to-date other voter, at most once per election timeout.
+   */
+  private handOverIfFollowerLostLog(message: Message): void {
+    if (!this.isLeader || message.type !== MessageType.MsgAppResp || !message.reject) return;
+    let acknowledged = 0;
+    let transferee = 0;
+    let transfereeMatch = -1;
+    this.raw.withProgress((id, type, progress) => {
+      if (id === message.from) acknowledged = progress.match;
+      else if (id !== this.host.nodeId && type === ProgressType.ProgressTypePeer && progress.match > transfereeMatch) {
+        transferee = id;
+        transfereeMatch = progress.match;
+      }
+    });
+    if (message.rejectHint >= acknowledged || transferee === 0) return;
+    const now = Date.now();
+    if (now - this.lostLogHandOverAt < 2 * this.host.settings.electionTick * this.host.settings.tickMs) return;
+    this.lostLogHandOverAt = now;
+    this.log(
+      `node ${message.from} lost its log (it ends at ${message.rejectHint}, below the ${acknowledged} it acknowledged): ` +
+        `handing leadership to node ${transferee}, a new leader catches it up by snapshot`,
+    );
+    this.raw.transferLeader(transferee);
+  }
+
+  /** This group as the message guard sees it, at the moment a message is stepped. */
+  private guardView(): MessageGuardView {
+    return {
+      localId: this.host.nodeId,
+      isMember: (peerId) => this.isMember(peerId),
+      // Readys are persisted before the inbox is drained, so the store's log is raft's log here.
+      lastIndex: this.store.lastIndex(),
+      leader: this.raw.basicStatus().lead,
+      checkSnapshotData: (data, index) => {
+        try {
+          KvStateMachine.checkSnapshot(data, index);
+          return undefined;
+        } catch (error) {
+          return `the snapshot at index ${index} cannot be restored: ${(error as Error).message}`;
+        }
+      },
+    };
+  }
+}
