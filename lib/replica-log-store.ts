@@ -978,21 +978,36 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     for (const trash of this.trashAfterAcknowledgement.splice(0)) await this.wal.discardBatchDirectory(trash);
   }
 
-  /** Runs a step that changes the disk; any failure poisons the store (ERR_IO until reopened). */
-  private async durably<T>(step: () => Promise<T>): Promise<T> {
+  /**
+   * Runs a step that changes the disk; any failure poisons the store (ERR_IO until reopened).
+   * Not async, and its rejection handler is bound once: a storage's thousands of partitions
+   * writing at once keep one promise per write in flight here, not a suspended frame.
+   */
+  private durably<T>(step: () => Promise<T>): Promise<T> {
+    let running: Promise<T>;
     try {
-      return await step();
+      running = step();
     } catch (error) {
-      const failure = isReplicaLogError(error)
-        ? (error as ReplicaLogError)
-        : new ReplicaLogError(ErrorCode.Io, `write interrupted: ${(error as Error)?.message ?? String(error)}`, {
-            path: this.dir,
-            cause: error,
-          });
-      this.failure = failure;
-      throw failure;
+      return Promise.reject(this.poison(error));
     }
+    return running.then(undefined, this.poisonAndThrow);
   }
+
+  /** Records `error` as the store's failure (an ERR_IO naming the store unless it is ours already). */
+  private poison(error: unknown): ReplicaLogError {
+    const failure = isReplicaLogError(error)
+      ? (error as ReplicaLogError)
+      : new ReplicaLogError(ErrorCode.Io, `write interrupted: ${(error as Error)?.message ?? String(error)}`, {
+          path: this.dir,
+          cause: error,
+        });
+    this.failure = failure;
+    return failure;
+  }
+
+  private readonly poisonAndThrow = (error: unknown): never => {
+    throw this.poison(error);
+  };
 
   private refuseWhileBackfillPending(): void {
     if (this.pendingRaft.size > 0) throw needsBackfillError(this.dir, this.pendingRaft.size);

@@ -109,7 +109,7 @@ export class ReplicaLogStorage {
   ) {
     this.dir = dir;
     this.name = name;
-    this.groupCommit = new KvGroupCommit(database);
+    this.groupCommit = new KvGroupCommit(database, kvPath(dir));
     const syncFileSystem = fileSystem.syncFileSystem;
     this.barrier = new FileSystemBarrier(() => (syncFileSystem === undefined ? Promise.resolve(false) : syncFileSystem(dir)));
     const barrier = this.barrier;

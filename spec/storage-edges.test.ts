@@ -192,7 +192,7 @@ describe('the shared pipelines', () => {
         batches.push(operations.length);
         return batch(operations, ...rest);
       };
-      const commit = new KvGroupCommit(database);
+      const commit = new KvGroupCommit(database, dir);
       const put = (key: string) => commit.write([{ type: 'put', key: new TextEncoder().encode(key), value: new Uint8Array([1]) }]);
       const first = [put('a'), put('b'), put('c')];
       await Promise.resolve();

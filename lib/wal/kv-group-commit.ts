@@ -13,6 +13,7 @@
  * whose appends reach that point together share one pass of the file system's flush.
  */
 import type { ClassicLevel } from 'classic-level';
+import { ioError } from './log-manager.js';
 
 export type KvOperation = { type: 'put'; key: Uint8Array; value: Uint8Array } | { type: 'del'; key: Uint8Array };
 
@@ -89,7 +90,11 @@ abstract class CoalescedPasses<Request, Answer, Stats extends GroupCommitStats =
 
 /** KV writes of many partitions, one synced batch per pass. */
 export class KvGroupCommit extends CoalescedPasses<readonly KvOperation[], void> {
-  constructor(private readonly database: ByteDatabase) {
+  /** `where` names the database in the ERR_IO of a failed pass. */
+  constructor(
+    private readonly database: ByteDatabase,
+    private readonly where: string,
+  ) {
     super({ passes: 0, requests: 0 });
   }
 
@@ -102,7 +107,11 @@ export class KvGroupCommit extends CoalescedPasses<readonly KvOperation[], void>
     // Each caller's operations together and in submission order (a later put of a key wins).
     const operations: KvOperation[] = [];
     for (const request of requests) for (const operation of request) operations.push(operation);
-    await this.database.batch<Uint8Array, Uint8Array>(operations, { ...BYTES, sync: true });
+    try {
+      await this.database.batch<Uint8Array, Uint8Array>(operations, { ...BYTES, sync: true });
+    } catch (error) {
+      throw ioError('write', this.where, error);
+    }
   }
 }
 
