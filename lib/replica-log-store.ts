@@ -945,7 +945,9 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     // A write queued now runs after the open write group: later appends must not join it (they
     // would overtake this write). joinGroup re-opens a group it starts after this call.
     this.openGroup = undefined;
-    const run = async (): Promise<T> => {
+    // Not async (it runs inside then(), which turns a throw into the rejection): one write in
+    // flight keeps no suspended frame here.
+    const run = (): Promise<T> => {
       onTurn?.();
       if (this.failure !== undefined) {
         throw new ReplicaLogError(
@@ -956,7 +958,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       }
       // Every other kind of write works on wal/ and KV directly: the journal's acknowledged
       // groups go there first, so it sees (and changes) the log in order.
-      if (!group) await this.drainJournal();
+      if (!group) return this.drainJournal().then(operation);
       return operation();
     };
     const result = this.queue.then(run);
