@@ -14,13 +14,10 @@
  *   6. wait until every group quiesces; an idle cluster then sends heartbeat frames only
  *   7. stop every node (SIGTERM)
  */
-import { mkdirSync, mkdtempSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
 import { writePreRaftWal } from '../fixture.js';
 import { ReplicaLogStorage } from '../storage.js';
 import { bootstrapJoiningStore, bootstrapSeedStore } from './bootstrap.js';
-import type { DemoCheck, DemoResult } from './demo.js';
+import { DemoFailure, demoScaffold, type DemoResult } from './demo.js';
 import { httpCall, NodeProcess, nodeEntryPath, sleep, waitUntil } from './local-cluster.js';
 import type { ReplicaNodeStatus } from './node.js';
 import { freePorts } from './ports.js';
@@ -38,7 +35,6 @@ export interface PartitionsDemoOptions {
 const TOTAL_STEPS = 7;
 const TICK_MS = 100;
 
-class DemoFailure extends Error {}
 
 export async function runPartitionsDemo(options: PartitionsDemoOptions): Promise<DemoResult> {
   const started = Date.now();
@@ -49,29 +45,13 @@ export async function runPartitionsDemo(options: PartitionsDemoOptions): Promise
   const nodeCount = options.nodes ?? 3;
   if (!Number.isInteger(nodeCount) || nodeCount < 3 || nodeCount > 7) throw new RangeError('--nodes must be between 3 and 7');
   const entryCount = options.entries ?? 20;
-  let root: string;
-  if (options.dir === undefined) {
-    root = mkdtempSync(join(tmpdir(), 'replicalog-demo-partitions-'));
-  } else {
-    root = resolve(options.dir);
-    mkdirSync(root, { recursive: true });
-    if (readdirSync(root).length > 0) throw new RangeError(`${root} is not empty: the demo needs a fresh directory`);
-  }
-  const ids = Array.from({ length: nodeCount }, (_, index) => index + 1);
-  const dirOf = (id: number) => join(root, `node-${id}`);
-  const checks: DemoCheck[] = [];
-  const check = (name: string, ok: boolean, detail: string) => {
-    checks.push({ name, ok, detail });
-    say(`      ${ok ? 'ok  ' : 'FAIL'} ${name}${detail === '' ? '' : `: ${detail}`}`);
-    if (!ok) throw new DemoFailure(`check failed: ${name}`);
-  };
-  let stepStarted = Date.now();
-  const step = (number: number, title: string) => {
-    stepStarted = Date.now();
-    say();
-    say(`[${number}/${TOTAL_STEPS}] ${title}`);
-  };
-  const took = () => `${((Date.now() - stepStarted) / 1000).toFixed(1)} s`;
+  const { root, ids, dirOf, checks, check, step, took } = demoScaffold({
+    ...(options.dir === undefined ? {} : { dir: options.dir }),
+    nodeCount,
+    temporaryPrefix: 'replicalog-demo-partitions-',
+    totalSteps: TOTAL_STEPS,
+    say,
+  });
   // A few partitions looked at closely: the first, one in the middle, the last.
   const sampled = [...new Set([1, Math.ceil(partitions / 2), partitions])];
   const processes = new Map<number, NodeProcess>();

@@ -60,7 +60,43 @@ const TICK_MS = 100;
 const SNAPSHOT_EVERY = 50;
 const KEEP_ENTRIES = 20;
 
-class DemoFailure extends Error {}
+/** A failed check: the demo stops and reports. */
+export class DemoFailure extends Error {}
+
+/**
+ * What both demos (one group, and `--partitions`) start from: a fresh root directory (a new
+ * temporary one, or `dir` when it is empty), the node ids, and the narration helpers.
+ */
+export function demoScaffold(options: { dir?: string; nodeCount: number; temporaryPrefix: string; totalSteps: number; say: (line?: string) => void }) {
+  let root: string;
+  if (options.dir === undefined) {
+    root = mkdtempSync(join(tmpdir(), options.temporaryPrefix));
+  } else {
+    root = resolve(options.dir);
+    mkdirSync(root, { recursive: true });
+    if (readdirSync(root).length > 0) throw new RangeError(`${root} is not empty: the demo needs a fresh directory`);
+  }
+  const ids = Array.from({ length: options.nodeCount }, (_, index) => index + 1);
+  const dirOf = (id: number) => join(root, `node-${id}`);
+  const checks: DemoCheck[] = [];
+  const check = (name: string, ok: boolean, detail: string) => {
+    checks.push({ name, ok, detail });
+    options.say(`      ${ok ? 'ok  ' : 'FAIL'} ${name}${detail === '' ? '' : `: ${detail}`}`);
+    if (!ok) throw new DemoFailure(`check failed: ${name}`);
+  };
+  let stepStarted = Date.now();
+  const step = (number: number, title: string) => {
+    stepStarted = Date.now();
+    options.say();
+    options.say(`[${number}/${options.totalSteps}] ${title}`);
+  };
+  const took = () => `${((Date.now() - stepStarted) / 1000).toFixed(1)} s`;
+  /** Starts took()'s clock again within a step. */
+  const restartClock = () => {
+    stepStarted = Date.now();
+  };
+  return { root, ids, dirOf, checks, check, step, took, restartClock };
+}
 
 export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   const started = Date.now();
@@ -70,29 +106,13 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   if (!Number.isInteger(nodeCount) || nodeCount < 3 || nodeCount > 7) throw new RangeError('--nodes must be between 3 and 7');
   const entryCount = options.entries ?? 200;
   const keep = options.keep === true;
-  let root: string;
-  if (options.dir === undefined) {
-    root = mkdtempSync(join(tmpdir(), 'replicalog-demo-'));
-  } else {
-    root = resolve(options.dir);
-    mkdirSync(root, { recursive: true });
-    if (readdirSync(root).length > 0) throw new RangeError(`${root} is not empty: the demo needs a fresh directory`);
-  }
-  const ids = Array.from({ length: nodeCount }, (_, i) => i + 1);
-  const dirOf = (id: number) => join(root, `node-${id}`);
-  const checks: DemoCheck[] = [];
-  const check = (name: string, ok: boolean, detail: string) => {
-    checks.push({ name, ok, detail });
-    say(`      ${ok ? 'ok  ' : 'FAIL'} ${name}${detail === '' ? '' : `: ${detail}`}`);
-    if (!ok) throw new DemoFailure(`check failed: ${name}`);
-  };
-  let stepStarted = Date.now();
-  const step = (number: number, title: string) => {
-    stepStarted = Date.now();
-    say();
-    say(`[${number}/${TOTAL_STEPS}] ${title}`);
-  };
-  const took = () => `${((Date.now() - stepStarted) / 1000).toFixed(1)} s`;
+  const { root, ids, dirOf, checks, check, step, took, restartClock } = demoScaffold({
+    ...(options.dir === undefined ? {} : { dir: options.dir }),
+    nodeCount,
+    temporaryPrefix: 'replicalog-demo-',
+    totalSteps: TOTAL_STEPS,
+    say,
+  });
 
   const processes = new Map<number, NodeProcess>();
   let leaveRunning = false;
@@ -216,7 +236,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     await client.putMany(30, 'demo/b', acknowledged, say, false);
     check(`writes go on with ${nodeCount - 1} of ${nodeCount} nodes`, true, `30 puts acknowledged`);
     say(`      restarting node ${follower.id} from its directory…`);
-    stepStarted = Date.now();
+    restartClock();
     follower.start();
     await follower.waitReady();
     await expectConverged(processes, check, `node ${follower.id} caught up`, took);
@@ -232,7 +252,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     leader = newLeader!.id;
     await client.putMany(30, 'demo/c', acknowledged, say, false);
     say(`      restarting node ${oldLeader.id} (the old leader) from its directory…`);
-    stepStarted = Date.now();
+    restartClock();
     oldLeader.start();
     await oldLeader.waitReady();
     const converged = await expectConverged(processes, check, `node ${oldLeader.id} caught up and follows node ${leader}`, took);
