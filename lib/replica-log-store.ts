@@ -1121,7 +1121,36 @@ export class ReplicaLogStore implements WritableStorage, LogView {
    * (staged, fsynced, renamed, ONE fsync of wal/), THEN the last hard state with its checkpoint
    * in one synced KV batch. Entries first, so a saved commit never points past the durable log.
    */
-  private async flushGroup(group: WriteGroup): Promise<void> {
+  private flushGroup(group: WriteGroup): Promise<void> {
+    const only = group.writes.length === 1 ? group.writes[0]! : undefined;
+    if (only !== undefined && only.kind === 'hardState' && !this.journalMode) return this.flushLoneHardState(only);
+    return this.flushWrites(group);
+  }
+
+  /**
+   * flushWrites for a group of one setHardState (a storage's partitions write thousands of
+   * these at once): the same checks and steps without the planning objects or a suspended
+   * frame per write.
+   */
+  private flushLoneHardState(write: GroupedWrite & { kind: 'hardState' }): Promise<void> {
+    const next = write.hardState;
+    try {
+      this.refuseWhileBackfillPending();
+      checkHardState(this.view, next);
+    } catch (error) {
+      write.reject(error);
+      return Promise.resolve();
+    }
+    return this.writeHardState(next, NO_ENTRIES).then((checkpoint) => {
+      this.savedHardState = next;
+      this.anchorRecorded = true;
+      if (checkpoint !== undefined) this.checkpointThrough = checkpoint.verifiedThrough;
+      this.collector.writeGroup(1, 0, 0, 0, true);
+      write.resolve();
+    });
+  }
+
+  private async flushWrites(group: WriteGroup): Promise<void> {
     const pending = new PendingLog(this.view);
     const accepted: GroupedWrite[] = [];
     for (const write of group.writes) {
@@ -1329,18 +1358,17 @@ export class ReplicaLogStore implements WritableStorage, LogView {
    * hold `plan` yet, so V stops below plan's first index: every entry <= V is durable and its
    * term is the published one (C2). Returns the checkpoint written, if any.
    */
-  private async writeHardState(next: HardState | undefined, plan: readonly Entry[], journalThrough?: number): Promise<LogCheckpoint | undefined> {
+  private writeHardState(next: HardState | undefined, plan: readonly Entry[], journalThrough?: number): Promise<LogCheckpoint | undefined> {
     const verifiedThrough = next === undefined ? 0 : plan.length > 0 ? Math.min(next.commit, plan[0]!.index - 1) : next.commit;
     const checkpoint = next === undefined ? undefined : this.checkpointFor(verifiedThrough, this.checkpointInterval);
     // The first hard state also records the anchor: Raft owns the log from now on.
     const change: RaftStateChange = next === undefined ? {} : this.anchorRecorded ? { hardState: next } : { hardState: next, anchor: { ...this.anchor } };
     if (checkpoint !== undefined) change.checkpoint = checkpoint;
     if (journalThrough !== undefined) change.journalThrough = journalThrough;
-    await this.durably(() => {
+    return this.durably(() => {
       this.crashPoint('before-kv-write');
       return this.raftState.write(change);
-    });
-    return checkpoint;
+    }).then(() => checkpoint);
   }
 
   setConfState(confState: ConfState): Promise<void> {
@@ -1612,6 +1640,8 @@ export class ReplicaLogStore implements WritableStorage, LogView {
 }
 
 export type { CrashPointName };
+
+const NO_ENTRIES: readonly Entry[] = [];
 
 function countAppends(writes: readonly GroupedWrite[]): number {
   let appends = 0;
