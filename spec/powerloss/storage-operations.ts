@@ -92,6 +92,19 @@ async function threeCommitted(storage: ReplicaLogStorage): Promise<void> {
   }
 }
 
+/** Partition 1: entries 1..5 at term 1, committed through 2; partitions 2 and 3: 1..`last` committed. */
+async function uncommittedTailBesideCommitted(storage: ReplicaLogStorage, last: number): Promise<void> {
+  const first = await storage.openPartition(1);
+  await first.append(run(1, 1, 5, 1));
+  await first.setHardState({ term: 1, vote: 1, commit: 2 });
+  await first.close();
+  for (const id of [2, 3]) {
+    const store = await storage.openPartition(id);
+    await writeGroup(store, id, 1, last, id);
+    await store.close();
+  }
+}
+
 /** Opens the storage in `dir`, stops partition `id`'s `write` at crash point `point` (as a power cut there would), closes. */
 async function interruptedPartition(dir: string, id: number, point: string, write: (store: ReplicaLogStore) => Promise<unknown>): Promise<void> {
   let armed = false;
@@ -129,17 +142,7 @@ export const storageCases: StorageCase[] = [
   {
     name: 'storage: a truncating append in partition 1 while partitions 2 and 3 append',
     partitions: [1, 2, 3],
-    setup: async (storage) => {
-      const first = await storage.openPartition(1);
-      await first.append(run(1, 1, 5, 1));
-      await first.setHardState({ term: 1, vote: 1, commit: 2 });
-      await first.close();
-      for (const id of [2, 3]) {
-        const store = await storage.openPartition(id);
-        await writeGroup(store, id, 1, 2, id);
-        await store.close();
-      }
-    },
+    setup: (storage) => uncommittedTailBesideCommitted(storage, 2),
     opened: [1, 2, 3],
     operation: (_storage, stores) => ({
       1: stores.get(1)!.append(run(1, 3, 4, 2)),
@@ -194,17 +197,7 @@ export const storageCases: StorageCase[] = [
   {
     name: "storage: opened after a crash, every partition's torn state repaired (a gap, an interrupted compaction, an interrupted applySnapshot)",
     partitions: [1, 2, 3],
-    setup: async (storage) => {
-      const first = await storage.openPartition(1);
-      await first.append(run(1, 1, 5, 1));
-      await first.setHardState({ term: 1, vote: 1, commit: 2 });
-      await first.close();
-      for (const id of [2, 3]) {
-        const store = await storage.openPartition(id);
-        await writeGroup(store, id, 1, 4, id);
-        await store.close();
-      }
-    },
+    setup: (storage) => uncommittedTailBesideCommitted(storage, 4),
     damage: async (dir) => {
       const storage = await ReplicaLogStorage.open({ dir, fileSystem: setupFileSystem });
       const first = storage.partitionDirectory(1);
