@@ -132,6 +132,8 @@ export class RaftGroup {
   private pendingTicks = 0;
   pumpRunning: Promise<void> | undefined;
   private readonly waiters = new Map<string, Waiter>();
+  /** Proposals waiting for the inbox's next drain, where proposeBatch() steps them together. */
+  private readonly proposalBatch: KvCommand[] = [];
   lead = 0;
   raftState = 'StateFollower';
   lastSnapshotIndex: number;
@@ -256,14 +258,26 @@ export class RaftGroup {
       }, this.host.settings.proposalTimeoutMs);
       this.waiters.set(command.requestId, { resolve, reject, timer });
       this.host.pendingProposals++;
-      this.enqueue(() => {
-        try {
-          this.raw.propose(encodeCommand(command));
-        } catch (error) {
-          this.settle(command.requestId, new ProposalError('ERR_PROPOSAL_DROPPED', (error as Error).message, this.lead));
-        }
-      });
+      // Proposals made before the inbox is drained go to raft together (proposeBatch).
+      this.proposalBatch.push(command);
+      if (this.proposalBatch.length === 1) this.enqueue(() => this.proposeBatch());
     });
+  }
+
+  /**
+   * Steps every proposal queued since the last drain as ONE MsgProp: one append to the leader's
+   * log and one MsgApp per follower for the whole batch (a follower forwards it as one message),
+   * where a MsgProp per proposal cost a MsgApp and a MsgAppResp per proposal and follower.
+   * Raft accepts or drops the batch as a whole.
+   */
+  private proposeBatch(): void {
+    const batch = this.proposalBatch.splice(0);
+    if (batch.length === 0) return;
+    try {
+      this.raw.proposeMany(batch.map(encodeCommand));
+    } catch (error) {
+      for (const command of batch) this.settle(command.requestId, new ProposalError('ERR_PROPOSAL_DROPPED', (error as Error).message, this.lead));
+    }
   }
 
   settle(requestId: string, error: Error | undefined, index = 0): void {

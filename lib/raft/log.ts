@@ -316,10 +316,23 @@ export class RaftLog {
   }
 
   matchTerm(id: EntryId): boolean {
+    return this.termInBounds(id.index) === id.term;
+  }
+
+  /**
+   * term(i), or undefined where term() would throw ErrCompacted or ErrUnavailable. It builds no
+   * error for those: a follower asks for the term past its last index on every append (in
+   * findConflict), and an Error with its stack trace costs more than the append's bookkeeping.
+   */
+  private termInBounds(i: number): number | undefined {
+    const unstableTerm = this.unstable.maybeTerm(i);
+    if (unstableTerm !== undefined) return unstableTerm;
+    if (i + 1 < this.firstIndex() || i > this.lastIndex()) return undefined;
     try {
-      return this.term(id.index) === id.term;
+      return this.storage.term(i);
     } catch (error) {
-      if (isOutOfBoundsError(error)) return false;
+      // The storage may still refuse an index in range (compacted under us): same answer.
+      if (isOutOfBoundsError(error)) return undefined;
       throw error;
     }
   }
@@ -399,11 +412,6 @@ export class RaftLog {
 
   /** The term of `i`, or 0 if it is compacted or unavailable. */
   zeroTermOnOutOfBounds(i: number): number {
-    try {
-      return this.term(i);
-    } catch (error) {
-      if (isOutOfBoundsError(error)) return 0;
-      throw error;
-    }
+    return this.termInBounds(i) ?? 0;
   }
 }

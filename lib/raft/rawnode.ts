@@ -214,6 +214,29 @@ export class RawNode {
     });
   }
 
+  /**
+   * Proposes several entries in one MsgProp (raft accepts or drops them together): one append to
+   * the leader's log and one MsgApp per follower for the whole batch, instead of one per entry.
+   * Throws ERR_PROPOSAL_DROPPED if they cannot be proposed now.
+   */
+  proposeMany(data: readonly Uint8Array[]): void {
+    this.checkUntrusted(() => {
+      if (!Array.isArray(data) || data.length === 0) throw invalidArgumentError('proposeMany: data must be a non-empty array');
+      for (const item of data) if (!(item instanceof Uint8Array)) throw invalidArgumentError('proposeMany: every item must be a Uint8Array');
+    });
+    this.guard(() => {
+      this.throwIfError(
+        this.raft.step(
+          newMessage({
+            type: MessageType.MsgProp,
+            from: this.raft.id,
+            entries: data.map((item) => ({ type: EntryType.Normal, term: 0, index: 0, data: item })),
+          }),
+        ),
+      );
+    });
+  }
+
   /** Proposes a configuration change; apply it with applyConfChange once it is committed. */
   proposeConfChange(cc: ConfChange | ConfChangeV2): void {
     this.checkUntrusted(() => validateAnyConfChangeUntrusted(cc));

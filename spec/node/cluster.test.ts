@@ -84,6 +84,19 @@ it.each([
   await waitFor('every node to apply everything', () => [...nodes.values()].every((node) => node.status().applied >= index));
   expect(new Set([...nodes.values()].map((node) => node.status().digest)).size).toBe(1);
 
+  // Puts made at once travel together (issue 18): the proposals of one turn are one MsgProp, so
+  // the leader sends a few MsgApps per follower for 100 puts, not one per put and follower (200
+  // at least), and a follower forwards its 50 as a few messages, not 50.
+  const sentBy = (node: ReplicaNode) => node.status().transport.groupBatches.messagesSent;
+  const burst = async (through: ReplicaNode, count: number, prefix: string) => {
+    const before = sentBy(through);
+    const indexes = await Promise.all(Array.from({ length: count }, (_, i) => through.put(`${prefix}-${i}`, `${i}`)));
+    expect(new Set(indexes).size).toBe(count);
+    return sentBy(through) - before;
+  };
+  expect(await burst(leader, 100, 'burst-leader')).toBeLessThan(100);
+  expect(await burst(follower, 50, 'burst-follower')).toBeLessThan(25);
+
   // The HTTP API: a put sent to a follower, read back from the other follower.
   const httpOf = (id: number) => `http://127.0.0.1:${nodes.get(id)!.httpAddress!.port}`;
   const put = await fetch(`${httpOf(3)}/kv/${encodeURIComponent('http key/é')}`, { method: 'PUT', body: 'over http' });
