@@ -10,7 +10,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, realpathSync, rmSync, statfsSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, realpathSync, rmSync, statfsSync, statSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { cpus, platform, release, tmpdir } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
@@ -316,6 +316,15 @@ function failedStart(servers: ServerProcess[], what: string): Error {
   return new Error(`${what}\n${shown.map((server) => `  ${server.name} (${server.running ? 'running' : 'exited'}, log ${server.logPath}):\n${server.logTail()}`).join('\n')}`);
 }
 
+/**
+ * Flags for the node runtime of every replicalog node, from REPLICALOG_BENCH_NODE_FLAGS
+ * (space-separated), e.g. "--cpu-prof --cpu-prof-dir=/tmp/profiles" to profile each node of a
+ * run (NODE_OPTIONS refuses --cpu-prof).
+ */
+function nodeRuntimeFlags(): string[] {
+  return (process.env.REPLICALOG_BENCH_NODE_FLAGS ?? '').split(' ').filter((flag) => flag !== '');
+}
+
 export async function startReplicalogCluster(processes: ServerProcesses, dir: string, nodes: number, config: Pick<ClusterBenchConfig, 'replicalogExtraArguments' | 'replicalogPeerTls'>): Promise<BenchCluster> {
   mkdirSync(dir, { recursive: true });
   const ids = Array.from({ length: nodes }, (_, i) => i + 1);
@@ -329,7 +338,7 @@ export async function startReplicalogCluster(processes: ServerProcesses, dir: st
     processes.start(
       `replicalog node ${id}`,
       process.execPath,
-      [program, ...replicalogNodeArguments({ id, dir: join(dir, `node-${id}`), peers, httpPort: httpPorts.get(id)!, clusterId, ...(certificates === undefined ? {} : { tls: certificates.get(id)! }) }, config.replicalogExtraArguments)],
+      [...nodeRuntimeFlags(), program, ...replicalogNodeArguments({ id, dir: join(dir, `node-${id}`), peers, httpPort: httpPorts.get(id)!, clusterId, ...(certificates === undefined ? {} : { tls: certificates.get(id)! }) }, config.replicalogExtraArguments)],
       join(dir, `node-${id}.log`),
     ),
   );
@@ -442,20 +451,45 @@ function clockTicksPerSecond(): number {
   return clockTicks;
 }
 
-/** utime + stime of a process (all its threads), in seconds; undefined once it is gone. */
+/**
+ * CPU seconds of a process (all its threads) and of its descendants: utime + stime + cutime +
+ * cstime of the process, plus the same for each live child, recursively (a replicalog node
+ * keeps a small `sh` that runs its syncfs calls; its `sync` children are reaped by it, so they
+ * are in its cutime). Undefined once the process is gone.
+ */
 export function processCpuSeconds(pid: number): number | undefined {
+  const ticks = processTreeTicks(pid, 0);
+  return ticks === undefined ? undefined : ticks / clockTicksPerSecond();
+}
+
+function processTreeTicks(pid: number, depth: number): number | undefined {
+  let text: string;
   try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name may hold spaces and parentheses: the fields start after the last ')'.
-    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-    // fields[0] is field 3 (state): utime is field 14, stime field 15.
-    const utime = Number(fields[11]);
-    const stime = Number(fields[12]);
-    if (!Number.isFinite(utime) || !Number.isFinite(stime)) return undefined;
-    return (utime + stime) / clockTicksPerSecond();
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
   } catch {
     return undefined;
   }
+  // The command name may hold spaces and parentheses: the fields start after the last ')'.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  // fields[0] is field 3 (state): utime, stime, cutime, cstime are fields 14 to 17.
+  const own = [11, 12, 13, 14].map((position) => Number(fields[position]));
+  if (own.some((value) => !Number.isFinite(value))) return undefined;
+  let total = own.reduce((sum, value) => sum + value, 0);
+  if (depth < 4) for (const child of childPids(pid)) total += processTreeTicks(child, depth + 1) ?? 0;
+  return total;
+}
+
+function childPids(pid: number): number[] {
+  const children: number[] = [];
+  try {
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      const listed = readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim();
+      if (listed !== '') children.push(...listed.split(' ').map(Number));
+    }
+  } catch {
+    // gone, or no children file (kernels without CONFIG_PROC_CHILDREN): the process alone
+  }
+  return children;
 }
 
 export type FlushCounter = { available: true; device: string; statPath: string } | { available: false; reason: string };
@@ -511,7 +545,7 @@ export interface LoadSample {
   putsPerSecond: number;
   p50Ms: number;
   p99Ms: number;
-  /** utime + stime of every server of the cluster during the window, per acknowledged put. */
+  /** CPU (utime + stime, children included) of every server of the cluster during the window, per acknowledged put. */
   cpuSecondsPerPut: number | null;
   /** Device flushes during the window per acknowledged put (null: no counter). */
   flushesPerPut: number | null;
@@ -840,7 +874,7 @@ export function formatTable(result: ClusterBenchResult): string {
       `${result.config.valueBytes}-byte values, distinct keys, closed loop to the leader` +
       (result.config.replicalogExtraArguments.length > 0 ? `; replicalog node flags: ${result.config.replicalogExtraArguments.join(' ')}` : ''),
   );
-  notes.push('CPU: utime + stime of every server process of the cluster (from /proc/<pid>/stat) during the window, per acknowledged put');
+  notes.push('CPU: utime + stime of every server process of the cluster and of its child processes (from /proc/<pid>/stat) during the window, per acknowledged put');
   notes.push(
     result.flushCounter.available
       ? `flushes: device flush requests of ${result.flushCounter.device} (the disk holding the data directories) during the window, per put; the counter is device-wide, so other processes' flushes count too`

@@ -6,33 +6,7 @@
  */
 import { closeSync, fstatSync, fsync as fsyncDescriptor, mkdirSync, opendirSync, openSync, readSync, renameSync, writeSync } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
-import { execFile } from 'node:child_process';
-
-/**
- * syncfs(2) through coreutils' `sync -f` (Node has no binding for it): one process per call,
- * a few milliseconds, made once per journal checkpoint (about a thousand entries). Linux only;
- * since Linux 5.8 it reports writeback errors. `undefined` until the first call tells whether
- * it works here; a first call that fails (no `sync`, or one without -f) means unavailable,
- * a later failure is an I/O error.
- */
-let syncFileSystemWorks: boolean | undefined = process.platform === 'linux' ? undefined : false;
-
-function syncFileSystemOf(path: string): Promise<boolean> {
-  if (syncFileSystemWorks === false) return Promise.resolve(false);
-  return new Promise((resolve, reject) => {
-    execFile('sync', ['-f', path], { timeout: 600_000 }, (error, _stdout, stderr) => {
-      if (error === null) {
-        syncFileSystemWorks = true;
-        resolve(true);
-      } else if (syncFileSystemWorks === undefined) {
-        syncFileSystemWorks = false;
-        resolve(false);
-      } else {
-        reject(Object.assign(new Error(`sync -f ${path} failed: ${stderr.trim() || error.message}`), { code: 'EIO', cause: error }));
-      }
-    });
-  });
-}
+import { syncFileSystemOf } from './sync-file-system.js';
 
 export interface FileStat {
   isDirectory: boolean;
