@@ -3,6 +3,7 @@
  * store's replay at open of records a crash left (the directory copied while the store is open
  * is exactly what a crash leaves once every acknowledged write was fsynced).
  */
+import { randomBytes } from 'node:crypto';
 import { cpSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -11,7 +12,7 @@ import { ErrorCode } from '../lib/errors.js';
 import { JOURNAL_CHECKPOINT_DELAY_MS, JOURNAL_CHECKPOINT_ENTRIES, ReplicaLogStore } from '../lib/replica-log-store.js';
 import { EntryType, type Entry, type HardState } from '../lib/types.js';
 import { verifyTree } from '../lib/verify.js';
-import { crc32, decodeJournalRecord, encodeJournalRecord, JOURNAL_DIRECTORY, journalRecordName, journalRecordTear, parseJournalRecordName } from '../lib/wal/journal.js';
+import { crc32, crc32Portable, decodeJournalRecord, encodeJournalRecord, JOURNAL_DIRECTORY, journalRecordName, journalRecordTear, parseJournalRecordName } from '../lib/wal/journal.js';
 import { walPath } from '../lib/wal/layout.js';
 import { makeTempDir, removeTempDirs } from './helpers/temp-dir.js';
 import { ensureBuilt, runCli } from './cli/harness.js';
@@ -23,8 +24,14 @@ const run = (from: number, to: number, term: number) => Array.from({ length: to 
 const hex = (entries: readonly Entry[]) => entries.map((item) => Buffer.from(encodeEntry(item)).toString('hex'));
 
 describe('record format', () => {
-  it('CRC-32 is the IEEE one (the check value of "123456789")', () => {
+  it('CRC-32 is the IEEE one (the check value of "123456789"), native and portable alike', () => {
     expect(crc32(new TextEncoder().encode('123456789'))).toBe(0xcbf43926);
+    expect(crc32Portable(new TextEncoder().encode('123456789'))).toBe(0xcbf43926);
+    // Records of every size up to 70 KiB, random bytes: the two never disagree.
+    for (const length of [0, 1, 7, 64, 1000, 65_537, 70_000]) {
+      const bytes = randomBytes(length);
+      expect(crc32(bytes), `length ${length}`).toBe(crc32Portable(bytes));
+    }
   });
 
   it.each([

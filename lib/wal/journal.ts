@@ -22,6 +22,7 @@
  * data and name, before the next group was written), so open drops it; anywhere else it is
  * ERR_CORRUPT. Entry and hard-state bytes are decoded with the strict codec.
  */
+import * as zlib from 'node:zlib';
 import { decodeEntry, decodeHardState, encodeEntry, encodeHardState } from '../codec.js';
 import { corruptError } from '../errors.js';
 import type { Entry, HardState } from '../types.js';
@@ -53,8 +54,16 @@ const CRC_TABLE = (() => {
   return table;
 })();
 
-/** CRC-32 (IEEE 802.3, as zlib's crc32). */
+/** zlib's native crc32 (Node 20.15+, 22.2+): about 20 times the table loop's speed on a record. */
+const nativeCrc32 = (zlib as { crc32?: (data: Uint8Array, value?: number) => number }).crc32;
+
+/** CRC-32 (IEEE 802.3, as zlib's crc32): native where Node has it, else crc32Portable. */
 export function crc32(bytes: Uint8Array): number {
+  return nativeCrc32 === undefined ? crc32Portable(bytes) : nativeCrc32(bytes) >>> 0;
+}
+
+/** The same CRC-32 in JavaScript (a byte-at-a-time table loop), for Node versions without zlib.crc32. */
+export function crc32Portable(bytes: Uint8Array): number {
   let crc = 0xffffffff;
   for (let position = 0; position < bytes.length; position++) crc = CRC_TABLE[(crc ^ bytes[position]!) & 0xff]! ^ (crc >>> 8);
   return (crc ^ 0xffffffff) >>> 0;
