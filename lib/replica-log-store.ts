@@ -318,6 +318,8 @@ export class ReplicaLogStore implements WritableStorage, LogView {
   private queue: Promise<void> = Promise.resolve();
   /** Trash of the running write (moved-out entry directories), deleted after its acknowledgement. */
   private readonly trashAfterAcknowledgement: string[] = [];
+  /** Trash of a compaction whose directories a journal checkpoint may reuse: batch → indexes. */
+  private readonly recyclableTrash = new Map<string, number[]>();
   /** The write group at the tail of the queue that appends and hard states may still join. */
   private openGroup: WriteGroup | undefined;
   /** What the log-rules checks see (no closed check, for the same reason as termOf). */
@@ -817,6 +819,8 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     // Waiting: not yet in a checkpoint, or in the one running (its records leave when it ends).
     stats.journalRecordsWaiting = this.journalPending.length + this.journalInCheckpoint.records;
     stats.journalEntriesWaiting = this.journalPendingEntries + this.journalInCheckpoint.entries;
+    stats.entriesRecycled = this.wal.recycledEntries;
+    stats.recyclePoolSize = this.wal.recyclePoolSize;
     return stats;
   }
 
@@ -977,7 +981,13 @@ export class ReplicaLogStore implements WritableStorage, LogView {
    * nothing reads the trash once the new state is published.
    */
   private async deleteTrash(): Promise<void> {
-    for (const trash of this.trashAfterAcknowledgement.splice(0)) await this.wal.discardBatchDirectory(trash);
+    for (const trash of this.trashAfterAcknowledgement.splice(0)) {
+      const compacted = this.recyclableTrash.get(trash);
+      this.recyclableTrash.delete(trash);
+      // A journal store's compacted directories are reused by its checkpoints (log-manager.ts).
+      if (compacted !== undefined) await this.wal.offerForRecycling(trash, compacted);
+      else await this.wal.discardBatchDirectory(trash);
+    }
   }
 
   /**
@@ -1520,6 +1530,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         const trash = await this.wal.createBatchDirectory();
         await this.wal.moveEntriesOut(trash, removed, { durable: false });
         this.trashAfterAcknowledgement.push(trash);
+        if (this.journalMode && this.wal.recycles) this.recyclableTrash.set(trash, removed);
       });
     });
   }
@@ -1626,6 +1637,9 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       const checkpoint = this.checkpointFor(this.savedHardState.commit, Math.min(CHECKPOINT_AT_CLOSE_MIN, this.checkpointInterval));
       if (checkpoint !== undefined) await this.raftState.write({ checkpoint }).catch(() => {});
     }
+    // Compacted directories kept for reuse would be staging/ leftovers to verify: deleted now
+    // (errors ignored: the next open empties staging/ anyway).
+    await this.wal.discardRecyclePool();
     this.cache.clear();
     if (this.host !== undefined) {
       this.host.release(this);

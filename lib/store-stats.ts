@@ -38,6 +38,10 @@ export interface StoreStats {
   /** Journal mode: acknowledged records not yet in wal/ (and the entries they hold), now. */
   journalRecordsWaiting: number;
   journalEntriesWaiting: number;
+  /** Journal mode: entries a checkpoint wrote into a reused compacted directory (no inode made or freed). */
+  entriesRecycled: number;
+  /** Journal mode: compacted directories waiting to be reused, now. */
+  recyclePoolSize: number;
 }
 
 const FSYNC_BOUNDS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
@@ -68,6 +72,8 @@ export class StoreStatsCollector {
     journalCheckpoints: 0,
     journalRecordsWaiting: 0,
     journalEntriesWaiting: 0,
+    entriesRecycled: 0,
+    recyclePoolSize: 0,
   };
 
   /** The file system with every fsync timed. */

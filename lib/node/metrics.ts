@@ -81,6 +81,8 @@ export function nodeMetrics(source: MetricsSource): Registry {
   counter('replicalog_store_cache_hits_total', 'entries served from the entry cache', () => source.storeStats().cacheHits);
   counter('replicalog_store_cache_misses_total', 'entries read from their RAFT file', () => source.storeStats().cacheMisses);
   counter('replicalog_store_journal_checkpoints_total', 'journal checkpoints (entries written into wal/ behind the acknowledgements)', () => source.storeStats().journalCheckpoints);
+  counter('replicalog_store_entries_recycled_total', 'entries written into a reused compacted directory (no inode created or freed)', () => source.storeStats().entriesRecycled);
+  gauge('replicalog_store_recycle_pool_directories', 'compacted entry directories waiting to be reused', () => source.storeStats().recyclePoolSize);
   gauge('replicalog_store_journal_entries_waiting', 'acknowledged entries in the journal only, not yet in wal/', () => source.storeStats().journalEntriesWaiting);
 
   new Counter({

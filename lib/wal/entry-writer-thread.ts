@@ -21,16 +21,68 @@ export interface EntryDirectoryJob {
   /** File and directory modes. */
   fileMode: number;
   directoryMode: number;
+  /**
+   * A compacted entry directory to reuse instead of creating one (log-manager.ts, recycling):
+   * renamed to `directory`, its RAFT overwritten in place and its MANIFEST emptied. Used only
+   * when it holds exactly MANIFEST and RAFT; otherwise it is removed and a new one is created.
+   */
+  recycled?: string;
 }
 
 // CommonJS, evaluated by the worker: a leftover directory of an earlier failed write is
-// replaced, as stageEntries does on the main thread.
+// replaced, as stageEntries does on the main thread (which also mirrors reuse() and
+// overwrite(), through the FileSystem: log-manager.ts stageRecycled, file-system.ts).
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const fs = require('node:fs');
+function overwrite(path, bytes, mode) {
+  let descriptor;
+  try {
+    descriptor = fs.openSync(path, fs.constants.O_WRONLY | fs.constants.O_TRUNC);
+  } catch (error) {
+    if (error.code !== 'EACCES') throw error;
+    fs.chmodSync(path, 0o600);
+    descriptor = fs.openSync(path, fs.constants.O_WRONLY | fs.constants.O_TRUNC);
+  }
+  try {
+    let written = 0;
+    while (written < bytes.length) written += fs.writeSync(descriptor, bytes, written, bytes.length - written);
+    if ((fs.fstatSync(descriptor).mode & 0o7777) !== mode) fs.fchmodSync(descriptor, mode);
+  } finally {
+    fs.closeSync(descriptor);
+  }
+}
+function reuse(job) {
+  let names;
+  try {
+    names = fs.readdirSync(job.recycled);
+  } catch (error) {
+    if (error.code === 'ENOENT') return false;
+    throw error;
+  }
+  if (names.length !== 2 || !names.includes('MANIFEST') || !names.includes('RAFT')) {
+    fs.rmSync(job.recycled, { recursive: true, force: true });
+    return false;
+  }
+  try {
+    fs.renameSync(job.recycled, job.directory);
+  } catch (error) {
+    if (error.code !== 'ENOTEMPTY' && error.code !== 'EEXIST') throw error;
+    fs.rmSync(job.directory, { recursive: true, force: true });
+    fs.renameSync(job.recycled, job.directory);
+  }
+  overwrite(job.raft, job.bytes, job.fileMode);
+  if (fs.statSync(job.manifest).size !== 0) overwrite(job.manifest, new Uint8Array(0), job.fileMode);
+  return true;
+}
 parentPort.on('message', ({ id, jobs }) => {
+  let reused = 0;
   try {
     for (const job of jobs) {
+      if (job.recycled !== undefined && reuse(job)) {
+        reused++;
+        continue;
+      }
       try {
         fs.mkdirSync(job.directory, { mode: job.directoryMode });
       } catch (error) {
@@ -41,7 +93,7 @@ parentPort.on('message', ({ id, jobs }) => {
       fs.writeFileSync(job.manifest, new Uint8Array(0), { mode: job.fileMode, flag: 'wx' });
       fs.writeFileSync(job.raft, job.bytes, { mode: job.fileMode, flag: 'wx' });
     }
-    parentPort.postMessage({ id });
+    parentPort.postMessage({ id, reused });
   } catch (error) {
     parentPort.postMessage({ id, error: { message: String(error && error.message), code: error && error.code, path: error && error.path } });
   }
@@ -50,17 +102,17 @@ parentPort.on('message', ({ id, jobs }) => {
 
 let worker: Worker | undefined;
 let nextId = 1;
-const waiting = new Map<number, { resolve: () => void; reject: (error: Error) => void }>();
+const waiting = new Map<number, { resolve: (reused: number) => void; reject: (error: Error) => void }>();
 
 function thread(): Worker {
   if (worker !== undefined) return worker;
   const started = new Worker(WORKER_SOURCE, { eval: true });
   started.unref();
-  started.on('message', (message: { id: number; error?: { message: string; code?: string; path?: string } }) => {
+  started.on('message', (message: { id: number; reused?: number; error?: { message: string; code?: string; path?: string } }) => {
     const pending = waiting.get(message.id);
     waiting.delete(message.id);
     if (pending === undefined) return;
-    if (message.error === undefined) pending.resolve();
+    if (message.error === undefined) pending.resolve(message.reused ?? 0);
     else pending.reject(Object.assign(new Error(message.error.message), { code: message.error.code, path: message.error.path }));
   });
   const failAll = (error: Error) => {
@@ -76,11 +128,14 @@ function thread(): Worker {
   return started;
 }
 
-/** Creates every job's directory and files on the writer thread; resolves when all exist (not fsynced). */
-export function createEntryDirectories(jobs: readonly EntryDirectoryJob[]): Promise<void> {
-  if (jobs.length === 0) return Promise.resolve();
+/**
+ * Creates every job's directory and files on the writer thread; resolves when all exist (not
+ * fsynced), with how many reused their `recycled` directory.
+ */
+export function createEntryDirectories(jobs: readonly EntryDirectoryJob[]): Promise<number> {
+  if (jobs.length === 0) return Promise.resolve(0);
   const id = nextId++;
-  return new Promise<void>((resolve, reject) => {
+  return new Promise<number>((resolve, reject) => {
     // The thread keeps the process alive only while a batch is in flight.
     const running = thread();
     running.ref();
@@ -88,9 +143,9 @@ export function createEntryDirectories(jobs: readonly EntryDirectoryJob[]): Prom
       if (waiting.size === 0) running.unref();
     };
     waiting.set(id, {
-      resolve: () => {
+      resolve: (reused) => {
         settled();
-        resolve();
+        resolve(reused);
       },
       reject: (error) => {
         settled();

@@ -4,7 +4,7 @@
  * default, backed by node:fs. Every function is free-standing (no `this`), so a test can
  * override one with `{ ...nodeFileSystem, fsync: … }`.
  */
-import { closeSync, fstatSync, fsync as fsyncDescriptor, mkdirSync, opendirSync, openSync, readSync, renameSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, constants, fchmodSync, fstatSync, fsync as fsyncDescriptor, mkdirSync, opendirSync, openSync, readSync, renameSync, writeSync } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { syncFileSystemOf } from './sync-file-system.js';
 
@@ -42,6 +42,12 @@ export interface FileSystem {
    * then fsyncs each file and directory. Optional: a FileSystem without it always falls back.
    */
   syncFileSystem?(path: string): Promise<boolean>;
+  /**
+   * Replaces the content of an existing regular file in place (the same inode: nothing is
+   * allocated or freed) and leaves it with `mode`; no fsync. A read-only file (0400) is made
+   * writable for the write. Optional: without it, compacted entry directories are not reused.
+   */
+  overwriteFile?(path: string, data: Uint8Array, mode: number): Promise<void>;
 }
 
 function toFileStat(stats: { isDirectory(): boolean; isFile(): boolean; size: number; mode: number; dev: number }): FileStat {
@@ -58,6 +64,28 @@ const READDIR_BATCH = 4096;
 /** fsync(2) of an open descriptor on a libuv pool thread (the one call here that waits on the disk). */
 function syncDescriptor(descriptor: number): Promise<void> {
   return new Promise((done, fail) => fsyncDescriptor(descriptor, (error) => (error ? fail(error) : done())));
+}
+
+/**
+ * overwriteFile: O_TRUNC and write on the same inode. A file we wrote is 0400: opening it for
+ * writing fails for anyone but root, so its mode is lifted for the write and set after.
+ */
+function overwriteFileSync(path: string, data: Uint8Array, mode: number): void {
+  let descriptor: number;
+  try {
+    descriptor = openSync(path, constants.O_WRONLY | constants.O_TRUNC);
+  } catch (error) {
+    if (errorCode(error) !== 'EACCES') throw error;
+    chmodSync(path, 0o600);
+    descriptor = openSync(path, constants.O_WRONLY | constants.O_TRUNC);
+  }
+  try {
+    let written = 0;
+    while (written < data.length) written += writeSync(descriptor, data, written, data.length - written);
+    if ((fstatSync(descriptor).mode & 0o7777) !== mode) fchmodSync(descriptor, mode);
+  } finally {
+    closeSync(descriptor);
+  }
 }
 
 /**
@@ -118,6 +146,9 @@ export const nodeFileSystem: FileSystem = {
     renameSync(from, to);
   },
   syncFileSystem: syncFileSystemOf,
+  async overwriteFile(path, data, mode) {
+    overwriteFileSync(path, data, mode);
+  },
   async remove(path) {
     await rm(path, { recursive: true, force: true });
   },

@@ -134,6 +134,22 @@ export type RaftInspection =
   | { state: 'damaged'; reason: string };
 
 /** A new entry to write: its index and the exact RAFT bytes. */
+/**
+ * Compacted entry directories kept for reuse, at most (each holds its old MANIFEST and RAFT
+ * until reused: about 1 KiB of data and three inodes). A compaction that would exceed it has
+ * its directories deleted, as without recycling.
+ */
+export const RECYCLE_POOL_LIMIT = 16_384;
+
+/** A compacted entry directory waiting in staging/ to be reused (see WalLogManager, recycling). */
+interface RecyclableDirectory {
+  path: string;
+  /** The batch directory holding it (removed once every directory in it was reused). */
+  batch: string;
+  /** syncfs calls started before it was moved out of wal/: reusable once a later one completed. */
+  syncsStartedBefore: number;
+}
+
 export interface StagedEntry {
   index: number;
   raft: Uint8Array;
@@ -157,6 +173,29 @@ export class WalLogManager {
   /** Snapshot data files written but not yet named in KV (see writeSnapshotData). */
   private readonly snapshotFilesInFlight = new Set<string>();
 
+  /**
+   * Recycling (journal mode, issue 18). Creating three inodes per entry (directory, MANIFEST,
+   * RAFT) and freeing them again at compaction is what the file system spends most on when the
+   * log turns over: on ext4 each allocation scans past the inodes freed in the last minute or
+   * more (ext4 keeps recently deleted inodes unused), so a compaction of thousands of entries
+   * made every later entry dear for minutes. A journal checkpoint therefore reuses the
+   * directories compaction moved out: renamed back into staging/<LSN>, RAFT overwritten in place,
+   * MANIFEST emptied. Nothing is allocated or freed.
+   *
+   * Why it is safe after a power cut: a directory is reused only once its move out of wal/ is
+   * durable (a syncfs that started after the move completed), so no crash state shows the
+   * reused directory, with its new content, under its old name in wal/. From then on it is a
+   * staging/ leftover like any staged entry until the checkpoint's own syncfs and rename publish
+   * it (the same order as a new directory: content durable before the rename into wal/).
+   */
+  private readonly recyclePool: RecyclableDirectory[] = [];
+  private readonly recycleBatches = new Map<string, number>();
+  private syncsStarted = 0;
+  /** The start number of the latest syncfs that completed. */
+  private syncsCompletedThrough = 0;
+  /** Entry directories staged by reuse (statistics and tests). */
+  recycledEntries = 0;
+
   /** The store has recorded `name` in KV (or given it up): pruning may consider it again. */
   releaseSnapshotFile(name: string): void {
     this.snapshotFilesInFlight.delete(name);
@@ -170,7 +209,7 @@ export class WalLogManager {
      * Creates a checkpoint's staged entries off the main thread (entry-writer-thread.ts); only
      * with the default file system, so a test's FileSystem sees every call.
      */
-    private readonly entryWriter?: (jobs: readonly EntryDirectoryJob[]) => Promise<void>,
+    private readonly entryWriter?: (jobs: readonly EntryDirectoryJob[]) => Promise<number>,
   ) {
     this.walDirectory = walPath(dir);
     this.stagingDirectory = stagingPath(dir);
@@ -372,17 +411,38 @@ export class WalLogManager {
    * them are durable before step 4's rename, which is what makes the entry part of the log.
    * Many fsyncs in flight at once let the kernel's journal merge their commits.
    */
+  /** Batch directories whose every directory was reused (errors ignored: open empties staging/). */
+  private async removeEmptiedBatches(batches: readonly string[]): Promise<void> {
+    for (const batch of batches) await this.discardBatchDirectory(batch);
+  }
+
   async stageEntries(entries: readonly StagedEntry[], options: { fsync: boolean } = { fsync: true }): Promise<void> {
     const create = this.entryWriter;
+    // A checkpoint's batch (no fsync: the caller's syncfs follows) reuses compacted directories.
+    const recycled = !options.fsync && this.recycles ? this.takeRecycled(entries.length) : { paths: [], emptiedBatches: [] };
     if (!options.fsync && create !== undefined) {
-      // A checkpoint's batch (no fsync: the caller's syncfs follows): created off the main thread.
-      const jobs = entries.map(({ index, raft }) => {
+      // Created off the main thread.
+      const jobs = entries.map(({ index, raft }, position) => {
         const directory = this.stagedEntryDirectory(index);
-        return { directory, manifest: join(directory, MANIFEST_FILE), raft: join(directory, RAFT_FILE), bytes: raft, fileMode: FILE_MODE, directoryMode: DIRECTORY_MODE };
+        const job: EntryDirectoryJob = { directory, manifest: join(directory, MANIFEST_FILE), raft: join(directory, RAFT_FILE), bytes: raft, fileMode: FILE_MODE, directoryMode: DIRECTORY_MODE };
+        const source = recycled.paths[position];
+        if (source !== undefined) job.recycled = source;
+        return job;
       });
-      await this.io('write', this.stagingDirectory, () => create(jobs));
+      this.recycledEntries += await this.io('write', this.stagingDirectory, () => create(jobs));
+      await this.removeEmptiedBatches(recycled.emptiedBatches);
       this.crash('after-file-write');
       return;
+    }
+    if (recycled.paths.length > 0) {
+      const reused = new Set<number>();
+      for (const [position, source] of recycled.paths.entries()) {
+        const { index, raft } = entries[position]!;
+        if (await this.stageRecycled(source, index, raft)) reused.add(index);
+      }
+      this.recycledEntries += reused.size;
+      await this.removeEmptiedBatches(recycled.emptiedBatches);
+      entries = entries.filter((entry) => !reused.has(entry.index));
     }
     const fsyncs = new BoundedTasks(FSYNC_CONCURRENCY);
     try {
@@ -610,7 +670,88 @@ export class WalLogManager {
   async syncFileSystem(): Promise<boolean> {
     const sync = this.fs.syncFileSystem;
     if (sync === undefined) return false;
-    return this.io('syncfs', this.dir, () => sync(this.dir));
+    const number = ++this.syncsStarted;
+    const done = await this.io('syncfs', this.dir, () => sync(this.dir));
+    if (done) this.syncsCompletedThrough = Math.max(this.syncsCompletedThrough, number);
+    return done;
+  }
+
+  /** Whether compacted directories can be reused here: syncfs works and files can be overwritten. */
+  get recycles(): boolean {
+    return this.fs.overwriteFile !== undefined && this.syncsCompletedThrough > 0;
+  }
+
+  /**
+   * Takes the directories a compaction moved into `batch` (old-<LSN> for each index) for reuse,
+   * as many as the pool has room for; the others are deleted now. Called after the compaction
+   * was acknowledged, in place of discardBatchDirectory.
+   */
+  async offerForRecycling(batch: string, indexes: readonly number[]): Promise<void> {
+    const room = Math.max(0, RECYCLE_POOL_LIMIT - this.recyclePool.length);
+    if (!this.recycles || room === 0 || indexes.length === 0) return this.discardBatchDirectory(batch);
+    const kept = indexes.slice(0, room);
+    for (const index of kept) this.recyclePool.push({ path: join(batch, `old-${formatLsn(index)}`), batch, syncsStartedBefore: this.syncsStarted });
+    this.recycleBatches.set(batch, kept.length);
+    for (const index of indexes.slice(room)) {
+      try {
+        await this.fs.remove(join(batch, `old-${formatLsn(index)}`));
+      } catch {
+        // Left for the next open, which empties staging/.
+      }
+    }
+  }
+
+  /** Directories ready for reuse, oldest first, at most `count`; with the batches they emptied. */
+  private takeRecycled(count: number): { paths: string[]; emptiedBatches: string[] } {
+    const paths: string[] = [];
+    const emptiedBatches: string[] = [];
+    while (paths.length < count && this.recyclePool.length > 0 && this.recyclePool[0]!.syncsStartedBefore < this.syncsCompletedThrough) {
+      const taken = this.recyclePool.shift()!;
+      paths.push(taken.path);
+      const left = this.recycleBatches.get(taken.batch)! - 1;
+      if (left > 0) this.recycleBatches.set(taken.batch, left);
+      else {
+        this.recycleBatches.delete(taken.batch);
+        emptiedBatches.push(taken.batch);
+      }
+    }
+    return { paths, emptiedBatches };
+  }
+
+  /** Deletes every directory still waiting for reuse (close: a closed store leaves no staging/ leftover). */
+  async discardRecyclePool(): Promise<void> {
+    const batches = [...this.recycleBatches.keys()];
+    this.recyclePool.length = 0;
+    this.recycleBatches.clear();
+    await this.removeEmptiedBatches(batches);
+  }
+
+  /** Directories in the pool (stats). */
+  get recyclePoolSize(): number {
+    return this.recyclePool.length;
+  }
+
+  /**
+   * The main-thread twin of the entry writer thread's reuse() (entry-writer-thread.ts): reuses
+   * `recycled` as staging/<LSN> when it holds exactly MANIFEST and RAFT; false (and removed)
+   * otherwise, and the caller creates a new directory.
+   */
+  private async stageRecycled(recycled: string, index: number, raft: Uint8Array): Promise<boolean> {
+    const overwrite = this.fs.overwriteFile!;
+    const names = await this.io('readdir', recycled, () => this.fs.readdir(recycled));
+    if (names.length !== 2 || !names.includes(MANIFEST_FILE) || !names.includes(RAFT_FILE)) {
+      await this.io('remove', recycled, () => this.fs.remove(recycled));
+      return false;
+    }
+    const directory = this.stagedEntryDirectory(index);
+    await this.io('remove', directory, () => this.fs.remove(directory));
+    await this.io('rename', recycled, () => this.fs.rename(recycled, directory));
+    const raftPath = join(directory, RAFT_FILE);
+    await this.io('write', raftPath, () => overwrite(raftPath, raft, FILE_MODE));
+    const manifest = join(directory, MANIFEST_FILE);
+    const stat = await this.io('stat', manifest, () => this.fs.stat(manifest));
+    if (stat !== undefined && stat.size !== 0) await this.io('write', manifest, () => overwrite(manifest, new Uint8Array(0), FILE_MODE));
+    return true;
   }
 
   /** The journal's record sequences, ascending; [] without journal/. Any other name is corruption. */

@@ -12,7 +12,8 @@
  *     under two paths) or, when only the removal survived, neither. What is atomic is the
  *     entry itself: it moves whole, never half its files;
  *   - a file's data is sure once the file was fsynced; before that it may be whole, lost
- *     (empty) or zeroed;
+ *     (empty) or zeroed; data written over an existing file in place (a reused entry
+ *     directory's RAFT) may be the new data, the old, or zeroed;
  *   - rm -r is one step: when its removal survives, the directory's entries are gone with it
  *     (the same directory seen under another name is then empty);
  *   - the KV (LevelDB) changes atomically at each synced batch: it is exactly as of the last
@@ -62,6 +63,8 @@ export type Step =
   | { kind: 'fsync'; node: number; path: string }
   /** syncfs(2): everything recorded before it is durable. */
   | { kind: 'syncfs' }
+  /** A file's content replaced in place (the same object): until synced, old, new or zeroed. */
+  | { kind: 'overwrite'; node: number; data: Uint8Array }
   | { kind: 'kv'; copy: string }
   | { kind: 'kv-created'; parent: number; copy: string }
   /** An acknowledgement: of the whole operation, or (a storage's operations) of the writes named `label`. */
@@ -80,7 +83,10 @@ export interface RecordedOperation {
 }
 
 /** What a crash state opened to; returns why it is not acceptable, or undefined. */
-export type CrashCheck = (store: ReplicaLogStore, context: { step: number; steps: number; acknowledged: boolean }) => string | undefined;
+export type CrashCheck = (
+  store: ReplicaLogStore,
+  context: { step: number; steps: number; acknowledged: boolean; acknowledgedLabel: (label: string) => boolean },
+) => string | undefined;
 
 /** Which acknowledgements a crash state comes after. */
 export interface JudgeContext {
@@ -162,13 +168,13 @@ export async function recordOperation(
   root: string,
   store: string,
   scratch: string,
-  operation: (store: ReplicaLogStore) => Promise<void>,
+  operation: (store: ReplicaLogStore, acknowledge: (label: string) => void) => Promise<void>,
   options: RecordOptions = {},
 ): Promise<RecordedOperation> {
   return recordWith(name, root, store, scratch, options, async (fileSystem, acknowledge) => {
     const opened = await ReplicaLogStore.open({ ...options.openOptions, dir: join(root, store), fileSystem });
     try {
-      await operation(opened);
+      await operation(opened, acknowledge);
       acknowledge();
     } finally {
       await opened.close();
@@ -253,6 +259,15 @@ export async function recordWith(
       noticeKv();
       await nodeFileSystem.writeFile(path, data, mode);
       addLive(path, { kind: 'file', id: nextNodeId++, mode, data: Uint8Array.from(data) });
+    },
+    async overwriteFile(path, data, mode) {
+      noticeKv();
+      await nodeFileSystem.overwriteFile!(path, data, mode);
+      const parts = partsOf(path);
+      const node = parts === undefined ? undefined : walk(live, parts);
+      if (node?.kind !== 'file') return;
+      node.data = Uint8Array.from(data);
+      steps.push({ kind: 'overwrite', node: node.id, data: node.data });
     },
     async fsync(path) {
       noticeKv();
@@ -357,6 +372,10 @@ function uncertainty(steps: readonly Step[], upTo: number): Uncertainty {
       if (syncedAfter(step.node.id, index)) sure.add(`${index}:data`);
       else open.push(`${index}:data`);
     }
+    if (step.kind === 'overwrite') {
+      if (syncedAfter(step.node, index)) sure.add(`${index}:data`);
+      else open.push(`${index}:data`);
+    }
     if (step.kind === 'rename') {
       if (step.from === step.to) side(`${index}`, step.from, index, true);
       else {
@@ -410,6 +429,14 @@ function buildState(recorded: RecordedOperation, upTo: number, survives: (key: s
             : { kind: 'file', id: step.node.id, mode: step.node.mode, data: survives(`${index}:data`) || step.node.data.length === 0 ? step.node.data : zeroLostData ? new Uint8Array(step.node.data.length) : new Uint8Array(0) };
         objects.set(node.id, node);
         if (survives(`${index}`)) directory(step.parent)?.children.set(step.name, node);
+        break;
+      }
+      case 'overwrite': {
+        const node = objects.get(step.node);
+        if (node?.kind !== 'file') break;
+        // Lost: the old data stays, or (zeroed) the new length reads as zeros.
+        if (survives(`${index}:data`)) node.data = step.data;
+        else if (zeroLostData) node.data = new Uint8Array(step.data.length);
         break;
       }
       case 'remove': {
@@ -495,6 +522,10 @@ function aliasingFileSystem(groups: string[][]): FileSystem {
       await nodeFileSystem.writeFile(path, data, mode);
       for (const other of partners(path)) await nodeFileSystem.writeFile(other, data, mode);
     },
+    async overwriteFile(path, data, mode) {
+      await nodeFileSystem.overwriteFile!(path, data, mode);
+      for (const other of partners(path)) await nodeFileSystem.overwriteFile!(other, data, mode);
+    },
     async rename(from, to) {
       await nodeFileSystem.rename(from, to);
       const mirroredFrom = partners(from);
@@ -550,7 +581,7 @@ export async function enumerateCrashStates(recorded: RecordedOperation, scratch:
     let store: ReplicaLogStore | undefined;
     try {
       store = await ReplicaLogStore.open({ dir: storeDir, fileSystem });
-      const reason = check(store, { step: context.step, steps: context.steps, acknowledged: context.acknowledged() });
+      const reason = check(store, { step: context.step, steps: context.steps, acknowledged: context.acknowledged(), acknowledgedLabel: (label) => context.acknowledged(label) });
       if (reason !== undefined) reasons.push(reason);
     } catch (error) {
       reasons.push(`open failed: ${(error as Error).message}`);
@@ -636,6 +667,8 @@ export function describeSteps(recorded: RecordedOperation): string {
           return `#${index} fsync ${step.path || '.'} (#${step.node})`;
         case 'syncfs':
           return `#${index} syncfs`;
+        case 'overwrite':
+          return `#${index} overwrite file#${step.node} (${step.data.length} bytes)`;
         case 'kv':
           return `#${index} kv batch`;
         case 'kv-created':

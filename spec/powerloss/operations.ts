@@ -3,7 +3,7 @@
  * check every crash state must pass, and the controls (spec/powerloss/enumerator.test.ts,
  * npm run powerloss).
  */
-import { accessSync, constants, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, cpSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeEntry, encodeLogEntry } from '../../lib/codec.js';
@@ -120,7 +120,15 @@ export interface OperationCase {
   setup?: (store: ReplicaLogStore) => Promise<void>;
   /** Changes the closed store before the operation (a torn state for open to repair). */
   damage?: (dir: string) => Promise<void> | void;
-  operation: (store: ReplicaLogStore) => Promise<unknown>;
+  operation?: (store: ReplicaLogStore) => Promise<unknown>;
+  /**
+   * Instead of `operation`: several writes on the one open store, each acknowledged in turn
+   * (what one write cannot reach: a checkpoint reusing what an earlier compaction moved out).
+   * A power cut between the acknowledgements of stages k and k+1 must leave the store as after
+   * stage k, as after stage k+1, or a prefix (checkAgainst); the pictures after each stage come
+   * from a dry run of the same stages on a copy of the setup.
+   */
+  stages?: ((store: ReplicaLogStore) => Promise<unknown>)[];
   /** Independent atomic steps: each entry before or after on its own (see checkAgainst). */
   perIndex?: boolean;
 }
@@ -333,7 +341,32 @@ export const cases: OperationCase[] = [
     },
     operation: async () => {},
   },
+  {
+    name: 'journal: a checkpoint reuses directories a compaction moved out (RAFT overwritten in place)',
+    openOptions: { journal: true, journalCheckpointDelayMs: 600_000 },
+    setup: async (store) => {
+      await Promise.all([store.append(run(1, 4, 1)), store.setHardState({ term: 1, vote: 1, commit: 4 })]);
+      await store.setConfState(voters);
+    },
+    stages: [
+      // A write group and a drain (setConfState waits for the journal): its checkpoint's syncfs
+      // shows syncfs works, which recycling needs.
+      (store) => writeGroupThenDrain(store, 5, 5),
+      // 1..3 moved out of wal/ without an fsync, offered for reuse.
+      (store) => store.compact(3),
+      // This checkpoint's syncfs makes those moves durable (it stages 6 in a new directory)...
+      (store) => writeGroupThenDrain(store, 6, 6),
+      // ...so this one stages 7 and 8 in the directories that held 1 and 2.
+      (store) => writeGroupThenDrain(store, 7, 8),
+    ],
+  },
 ];
+
+/** Entries from..to and the hard state committing them, then a drain that checkpoints them into wal/. */
+async function writeGroupThenDrain(store: ReplicaLogStore, from: number, to: number): Promise<void> {
+  await Promise.all([store.append(run(from, to, 1)), store.setHardState({ term: 1, vote: 1, commit: to })]);
+  await store.setConfState(voters);
+}
 
 /** The controls: one barrier dropped, the enumerator must find failing states (the test of the test). */
 export const controls: { name: string; operation: string; dropFsync: (path: string, occurrence: number, dir: string, root: string) => boolean }[] = [
@@ -421,12 +454,51 @@ export async function enumerate(operationCase: OperationCase, workspace: string,
   const record: RecordOptions = { openOptions: operationCase.openOptions ?? {} };
   const dropFsync = options.dropFsync;
   if (dropFsync !== undefined) record.dropFsync = (path, occurrence) => dropFsync(path, occurrence, dir, root);
+  const stages = operationCase.stages;
+  if (stages !== undefined) return enumerateStages(operationCase.name, stages, { root, scratch, storePath, dir, before, record, openOptions: operationCase.openOptions ?? {} }, options);
+  const operation = operationCase.operation!;
   const recorded = await recordOperation(operationCase.name, root, storePath, scratch, async (store) => {
-    await operationCase.operation(store);
+    await operation(store);
   }, record);
   options.onTrace?.(describeSteps(recorded));
   const reopened = await ReplicaLogStore.open({ dir });
   const after = picture(reopened);
   await reopened.close();
   return enumerateCrashStates(recorded, scratch, checkAgainst(before, after, operationCase.perIndex === true), options);
+}
+
+/** enumerate() of a staged case: a dry run for each stage's picture, then the recorded run. */
+async function enumerateStages(
+  name: string,
+  stages: NonNullable<OperationCase['stages']>,
+  at: { root: string; scratch: string; storePath: string; dir: string; before: Picture; record: RecordOptions; openOptions: Partial<ReplicaLogStoreOptions> },
+  options: RunOptions,
+): Promise<EnumerationReport> {
+  const dry = join(at.scratch, 'dry-run');
+  cpSync(at.dir, dry, { recursive: true });
+  const pictures = [at.before];
+  const dryStore = await ReplicaLogStore.open({ ...at.openOptions, dir: dry });
+  for (const stage of stages) {
+    await stage(dryStore);
+    pictures.push(picture(dryStore));
+  }
+  await dryStore.close();
+  rmSync(dry, { recursive: true, force: true });
+  const recorded = await recordOperation(name, at.root, at.storePath, at.scratch, async (store, acknowledge) => {
+    for (const [position, stage] of stages.entries()) {
+      await stage(store);
+      acknowledge(`stage ${position + 1}`);
+    }
+  }, at.record);
+  options.onTrace?.(describeSteps(recorded));
+  // The last picture is the closed store's (close may write: its checkpoint).
+  const reopened = await ReplicaLogStore.open({ dir: at.dir });
+  pictures[stages.length] = picture(reopened);
+  await reopened.close();
+  return enumerateCrashStates(recorded, at.scratch, (store, context) => {
+    let done = 0;
+    while (done < stages.length && context.acknowledgedLabel(`stage ${done + 1}`)) done++;
+    const last = done === stages.length;
+    return checkAgainst(pictures[done]!, pictures[last ? done : done + 1]!)(store, { ...context, acknowledged: last });
+  }, options);
 }

@@ -345,7 +345,7 @@ function storageJudge(operationCase: StorageCase, before: Map<number, Picture>, 
         let store: ReplicaLogStore | undefined;
         try {
           store = await storage.openPartition(id);
-          const reason = checkAgainst(before.get(id)!, after.get(id)!)(store, { step: context.step, steps: context.steps, acknowledged: context.acknowledged(`p${id}`) });
+          const reason = checkAgainst(before.get(id)!, after.get(id)!)(store, { step: context.step, steps: context.steps, acknowledged: context.acknowledged(`p${id}`), acknowledgedLabel: (label) => context.acknowledged(label) });
           if (reason !== undefined) reasons.push(`partition ${id}: ${reason}`);
           const leak = isolation(id, picture(store));
           if (leak !== undefined) reasons.push(`partition ${id}: ${leak}`);
