@@ -621,8 +621,8 @@ export class RaftGroup {
   }
 
   /**
-   * Starts a snapshot when one is due, unless one is being saved. The state is serialised here,
-   * synchronously, as of `applied`; saving it (the data file, then the metadata and the
+   * Starts a snapshot when one is due, unless one is being saved. The state is taken here,
+   * synchronously, as of `applied`, and encoded a slice at a time; saving it (the data file, then the metadata and the
    * compaction) runs beside the Ready loop, which goes on meanwhile: the store writes the data
    * file beside its queue, so appends do not wait for it (issue 18: no stall every N entries).
    */
@@ -632,9 +632,10 @@ export class RaftGroup {
     if (applied - this.lastSnapshotIndex < this.host.settings.snapshotEvery) return;
     // The saved conf state is the one as of `applied` (conf changes are saved when applied).
     const confState = this.store.initialState().confState;
-    const data = this.stateMachine.snapshot();
+    // The state as of `applied`, taken now and encoded in slices while the loop goes on.
+    const data = this.stateMachine.snapshotInSlices();
     const keys = this.stateMachine.size;
-    this.snapshotting = this.saveSnapshot(applied, confState, data, keys).then(
+    this.snapshotting = data.then((bytes) => this.saveSnapshot(applied, confState, bytes, keys)).then(
       () => {
         this.snapshotting = undefined;
       },

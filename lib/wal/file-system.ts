@@ -4,7 +4,7 @@
  * default, backed by node:fs. Every function is free-standing (no `this`), so a test can
  * override one with `{ ...nodeFileSystem, fsync: … }`.
  */
-import { chmodSync, closeSync, constants, fchmodSync, fstatSync, fsync as fsyncDescriptor, mkdirSync, opendirSync, openSync, readSync, renameSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, constants, fchmodSync, fdatasync as fdatasyncDescriptor, fstatSync, fsync as fsyncDescriptor, mkdirSync, opendirSync, openSync, readSync, renameSync, writeSync } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { syncFileSystemOf } from './sync-file-system.js';
 
@@ -25,7 +25,11 @@ export interface FileSystem {
   mkdtemp(prefix: string): Promise<string>;
   /** Names in a directory (unsorted). */
   readdir(path: string): Promise<string[]>;
-  /** Creates a new file (fails if it exists) with `mode` and writes `data`; no fsync. */
+  /**
+   * Creates a new file (fails if it exists) with `mode` and writes `data`; no fsync (the
+   * default syncs a large file's data slice by slice on the way, which makes nothing durable
+   * that the caller's fsync would not).
+   */
   writeFile(path: string, data: Uint8Array, mode: number): Promise<void>;
   /** fsync of a file or a directory (open read-only, fsync, close). */
   fsync(path: string): Promise<void>;
@@ -60,6 +64,14 @@ export function errorCode(error: unknown): string | undefined {
 
 /** Directory entries read per batch when listing a directory. */
 const READDIR_BATCH = 4096;
+
+/** writeFile: bytes written between two syncs of a large file's data. */
+const LARGE_FILE_SLICE_BYTES = 4 << 20;
+
+/** fdatasync(2) of an open descriptor on a libuv pool thread. */
+function syncDataOfDescriptor(descriptor: number): Promise<void> {
+  return new Promise((done, fail) => fdatasyncDescriptor(descriptor, (error) => (error ? fail(error) : done())));
+}
 
 /** fsync(2) of an open descriptor on a libuv pool thread (the one call here that waits on the disk). */
 function syncDescriptor(descriptor: number): Promise<void> {
@@ -129,7 +141,15 @@ export const nodeFileSystem: FileSystem = {
     const descriptor = openSync(path, 'wx', mode);
     try {
       let written = 0;
-      while (written < data.length) written += writeSync(descriptor, data, written, data.length - written);
+      while (written < data.length) {
+        // A large file (a snapshot's state: tens of MB) goes to the disk a slice at a time, each
+        // slice's data synced on the pool before the next is written: one flush of the whole
+        // file queued every small fsync behind it (a node's log writes waited seconds), and one
+        // write of it held the event loop. Small files are one write, as before.
+        if (written > 0) await syncDataOfDescriptor(descriptor);
+        const end = Math.min(data.length, written + LARGE_FILE_SLICE_BYTES);
+        while (written < end) written += writeSync(descriptor, data, written, end - written);
+      }
     } finally {
       closeSync(descriptor);
     }

@@ -126,6 +126,8 @@ export const FSYNC_CONCURRENCY = 32;
  * each, usually tens of µs apiece (more while the journal is busy).
  */
 const STAGE_CHUNK = 16;
+/** Entry directories moved out of wal/ between two turns of the event loop. */
+const RENAME_CHUNK = 256;
 
 /** What open() found in one entry's RAFT file. */
 export type RaftInspection =
@@ -612,7 +614,10 @@ export class WalLogManager {
    * lower the anchor without fsyncing wal/ itself (applySnapshot, below).
    */
   async moveEntriesOut(batch: string, indexes: readonly number[], options: { durable: boolean }): Promise<void> {
-    for (const index of indexes) {
+    for (const [position, index] of indexes.entries()) {
+      // The renames are synchronous calls (nodeFileSystem): a compaction of thousands of
+      // entries lets the event loop run between chunks (a Raft node's heartbeats).
+      if (position > 0 && position % RENAME_CHUNK === 0) await new Promise<void>((resume) => setImmediate(resume));
       const source = this.entryDirectory(index);
       const target = join(batch, `old-${formatLsn(index)}`);
       this.crash('before-prefix-rename');

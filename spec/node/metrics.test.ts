@@ -23,6 +23,8 @@ beforeAll(async () => {
   node = await ReplicaNode.start({ id: 1, dir, peers: new Map([[1, { host: '127.0.0.1', port: raftPort! }]]), httpPort: 0, tickMs: 20, snapshotEvery: 5, keepEntries: 2, log: () => undefined });
   await waitUntil(5000, async () => (node.isLeader ? true : undefined));
   for (let i = 0; i < 12; i++) await node.put(`key-${i}`, 'value');
+  // Snapshots are encoded and saved beside the loop: wait for the two that 12 puts make due.
+  await waitUntil(5000, async () => (node.counters.snapshots >= 2 && node.counters.compactions >= 2 ? true : undefined));
 }, 30_000);
 
 afterAll(async () => {
