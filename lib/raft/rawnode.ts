@@ -201,17 +201,7 @@ export class RawNode {
     this.checkUntrusted(() => {
       if (!(data instanceof Uint8Array)) throw invalidArgumentError('propose: data must be a Uint8Array');
     });
-    this.guard(() => {
-      this.throwIfError(
-        this.raft.step(
-          newMessage({
-            type: MessageType.MsgProp,
-            from: this.raft.id,
-            entries: [{ type: EntryType.Normal, term: 0, index: 0, data }],
-          }),
-        ),
-      );
-    });
+    this.stepProposal([data]);
   }
 
   /**
@@ -224,6 +214,11 @@ export class RawNode {
       if (!Array.isArray(data) || data.length === 0) throw invalidArgumentError('proposeMany: data must be a non-empty array');
       for (const item of data) if (!(item instanceof Uint8Array)) throw invalidArgumentError('proposeMany: every item must be a Uint8Array');
     });
+    this.stepProposal(data);
+  }
+
+  /** One MsgProp from this node carrying a Normal entry per item (checked by the caller). */
+  private stepProposal(data: readonly Uint8Array[]): void {
     this.guard(() => {
       this.throwIfError(
         this.raft.step(
