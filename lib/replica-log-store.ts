@@ -318,8 +318,6 @@ export class ReplicaLogStore implements WritableStorage, LogView {
   private queue: Promise<void> = Promise.resolve();
   /** Trash of the running write (moved-out entry directories), deleted after its acknowledgement. */
   private readonly trashAfterAcknowledgement: string[] = [];
-  /** createSnapshot data files being written beside the queue (close waits for them). */
-  private readonly snapshotFilesWriting = new Set<Promise<void>>();
   /** Trash of a compaction whose directories a journal checkpoint may reuse: batch → indexes. */
   private readonly recyclableTrash = new Map<string, number[]>();
   /** The write group at the tail of the queue that appends and hard states may still join. */
@@ -946,8 +944,8 @@ export class ReplicaLogStore implements WritableStorage, LogView {
    * Runs `operation` after every earlier write, in call order. Arguments were validated and
    * copied by the caller before this (synchronously), so later changes to them are invisible.
    */
-  private enqueue<T>(operation: () => Promise<T>, onTurn?: () => void, group = false, calledBeforeClose = false): Promise<T> {
-    if (this.closed && !calledBeforeClose) return Promise.reject(closedError('ReplicaLogStore'));
+  private enqueue<T>(operation: () => Promise<T>, onTurn?: () => void, group = false): Promise<T> {
+    if (this.closed) return Promise.reject(closedError('ReplicaLogStore'));
     // A write queued now runs after the open write group: later appends must not join it (they
     // would overtake this write). joinGroup re-opens a group it starts after this call.
     this.openGroup = undefined;
@@ -1477,9 +1475,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     // makes it the snapshot waits for its turn. Its name is unique and kept from pruning until then.
     const written = nextData === undefined || this.failure !== undefined ? undefined : this.durably(() => this.wal.writeSnapshotData(index, nextData));
     written?.catch(() => {}); // reported by the queued step below
-    // With a data file the step is queued later (below), possibly after close() was called.
-    const queuedLater = written !== undefined;
-    const recordIt = () => this.enqueue(async () => {
+    return this.enqueue(async () => {
       const dataFile = written === undefined ? undefined : await written;
       try {
         this.refuseWhileBackfillPending();
@@ -1506,20 +1502,6 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       } finally {
         if (dataFile !== undefined) this.wal.releaseSnapshotFile(dataFile);
       }
-    }, undefined, false, queuedLater);
-    if (written === undefined) return recordIt();
-    // Queued only once the data file is durable: a step waiting for it in the queue held every
-    // write queued behind it (a whole state of tens of MB, fsynced on a busy disk, stalled a
-    // node's appends for seconds, long enough for its leader to lose the quorum). close() waits
-    // for the files in flight, so the step is still queued on an open store.
-    const settled = written.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.snapshotFilesWriting.add(settled);
-    return settled.then(() => {
-      this.snapshotFilesWriting.delete(settled);
-      return recordIt();
     });
   }
 
@@ -1643,9 +1625,6 @@ export class ReplicaLogStore implements WritableStorage, LogView {
 
   private async closeOnce(): Promise<void> {
     this.closed = true;
-    // A createSnapshot whose data file is still being written queues its KV step once the file
-    // is durable (past the closed check: it was called before close).
-    while (this.snapshotFilesWriting.size > 0) await Promise.all([...this.snapshotFilesWriting]);
     await this.queue;
     // Journal mode: what only the journal holds goes to wal/ and KV, so a clean close leaves an
     // empty journal. A failure leaves the records for the next open to replay.
