@@ -10,7 +10,7 @@ import { ClassicLevel } from 'classic-level';
 import { ErrorCode } from '../lib/errors.js';
 import { ReplicaLogStore } from '../lib/replica-log-store.js';
 import { ReplicaLogStorage } from '../lib/storage.js';
-import { EntryType, type Entry } from '../lib/types.js';
+import { partitionRun } from './helpers/partition-entries.js';
 import { nodeFileSystem } from '../lib/wal/file-system.js';
 import { FileSystemBarrier, KvGroupCommit } from '../lib/wal/kv-group-commit.js';
 import { kvPath } from '../lib/wal/layout.js';
@@ -29,13 +29,7 @@ async function openStorage(dir: string, options: Partial<Parameters<typeof Repli
   return storage;
 }
 
-const entry = (partition: number, index: number, term: number): Entry => ({
-  index,
-  term,
-  type: EntryType.Normal,
-  data: new TextEncoder().encode(`p${partition}:${index}@${term}`),
-});
-const run = (partition: number, from: number, to: number, term: number) => Array.from({ length: to - from + 1 }, (_, k) => entry(partition, from + k, term));
+const run = partitionRun;
 const text = (bytes: Uint8Array | undefined) => new TextDecoder().decode(bytes);
 
 describe('one lock per storage', () => {

@@ -22,22 +22,16 @@ import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import type { ReplicaLogStore } from '../../lib/replica-log-store.js';
 import { ReplicaLogStorage, type ReplicaLogStorageOptions } from '../../lib/storage.js';
-import { EntryType, type Entry } from '../../lib/types.js';
 import { verifyTree } from '../../lib/verify.js';
 import { nodeFileSystem, type FileSystem } from '../../lib/wal/file-system.js';
 import { entryPath, KEY_HARD_STATE, kvKey, kvPath } from '../../lib/wal/layout.js';
 import { partitionFanOut, partitionsPath } from '../../lib/wal/storage-layout.js';
 import { describeSteps, enumerateCrashStatesWith, recordWith, type CrashJudge, type EnumerateOptions, type EnumerationReport } from './enumerator.js';
 import { checkAgainst, EMPTY, picture, type Picture } from './operations.js';
+import { partitionRun } from '../helpers/partition-entries.js';
 
 /** Entries carry their partition's id: a partition showing another's entries fails the check. */
-const entry = (partition: number, index: number, term: number): Entry => ({
-  index,
-  term,
-  type: EntryType.Normal,
-  data: new TextEncoder().encode(`p${partition}:${index}@${term}`),
-});
-const run = (partition: number, from: number, to: number, term: number) => Array.from({ length: to - from + 1 }, (_, k) => entry(partition, from + k, term));
+const run = partitionRun;
 const voters = { voters: [1], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
 
 export interface StorageCase {
@@ -126,6 +120,13 @@ async function interruptedPartition(dir: string, id: number, point: string, writ
   }
 }
 
+/** Partitions 1, 2 and 3 each make a write group (append + hard state) at the same moment. */
+const threeWriteGroupsAtOnce: StorageCase['operation'] = (_storage, stores) => ({
+  1: writeGroup(stores.get(1)!, 1, 3, 4, 1),
+  2: writeGroup(stores.get(2)!, 2, 3, 4, 2),
+  3: writeGroup(stores.get(3)!, 3, 3, 3, 3),
+});
+
 export const storageCases: StorageCase[] = [
   {
     name: 'storage: three partitions append and set hard states at once (shared KV batches and syncfs passes)',
@@ -133,11 +134,7 @@ export const storageCases: StorageCase[] = [
     storageOptions: { barrierSyncLimit: 0 },
     setup: threeCommitted,
     opened: [1, 2, 3],
-    operation: (_storage, stores) => ({
-      1: writeGroup(stores.get(1)!, 1, 3, 4, 1),
-      2: writeGroup(stores.get(2)!, 2, 3, 4, 2),
-      3: writeGroup(stores.get(3)!, 3, 3, 3, 3),
-    }),
+    operation: threeWriteGroupsAtOnce,
   },
   {
     name: 'storage: a truncating append in partition 1 while partitions 2 and 3 append',
@@ -219,11 +216,7 @@ export const storageCases: StorageCase[] = [
     partitions: [1, 2, 3],
     setup: threeCommitted,
     opened: [1, 2, 3],
-    operation: (_storage, stores) => ({
-      1: writeGroup(stores.get(1)!, 1, 3, 4, 1),
-      2: writeGroup(stores.get(2)!, 2, 3, 4, 2),
-      3: writeGroup(stores.get(3)!, 3, 3, 3, 3),
-    }),
+    operation: threeWriteGroupsAtOnce,
   },
 ];
 
