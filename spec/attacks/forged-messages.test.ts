@@ -101,8 +101,10 @@ describe('forged members and messages (TLS off, loopback)', () => {
     const before = await statusOf(cluster, target);
     const connection = attack(cluster.raftPorts.get(target)!, { senderId: as, receiverId: target });
     expect(await connection.outcome).toEqual({ accepted: true });
-    connection.sendMessage(forged({ type: MessageType.MsgHeartbeat, from: as, to: target, term: Number.MAX_SAFE_INTEGER }));
-    connection.sendMessage(forged({ type: MessageType.MsgVote, from: as, to: target, term: MAX_NETWORK_TERM + 1, index: 1_000_000, logTerm: MAX_NETWORK_TERM }));
+    connection.sendMessagesTogether([
+      forged({ type: MessageType.MsgHeartbeat, from: as, to: target, term: Number.MAX_SAFE_INTEGER }),
+      forged({ type: MessageType.MsgVote, from: as, to: target, term: MAX_NETWORK_TERM + 1, index: 1_000_000, logTerm: MAX_NETWORK_TERM }),
+    ]);
     await expect.poll(async () => (await statusOf(cluster, target)).refused.messages, { timeout: 5000 }).toBe(before.refused.messages + 2);
     connection.close();
     expect((await statusOf(cluster, target)).term).toBeLessThan(MAX_NETWORK_TERM);
@@ -114,10 +116,11 @@ describe('forged members and messages (TLS off, loopback)', () => {
     const before = (await statusOf(cluster, target)).refused.messages;
     const connection = attack(cluster.raftPorts.get(target)!, { senderId: leader, receiverId: target });
     expect(await connection.outcome).toEqual({ accepted: true });
-    connection.sendMessage(forged({ type: MessageType.MsgHeartbeat, from: leader, to: target, term, commit: 1e9 }));
-    for (const type of [MessageType.MsgStorageApplyResp, MessageType.MsgStorageAppendResp, MessageType.MsgHup, MessageType.MsgBeat, MessageType.MsgCheckQuorum, MessageType.MsgUnreachable, MessageType.MsgSnapStatus, MessageType.MsgForgetLeader]) {
-      connection.sendMessage(forged({ type, from: leader, to: target, term }));
-    }
+    const localTypes = [MessageType.MsgStorageApplyResp, MessageType.MsgStorageAppendResp, MessageType.MsgHup, MessageType.MsgBeat, MessageType.MsgCheckQuorum, MessageType.MsgUnreachable, MessageType.MsgSnapStatus, MessageType.MsgForgetLeader];
+    connection.sendMessagesTogether([
+      forged({ type: MessageType.MsgHeartbeat, from: leader, to: target, term, commit: 1e9 }),
+      ...localTypes.map((type) => forged({ type, from: leader, to: target, term })),
+    ]);
     await expect.poll(async () => (await statusOf(cluster, target)).refused.messages, { timeout: 5000 }).toBe(before + 9);
     connection.close();
     // A message claiming to come from the local apply thread is not even delivered: the

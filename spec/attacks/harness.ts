@@ -20,7 +20,7 @@ import { KvStateMachine } from '../../lib/node/state-machine.js';
 import { ReplicaLogStore } from '../../lib/replica-log-store.js';
 import { encodeFrame, FrameDecoder, FrameKind } from '../../lib/transport/framing.js';
 import { createClusterCertificates, type MemberTlsFiles } from '../../lib/transport/tls.js';
-import { encodeHello, PROTOCOL_VERSION } from '../../lib/transport/wire.js';
+import { encodeGroupBatch, encodeHello, PROTOCOL_VERSION } from '../../lib/transport/wire.js';
 import type { Message } from '../../lib/types.js';
 import { ensureBuilt } from '../node/build.js';
 
@@ -149,6 +149,12 @@ export interface AttackerConnection {
   /** 'accepted', or the refusal text / error that ended the handshake. */
   outcome: Promise<{ accepted: true } | { accepted: false; reason: string }>;
   sendMessage(message: Message): void;
+  /**
+   * Sends messages for partition 1 in one GroupBatch frame, so they are delivered together: the
+   * real member, redialing after this connection superseded its own, supersedes this one in
+   * turn, and frames still unread then are lost (messages sent one frame each may be).
+   */
+  sendMessagesTogether(messages: Message[]): void;
   sendFrame(kind: FrameKind, payload: Uint8Array): void;
   /** Resolves when the node closed the connection (or after `ms`, with false). */
   closedWithin(ms: number): Promise<boolean>;
@@ -199,6 +205,8 @@ export function attack(
     socket,
     outcome,
     sendMessage: (message) => socket.write(encodeFrame(FrameKind.Message, encodeMessage(message))),
+    sendMessagesTogether: (messages) =>
+      socket.write(encodeFrame(FrameKind.GroupBatch, encodeGroupBatch(messages.map((message) => ({ group: 1, flags: 0, bytes: encodeMessage(message) }))))),
     sendFrame: (kind, payload) => socket.write(encodeFrame(kind, payload)),
     closedWithin: async (ms) => {
       const timer = sleep(ms).then(() => false);
