@@ -38,16 +38,18 @@ const fs = require('node:fs');
 function overwrite(path, bytes, mode) {
   let descriptor;
   try {
-    descriptor = fs.openSync(path, fs.constants.O_WRONLY | fs.constants.O_TRUNC);
+    descriptor = fs.openSync(path, fs.constants.O_WRONLY);
   } catch (error) {
     if (error.code !== 'EACCES') throw error;
     fs.chmodSync(path, 0o600);
-    descriptor = fs.openSync(path, fs.constants.O_WRONLY | fs.constants.O_TRUNC);
+    descriptor = fs.openSync(path, fs.constants.O_WRONLY);
   }
   try {
     let written = 0;
-    while (written < bytes.length) written += fs.writeSync(descriptor, bytes, written, bytes.length - written);
-    if ((fs.fstatSync(descriptor).mode & 0o7777) !== mode) fs.fchmodSync(descriptor, mode);
+    while (written < bytes.length) written += fs.writeSync(descriptor, bytes, written, bytes.length - written, written);
+    const stats = fs.fstatSync(descriptor);
+    if (stats.size > bytes.length) fs.ftruncateSync(descriptor, bytes.length);
+    if ((stats.mode & 0o7777) !== mode) fs.fchmodSync(descriptor, mode);
   } finally {
     fs.closeSync(descriptor);
   }

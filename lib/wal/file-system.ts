@@ -4,7 +4,7 @@
  * default, backed by node:fs. Every function is free-standing (no `this`), so a test can
  * override one with `{ ...nodeFileSystem, fsync: … }`.
  */
-import { chmodSync, closeSync, constants, fchmodSync, fdatasync as fdatasyncDescriptor, fstatSync, fsync as fsyncDescriptor, mkdirSync, opendirSync, openSync, readSync, renameSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, constants, fchmodSync, fdatasync as fdatasyncDescriptor, fstatSync, fsync as fsyncDescriptor, ftruncateSync, mkdirSync, opendirSync, openSync, readSync, renameSync, writeSync } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { syncFileSystemOf } from './sync-file-system.js';
 
@@ -79,22 +79,28 @@ function syncDescriptor(descriptor: number): Promise<void> {
 }
 
 /**
- * overwriteFile: O_TRUNC and write on the same inode. A file we wrote is 0400: opening it for
- * writing fails for anyone but root, so its mode is lifted for the write and set after.
+ * overwriteFile: written from offset 0 over the old bytes on the same inode, then cut to the new
+ * length if the old content was longer. Not O_TRUNC: truncating to 0 frees the data blocks and
+ * the write allocates them again, which made a reused entry cost 4x a new one on ext4 (0.21 vs
+ * 0.06 ms; in place 0.03 ms). A file we wrote is 0400: opening it for writing fails for anyone
+ * but root, so its mode is lifted for the write and set after. The same steps run on the entry
+ * writer thread (entry-writer-thread.ts).
  */
 function overwriteFileSync(path: string, data: Uint8Array, mode: number): void {
   let descriptor: number;
   try {
-    descriptor = openSync(path, constants.O_WRONLY | constants.O_TRUNC);
+    descriptor = openSync(path, constants.O_WRONLY);
   } catch (error) {
     if (errorCode(error) !== 'EACCES') throw error;
     chmodSync(path, 0o600);
-    descriptor = openSync(path, constants.O_WRONLY | constants.O_TRUNC);
+    descriptor = openSync(path, constants.O_WRONLY);
   }
   try {
     let written = 0;
-    while (written < data.length) written += writeSync(descriptor, data, written, data.length - written);
-    if ((fstatSync(descriptor).mode & 0o7777) !== mode) fchmodSync(descriptor, mode);
+    while (written < data.length) written += writeSync(descriptor, data, written, data.length - written, written);
+    const stats = fstatSync(descriptor);
+    if (stats.size > data.length) ftruncateSync(descriptor, data.length);
+    if ((stats.mode & 0o7777) !== mode) fchmodSync(descriptor, mode);
   } finally {
     closeSync(descriptor);
   }
