@@ -301,7 +301,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
   private journalCheckpointRunning: Promise<void> | undefined;
   private journalCheckpointTimer: NodeJS.Timeout | undefined;
   /** What the running checkpoint covers (for stats()). */
-  private journalInCheckpoint = { records: 0, entries: 0 };
+  private journalInCheckpoint = { records: 0, entries: 0, lowestIndex: Number.POSITIVE_INFINITY };
   /**
    * Published entries that are not (or not yet known to be) in wal/: reads are answered from
    * here first. An entry leaves once the checkpoint that wrote it into wal/ is durable.
@@ -318,8 +318,8 @@ export class ReplicaLogStore implements WritableStorage, LogView {
   private queue: Promise<void> = Promise.resolve();
   /** Trash of the running write (moved-out entry directories), deleted after its acknowledgement. */
   private readonly trashAfterAcknowledgement: string[] = [];
-  /** Trash of a compaction whose directories a journal checkpoint may reuse: batch → indexes. */
-  private readonly recyclableTrash = new Map<string, number[]>();
+  /** Journal mode: the directory moves of compactions, run behind the queue (moveOutBehindQueue). */
+  private compactionMoves: Promise<void> = Promise.resolve();
   /** The write group at the tail of the queue that appends and hard states may still join. */
   private openGroup: WriteGroup | undefined;
   /** What the log-rules checks see (no closed check, for the same reason as termOf). */
@@ -944,7 +944,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
    * Runs `operation` after every earlier write, in call order. Arguments were validated and
    * copied by the caller before this (synchronously), so later changes to them are invisible.
    */
-  private enqueue<T>(operation: () => Promise<T>, onTurn?: () => void, group = false): Promise<T> {
+  private enqueue<T>(operation: () => Promise<T>, onTurn?: () => void, group = false, independentOfJournal?: () => boolean): Promise<T> {
     if (this.closed) return Promise.reject(closedError('ReplicaLogStore'));
     // A write queued now runs after the open write group: later appends must not join it (they
     // would overtake this write). joinGroup re-opens a group it starts after this call.
@@ -961,8 +961,11 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         );
       }
       // Every other kind of write works on wal/ and KV directly: the journal's acknowledged
-      // groups go there first, so it sees (and changes) the log in order.
-      if (!group) return this.drainJournal().then(operation);
+      // groups go there first, so it sees (and changes) the log in order. Unless it touches
+      // nothing a waiting record does (independentOfJournal, checked on its turn): then it runs
+      // beside the checkpoint, and the write groups queued behind it do not wait seconds for a
+      // checkpoint of thousands of entries (issue 18: a stall at every snapshot).
+      if (!group && !(this.journalMode && independentOfJournal?.() === true)) return this.compactionMoves.then(() => this.drainJournal()).then(operation);
       return operation();
     };
     const result = this.queue.then(run);
@@ -981,13 +984,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
    * nothing reads the trash once the new state is published.
    */
   private async deleteTrash(): Promise<void> {
-    for (const trash of this.trashAfterAcknowledgement.splice(0)) {
-      const compacted = this.recyclableTrash.get(trash);
-      this.recyclableTrash.delete(trash);
-      // A journal store's compacted directories are reused by its checkpoints (log-manager.ts).
-      if (compacted !== undefined) await this.wal.offerForRecycling(trash, compacted);
-      else await this.wal.discardBatchDirectory(trash);
-    }
+    for (const trash of this.trashAfterAcknowledgement.splice(0)) await this.wal.discardBatchDirectory(trash);
   }
 
   /**
@@ -1251,17 +1248,33 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     clearTimeout(this.journalCheckpointTimer);
     this.journalCheckpointTimer = undefined;
     const records = this.journalPending.splice(0);
-    this.journalInCheckpoint = { records: records.length, entries: this.journalPendingEntries };
+    this.journalInCheckpoint = { records: records.length, entries: this.journalPendingEntries, lowestIndex: ReplicaLogStore.lowestJournalIndex(records) };
     this.journalPendingEntries = 0;
     if (records.length === 0) return Promise.resolve();
     const running = this.durably(() => this.checkpointJournal(records)).then(
       () => this.collector.journalCheckpoint(),
     ).finally(() => {
       this.journalCheckpointRunning = undefined;
-      this.journalInCheckpoint = { records: 0, entries: 0 };
+      this.journalInCheckpoint = { records: 0, entries: 0, lowestIndex: Number.POSITIVE_INFINITY };
     });
     this.journalCheckpointRunning = running;
     return running;
+  }
+
+  /** The lowest entry index `records` write (a record may replace the tail from its first index). */
+  private static lowestJournalIndex(records: readonly JournalPending[]): number {
+    let lowest = Number.POSITIVE_INFINITY;
+    for (const record of records) if (record.plan.length > 0) lowest = Math.min(lowest, record.plan[0]!.index);
+    return lowest;
+  }
+
+  /**
+   * True when no acknowledged record still on its way to wal/ (waiting or in the running
+   * checkpoint) writes an entry at or below `index`: every entry up to `index` is durable in wal/
+   * as the log has it, and a checkpoint running meanwhile only touches wal/ above `index`.
+   */
+  private journalClearThrough(index: number): boolean {
+    return index < Math.min(this.journalInCheckpoint.lowestIndex, ReplicaLogStore.lowestJournalIndex(this.journalPending));
   }
 
   /** Waits until every acknowledged journal record is durable in wal/ and KV. */
@@ -1502,7 +1515,11 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       } finally {
         if (dataFile !== undefined) this.wal.releaseSnapshotFile(dataFile);
       }
-    });
+      // Journal mode: runs without waiting for the journal's records to reach wal/. It reads the
+      // published log (acknowledged groups, durable in their records) and writes only KV's
+      // snapshot keys, which no checkpoint writes; after a power cut open replays the records,
+      // so the log again holds every entry up to the snapshot's index.
+    }, undefined, false, () => true);
   }
 
   compact(index: number): Promise<void> {
@@ -1527,12 +1544,43 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         this.cache.dropBelow(index + 1);
         // No fsync of wal/: every directory moved is at or below the durable anchor, which open
         // removes whatever a power cut kept of these renames (log-manager.ts moveEntriesOut).
+        if (this.journalMode) {
+          this.moveOutBehindQueue(removed);
+          return;
+        }
         const trash = await this.wal.createBatchDirectory();
         await this.wal.moveEntriesOut(trash, removed, { durable: false });
         this.trashAfterAcknowledgement.push(trash);
-        if (this.journalMode && this.wal.recycles) this.recyclableTrash.set(trash, removed);
       });
-    });
+      // Journal mode: no wait for the journal when no record on its way to wal/ writes an entry
+      // at or below `index` (a node compacts thousands of entries behind its tail): the
+      // directories moved out are durable in wal/ already, a running checkpoint only adds and
+      // replaces directories above `index`, and the anchor is a KV key no checkpoint writes.
+    }, undefined, false, () => this.journalClearThrough(index));
+  }
+
+  /**
+   * Journal mode: a compaction's directories leave wal/ behind the queue, one compaction after
+   * another. Thousands of renames (each of which may wait for the disk while a syncfs or a
+   * snapshot file is being written) took seconds inside the queue, and every write group waited
+   * behind them (issue 18). Safe beside later writes: the anchor is durable, nothing reads an
+   * entry at or below it, and later writes only touch indexes above it (a checkpoint writes
+   * what the journal holds, all above the anchor). A crash before the moves end leaves
+   * directories at or below the anchor in wal/, which open removes, as it always did. Every
+   * write that works on wal/ directly (the drained ones) and close wait for the moves.
+   */
+  private moveOutBehindQueue(indexes: readonly number[]): void {
+    this.compactionMoves = this.compactionMoves.then(() =>
+      this.durably(async () => {
+        const trash = await this.wal.createBatchDirectory();
+        await this.wal.moveEntriesOut(trash, indexes, { durable: false });
+        // A journal store's checkpoints reuse compacted directories (log-manager.ts, recycling).
+        if (this.wal.recycles) await this.wal.offerForRecycling(trash, indexes);
+        else await this.wal.discardBatchDirectory(trash);
+      }),
+    );
+    // A failure poisoned the store (durably): every later write reports it.
+    this.compactionMoves = this.compactionMoves.catch(() => {});
   }
 
   private retainedIndexes(): number[] {
@@ -1629,6 +1677,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     // Journal mode: what only the journal holds goes to wal/ and KV, so a clean close leaves an
     // empty journal. A failure leaves the records for the next open to replay.
     if (this.failure === undefined) await this.drainJournal().catch(() => {});
+    await this.compactionMoves;
     // A checkpoint at V = the saved commit (already durable: invariant C1), alone in one synced
     // batch, when it covers enough new entries. Not after an I/O failure (memory may be ahead of
     // the disk). A failure here is ignored: the record is only an accelerator, and the old one

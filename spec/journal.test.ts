@@ -13,7 +13,8 @@ import { JOURNAL_CHECKPOINT_DELAY_MS, JOURNAL_CHECKPOINT_ENTRIES, ReplicaLogStor
 import { EntryType, type Entry, type HardState } from '../lib/types.js';
 import { verifyTree } from '../lib/verify.js';
 import { crc32, crc32Portable, decodeJournalRecord, encodeJournalRecord, JOURNAL_DIRECTORY, journalRecordName, journalRecordTear, parseJournalRecordName } from '../lib/wal/journal.js';
-import { walPath } from '../lib/wal/layout.js';
+import { nodeFileSystem, type FileSystem } from '../lib/wal/file-system.js';
+import { formatLsn, walPath } from '../lib/wal/layout.js';
 import { makeTempDir, removeTempDirs } from './helpers/temp-dir.js';
 import { ensureBuilt, runCli } from './cli/harness.js';
 
@@ -262,8 +263,114 @@ describe('a journal-mode store', () => {
     expect(readdirSync(walPath(dir))).toEqual([]);
     await store.compact(3);
     expect(journalNames(dir)).toEqual([]);
-    expect(readdirSync(walPath(dir))).toHaveLength(3);
     expect(store.firstIndex()).toBe(4);
+    // The compacted directories leave wal/ behind the queue (a stall of every write otherwise).
+    await expect.poll(() => readdirSync(walPath(dir)), { timeout: 5000 }).toHaveLength(3);
     await store.close();
   });
+
+  it('compact below every waiting record does not drain the journal; at or above the first one it does', async () => {
+    const dir = join(makeTempDir(), 'store');
+    const store = await openJournal(dir);
+    await Promise.all([store.append(run(1, 6, 1)), store.setHardState({ term: 1, vote: 1, commit: 6 })]);
+    await store.compact(3); // drains: the record writes 1..6
+    await Promise.all([store.append(run(7, 10, 1)), store.setHardState({ term: 1, vote: 1, commit: 10 })]);
+    await store.compact(5); // below 7, the waiting record's first entry
+    expect(journalNames(dir)).toEqual([journalRecordName(2)]);
+    await expect.poll(() => readdirSync(walPath(dir)), { timeout: 5000 }).toEqual([formatLsn(6)]);
+    expect(store.firstIndex()).toBe(6);
+    const copy = crashCopy(store);
+    // Only the compactions' trash, kept for a checkpoint to reuse (recycling), is left over.
+    expect(new Set((await verifyTree(copy)).problems.map((problem) => problem.code))).toEqual(new Set(['STAGING_LEFTOVER']));
+    await store.compact(8); // 8 is in the waiting record: drained first
+    expect(journalNames(dir)).toEqual([]);
+    await expect.poll(() => readdirSync(walPath(dir)), { timeout: 5000 }).toEqual([formatLsn(9), formatLsn(10)]);
+    await store.close();
+    const reopened = await ReplicaLogStore.open({ dir: copy });
+    expect([reopened.firstIndex(), reopened.lastIndex()]).toEqual([6, 10]);
+    expect(hex(reopened.entries(6, 11))).toEqual(hex(run(6, 10, 1)));
+    await reopened.close();
+  });
+
+  it("a compaction's directory moves run behind the queue: write groups after it do not wait for them; a drained write does", async () => {
+    const dir = join(makeTempDir(), 'store');
+    let releaseMoves!: () => void;
+    const movesMayRun = new Promise<void>((resolve) => (releaseMoves = resolve));
+    const fileSystem: FileSystem = {
+      ...nodeFileSystem,
+      // Held: a compaction's renames out of wal/ (into a staging/ batch directory).
+      rename: async (from, to) => {
+        if (from.startsWith(walPath(dir)) && to.includes('/staging/batch-')) await movesMayRun;
+        return nodeFileSystem.rename(from, to);
+      },
+    };
+    const store = await ReplicaLogStore.open({ dir, journal: true, journalCheckpointDelayMs: 600_000, fileSystem });
+    await Promise.all([store.append(run(1, 6, 1)), store.setHardState({ term: 1, vote: 1, commit: 6 })]);
+    await store.compact(3); // drains (1..6 reach wal/), records the anchor; the moves wait
+    expect(store.firstIndex()).toBe(4);
+    await Promise.all([store.append(run(7, 8, 1)), store.setHardState({ term: 1, vote: 1, commit: 8 })]);
+    expect(store.lastIndex()).toBe(8);
+    expect(readdirSync(walPath(dir))).toEqual(run(1, 6, 1).map((item) => formatLsn(item.index)));
+    let drained = false;
+    const confChange = store.setConfState({ voters: [1], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false }).then(() => (drained = true));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(drained).toBe(false);
+    releaseMoves();
+    await confChange;
+    expect(readdirSync(walPath(dir))).toEqual(run(4, 8, 1).map((item) => formatLsn(item.index)));
+    await store.close();
+    expect(await verifyTree(dir)).toEqual({ ok: true, problems: [], notices: [] });
+  });
+
+  it('createSnapshot does not drain the journal: a snapshot above wal/ is covered by the records, and a crash then replays them', async () => {
+    const dir = join(makeTempDir(), 'store');
+    const store = await openJournal(dir);
+    await Promise.all([store.append(run(1, 6, 1)), store.setHardState({ term: 1, vote: 1, commit: 6 })]);
+    const data = new TextEncoder().encode('state at 4');
+    expect((await store.createSnapshot(4, undefined, data)).metadata).toMatchObject({ index: 4, term: 1 });
+    expect(journalNames(dir)).toEqual([journalRecordName(1)]);
+    expect(readdirSync(walPath(dir))).toEqual([]);
+    const copy = crashCopy(store);
+    await store.close();
+    const before = await verifyTree(copy);
+    expect(before.problems).toEqual([]);
+    expect(before.notices.map((notice) => notice.code)).toEqual(['JOURNAL_PENDING']);
+    const reopened = await ReplicaLogStore.open({ dir: copy });
+    expect(reopened.snapshot()).toMatchObject({ metadata: { index: 4, term: 1 }, data });
+    expect(hex(reopened.entries(1, 7))).toEqual(hex(run(1, 6, 1)));
+    await reopened.close();
+    expect(await verifyTree(copy)).toEqual({ ok: true, problems: [], notices: [] });
+  });
+
+  it('verify still reports a snapshot above the log when the journal does not reach it either', async () => {
+    const dir = join(makeTempDir(), 'store');
+    const store = await openJournal(dir);
+    await Promise.all([store.append(run(1, 6, 1)), store.setHardState({ term: 1, vote: 1, commit: 6 })]);
+    await store.createSnapshot(6, undefined, new TextEncoder().encode('state at 6'));
+    const copy = crashCopy(store);
+    await store.close();
+    // The record is lost: the snapshot is above both wal/ (empty) and the journal.
+    for (const name of journalNames(copy)) writeFileSync(join(copy, JOURNAL_DIRECTORY, name), new Uint8Array(0));
+    const problems = (await verifyTree(copy)).problems;
+    expect(problems.map((problem) => [problem.code, problem.message])).toContainEqual(['SNAPSHOT_BEYOND_LOG', "the snapshot's index 6 is above the last index 0"]);
+  });
+
+  it('a compaction beside a running checkpoint (below its records) leaves a store that reopens whole', async () => {
+    const dir = join(makeTempDir(), 'store');
+    const store = await openJournal(dir);
+    await Promise.all([store.append(run(1, 100, 1)), store.setHardState({ term: 1, vote: 1, commit: 100 })]);
+    await store.compact(50); // drained: 51..100 in wal/
+    // Enough entries to start a checkpoint, which runs while compact(90) is queued and runs.
+    const total = JOURNAL_CHECKPOINT_ENTRIES + 100;
+    await Promise.all([store.append(run(101, total, 1)), store.setHardState({ term: 1, vote: 1, commit: total })]);
+    await store.compact(90);
+    expect(store.firstIndex()).toBe(91);
+    await store.close();
+    const reopened = await ReplicaLogStore.open({ dir });
+    expect([reopened.firstIndex(), reopened.lastIndex()]).toEqual([91, total]);
+    expect(hex(reopened.entries(91, total + 1))).toEqual(hex(run(91, total, 1)));
+    await reopened.close();
+    expect(await verifyTree(dir)).toEqual({ ok: true, problems: [], notices: [] });
+  });
 });
+

@@ -360,6 +360,21 @@ export const cases: OperationCase[] = [
       (store) => writeGroupThenDrain(store, 7, 8),
     ],
   },
+  {
+    name: 'journal: createSnapshot and a compaction while a record waits (neither drains the journal)',
+    openOptions: { journal: true, journalCheckpointDelayMs: 600_000 },
+    setup: async (store) => {
+      await writeGroupThenDrain(store, 1, 4);
+    },
+    stages: [
+      // Durable in its record only: 5 and 6 are not in wal/ yet.
+      (store) => Promise.all([store.append(run(5, 6, 1)), store.setHardState({ term: 1, vote: 1, commit: 6 })]),
+      // KV names a snapshot at 5 while the entry is still in the journal.
+      (store) => store.createSnapshot(5, voters, bytes('state at 5')),
+      // 1..3 are below the waiting record: moved out of wal/ without waiting for it.
+      (store) => store.compact(3),
+    ],
+  },
 ];
 
 /** Entries from..to and the hard state committing them, then a drain that checkpoints them into wal/. */
