@@ -77,7 +77,9 @@ it('a lagging follower installs a 40 MiB snapshot through a file in staging/, it
   expect(largestStagedFile).toBeGreaterThan(MiB);
   expect(stagedSnapshotFiles(lagging)).toEqual([]);
   expect(status.transport.stagedBytes).toBe(0);
-  const received = status.transport.peers.find((peer) => peer.peer === leader.id)!.received;
+  // From whichever member led when the snapshot went out (a CI run saw the leadership move
+  // during the 40 MiB of writes, and the snapshot come from the new leader).
+  const received = status.transport.peers.reduce((sum, peer) => sum + peer.received, 0);
   expect(received).toBeGreaterThan(35 * MiB); // the snapshot holds the values written before it (about 38 of 40)
   // Measured: 125 to 150 MiB above the start (three copies, more when GC runs late under
   // load); five copies is the bound.
