@@ -95,28 +95,80 @@ function pairHash(key: string, value: string): Buffer {
   return createHash('sha256').update(length).update(keyBytes).update(value, 'utf8').digest().subarray(0, DIGEST_BYTES);
 }
 
-function writeVarint(value: number, into: number[]): void {
+/** How many bytes `value` takes as a varint. */
+function varintSize(value: number): number {
+  let size = 1;
   while (value >= 0x80) {
-    into.push((value & 0x7f) | 0x80);
+    value = Math.floor(value / 128);
+    size++;
+  }
+  return size;
+}
+
+/** Writes `value` as a varint at `offset`; returns the offset after it. */
+function putVarint(value: number, into: Buffer, offset: number): number {
+  while (value >= 0x80) {
+    into[offset++] = (value & 0x7f) | 0x80;
     value = Math.floor(value / 128);
   }
-  into.push(value);
+  into[offset++] = value;
+  return offset;
 }
 
 /** snapshotInSlices: bytes encoded between two turns of the event loop. */
 const SNAPSHOT_SLICE_BYTES = 1 << 20;
 
-/** Appends one pair's encoding (varint key length, key, varint value length, value) to `parts`; returns its size. */
-function encodePair([key, value]: [string, string], parts: Buffer[]): number {
-  const keyBytes = Buffer.from(key, 'utf8');
-  const valueBytes = Buffer.from(value, 'utf8');
-  const prefix: number[] = [];
-  writeVarint(keyBytes.length, prefix);
-  parts.push(Buffer.from(prefix), keyBytes);
-  prefix.length = 0;
-  writeVarint(valueBytes.length, prefix);
-  parts.push(Buffer.from(prefix), valueBytes);
-  return keyBytes.length + valueBytes.length + 2;
+/**
+ * A snapshot's encoding: the size of every key and value measured first, then each pair
+ * (varint key length, key, varint value length, value) written straight into one buffer of the
+ * exact size. Four small buffers per pair joined at the end cost 10 µs a pair (200 ms for 20,000
+ * values of 1 KiB, on every node at the same index); this is a few times faster.
+ */
+class SnapshotEncoder {
+  private readonly lengths: Uint32Array;
+  private readonly bytes: Buffer;
+  private offset: number;
+  private next = 0;
+
+  constructor(private readonly pairs: readonly [string, string][]) {
+    this.lengths = new Uint32Array(pairs.length * 2);
+    let size = BINARY_SNAPSHOT_MAGIC.length;
+    for (let position = 0; position < pairs.length; position++) {
+      const [key, value] = pairs[position]!;
+      const keyLength = Buffer.byteLength(key, 'utf8');
+      const valueLength = Buffer.byteLength(value, 'utf8');
+      this.lengths[2 * position] = keyLength;
+      this.lengths[2 * position + 1] = valueLength;
+      size += varintSize(keyLength) + keyLength + varintSize(valueLength) + valueLength;
+    }
+    this.bytes = Buffer.allocUnsafe(size);
+    this.offset = BINARY_SNAPSHOT_MAGIC.copy(this.bytes, 0);
+  }
+
+  /** Encodes pairs until at least `budget` bytes were written or none is left; true when done. */
+  encode(budget: number): boolean {
+    const stop = this.offset + budget;
+    while (this.next < this.pairs.length && this.offset < stop) {
+      const [key, value] = this.pairs[this.next]!;
+      this.offset = this.put(key, this.lengths[2 * this.next]!);
+      this.offset = this.put(value, this.lengths[2 * this.next + 1]!);
+      this.next++;
+    }
+    return this.next === this.pairs.length;
+  }
+
+  /** Writes `text` (UTF-8, `length` bytes) with its varint length; returns the offset after it. */
+  private put(text: string, length: number): number {
+    const offset = putVarint(length, this.bytes, this.offset);
+    // As many bytes as UTF-16 units: all ASCII, whose UTF-8 and Latin-1 bytes are the same, and
+    // Latin-1 is a plain copy (UTF-8 encoding checks every character).
+    return offset + this.bytes.write(text, offset, length === text.length ? 'latin1' : 'utf8');
+  }
+
+  /** The encoding (after encode returned true). */
+  result(): Buffer {
+    return this.bytes;
+  }
 }
 
 /** Thrown for snapshot bytes that are not a state this machine can restore. */
@@ -212,9 +264,9 @@ export class KvStateMachine {
 
   /** The whole map in the binary format (see the header): buffers joined once, no string built. */
   snapshot(): Uint8Array {
-    const parts: Buffer[] = [BINARY_SNAPSHOT_MAGIC];
-    for (const pair of this.entries()) encodePair(pair, parts);
-    return Buffer.concat(parts);
+    const encoder = new SnapshotEncoder(this.entries());
+    encoder.encode(Number.POSITIVE_INFINITY);
+    return encoder.result();
   }
 
   /**
@@ -225,18 +277,10 @@ export class KvStateMachine {
    * order; applies made meanwhile do not reach it.
    */
   snapshotInSlices(sliceBytes = SNAPSHOT_SLICE_BYTES): Promise<Uint8Array> {
-    const pairs = this.entries();
+    const encoder = new SnapshotEncoder(this.entries());
     return (async () => {
-      const parts: Buffer[] = [BINARY_SNAPSHOT_MAGIC];
-      let sliced = 0;
-      for (const pair of pairs) {
-        sliced += encodePair(pair, parts);
-        if (sliced >= sliceBytes) {
-          sliced = 0;
-          await new Promise<void>((resume) => setImmediate(resume));
-        }
-      }
-      return Buffer.concat(parts);
+      while (!encoder.encode(sliceBytes)) await new Promise<void>((resume) => setImmediate(resume));
+      return encoder.result();
     })();
   }
 

@@ -70,6 +70,28 @@ describe('commands', () => {
     expect(KvStateMachine.fromSnapshot(undefined, 3).size).toBe(0);
     expect(() => KvStateMachine.fromSnapshot(utf8('{"format":"other"}'), 1)).toThrow(/not a replicalog-kv/);
   });
+
+  it('writes the binary format byte for byte: magic, then per pair varint key length, key, varint value length, value (UTF-8)', () => {
+    const long = 'v'.repeat(200); // a two-byte varint length
+    const machine = KvStateMachine.from([['é', 'ü€'], ['a', long], ['😀', '']], 1);
+    const expected = Buffer.concat([
+      Buffer.from([0x52, 0x4c, 0x4b, 0x56, 0x02]),
+      Buffer.from([1]), Buffer.from('a'), Buffer.from([0xc8, 0x01]), Buffer.from(long),
+      Buffer.from([2]), Buffer.from('é'), Buffer.from([5]), Buffer.from('ü€'),
+      Buffer.from([4]), Buffer.from('😀'), Buffer.from([0]),
+    ]);
+    expect(Buffer.from(machine.snapshot()).equals(expected)).toBe(true);
+  });
+
+  it.each([1, 7, 300, 1 << 20])('snapshotInSlices (slices of %i bytes) gives the same bytes as snapshot(), of the state when it was called', async (sliceBytes) => {
+    const pairs: [string, string][] = Array.from({ length: 500 }, (_, k) => [`key-${k}${k % 7 === 0 ? '-ñ' : ''}`, k % 5 === 0 ? '值'.repeat(k) : 'x'.repeat(k)]);
+    const machine = KvStateMachine.from(pairs, 9);
+    const whole = machine.snapshot();
+    const sliced = machine.snapshotInSlices(sliceBytes);
+    machine.put('later', 'not in the snapshot');
+    expect(Buffer.from(await sliced).equals(Buffer.from(whole))).toBe(true);
+    expect(KvStateMachine.fromSnapshot(await sliced, 9).entries()).toEqual([...pairs].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  });
 });
 
 describe('deriving the initial state from a pre-Raft WAL', () => {
