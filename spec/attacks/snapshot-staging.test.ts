@@ -40,7 +40,8 @@ it('a lagging follower installs a 40 MiB snapshot through a file in staging/, it
   const value = 'v'.repeat(MiB - 1024);
   for (let key = 0; key < 40; key++) await cluster.put(`big-${key}`, value, 10_000);
   const leaderStatus = await statusOf(cluster, leader.id);
-  expect(leaderStatus.snapshotIndex).toBeGreaterThan(20);
+  // Each member snapshots on its own grid of 20 (lib/node/group.ts nextSnapshotAt): at 20, 25 or 30 first.
+  expect(leaderStatus.snapshotIndex).toBeGreaterThanOrEqual(20);
   expect(leaderStatus.firstIndex).toBeGreaterThan(2);
 
   node.start();
@@ -72,7 +73,7 @@ it('a lagging follower installs a 40 MiB snapshot through a file in staging/, it
   // What the node itself must hold: the snapshot read back once (40 MiB), raft's and the
   // store's copy of it, and the state it decodes to. The transport adds at most a chunk.
   console.log(`snapshot install: RSS ${(baselineRss / MiB).toFixed(0)} MiB once started, peak ${(peakRss / MiB).toFixed(0)} MiB; largest staged file seen ${(largestStagedFile / MiB).toFixed(1)} MiB`);
-  expect(status.snapshotIndex).toBeGreaterThan(20);
+  expect(status.snapshotIndex).toBeGreaterThanOrEqual(20);
   // The data went through a file (seen while it grew), and the file is gone.
   expect(largestStagedFile).toBeGreaterThan(MiB);
   expect(stagedSnapshotFiles(lagging)).toEqual([]);
