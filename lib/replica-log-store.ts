@@ -133,7 +133,7 @@ import { nodeFileSystem, type FileSystem } from './wal/file-system.js';
 import { entryRelativePath, isSnapshotFileName, kvPath } from './wal/layout.js';
 import { guardLevelDatabaseOpen } from './wal/level-files.js';
 import { WalLogManager, type CrashPoint, type CrashPointName } from './wal/log-manager.js';
-import { createEntryDirectories } from './wal/entry-writer-thread.js';
+import { entryWriterThread } from './wal/entry-writer-thread.js';
 import { RaftStateStore, type LogAnchor, type LogCheckpoint, type RaftStateChange, type SavedRaftState } from './wal/raft-state.js';
 import { TermRuns } from './wal/term-runs.js';
 import { PendingLog, type GroupedWrite, type WriteGroup } from './write-group.js';
@@ -462,7 +462,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     },
   ): ReplicaLogStore {
     const crashPoint = options.crashPoint ?? (() => {});
-    const wal = new WalLogManager(dir, parts.fileSystem, crashPoint, options.fileSystem === undefined ? createEntryDirectories : undefined);
+    const wal = new WalLogManager(dir, parts.fileSystem, crashPoint, options.fileSystem === undefined ? entryWriterThread : undefined);
     const store = new ReplicaLogStore(
       dir,
       options.partitionId,
@@ -1510,7 +1510,9 @@ export class ReplicaLogStore implements WritableStorage, LogView {
           await this.wal.pruneSnapshotFiles(dataFile);
         });
         const snapshot: Snapshot = { metadata: cloneMetadata(metadata) };
-        if (nextData !== undefined) snapshot.data = copyBytes(nextData);
+        // The copy taken at the call is the caller's now: the store keeps only the file. A
+        // second copy cost a node 20-90 ms of its event loop per snapshot of 20 MB.
+        if (nextData !== undefined) snapshot.data = nextData;
         return snapshot;
       } finally {
         if (dataFile !== undefined) this.wal.releaseSnapshotFile(dataFile);

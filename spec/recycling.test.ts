@@ -6,14 +6,14 @@
  * default file system) and the main thread (any other FileSystem, as tests inject).
  */
 import { chmodSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decodeEntry, encodeEntry } from '../lib/codec.js';
 import { ReplicaLogStore, type ReplicaLogStoreOptions } from '../lib/replica-log-store.js';
 import { EntryType, type Entry } from '../lib/types.js';
 import { verifyTree } from '../lib/verify.js';
 import { nodeFileSystem } from '../lib/wal/file-system.js';
-import { entryPath, MANIFEST_FILE, RAFT_FILE } from '../lib/wal/layout.js';
+import { entryPath, formatLsn, MANIFEST_FILE, RAFT_FILE } from '../lib/wal/layout.js';
 import { makeTempDir, removeTempDirs } from './helpers/temp-dir.js';
 
 afterEach(removeTempDirs);
@@ -137,6 +137,28 @@ describe.each(stagings)('recycling, staged by $staging', ({ options }) => {
     for (const index of [22, 23]) expectEntryOnDisk(store.dir, index);
     await store.close();
   });
+});
+
+it('a reused directory goes from its compaction batch straight into wal/: one rename per entry, none through staging/<LSN>', async () => {
+  const renames: string[] = [];
+  let dir = '';
+  const fileSystem = {
+    ...nodeFileSystem,
+    rename: async (from: string, to: string) => {
+      renames.push(`${relative(dir, from).replace(/batch-[^/]+/, 'batch-*')} -> ${relative(dir, to)}`);
+      return nodeFileSystem.rename(from, to);
+    },
+  };
+  const { store } = await compactedStore({ fileSystem });
+  dir = store.dir;
+  await checkpointed(store, 21, 23);
+  renames.length = 0;
+  // Checkpoint 2 reuses the directories of 1..5 for 24..28 (the first test above).
+  await checkpointed(store, 24, 28);
+  expect(store.stats()).toMatchObject({ entriesRecycled: 5 });
+  expect(renames).toEqual(run(24, 28, 1).map(({ index }) => `staging/batch-*/old-${formatLsn(index - 23)} -> wal/${formatLsn(index)}`));
+  await store.close();
+  expect((await verifyTree(dir)).problems).toEqual([]);
 });
 
 it('close() deletes the directories still waiting for reuse: a closed store has no staging/ leftover for verify', async () => {

@@ -6,8 +6,12 @@
  * writes commit, blocked the event loop for a quarter of its time; on libuv's 4-thread pool
  * they would queue ahead of the journal records' fsyncs, which acknowledge writes.
  *
+ * It also makes the renames of a checkpoint's publication and of a compaction (thousands of
+ * entry directories, each rename 30-80 µs in a large wal/): on the main thread they held a
+ * leader's event loop for a fifth of its time, and for half a second at each compaction.
+ *
  * One thread per process, started on first use and unref'ed (it never keeps a process alive);
- * jobs run one batch at a time, in order. Only the default node:fs file system uses it: a test
+ * batches run one at a time, in order. Only the default node:fs file system uses it: a test
  * FileSystem (fault injection, the power-loss recorder) sees every call on the main thread.
  */
 import { Worker } from 'node:worker_threads';
@@ -23,8 +27,9 @@ export interface EntryDirectoryJob {
   directoryMode: number;
   /**
    * A compacted entry directory to reuse instead of creating one (log-manager.ts, recycling):
-   * renamed to `directory`, its RAFT overwritten in place and its MANIFEST emptied. Used only
-   * when it holds exactly MANIFEST and RAFT; otherwise it is removed and a new one is created.
+   * its RAFT overwritten in place and its MANIFEST emptied, where it is (in a staging/ batch);
+   * publishStaged renames it into wal/ from there. Used only when it holds exactly MANIFEST
+   * and RAFT; otherwise it is removed and `directory` is created instead.
    */
   recycled?: string;
 }
@@ -66,36 +71,38 @@ function reuse(job) {
     fs.rmSync(job.recycled, { recursive: true, force: true });
     return false;
   }
-  try {
-    fs.renameSync(job.recycled, job.directory);
-  } catch (error) {
-    if (error.code !== 'ENOTEMPTY' && error.code !== 'EEXIST') throw error;
-    fs.rmSync(job.directory, { recursive: true, force: true });
-    fs.renameSync(job.recycled, job.directory);
-  }
-  overwrite(job.raft, job.bytes, job.fileMode);
-  if (fs.statSync(job.manifest).size !== 0) overwrite(job.manifest, new Uint8Array(0), job.fileMode);
+  overwrite(job.recycled + '/RAFT', job.bytes, job.fileMode);
+  const manifest = job.recycled + '/MANIFEST';
+  if (fs.statSync(manifest).size !== 0) overwrite(manifest, new Uint8Array(0), job.fileMode);
   return true;
 }
-parentPort.on('message', ({ id, jobs }) => {
-  let reused = 0;
-  try {
-    for (const job of jobs) {
-      if (job.recycled !== undefined && reuse(job)) {
-        reused++;
-        continue;
-      }
-      try {
-        fs.mkdirSync(job.directory, { mode: job.directoryMode });
-      } catch (error) {
-        if (error.code !== 'EEXIST') throw error;
-        fs.rmSync(job.directory, { recursive: true, force: true });
-        fs.mkdirSync(job.directory, { mode: job.directoryMode });
-      }
-      fs.writeFileSync(job.manifest, new Uint8Array(0), { mode: job.fileMode, flag: 'wx' });
-      fs.writeFileSync(job.raft, job.bytes, { mode: job.fileMode, flag: 'wx' });
+function create(jobs) {
+  const reused = [];
+  for (const [position, job] of jobs.entries()) {
+    if (job.recycled !== undefined && reuse(job)) {
+      reused.push(position);
+      continue;
     }
-    parentPort.postMessage({ id, reused });
+    try {
+      fs.mkdirSync(job.directory, { mode: job.directoryMode });
+    } catch (error) {
+      if (error.code !== 'EEXIST') throw error;
+      fs.rmSync(job.directory, { recursive: true, force: true });
+      fs.mkdirSync(job.directory, { mode: job.directoryMode });
+    }
+    fs.writeFileSync(job.manifest, new Uint8Array(0), { mode: job.fileMode, flag: 'wx' });
+    fs.writeFileSync(job.raft, job.bytes, { mode: job.fileMode, flag: 'wx' });
+  }
+  return reused;
+}
+parentPort.on('message', ({ id, jobs, renames }) => {
+  try {
+    if (renames !== undefined) {
+      for (const [from, to] of renames) fs.renameSync(from, to);
+      parentPort.postMessage({ id, reused: [] });
+    } else {
+      parentPort.postMessage({ id, reused: create(jobs) });
+    }
   } catch (error) {
     parentPort.postMessage({ id, error: { message: String(error && error.message), code: error && error.code, path: error && error.path } });
   }
@@ -104,17 +111,17 @@ parentPort.on('message', ({ id, jobs }) => {
 
 let worker: Worker | undefined;
 let nextId = 1;
-const waiting = new Map<number, { resolve: (reused: number) => void; reject: (error: Error) => void }>();
+const waiting = new Map<number, { resolve: (reused: number[]) => void; reject: (error: Error) => void }>();
 
 function thread(): Worker {
   if (worker !== undefined) return worker;
   const started = new Worker(WORKER_SOURCE, { eval: true });
   started.unref();
-  started.on('message', (message: { id: number; reused?: number; error?: { message: string; code?: string; path?: string } }) => {
+  started.on('message', (message: { id: number; reused?: number[]; error?: { message: string; code?: string; path?: string } }) => {
     const pending = waiting.get(message.id);
     waiting.delete(message.id);
     if (pending === undefined) return;
-    if (message.error === undefined) pending.resolve(message.reused ?? 0);
+    if (message.error === undefined) pending.resolve(message.reused ?? []);
     else pending.reject(Object.assign(new Error(message.error.message), { code: message.error.code, path: message.error.path }));
   });
   const failAll = (error: Error) => {
@@ -130,14 +137,10 @@ function thread(): Worker {
   return started;
 }
 
-/**
- * Creates every job's directory and files on the writer thread; resolves when all exist (not
- * fsynced), with how many reused their `recycled` directory.
- */
-export function createEntryDirectories(jobs: readonly EntryDirectoryJob[]): Promise<number> {
-  if (jobs.length === 0) return Promise.resolve(0);
+/** Posts one batch to the thread; resolves with the positions of the jobs that reused their directory. */
+function run(message: { jobs: readonly EntryDirectoryJob[] } | { renames: readonly (readonly [string, string])[] }): Promise<number[]> {
   const id = nextId++;
-  return new Promise<number>((resolve, reject) => {
+  return new Promise<number[]>((resolve, reject) => {
     // The thread keeps the process alive only while a batch is in flight.
     const running = thread();
     running.ref();
@@ -154,6 +157,26 @@ export function createEntryDirectories(jobs: readonly EntryDirectoryJob[]): Prom
         reject(error);
       },
     });
-    running.postMessage({ id, jobs });
+    running.postMessage({ id, ...message });
   });
 }
+
+/** What the store hands the entry writer thread (only with the default node:fs file system). */
+export interface EntryWriter {
+  /**
+   * Creates every job's directory and files, or reuses its `recycled` directory in place;
+   * resolves when all exist (not fsynced) with the positions of the jobs that reused theirs.
+   */
+  create(jobs: readonly EntryDirectoryJob[]): Promise<number[]>;
+  /** Renames each [from, to] in order, stopping at the first failure (which it rejects with). */
+  rename(renames: readonly (readonly [string, string])[]): Promise<void>;
+}
+
+export const entryWriterThread: EntryWriter = {
+  create(jobs) {
+    return jobs.length === 0 ? Promise.resolve([]) : run({ jobs });
+  },
+  async rename(renames) {
+    if (renames.length > 0) await run({ renames });
+  },
+};

@@ -64,7 +64,7 @@ import {
   stagingPath,
   walPath,
 } from './layout.js';
-import type { EntryDirectoryJob } from './entry-writer-thread.js';
+import type { EntryDirectoryJob, EntryWriter } from './entry-writer-thread.js';
 import { JOURNAL_DIRECTORY, journalRecordName, parseJournalRecordName } from './journal.js';
 
 /** Every named step of the write path, in the order a write passes them. */
@@ -197,6 +197,13 @@ export class WalLogManager {
   private syncsCompletedThrough = 0;
   /** Entry directories staged by reuse (statistics and tests). */
   recycledEntries = 0;
+  /**
+   * Entries stageEntries wrote into a reused directory where it lies (in a staging/ batch):
+   * index → that path. publishStaged renames them into wal/ from there, one rename instead of
+   * two (through staging/<LSN>); the batches they emptied are removed after it.
+   */
+  private readonly stagedInPlace = new Map<number, string>();
+  private batchesEmptiedByStaging: string[] = [];
 
   /** The store has recorded `name` in KV (or given it up): pruning may consider it again. */
   releaseSnapshotFile(name: string): void {
@@ -208,10 +215,11 @@ export class WalLogManager {
     private readonly fs: FileSystem,
     private readonly crashPoint: CrashPoint = () => {},
     /**
-     * Creates a checkpoint's staged entries off the main thread (entry-writer-thread.ts); only
-     * with the default file system, so a test's FileSystem sees every call.
+     * Creates a checkpoint's staged entries and makes its and a compaction's renames off the
+     * main thread (entry-writer-thread.ts); only with the default file system, so a test's
+     * FileSystem sees every call.
      */
-    private readonly entryWriter?: (jobs: readonly EntryDirectoryJob[]) => Promise<number>,
+    private readonly entryWriter?: EntryWriter,
   ) {
     this.walDirectory = walPath(dir);
     this.stagingDirectory = stagingPath(dir);
@@ -419,10 +427,13 @@ export class WalLogManager {
   }
 
   async stageEntries(entries: readonly StagedEntry[], options: { fsync: boolean } = { fsync: true }): Promise<void> {
-    const create = this.entryWriter;
+    const writer = this.entryWriter;
+    // Whatever an earlier staging left (a write that failed before its publication).
+    this.stagedInPlace.clear();
     // A checkpoint's batch (no fsync: the caller's syncfs follows) reuses compacted directories.
     const recycled = !options.fsync && this.recycles ? this.takeRecycled(entries.length) : { paths: [], emptiedBatches: [] };
-    if (!options.fsync && create !== undefined) {
+    this.batchesEmptiedByStaging.push(...recycled.emptiedBatches);
+    if (!options.fsync && writer !== undefined) {
       // Created off the main thread.
       const jobs = entries.map(({ index, raft }, position) => {
         const directory = this.stagedEntryDirectory(index);
@@ -431,20 +442,19 @@ export class WalLogManager {
         if (source !== undefined) job.recycled = source;
         return job;
       });
-      this.recycledEntries += await this.io('write', this.stagingDirectory, () => create(jobs));
-      await this.removeEmptiedBatches(recycled.emptiedBatches);
+      const reused = await this.io('write', this.stagingDirectory, () => writer.create(jobs));
+      for (const position of reused) this.stagedInPlace.set(entries[position]!.index, recycled.paths[position]!);
+      this.recycledEntries += reused.length;
       this.crash('after-file-write');
       return;
     }
     if (recycled.paths.length > 0) {
-      const reused = new Set<number>();
       for (const [position, source] of recycled.paths.entries()) {
         const { index, raft } = entries[position]!;
-        if (await this.stageRecycled(source, index, raft)) reused.add(index);
+        if (await this.stageRecycled(source, raft)) this.stagedInPlace.set(index, source);
       }
-      this.recycledEntries += reused.size;
-      await this.removeEmptiedBatches(recycled.emptiedBatches);
-      entries = entries.filter((entry) => !reused.has(entry.index));
+      this.recycledEntries += this.stagedInPlace.size;
+      entries = entries.filter((entry) => !this.stagedInPlace.has(entry.index));
     }
     const fsyncs = new BoundedTasks(FSYNC_CONCURRENCY);
     try {
@@ -508,15 +518,28 @@ export class WalLogManager {
     await this.io('fsync', this.walDirectory, () => this.fs.fsync(this.walDirectory));
   }
 
-  /** Steps 4–5: renames staged entries into wal/ in index order, then fsyncs wal/ once. */
+  /**
+   * Steps 4–5: renames staged entries into wal/ in index order, then fsyncs wal/ once. An entry
+   * staged in a reused directory is renamed from where it lies (stagedInPlace).
+   */
   async publishStaged(indexes: readonly number[], options: { fsync: boolean } = { fsync: true }): Promise<void> {
-    for (const index of indexes) {
-      const source = this.stagedEntryDirectory(index);
-      const target = this.entryDirectory(index);
+    const renames = indexes.map((index) => [this.stagedInPlace.get(index) ?? this.stagedEntryDirectory(index), this.entryDirectory(index)] as const);
+    this.stagedInPlace.clear();
+    const writer = this.entryWriter;
+    if (!options.fsync && writer !== undefined) {
+      // A checkpoint's thousands of renames, off the main thread, in the same order.
       this.crash('before-rename');
-      await this.io('rename', source, () => this.fs.rename(source, target));
+      await this.io('rename', this.walDirectory, () => writer.rename(renames));
       this.crash('after-rename');
+    } else {
+      for (const [source, target] of renames) {
+        this.crash('before-rename');
+        await this.io('rename', source, () => this.fs.rename(source, target));
+        this.crash('after-rename');
+      }
     }
+    // Every directory reused from these batches is in wal/ now (errors ignored: open empties staging/).
+    await this.removeEmptiedBatches(this.batchesEmptiedByStaging.splice(0));
     this.crash('before-wal-fsync');
     if (!options.fsync) {
       // The caller's syncFileSystem() makes both directories durable at once.
@@ -614,7 +637,16 @@ export class WalLogManager {
    * lower the anchor without fsyncing wal/ itself (applySnapshot, below).
    */
   async moveEntriesOut(batch: string, indexes: readonly number[], options: { durable: boolean }): Promise<void> {
-    for (const [position, index] of indexes.entries()) {
+    const writer = this.entryWriter;
+    if (writer !== undefined) {
+      // Off the main thread (a compaction moves thousands), RENAME_CHUNK at a time.
+      for (let start = 0; start < indexes.length; start += RENAME_CHUNK) {
+        const renames = indexes.slice(start, start + RENAME_CHUNK).map((index) => [this.entryDirectory(index), join(batch, `old-${formatLsn(index)}`)] as const);
+        this.crash('before-prefix-rename');
+        await this.io('rename', this.walDirectory, () => writer.rename(renames));
+      }
+    }
+    for (const [position, index] of (writer === undefined ? indexes : []).entries()) {
       // The renames are synchronous calls (nodeFileSystem): a compaction of thousands of
       // entries lets the event loop run between chunks (a Raft node's heartbeats).
       if (position > 0 && position % RENAME_CHUNK === 0) await new Promise<void>((resume) => setImmediate(resume));
@@ -738,19 +770,18 @@ export class WalLogManager {
 
   /**
    * The main-thread twin of the entry writer thread's reuse() (entry-writer-thread.ts): reuses
-   * `recycled` as staging/<LSN> when it holds exactly MANIFEST and RAFT; false (and removed)
-   * otherwise, and the caller creates a new directory.
+   * `recycled` in place (it lies in a staging/ batch; publishStaged renames it into wal/) when
+   * it holds exactly MANIFEST and RAFT; false (and removed) otherwise, and the caller creates a
+   * new directory.
    */
-  private async stageRecycled(recycled: string, index: number, raft: Uint8Array): Promise<boolean> {
+  private async stageRecycled(recycled: string, raft: Uint8Array): Promise<boolean> {
     const overwrite = this.fs.overwriteFile!;
     const names = await this.io('readdir', recycled, () => this.fs.readdir(recycled));
     if (names.length !== 2 || !names.includes(MANIFEST_FILE) || !names.includes(RAFT_FILE)) {
       await this.io('remove', recycled, () => this.fs.remove(recycled));
       return false;
     }
-    const directory = this.stagedEntryDirectory(index);
-    await this.io('remove', directory, () => this.fs.remove(directory));
-    await this.io('rename', recycled, () => this.fs.rename(recycled, directory));
+    const directory = recycled;
     const raftPath = join(directory, RAFT_FILE);
     await this.io('write', raftPath, () => overwrite(raftPath, raft, FILE_MODE));
     const manifest = join(directory, MANIFEST_FILE);
