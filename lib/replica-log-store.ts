@@ -137,10 +137,16 @@ import { entryWriterThread } from './wal/entry-writer-thread.js';
 import { RaftStateStore, type LogAnchor, type LogCheckpoint, type RaftStateChange, type SavedRaftState } from './wal/raft-state.js';
 import { TermRuns } from './wal/term-runs.js';
 import { PendingLog, type GroupedWrite, type WriteGroup } from './write-group.js';
-import { decodeJournalRecord, encodeJournalRecord, journalRecordTear } from './wal/journal.js';
+import { crc32, decodeJournalRecord, encodeJournalRecord, journalRecordTear } from './wal/journal.js';
 
 /** How many entries backfill() rewrites at the same time. */
 const BACKFILL_CONCURRENCY = 16;
+
+/**
+ * createSnapshot: data at least this large is written from the caller's buffer under a CRC
+ * check instead of being copied first (see createSnapshot).
+ */
+export const SNAPSHOT_DATA_COPY_LIMIT = 1 << 20;
 
 /** A hard state whose commit is this many entries past the checkpoint's V carries a new one. */
 export const CHECKPOINT_INTERVAL = 4096;
@@ -1479,10 +1485,20 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       checkSafeUnsigned(index, 'createSnapshot index');
       if (confState !== undefined) validateConfStateUntrusted(confState);
       if (data !== undefined && !(data instanceof Uint8Array)) throw invalidArgumentError('createSnapshot: data must be a Uint8Array or absent');
-      return { confState: confState === undefined ? undefined : cloneConfState(confState), data: data === undefined ? undefined : copyBytes(data) };
+      // Small data is copied. Large data (a node's whole state: tens of MB) is written from the
+      // caller's buffer under a CRC taken now and checked once the file is written: a copy cost
+      // 95 ms per 30 MB here (page faults), all of it blocking the event loop; the CRC 5 ms. A
+      // caller that changes the buffer before the promise settles gets ERR_INVALID_ARGUMENT and
+      // nothing is saved (the file written is pruned).
+      const borrowed = data !== undefined && data.length >= SNAPSHOT_DATA_COPY_LIMIT;
+      return {
+        confState: confState === undefined ? undefined : cloneConfState(confState),
+        data: data === undefined ? undefined : borrowed ? data : copyBytes(data),
+        crc: borrowed ? crc32(data) : undefined,
+      };
     });
     if ('error' in prepared) return Promise.reject(prepared.error);
-    const { confState: nextConfState, data: nextData } = prepared.value;
+    const { confState: nextConfState, data: nextData, crc: dataCrc } = prepared.value;
     // The data file (the bulk of a snapshot: the whole state) is written and fsynced at once,
     // beside the queue, so appends queued meanwhile do not wait for it; only the KV record that
     // makes it the snapshot waits for its turn. Its name is unique and kept from pruning until then.
@@ -1491,6 +1507,12 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     return this.enqueue(async () => {
       const dataFile = written === undefined ? undefined : await written;
       try {
+        if (dataCrc !== undefined && crc32(nextData!) !== dataCrc) {
+          // Nothing saved: the file is not named in KV, and goes now (open would prune it too).
+          this.wal.releaseSnapshotFile(dataFile!);
+          await this.wal.pruneSnapshotFiles(this.snapshotDataFile);
+          throw invalidArgumentError(`createSnapshot ${index}: data changed while it was being written (it must not change until the promise settles)`);
+        }
         this.refuseWhileBackfillPending();
         if (index <= this.snapshotMetadata.index) throw snapOutOfDateError(index);
         if (index > this.last) {
@@ -1510,8 +1532,8 @@ export class ReplicaLogStore implements WritableStorage, LogView {
           await this.wal.pruneSnapshotFiles(dataFile);
         });
         const snapshot: Snapshot = { metadata: cloneMetadata(metadata) };
-        // The copy taken at the call is the caller's now: the store keeps only the file. A
-        // second copy cost a node 20-90 ms of its event loop per snapshot of 20 MB.
+        // The store keeps only the file: the bytes it was given (or its copy of them) are the
+        // caller's. A second copy cost a node 20-90 ms of its event loop per snapshot of 20 MB.
         if (nextData !== undefined) snapshot.data = nextData;
         return snapshot;
       } finally {

@@ -10,7 +10,7 @@ import { ClassicLevel } from 'classic-level';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decodeConfState, decodeHardState, encodeEntry, encodeLogEntry, entrySize, GITALY_DIRECTORY_MODE } from '../lib/codec.js';
 import { ErrorCode } from '../lib/errors.js';
-import { ReplicaLogStore, type ReplicaLogStoreOptions } from '../lib/replica-log-store.js';
+import { ReplicaLogStore, SNAPSHOT_DATA_COPY_LIMIT, type ReplicaLogStoreOptions } from '../lib/replica-log-store.js';
 import { EntryType, type ConfState, type Entry } from '../lib/types.js';
 import { nodeFileSystem, type FileSystem } from '../lib/wal/file-system.js';
 import { entryPath, formatLsn, kvKey, walPath } from '../lib/wal/layout.js';
@@ -820,6 +820,39 @@ describe('inputs', () => {
     snapshotData.write('XXXX');
     expect(Buffer.from((await pending).data!).toString()).toBe('snap');
     expect(Buffer.from(store.snapshot().data!).toString()).toBe('snap');
+  });
+
+  it('large snapshot data (at least SNAPSHOT_DATA_COPY_LIMIT) is saved exactly; changing it after the promise settles changes nothing', async () => {
+    const store = await open();
+    await store.append([{ type: EntryType.Normal, term: 1, index: 1 }]);
+    const data = Buffer.alloc(SNAPSHOT_DATA_COPY_LIMIT + 7, 0x61);
+    data[SNAPSHOT_DATA_COPY_LIMIT] = 0x62;
+    const expected = Buffer.from(data);
+    await store.createSnapshot(1, voters123, data);
+    data.fill(0x7a);
+    expect(Buffer.from(store.snapshot().data!).equals(expected)).toBe(true);
+    const dir = store.dir;
+    await store.close();
+    const reopened = await ReplicaLogStore.open({ dir });
+    expect(Buffer.from(reopened.snapshot().data!).equals(expected)).toBe(true);
+    await reopened.close();
+  });
+
+  it('large snapshot data changed before the promise settles: ERR_INVALID_ARGUMENT, the snapshot and snapshot/ unchanged', async () => {
+    const store = await open();
+    await store.append([{ type: EntryType.Normal, term: 1, index: 1 }, { type: EntryType.Normal, term: 1, index: 2 }]);
+    await store.createSnapshot(1, voters123, Buffer.from('first'));
+    const filesBefore = readdirSync(join(store.dir, 'snapshot'));
+    const data = Buffer.alloc(SNAPSHOT_DATA_COPY_LIMIT, 0x61);
+    const pending = store.createSnapshot(2, voters123, data);
+    data[5] = 0x7a;
+    expect(await codeOf(() => pending)).toBe(ErrorCode.InvalidArgument);
+    expect(store.snapshot().metadata.index).toBe(1);
+    expect(Buffer.from(store.snapshot().data!).toString()).toBe('first');
+    expect(readdirSync(join(store.dir, 'snapshot'))).toEqual(filesBefore);
+    // Nothing was poisoned: the same snapshot with unchanged data is taken.
+    await store.createSnapshot(2, voters123, data);
+    expect(store.snapshot().metadata.index).toBe(2);
   });
 
   const badOptions = [
