@@ -1471,6 +1471,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         // index, and without the intent open would keep any of them a power cut brought back.
         const trash = await this.wal.createBatchDirectory();
         await this.wal.moveEntriesOut(trash, dropped, { durable: true });
+        this.wal.forgetPublished(dropped);
         this.trashAfterAcknowledgement.push(trash);
         this.crashPoint('before-intent-clear');
         await this.raftState.write({ intent: null });

@@ -27,13 +27,23 @@ const stagings: { staging: string; options: Partial<ReplicaLogStoreOptions> }[] 
   { staging: 'the main thread (an injected FileSystem)', options: { fileSystem: { ...nodeFileSystem } } },
 ];
 
-/** A journal store holding 1..20 (committed), compacted to 10: directories 1..10 wait for reuse. */
-async function compactedStore(options: Partial<ReplicaLogStoreOptions>): Promise<{ store: ReplicaLogStore; inodes: Map<number, number> }> {
+/**
+ * A journal store holding 1..20 (committed), compacted to 10: directories 1..10 wait for reuse.
+ * `writtenBeforeOpen`: 1..20 were written by an earlier opening (the store then reused them only
+ * after listing each, as anything it did not publish itself), and 21 by this one (its
+ * checkpoint's syncfs lets it recycle); otherwise all by this one.
+ */
+async function compactedStore(options: Partial<ReplicaLogStoreOptions>, writtenBeforeOpen = false): Promise<{ store: ReplicaLogStore; inodes: Map<number, number> }> {
   const dir = makeTempDir('replicalog-recycle-');
-  const store = await ReplicaLogStore.open({ dir, journal: true, journalCheckpointDelayMs: 600_000, ...options });
+  let store = await ReplicaLogStore.open({ dir, journal: true, journalCheckpointDelayMs: 600_000, ...options });
   await Promise.all([store.append(run(1, 20, 1)), store.setHardState({ term: 1, vote: 1, commit: 20 })]);
   // A drain (setConfState waits for the journal): 1..20 are in wal/ now, and syncfs has worked.
   await store.setConfState(voters);
+  if (writtenBeforeOpen) {
+    await store.close();
+    store = await ReplicaLogStore.open({ dir, journal: true, journalCheckpointDelayMs: 600_000, ...options });
+    await checkpointed(store, 21, 21);
+  }
   const inodes = new Map(run(1, 10, 1).map(({ index }) => [index, statSync(entryPath(dir, index)).ino]));
   await store.compact(10);
   // The compaction's directories leave wal/ behind the queue; a drained write waits for them.
@@ -86,17 +96,18 @@ describe.each(stagings)('recycling, staged by $staging', ({ options }) => {
   });
 
   it('a reused directory that held a MANIFEST with content (a Gitaly entry) gets an empty one, with mode 0400', async () => {
-    const { store } = await compactedStore(options);
+    // Written before this opening: the store does not know what each directory holds.
+    const { store } = await compactedStore(options, true);
     // Directory 1 (now in staging/, the compaction's trash) had a Gitaly log entry.
     const [batch] = readdirSync(join(store.dir, 'staging'));
     const manifest = join(store.dir, 'staging', batch!, `old-${readdirSync(join(store.dir, 'staging', batch!)).sort()[0]!.slice(4)}`, MANIFEST_FILE);
     chmodSync(manifest, 0o600);
     writeFileSync(manifest, 'a gitaly.LogEntry');
     chmodSync(manifest, 0o644);
-    await checkpointed(store, 21, 21);
     await checkpointed(store, 22, 22);
+    await checkpointed(store, 23, 23);
     expect(store.stats().entriesRecycled).toBe(1);
-    expectEntryOnDisk(store.dir, 22);
+    expectEntryOnDisk(store.dir, 23);
     await store.close();
   });
 
@@ -123,18 +134,18 @@ describe.each(stagings)('recycling, staged by $staging', ({ options }) => {
   });
 
   it('a directory holding anything but MANIFEST and RAFT is not reused: removed, and a new one is made', async () => {
-    const { store, inodes } = await compactedStore(options);
+    const { store, inodes } = await compactedStore(options, true);
     const [batch] = readdirSync(join(store.dir, 'staging'));
     const oldest = readdirSync(join(store.dir, 'staging', batch!)).sort()[0]!;
     writeFileSync(join(store.dir, 'staging', batch!, oldest, 'payload'), 'a packfile');
-    await checkpointed(store, 21, 21);
-    await checkpointed(store, 22, 23);
-    // 22 skipped the directory with the payload (it is removed) and was created (the file system
-    // may hand it the inode just freed, so only the count tells); 23 reused the next one.
+    await checkpointed(store, 22, 22);
+    await checkpointed(store, 23, 24);
+    // 23 skipped the directory with the payload (it is removed) and was created (the file system
+    // may hand it the inode just freed, so only the count tells); 24 reused the next one.
     expect(store.stats().entriesRecycled).toBe(1);
     expect(readdirSync(join(store.dir, 'staging', batch!))).not.toContain(oldest);
-    expect(statSync(entryPath(store.dir, 23)).ino).toBe(inodes.get(2));
-    for (const index of [22, 23]) expectEntryOnDisk(store.dir, index);
+    expect(statSync(entryPath(store.dir, 24)).ino).toBe(inodes.get(2));
+    for (const index of [23, 24]) expectEntryOnDisk(store.dir, index);
     await store.close();
   });
 });
@@ -159,6 +170,34 @@ it('a reused directory goes from its compaction batch straight into wal/: one re
   expect(renames).toEqual(run(24, 28, 1).map(({ index }) => `staging/batch-*/old-${formatLsn(index - 23)} -> wal/${formatLsn(index)}`));
   await store.close();
   expect((await verifyTree(dir)).problems).toEqual([]);
+});
+
+it('a directory this store published is reused without listing it or reading its MANIFEST; one written before the open is listed first', async () => {
+  for (const writtenBeforeOpen of [false, true]) {
+    const calls: string[] = [];
+    let dir = '';
+    const record = (call: string, path: string) => calls.push(`${call} ${relative(dir, path).replace(/batch-[^/]+/, 'batch-*')}`);
+    const fileSystem = {
+      ...nodeFileSystem,
+      readdir: async (path: string) => (record('readdir', path), nodeFileSystem.readdir(path)),
+      stat: async (path: string) => (record('stat', path), nodeFileSystem.stat(path)),
+      overwriteFile: async (path: string, data: Uint8Array, mode: number) => (record('overwrite', path), nodeFileSystem.overwriteFile!(path, data, mode)),
+    };
+    const { store } = await compactedStore({ fileSystem }, writtenBeforeOpen);
+    dir = store.dir;
+    const first = writtenBeforeOpen ? 22 : 21;
+    await checkpointed(store, first, first);
+    calls.length = 0;
+    await checkpointed(store, first + 1, first + 1); // reuses the directory that held 1
+    const old = `staging/batch-*/old-${formatLsn(1)}`;
+    const onTheReusedDirectory = calls.filter((call) => call.includes(old));
+    expect(onTheReusedDirectory, `written before the open: ${writtenBeforeOpen}`).toEqual(
+      writtenBeforeOpen ? [`readdir ${old}`, `overwrite ${old}/RAFT`, `stat ${old}/MANIFEST`] : [`overwrite ${old}/RAFT`],
+    );
+    expectEntryOnDisk(dir, first + 1);
+    await store.close();
+    expect((await verifyTree(dir)).problems).toEqual([]);
+  }
 });
 
 it('close() deletes the directories still waiting for reuse: a closed store has no staging/ leftover for verify', async () => {

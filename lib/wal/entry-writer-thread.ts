@@ -32,6 +32,8 @@ export interface EntryDirectoryJob {
    * and RAFT; otherwise it is removed and `directory` is created instead.
    */
   recycled?: string;
+  /** `recycled` was published by this store (exactly an empty MANIFEST and RAFT): only RAFT is rewritten. */
+  recycledPlain?: boolean;
 }
 
 // CommonJS, evaluated by the worker: a leftover directory of an earlier failed write is
@@ -60,6 +62,15 @@ function overwrite(path, bytes, mode) {
   }
 }
 function reuse(job) {
+  if (job.recycledPlain === true) {
+    try {
+      overwrite(job.recycled + '/RAFT', job.bytes, job.fileMode);
+      return true;
+    } catch (error) {
+      if (error.code === 'ENOENT') return false;
+      throw error;
+    }
+  }
   let names;
   try {
     names = fs.readdirSync(job.recycled);

@@ -150,6 +150,8 @@ interface RecyclableDirectory {
   batch: string;
   /** syncfs calls started before it was moved out of wal/: reusable once a later one completed. */
   syncsStartedBefore: number;
+  /** Published by this store's checkpoints (exactly an empty MANIFEST and RAFT): reused without listing it. */
+  plain: boolean;
 }
 
 export interface StagedEntry {
@@ -204,6 +206,15 @@ export class WalLogManager {
    */
   private readonly stagedInPlace = new Map<number, string>();
   private batchesEmptiedByStaging: string[] = [];
+  /**
+   * Entries in wal/ that this store published from staging/ while it recycles: each holds
+   * exactly an empty MANIFEST and its RAFT, so reusing it needs no listing of the directory and
+   * no look at its MANIFEST (five of a reuse's eleven system calls). Anything else in wal/ (an
+   * adopted Gitaly entry with payload files, what open found) is checked as before. An index
+   * leaves the set when its directory is moved out (offered for reuse, cut by a truncation) or
+   * replaced by an adopted one.
+   */
+  private readonly publishedPlain = new Set<number>();
 
   /** The store has recorded `name` in KV (or given it up): pruning may consider it again. */
   releaseSnapshotFile(name: string): void {
@@ -431,7 +442,7 @@ export class WalLogManager {
     // Whatever an earlier staging left (a write that failed before its publication).
     this.stagedInPlace.clear();
     // A checkpoint's batch (no fsync: the caller's syncfs follows) reuses compacted directories.
-    const recycled = !options.fsync && this.recycles ? this.takeRecycled(entries.length) : { paths: [], emptiedBatches: [] };
+    const recycled = !options.fsync && this.recycles ? this.takeRecycled(entries.length) : { paths: [], plain: [], emptiedBatches: [] };
     this.batchesEmptiedByStaging.push(...recycled.emptiedBatches);
     if (!options.fsync && writer !== undefined) {
       // Created off the main thread.
@@ -439,7 +450,10 @@ export class WalLogManager {
         const directory = this.stagedEntryDirectory(index);
         const job: EntryDirectoryJob = { directory, manifest: join(directory, MANIFEST_FILE), raft: join(directory, RAFT_FILE), bytes: raft, fileMode: FILE_MODE, directoryMode: DIRECTORY_MODE };
         const source = recycled.paths[position];
-        if (source !== undefined) job.recycled = source;
+        if (source !== undefined) {
+          job.recycled = source;
+          if (recycled.plain[position] === true) job.recycledPlain = true;
+        }
         return job;
       });
       const reused = await this.io('write', this.stagingDirectory, () => writer.create(jobs));
@@ -451,7 +465,7 @@ export class WalLogManager {
     if (recycled.paths.length > 0) {
       for (const [position, source] of recycled.paths.entries()) {
         const { index, raft } = entries[position]!;
-        if (await this.stageRecycled(source, raft)) this.stagedInPlace.set(index, source);
+        if (await this.stageRecycled(source, raft, recycled.plain[position] === true)) this.stagedInPlace.set(index, source);
       }
       this.recycledEntries += this.stagedInPlace.size;
       entries = entries.filter((entry) => !this.stagedInPlace.has(entry.index));
@@ -508,6 +522,7 @@ export class WalLogManager {
   async truncateTail(batch: string, from: number, last: number): Promise<void> {
     if (from > last) return;
     for (let index = last; index >= from; index--) {
+      this.publishedPlain.delete(index);
       const source = this.entryDirectory(index);
       const target = join(batch, `old-${formatLsn(index)}`);
       this.relocated.set(index, target);
@@ -525,6 +540,8 @@ export class WalLogManager {
   async publishStaged(indexes: readonly number[], options: { fsync: boolean } = { fsync: true }): Promise<void> {
     const renames = indexes.map((index) => [this.stagedInPlace.get(index) ?? this.stagedEntryDirectory(index), this.entryDirectory(index)] as const);
     this.stagedInPlace.clear();
+    // Only while recycling (a journal store): elsewhere nothing would ever take them out again.
+    if (this.recycles) for (const index of indexes) this.publishedPlain.add(index);
     const writer = this.entryWriter;
     if (!options.fsync && writer !== undefined) {
       // A checkpoint's thousands of renames, off the main thread, in the same order.
@@ -606,6 +623,7 @@ export class WalLogManager {
   /** insertLogEntry's second half: renames the prepared directory into wal/ and fsyncs wal/. */
   async publishAdopted(stagedDir: string, index: number): Promise<void> {
     const target = this.entryDirectory(index);
+    this.publishedPlain.delete(index);
     this.crash('before-rename');
     await this.io('rename', stagedDir, () => this.fs.rename(stagedDir, target));
     this.crash('after-rename');
@@ -725,9 +743,13 @@ export class WalLogManager {
    */
   async offerForRecycling(batch: string, indexes: readonly number[]): Promise<void> {
     const room = Math.max(0, RECYCLE_POOL_LIMIT - this.recyclePool.length);
+    // Every index offered left wal/: reused or deleted, it is no longer a published entry.
+    const plain = indexes.map((index) => this.publishedPlain.delete(index));
     if (!this.recycles || room === 0 || indexes.length === 0) return this.discardBatchDirectory(batch);
     const kept = indexes.slice(0, room);
-    for (const index of kept) this.recyclePool.push({ path: join(batch, `old-${formatLsn(index)}`), batch, syncsStartedBefore: this.syncsStarted });
+    for (const [position, index] of kept.entries()) {
+      this.recyclePool.push({ path: join(batch, `old-${formatLsn(index)}`), batch, syncsStartedBefore: this.syncsStarted, plain: plain[position]! });
+    }
     this.recycleBatches.set(batch, kept.length);
     for (const index of indexes.slice(room)) {
       try {
@@ -738,13 +760,20 @@ export class WalLogManager {
     }
   }
 
+  /** Entries dropped from wal/ without being offered for reuse (a snapshot replaced the log). */
+  forgetPublished(indexes: readonly number[]): void {
+    for (const index of indexes) this.publishedPlain.delete(index);
+  }
+
   /** Directories ready for reuse, oldest first, at most `count`; with the batches they emptied. */
-  private takeRecycled(count: number): { paths: string[]; emptiedBatches: string[] } {
+  private takeRecycled(count: number): { paths: string[]; plain: boolean[]; emptiedBatches: string[] } {
     const paths: string[] = [];
+    const plain: boolean[] = [];
     const emptiedBatches: string[] = [];
     while (paths.length < count && this.recyclePool.length > 0 && this.recyclePool[0]!.syncsStartedBefore < this.syncsCompletedThrough) {
       const taken = this.recyclePool.shift()!;
       paths.push(taken.path);
+      plain.push(taken.plain);
       const left = this.recycleBatches.get(taken.batch)! - 1;
       if (left > 0) this.recycleBatches.set(taken.batch, left);
       else {
@@ -752,7 +781,7 @@ export class WalLogManager {
         emptiedBatches.push(taken.batch);
       }
     }
-    return { paths, emptiedBatches };
+    return { paths, plain, emptiedBatches };
   }
 
   /** Deletes every directory still waiting for reuse (close: a closed store leaves no staging/ leftover). */
@@ -774,15 +803,26 @@ export class WalLogManager {
    * it holds exactly MANIFEST and RAFT; false (and removed) otherwise, and the caller creates a
    * new directory.
    */
-  private async stageRecycled(recycled: string, raft: Uint8Array): Promise<boolean> {
+  private async stageRecycled(recycled: string, raft: Uint8Array, plain: boolean): Promise<boolean> {
     const overwrite = this.fs.overwriteFile!;
+    const directory = recycled;
+    const raftPath = join(directory, RAFT_FILE);
+    if (plain) {
+      // Published by this store: exactly an empty MANIFEST and RAFT (publishedPlain).
+      try {
+        await overwrite(raftPath, raft, FILE_MODE);
+        return true;
+      } catch (error) {
+        // Gone (it should not be): a new directory is made instead.
+        if (errorCode(error) === 'ENOENT') return false;
+        throw ioError('write', raftPath, error);
+      }
+    }
     const names = await this.io('readdir', recycled, () => this.fs.readdir(recycled));
     if (names.length !== 2 || !names.includes(MANIFEST_FILE) || !names.includes(RAFT_FILE)) {
       await this.io('remove', recycled, () => this.fs.remove(recycled));
       return false;
     }
-    const directory = recycled;
-    const raftPath = join(directory, RAFT_FILE);
     await this.io('write', raftPath, () => overwrite(raftPath, raft, FILE_MODE));
     const manifest = join(directory, MANIFEST_FILE);
     const stat = await this.io('stat', manifest, () => this.fs.stat(manifest));
