@@ -655,23 +655,23 @@ export class WalLogManager {
    * lower the anchor without fsyncing wal/ itself (applySnapshot, below).
    */
   async moveEntriesOut(batch: string, indexes: readonly number[], options: { durable: boolean }): Promise<void> {
+    const renames = indexes.map((index) => [this.entryDirectory(index), join(batch, `old-${formatLsn(index)}`)] as const);
+    // A compaction moves thousands, RENAME_CHUNK at a time: off the main thread where the
+    // writer thread exists, else synchronous calls (nodeFileSystem) with the event loop let
+    // run between chunks (a Raft node's heartbeats).
     const writer = this.entryWriter;
-    if (writer !== undefined) {
-      // Off the main thread (a compaction moves thousands), RENAME_CHUNK at a time.
-      for (let start = 0; start < indexes.length; start += RENAME_CHUNK) {
-        const renames = indexes.slice(start, start + RENAME_CHUNK).map((index) => [this.entryDirectory(index), join(batch, `old-${formatLsn(index)}`)] as const);
+    for (let start = 0; start < renames.length; start += RENAME_CHUNK) {
+      const chunk = renames.slice(start, start + RENAME_CHUNK);
+      if (writer !== undefined) {
         this.crash('before-prefix-rename');
-        await this.io('rename', this.walDirectory, () => writer.rename(renames));
+        await this.io('rename', this.walDirectory, () => writer.rename(chunk));
+        continue;
       }
-    }
-    for (const [position, index] of (writer === undefined ? indexes : []).entries()) {
-      // The renames are synchronous calls (nodeFileSystem): a compaction of thousands of
-      // entries lets the event loop run between chunks (a Raft node's heartbeats).
-      if (position > 0 && position % RENAME_CHUNK === 0) await new Promise<void>((resume) => setImmediate(resume));
-      const source = this.entryDirectory(index);
-      const target = join(batch, `old-${formatLsn(index)}`);
-      this.crash('before-prefix-rename');
-      await this.io('rename', source, () => this.fs.rename(source, target));
+      if (start > 0) await new Promise<void>((resume) => setImmediate(resume));
+      for (const [source, target] of chunk) {
+        this.crash('before-prefix-rename');
+        await this.io('rename', source, () => this.fs.rename(source, target));
+      }
     }
     if (indexes.length === 0) return;
     this.crash('before-prefix-fsync');
