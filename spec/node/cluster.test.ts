@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitFor } from '../helpers/wait-for.js';
-import { afterAll, expect, it } from 'vitest';
+import { afterAll, expect, it, onTestFailed } from 'vitest';
 import { bootstrapJoiningStore, bootstrapSeedStore } from '../../lib/node/bootstrap.js';
 import { ReplicaNode } from '../../lib/node/node.js';
 import { freePorts } from '../../lib/node/ports.js';
@@ -42,6 +42,9 @@ it.each([
   const peers = new Map<number, PeerAddress>(ids.map((id, i) => [id, { host: '127.0.0.1', port: ports[i]! }]));
   const dirOf = (id: number) => join(base, `node-${id}`);
   const certificates = tls ? createClusterCertificates(join(base, 'certs'), 'cluster-test', ids) : undefined;
+  // The nodes' logs, shown if the test fails (an election in the middle, a transport error).
+  const lines: string[] = [];
+  onTestFailed(() => console.error(`node logs:\n${lines.join('\n')}`));
 
   // Bootstrap: the seed holds two keys as of index 1; the others only know the voters.
   const seed = await ReplicaLogStore.open({ dir: dirOf(1) });
@@ -60,10 +63,15 @@ it.each([
       peers,
       clusterId: 'cluster-test',
       tickMs: 20,
+      // An election timeout of 1-2 s: the three nodes share one process with the other test
+      // files (CI runs them in parallel on 2 vCPUs), and a stall of the 200-400 ms default made
+      // a follower campaign mid-test (a put then fails with ERR_LEADER_CHANGED). This test is
+      // about replication and restart, not elections; spec/node/multiraft covers those.
+      electionTick: Number(process.env.TEST_ELECTION_TICK ?? 50),
       snapshotEvery: 25,
       keepEntries: 5,
       httpPort: 0,
-      log: () => {},
+      log: (line) => lines.push(`[${Date.now()}] [${id}] ${line}`),
       ...(certificates === undefined ? {} : { peerTls: readTlsFiles(certificates.get(id)!) }),
     });
     nodes.set(id, node);
@@ -86,7 +94,9 @@ it.each([
 
   // Puts made at once travel together (issue 18): the proposals of one turn are one MsgProp, so
   // the leader sends a few MsgApps per follower for 100 puts, not one per put and follower (200
-  // at least), and a follower forwards its 50 as a few messages, not 50.
+  // at least), and a follower forwards its 50 as a few MsgProps, not 50. The follower's count
+  // also holds its MsgAppResps, one per MsgApp it gets: on a slow disk (CI) the leader's appends
+  // arrive in more pieces, so the bound is 50 (what 50 unbatched MsgProps alone would reach).
   const sentBy = (node: ReplicaNode) => node.status().transport.groupBatches.messagesSent;
   const burst = async (through: ReplicaNode, count: number, prefix: string) => {
     const before = sentBy(through);
@@ -95,7 +105,7 @@ it.each([
     return sentBy(through) - before;
   };
   expect(await burst(leader, 100, 'burst-leader')).toBeLessThan(100);
-  expect(await burst(follower, 50, 'burst-follower')).toBeLessThan(25);
+  expect(await burst(follower, 50, 'burst-follower')).toBeLessThan(50);
 
   // The HTTP API: a put sent to a follower, read back from the other follower.
   const httpOf = (id: number) => `http://127.0.0.1:${nodes.get(id)!.httpAddress!.port}`;
