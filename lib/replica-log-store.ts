@@ -137,7 +137,8 @@ import { entryWriterThread } from './wal/entry-writer-thread.js';
 import { RaftStateStore, type LogAnchor, type LogCheckpoint, type RaftStateChange, type SavedRaftState } from './wal/raft-state.js';
 import { TermRuns } from './wal/term-runs.js';
 import { PendingLog, type GroupedWrite, type WriteGroup } from './write-group.js';
-import { crc32, decodeJournalRecord, encodeJournalRecord, journalRecordTear } from './wal/journal.js';
+import { crc32, decodeJournalPayload, encodeJournalRecord, encodeSegmentRecord, JOURNAL_RECORD_HEADER_BYTES, journalRecordTear, scanJournalSegment } from './wal/journal.js';
+import { JournalSegmentWriter } from './wal/journal-segments.js';
 
 /** How many entries backfill() rewrites at the same time. */
 const BACKFILL_CONCURRENCY = 16;
@@ -301,6 +302,12 @@ export class ReplicaLogStore implements WritableStorage, LogView {
   private readonly journalMode: boolean;
   /** The last journal record written (or found at open). */
   private journalSequence = 0;
+  /**
+   * Where records go when the file system can write in place (writeAt, syncData) and the store
+   * is not a storage's partition (whose records share the storage's barrier): segments. Else
+   * one file per record.
+   */
+  private journalSegments: JournalSegmentWriter | undefined;
   /** Acknowledged groups durable in the journal only, oldest first, not yet in a checkpoint. */
   private journalPending: JournalPending[] = [];
   private journalPendingEntries = 0;
@@ -662,37 +669,67 @@ export class ReplicaLogStore implements WritableStorage, LogView {
 
   /**
    * Open, last step: the journal records past raft/journal_through (acknowledged groups whose
-   * checkpoint had not finished) are applied to the recovered log in order and made durable
-   * through the plain write path, then removed. An entry the log already holds with the same
-   * term is the same entry (Log Matching) and is not rewritten. Only the newest record can be
-   * torn (only an unacknowledged group's): it is dropped. A missing or torn record before a whole
-   * one, or a record that does not apply, is ERR_CORRUPT.
+   * checkpoint had not finished), from record files and segments, are applied to the recovered
+   * log in order and made durable through the plain write path; then the journal is emptied. An
+   * entry the log already holds with the same term is the same entry (Log Matching) and is not
+   * rewritten. Only the newest record can be torn (only an unacknowledged group's): it is
+   * dropped. A missing record, a torn one before a whole one past the marker, or a record that
+   * does not apply, is ERR_CORRUPT.
    */
   private async replayJournal(through: number): Promise<void> {
-    const sequences = await this.wal.listJournal();
-    this.journalSequence = Math.max(through, sequences.length > 0 ? sequences[sequences.length - 1]! : 0);
-    const leftovers = sequences.filter((sequence) => sequence <= through);
-    if (leftovers.length > 0) await this.wal.removeJournalRecords(leftovers);
-    const live = sequences.filter((sequence) => sequence > through);
+    const listed = await this.wal.listJournal();
+    const nextSegment = listed.segments.length > 0 ? listed.segments[listed.segments.length - 1]! + 1 : 1;
+    if (this.journalMode && this.appendBarriers !== 'shared' && this.wal.journalSegmentsSupported) {
+      this.journalSegments = new JournalSegmentWriter(this.wal, nextSegment);
+    }
+    // Every record found, in order: record files by sequence, then each segment's records.
+    const found: { sequence: number; path: string; payload: Uint8Array }[] = [];
+    // The newest tear seen so far, and whether a whole record past the marker came after it.
+    let tear: { path: string; reason: string } | undefined;
+    const noticeWhole = (sequence: number, path: string) => {
+      if (tear !== undefined && sequence > through) throw corruptError(`${tear.path}: torn journal record (${tear.reason}) before ${path}`, { path: tear.path });
+    };
+    let lastSeen = 0;
+    for (const sequence of listed.records) {
+      const path = this.wal.journalRecordPath(sequence);
+      const bytes = this.wal.readJournalRecordSync(sequence);
+      const reason = journalRecordTear(bytes);
+      if (reason !== undefined) {
+        if (sequence > through) tear = { path, reason };
+        continue;
+      }
+      noticeWhole(sequence, path);
+      lastSeen = Math.max(lastSeen, sequence);
+      found.push({ sequence, path, payload: bytes.subarray(JOURNAL_RECORD_HEADER_BYTES) });
+    }
+    for (const segment of listed.segments) {
+      const path = this.wal.journalSegmentPath(segment);
+      const scan = scanJournalSegment(this.wal.readJournalSegmentSync(segment), path);
+      for (const record of scan.records) {
+        const at = `${path} at offset ${record.offset}`;
+        noticeWhole(record.sequence, at);
+        lastSeen = Math.max(lastSeen, record.sequence);
+        found.push({ sequence: record.sequence, path: at, payload: record.payload });
+      }
+      if (scan.tear !== undefined) tear = { path: `${path} at offset ${scan.tear.offset}`, reason: scan.tear.reason };
+    }
+    this.journalSequence = Math.max(through, lastSeen);
+    const live = found.filter((record) => record.sequence > through).sort((a, b) => a.sequence - b.sequence);
     const records: { sequence: number; entries: Entry[]; hardState: HardState | undefined }[] = [];
     for (let position = 0; position < live.length; position++) {
-      const sequence = live[position]!;
-      const path = this.wal.journalRecordPath(sequence);
+      const { sequence, path, payload } = live[position]!;
       if (sequence !== through + 1 + position) {
-        throw corruptError(`journal record ${this.wal.journalRecordPath(through + 1 + position)} is missing (the next one is ${path})`, { path });
+        throw corruptError(`journal record ${through + 1 + position} is missing (the next one is ${sequence}, ${path})`, { path });
       }
-      const bytes = this.wal.readJournalRecordSync(sequence);
-      const tear = journalRecordTear(bytes);
-      if (tear !== undefined) {
-        if (position !== live.length - 1) throw corruptError(`${path}: torn journal record (${tear}) before ${this.wal.journalRecordPath(live[position + 1]!)}`, { path });
-        await this.wal.removeJournalRecords([sequence]);
-        this.repairs.push(`dropped the torn journal record ${path} (${tear}): an unacknowledged write group`);
-        break;
-      }
-      const record = decodeJournalRecord(bytes, path);
+      const record = decodeJournalPayload(payload, path);
       records.push({ sequence, entries: record.entries, hardState: record.hardState });
     }
-    if (records.length === 0) return;
+    if (tear !== undefined) this.repairs.push(`dropped the torn journal record ${tear.path} (${tear.reason}): an unacknowledged write group`);
+    const emptyJournal = async () => {
+      await this.wal.removeJournalRecords(listed.records);
+      await this.wal.removeJournalSegments(listed.segments);
+    };
+    if (records.length === 0) return emptyJournal();
     const pending = new PendingLog(this.view);
     for (const record of records) {
       try {
@@ -704,7 +741,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
           pending.setHardState(record.hardState);
         }
       } catch (error) {
-        const path = this.wal.journalRecordPath(record.sequence);
+        const path = live[records.indexOf(record)]!.path;
         throw corruptError(`${path}: the journal record does not apply to the log in ${this.wal.walDirectory}: ${(error as Error).message}`, { path, cause: error });
       }
     }
@@ -721,7 +758,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     }
     if (checkpoint !== undefined) this.checkpointThrough = checkpoint.verifiedThrough;
     if (trash !== undefined) await this.wal.discardBatchDirectory(trash);
-    await this.wal.removeJournalRecords(records.map((record) => record.sequence));
+    await emptyJournal();
     this.repairs.push(`replayed ${records.length} journal record${records.length === 1 ? '' : 's'} (${plan.length} entries written into wal/)`);
   }
 
@@ -1210,8 +1247,15 @@ export class ReplicaLogStore implements WritableStorage, LogView {
   private async flushGroupToJournal(accepted: readonly GroupedWrite[], plan: readonly Entry[], next: HardState | undefined): Promise<void> {
     if (plan.length > 0 || next !== undefined) {
       const sequence = this.journalSequence + 1;
-      const bytes = encodeJournalRecord(next === undefined ? { entries: [...plan] } : { entries: [...plan], hardState: next });
-      await this.durably(() => this.wal.writeJournalRecord(sequence, bytes, this.appendBarriers === 'shared' ? this.host?.barrier : undefined));
+      const record = next === undefined ? { entries: [...plan] } : { entries: [...plan], hardState: next };
+      const segments = this.journalSegments;
+      if (segments !== undefined) {
+        const bytes = encodeSegmentRecord(sequence, record);
+        await this.durably(() => segments.append(sequence, bytes));
+      } else {
+        const bytes = encodeJournalRecord(record);
+        await this.durably(() => this.wal.writeJournalRecord(sequence, bytes, this.appendBarriers === 'shared' ? this.host?.barrier : undefined));
+      }
       this.journalSequence = sequence;
       if (plan.length > 0) {
         const start = plan[0]!.index;
@@ -1321,7 +1365,9 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     // A later group may have replaced an entry meanwhile: only the very entry written leaves.
     for (const entry of net) if (this.pinned.get(entry.index) === entry) this.pinned.delete(entry.index);
     if (trash !== undefined) await this.wal.discardBatchDirectory(trash);
-    await this.wal.removeJournalRecords(records.map((record) => record.sequence));
+    // Segments: those filled with records now covered; record files: these records' files.
+    if (this.journalSegments !== undefined) await this.journalSegments.release(records[records.length - 1]!.sequence);
+    else await this.wal.removeJournalRecords(records.map((record) => record.sequence));
   }
 
   /**
@@ -1703,6 +1749,11 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     // empty journal. A failure leaves the records for the next open to replay.
     if (this.failure === undefined) await this.drainJournal().catch(() => {});
     await this.compactionMoves;
+    // Drained: every segment is covered by raft/journal_through (errors ignored: open removes
+    // covered segments too). After a failure they stay for the next open to replay.
+    if (this.failure === undefined && this.journalCheckpointRunning === undefined && this.journalPending.length === 0) {
+      await this.journalSegments?.removeAll().catch(() => {});
+    }
     // A checkpoint at V = the saved commit (already durable: invariant C1), alone in one synced
     // batch, when it covers enough new entries. Not after an I/O failure (memory may be ahead of
     // the disk). A failure here is ignored: the record is only an accelerator, and the old one

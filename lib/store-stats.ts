@@ -76,7 +76,7 @@ export class StoreStatsCollector {
     recyclePoolSize: 0,
   };
 
-  /** The file system with every fsync timed. */
+  /** The file system with every fsync (and fdatasync, and syncfs) timed. */
   timed(fileSystem: FileSystem): FileSystem {
     return {
       ...fileSystem,
@@ -88,6 +88,18 @@ export class StoreStatsCollector {
           observe(this.stats.fsyncSeconds, Number(process.hrtime.bigint() - started) / 1e9);
         }
       },
+      ...(fileSystem.syncData === undefined
+        ? {}
+        : {
+            syncData: async (path: string) => {
+              const started = process.hrtime.bigint();
+              try {
+                await fileSystem.syncData!(path);
+              } finally {
+                observe(this.stats.fsyncSeconds, Number(process.hrtime.bigint() - started) / 1e9);
+              }
+            },
+          }),
       ...(fileSystem.syncFileSystem === undefined
         ? {}
         : {

@@ -52,6 +52,15 @@ export interface FileSystem {
    * writable for the write. Optional: without it, compacted entry directories are not reused.
    */
   overwriteFile?(path: string, data: Uint8Array, mode: number): Promise<void>;
+  /**
+   * Writes `data` at `offset` into an existing file (pwrite: the same inode, nothing else
+   * changes; the caller keeps inside the file's size); no fsync. Optional: with writeAt and
+   * syncData a journal store writes its records into preallocated segments (journal.ts),
+   * without them one file per record.
+   */
+  writeAt?(path: string, offset: number, data: Uint8Array): Promise<void>;
+  /** fdatasync(2) of a file: its data and what reading it back needs, not its timestamps. */
+  syncData?(path: string): Promise<void>;
 }
 
 function toFileStat(stats: { isDirectory(): boolean; isFile(): boolean; size: number; mode: number; dev: number }): FileStat {
@@ -174,6 +183,23 @@ export const nodeFileSystem: FileSystem = {
   syncFileSystem: syncFileSystemOf,
   async overwriteFile(path, data, mode) {
     overwriteFileSync(path, data, mode);
+  },
+  async writeAt(path, offset, data) {
+    const descriptor = openSync(path, constants.O_WRONLY);
+    try {
+      let written = 0;
+      while (written < data.length) written += writeSync(descriptor, data, written, data.length - written, offset + written);
+    } finally {
+      closeSync(descriptor);
+    }
+  },
+  async syncData(path) {
+    const descriptor = openSync(path, 'r');
+    try {
+      await syncDataOfDescriptor(descriptor);
+    } finally {
+      closeSync(descriptor);
+    }
   },
   async remove(path) {
     // Most removals are one file (a checkpointed journal record: one per write group): a single

@@ -31,6 +31,8 @@ export const JOURNAL_DIRECTORY = 'journal';
 const RECORD_SUFFIX = '.rec';
 const MAGIC = [0x52, 0x4c, 0x4a, 0x31]; // "RLJ1"
 const HEADER_BYTES = 12;
+/** Where a record file's payload starts. */
+export const JOURNAL_RECORD_HEADER_BYTES = HEADER_BYTES;
 
 /** A record's file name: the sequence as 20 decimal digits (sorts as it counts). */
 export function journalRecordName(sequence: number): string {
@@ -76,16 +78,23 @@ export interface JournalRecord {
 
 /** The bytes of one record file. */
 export function encodeJournalRecord(record: JournalRecord): Uint8Array {
+  const out = encodeWithPayload(record, HEADER_BYTES);
+  out.set(MAGIC, 0);
+  new DataView(out.buffer).setUint32(8, out.length - HEADER_BYTES, true);
+  new DataView(out.buffer).setUint32(4, crc32(out.subarray(8)), true);
+  return out;
+}
+
+/** A buffer of `headerBytes` (left zero) followed by the record's payload. */
+function encodeWithPayload(record: JournalRecord, headerBytes: number): Uint8Array {
   const entryBytes = record.entries.map((entry) => encodeEntry(entry));
   const hardStateBytes = record.hardState === undefined ? undefined : encodeHardState(record.hardState);
   let payloadLength = 4 + 1;
   for (const bytes of entryBytes) payloadLength += 4 + bytes.length;
   if (hardStateBytes !== undefined) payloadLength += 4 + hardStateBytes.length;
-  const out = new Uint8Array(HEADER_BYTES + payloadLength);
+  const out = new Uint8Array(headerBytes + payloadLength);
   const view = new DataView(out.buffer);
-  out.set(MAGIC, 0);
-  view.setUint32(8, payloadLength, true);
-  let offset = HEADER_BYTES;
+  let offset = headerBytes;
   view.setUint32(offset, entryBytes.length, true);
   offset += 4;
   for (const bytes of entryBytes) {
@@ -100,7 +109,6 @@ export function encodeJournalRecord(record: JournalRecord): Uint8Array {
     view.setUint32(offset + 1, hardStateBytes.length, true);
     out.set(hardStateBytes, offset + 5);
   }
-  view.setUint32(4, crc32(out.subarray(8)), true);
   return out;
 }
 
@@ -120,9 +128,15 @@ export function journalRecordTear(bytes: Uint8Array): string | undefined {
  * whose contents do not decode was written wrong, not torn: ERR_CORRUPT naming `path`.
  */
 export function decodeJournalRecord(bytes: Uint8Array, path: string): JournalRecord {
+  return decodeJournalPayload(bytes.subarray(HEADER_BYTES), path);
+}
+
+/** Decodes a record's payload (the bytes after its header; the CRC held). See decodeJournalRecord. */
+export function decodeJournalPayload(payload: Uint8Array, path: string): JournalRecord {
+  const bytes = payload;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const end = bytes.length;
-  let offset = HEADER_BYTES;
+  let offset = 0;
   const need = (count: number) => {
     if (offset + count > end) throw corruptError(`${path}: journal record ends inside a field`, { path });
   };
@@ -160,4 +174,131 @@ export function decodeJournalRecord(bytes: Uint8Array, path: string): JournalRec
     if ((error as { code?: string }).code === 'ERR_CORRUPT') throw error;
     throw corruptError(`${path}: journal record does not decode: ${(error as Error).message}`, { path, cause: error });
   }
+}
+
+// ---------------------------------------------------------------- segments
+
+/**
+ * Journal segments (issue 18): `<dir>/journal/<number>.seg`, `<number>` in 20 decimal digits
+ * counting up. A segment is created at its full size (JOURNAL_SEGMENT_BYTES, or more for one
+ * record that needs it) filled with zeros, then fsynced with journal/ BEFORE any record goes
+ * into it; records are then written one after the other from offset 0, each made durable by
+ * one fdatasync: no new file, no directory fsync, no metadata (the size does not change and
+ * every block is already allocated). A new file per record cost 0.55-0.85 ms per commit here,
+ * a write into a zero-filled file 0.27-0.42 ms.
+ *
+ * Record format in a segment (little-endian):
+ *   "RLJS"  magic
+ *   u32     CRC-32 (IEEE) of everything after this field (length, sequence, payload)
+ *   u32     payload length in bytes
+ *   u32 u32 the record's sequence (low 32 bits, then high), > 0
+ *   payload, as in a record file
+ * Scanning stops at zeros (the segment's unwritten rest). A record that is short, has the
+ * wrong magic, or fails its CRC is torn: only the newest record of the journal can be (each
+ * record is written after the previous one was durable and acknowledged); open drops it, and
+ * a whole record found after it is ERR_CORRUPT.
+ */
+const SEGMENT_SUFFIX = '.seg';
+const SEGMENT_MAGIC = [0x52, 0x4c, 0x4a, 0x53]; // "RLJS"
+export const SEGMENT_RECORD_HEADER_BYTES = 20;
+/** A segment's size: about 200 write groups of 16 KiB (a leader's at 64 puts in flight). */
+export const JOURNAL_SEGMENT_BYTES = 4 << 20;
+/** A segment made for one record larger than JOURNAL_SEGMENT_BYTES is rounded up to this. */
+const SEGMENT_SIZE_STEP = 4096;
+
+/** A segment's file name: its number as 20 decimal digits. */
+export function journalSegmentName(segment: number): string {
+  return `${String(segment).padStart(20, '0')}${SEGMENT_SUFFIX}`;
+}
+
+/** The number of a segment file name, or undefined for any other name. */
+export function parseJournalSegmentName(name: string): number | undefined {
+  if (!/^[0-9]{20}\.seg$/.test(name)) return undefined;
+  const segment = Number(name.slice(0, 20));
+  return Number.isSafeInteger(segment) && segment > 0 ? segment : undefined;
+}
+
+/** The size of a new segment that must hold a record of `recordBytes`. */
+export function journalSegmentSizeFor(recordBytes: number): number {
+  if (recordBytes <= JOURNAL_SEGMENT_BYTES) return JOURNAL_SEGMENT_BYTES;
+  return Math.ceil(recordBytes / SEGMENT_SIZE_STEP) * SEGMENT_SIZE_STEP;
+}
+
+/** The bytes of one record in a segment. */
+export function encodeSegmentRecord(sequence: number, record: JournalRecord): Uint8Array {
+  const out = encodeWithPayload(record, SEGMENT_RECORD_HEADER_BYTES);
+  const view = new DataView(out.buffer);
+  out.set(SEGMENT_MAGIC, 0);
+  view.setUint32(8, out.length - SEGMENT_RECORD_HEADER_BYTES, true);
+  view.setUint32(12, sequence % 0x1_0000_0000, true);
+  view.setUint32(16, Math.floor(sequence / 0x1_0000_0000), true);
+  view.setUint32(4, crc32(out.subarray(8)), true);
+  return out;
+}
+
+export interface SegmentRecord {
+  sequence: number;
+  /** Where the record starts in its segment. */
+  offset: number;
+  /** The payload (decodeJournalPayload), a view into the segment's bytes. */
+  payload: Uint8Array;
+}
+
+export interface SegmentScan {
+  /** The whole records, in order (consecutive sequences). */
+  records: SegmentRecord[];
+  /** Where a torn record starts and why, when the scan did not end at zeros or the end. */
+  tear?: { offset: number; reason: string };
+}
+
+/** Whether a whole record (magic, length inside the segment, CRC) starts at `offset`. */
+function wholeRecordAt(bytes: Uint8Array, view: DataView, offset: number): boolean {
+  if (offset + SEGMENT_RECORD_HEADER_BYTES > bytes.length) return false;
+  if (!SEGMENT_MAGIC.every((value, position) => bytes[offset + position] === value)) return false;
+  const end = offset + SEGMENT_RECORD_HEADER_BYTES + view.getUint32(offset + 8, true);
+  return end <= bytes.length && crc32(bytes.subarray(offset + 8, end)) === view.getUint32(offset + 4, true);
+}
+
+/**
+ * The records of one segment's bytes, read from offset 0 until zeros, the end, or a torn
+ * record. ERR_CORRUPT (naming `path`) for what no crash can leave: a whole record after a torn
+ * one, sequences that do not follow each other, a sequence of 0.
+ */
+export function scanJournalSegment(bytes: Uint8Array, path: string): SegmentScan {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const records: SegmentRecord[] = [];
+  let offset = 0;
+  const torn = (reason: string, next: number | undefined): SegmentScan => {
+    if (next !== undefined && wholeRecordAt(bytes, view, next)) {
+      throw corruptError(`${path}: the journal record at offset ${offset} is damaged (${reason}) and a whole record follows it`, { path });
+    }
+    return { records, tear: { offset, reason } };
+  };
+  while (offset < bytes.length) {
+    const rest = bytes.length - offset;
+    const headerEnd = Math.min(bytes.length, offset + SEGMENT_RECORD_HEADER_BYTES);
+    let zeros = true;
+    for (let position = offset; position < headerEnd; position++) {
+      if (bytes[position] !== 0) {
+        zeros = false;
+        break;
+      }
+    }
+    if (zeros) break;
+    if (rest < SEGMENT_RECORD_HEADER_BYTES) return torn(`${rest} bytes, shorter than a record header`, undefined);
+    if (!SEGMENT_MAGIC.every((value, position) => bytes[offset + position] === value)) return torn('no record magic', undefined);
+    const length = view.getUint32(offset + 8, true);
+    const end = offset + SEGMENT_RECORD_HEADER_BYTES + length;
+    if (end > bytes.length) return torn(`the header announces ${length} payload bytes past the segment's end`, undefined);
+    if (crc32(bytes.subarray(offset + 8, end)) !== view.getUint32(offset + 4, true)) return torn('CRC mismatch', end);
+    const sequence = view.getUint32(offset + 16, true) * 0x1_0000_0000 + view.getUint32(offset + 12, true);
+    if (!Number.isSafeInteger(sequence) || sequence === 0) throw corruptError(`${path}: the journal record at offset ${offset} has sequence ${sequence}`, { path });
+    const previous = records[records.length - 1];
+    if (previous !== undefined && sequence !== previous.sequence + 1) {
+      throw corruptError(`${path}: the journal record at offset ${offset} has sequence ${sequence} after ${previous.sequence}`, { path });
+    }
+    records.push({ sequence, offset, payload: bytes.subarray(offset + SEGMENT_RECORD_HEADER_BYTES, end) });
+    offset = end;
+  }
+  return { records };
 }

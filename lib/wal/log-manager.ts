@@ -65,7 +65,7 @@ import {
   walPath,
 } from './layout.js';
 import type { EntryDirectoryJob, EntryWriter } from './entry-writer-thread.js';
-import { JOURNAL_DIRECTORY, journalRecordName, parseJournalRecordName } from './journal.js';
+import { JOURNAL_DIRECTORY, journalRecordName, journalSegmentName, parseJournalRecordName, parseJournalSegmentName } from './journal.js';
 
 /** Every named step of the write path, in the order a write passes them. */
 export const CRASH_POINTS = [
@@ -830,22 +830,74 @@ export class WalLogManager {
     return true;
   }
 
-  /** The journal's record sequences, ascending; [] without journal/. Any other name is corruption. */
-  async listJournal(): Promise<number[]> {
+  /**
+   * journal/'s record files (sequences) and segments (numbers), each ascending; both empty
+   * without journal/. Any other name is corruption.
+   */
+  async listJournal(): Promise<{ records: number[]; segments: number[] }> {
     const stat = await this.io('stat', this.journalDirectory, () => this.fs.stat(this.journalDirectory));
-    if (stat === undefined) return [];
+    if (stat === undefined) return { records: [], segments: [] };
     if (!stat.isDirectory) throw corruptError(`${this.journalDirectory} is not a directory`, { path: this.journalDirectory });
     const names = await this.io('readdir', this.journalDirectory, () => this.fs.readdir(this.journalDirectory));
-    const sequences: number[] = [];
+    const records: number[] = [];
+    const segments: number[] = [];
     for (const name of names) {
       const sequence = parseJournalRecordName(name);
-      if (sequence === undefined) {
+      const segment = sequence === undefined ? parseJournalSegmentName(name) : undefined;
+      if (sequence !== undefined) records.push(sequence);
+      else if (segment !== undefined) segments.push(segment);
+      else {
         const path = join(this.journalDirectory, name);
-        throw corruptError(`stray name in the journal: ${path} is not a journal record`, { path });
+        throw corruptError(`stray name in the journal: ${path} is not a journal record or segment`, { path });
       }
-      sequences.push(sequence);
     }
-    return sequences.sort((a, b) => a - b);
+    return { records: records.sort((a, b) => a - b), segments: segments.sort((a, b) => a - b) };
+  }
+
+  /** Whether the file system can write records into segments (writeAt and syncData). */
+  get journalSegmentsSupported(): boolean {
+    return this.fs.writeAt !== undefined && this.fs.syncData !== undefined;
+  }
+
+  journalSegmentPath(segment: number): string {
+    return join(this.journalDirectory, journalSegmentName(segment));
+  }
+
+  readJournalSegmentSync(segment: number): Uint8Array {
+    const path = this.journalSegmentPath(segment);
+    try {
+      return this.fs.readFileSync(path);
+    } catch (error) {
+      throw ioError('read', path, error);
+    }
+  }
+
+  /**
+   * A new segment of `size` zero bytes, its data and its name durable (file, then journal/)
+   * before it is used: a record written into it then needs only its own fdatasync.
+   */
+  async createJournalSegment(segment: number, size: number): Promise<void> {
+    const path = this.journalSegmentPath(segment);
+    await this.io('write', path, () => this.fs.writeFile(path, new Uint8Array(size), FILE_MODE));
+    await this.io('fsync', path, () => this.fs.fsync(path));
+    await this.io('fsync', this.journalDirectory, () => this.fs.fsync(this.journalDirectory));
+  }
+
+  /** Makes one write group durable: its record written at `offset` of a segment, then fdatasync. */
+  async writeJournalSegmentRecord(segment: number, offset: number, bytes: Uint8Array): Promise<void> {
+    const path = this.journalSegmentPath(segment);
+    await this.io('write', path, () => this.fs.writeAt!(path, offset, bytes));
+    this.crash('before-journal-fsync');
+    await this.io('fsync', path, () => this.fs.syncData!(path));
+    this.crash('after-journal-fsync');
+  }
+
+  /** Removes segments. No fsync: every record in them is at or below raft/journal_through. */
+  async removeJournalSegments(segments: readonly number[]): Promise<void> {
+    for (const segment of segments) {
+      const path = this.journalSegmentPath(segment);
+      await this.io('remove', path, () => this.fs.remove(path));
+    }
   }
 
   journalRecordPath(sequence: number): string {
