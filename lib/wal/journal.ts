@@ -36,14 +36,24 @@ export const JOURNAL_RECORD_HEADER_BYTES = HEADER_BYTES;
 
 /** A record's file name: the sequence as 20 decimal digits (sorts as it counts). */
 export function journalRecordName(sequence: number): string {
-  return `${String(sequence).padStart(20, '0')}${RECORD_SUFFIX}`;
+  return numberedName(sequence, RECORD_SUFFIX);
 }
 
 /** The sequence of a record file name, or undefined for any other name. */
 export function parseJournalRecordName(name: string): number | undefined {
-  if (!/^[0-9]{20}\.rec$/.test(name)) return undefined;
-  const sequence = Number(name.slice(0, 20));
-  return Number.isSafeInteger(sequence) && sequence > 0 ? sequence : undefined;
+  return parseNumberedName(name, RECORD_SUFFIX);
+}
+
+/** `number` as 20 decimal digits, then `suffix` (journal/'s names sort as they count). */
+function numberedName(number: number, suffix: string): string {
+  return `${String(number).padStart(20, '0')}${suffix}`;
+}
+
+/** The number of a name numberedName(number, suffix) made, or undefined for any other name. */
+function parseNumberedName(name: string, suffix: string): number | undefined {
+  if (name.length !== 20 + suffix.length || !name.endsWith(suffix) || !/^[0-9]{20}$/.test(name.slice(0, 20))) return undefined;
+  const number = Number(name.slice(0, 20));
+  return Number.isSafeInteger(number) && number > 0 ? number : undefined;
 }
 
 const CRC_TABLE = (() => {
@@ -208,14 +218,12 @@ const SEGMENT_SIZE_STEP = 4096;
 
 /** A segment's file name: its number as 20 decimal digits. */
 export function journalSegmentName(segment: number): string {
-  return `${String(segment).padStart(20, '0')}${SEGMENT_SUFFIX}`;
+  return numberedName(segment, SEGMENT_SUFFIX);
 }
 
 /** The number of a segment file name, or undefined for any other name. */
 export function parseJournalSegmentName(name: string): number | undefined {
-  if (!/^[0-9]{20}\.seg$/.test(name)) return undefined;
-  const segment = Number(name.slice(0, 20));
-  return Number.isSafeInteger(segment) && segment > 0 ? segment : undefined;
+  return parseNumberedName(name, SEGMENT_SUFFIX);
 }
 
 /** The size of a new segment that must hold a record of `recordBytes`. */

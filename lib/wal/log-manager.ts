@@ -864,7 +864,10 @@ export class WalLogManager {
   }
 
   readJournalSegmentSync(segment: number): Uint8Array {
-    const path = this.journalSegmentPath(segment);
+    return this.readJournalFileSync(this.journalSegmentPath(segment));
+  }
+
+  private readJournalFileSync(path: string): Uint8Array {
     try {
       return this.fs.readFileSync(path);
     } catch (error) {
@@ -905,12 +908,7 @@ export class WalLogManager {
   }
 
   readJournalRecordSync(sequence: number): Uint8Array {
-    const path = this.journalRecordPath(sequence);
-    try {
-      return this.fs.readFileSync(path);
-    } catch (error) {
-      throw ioError('read', path, error);
-    }
+    return this.readJournalFileSync(this.journalRecordPath(sequence));
   }
 
   /**
