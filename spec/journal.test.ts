@@ -12,7 +12,19 @@ import { ErrorCode } from '../lib/errors.js';
 import { JOURNAL_CHECKPOINT_DELAY_MS, JOURNAL_CHECKPOINT_ENTRIES, ReplicaLogStore } from '../lib/replica-log-store.js';
 import { EntryType, type Entry, type HardState } from '../lib/types.js';
 import { verifyTree } from '../lib/verify.js';
-import { crc32, crc32Portable, decodeJournalRecord, encodeJournalRecord, JOURNAL_DIRECTORY, journalRecordName, journalRecordTear, parseJournalRecordName } from '../lib/wal/journal.js';
+import {
+  crc32,
+  crc32Portable,
+  decodeJournalRecord,
+  encodeJournalRecord,
+  JOURNAL_DIRECTORY,
+  journalRecordName,
+  journalRecordTear,
+  journalSegmentName,
+  parseJournalRecordName,
+  parseJournalSegmentName,
+  scanJournalSegment,
+} from '../lib/wal/journal.js';
 import { nodeFileSystem, type FileSystem } from '../lib/wal/file-system.js';
 import { formatLsn, walPath } from '../lib/wal/layout.js';
 import { makeTempDir, removeTempDirs } from './helpers/temp-dir.js';
@@ -88,18 +100,49 @@ function crashCopy(store: ReplicaLogStore): string {
 
 const journalNames = (dir: string) => (existsSync(join(dir, JOURNAL_DIRECTORY)) ? readdirSync(join(dir, JOURNAL_DIRECTORY)).sort() : []);
 
+/**
+ * The sequences of the whole records journal/ holds, ascending: record files by name, segments
+ * by their contents (a zero-filled spare holds none).
+ */
+function journalSequences(dir: string): number[] {
+  const sequences: number[] = [];
+  for (const name of journalNames(dir)) {
+    const sequence = parseJournalRecordName(name);
+    if (sequence !== undefined) sequences.push(sequence);
+    else if (parseJournalSegmentName(name) !== undefined) {
+      const path = join(dir, JOURNAL_DIRECTORY, name);
+      sequences.push(...scanJournalSegment(readFileSync(path), path).records.map((record) => record.sequence));
+    } else throw new Error(`unexpected name ${name} in journal/`);
+  }
+  return sequences.sort((a, b) => a - b);
+}
+
+/**
+ * The default file system writes records into segments (it has writeAt and syncData); without
+ * them a store writes one record file per group (wal.journalSegmentsSupported).
+ */
+const recordFileSystem: FileSystem = { ...nodeFileSystem, writeAt: undefined, syncData: undefined };
+type JournalWriter = 'segments' | 'record files';
+const fileSystemFor = (writer: JournalWriter): FileSystem => (writer === 'segments' ? nodeFileSystem : recordFileSystem);
+const writers: JournalWriter[] = ['segments', 'record files'];
+
 /** Records wait for a checkpoint until their count calls for one (or a close): no timer here. */
-async function openJournal(dir: string, journalCheckpointDelayMs = 600_000): Promise<ReplicaLogStore> {
-  return ReplicaLogStore.open({ dir, journal: true, journalCheckpointDelayMs });
+async function openJournal(dir: string, journalCheckpointDelayMs = 600_000, writer: JournalWriter = 'segments'): Promise<ReplicaLogStore> {
+  return ReplicaLogStore.open({ dir, journal: true, journalCheckpointDelayMs, fileSystem: fileSystemFor(writer) });
 }
 
 describe('a journal-mode store', () => {
-  it('acknowledges a group with one record, and a reopen after a crash replays it (wal/ and KV behind it)', async () => {
+  it.each([
+    ['segments', (names: string[]) => expect(names.filter((name) => name !== journalSegmentName(2))).toEqual([journalSegmentName(1)])],
+    ['record files', (names: string[]) => expect(names).toEqual([journalRecordName(1), journalRecordName(2)])],
+  ] as const)('%s: acknowledges a group with one record, and a reopen after a crash replays it (wal/ and KV behind it)', async (writer, expectNames) => {
     const dir = join(makeTempDir(), 'store');
-    const store = await openJournal(dir);
+    const store = await openJournal(dir, undefined, writer);
     await Promise.all([store.append(run(1, 3, 1)), store.setHardState({ term: 1, vote: 1, commit: 2 })]);
     await store.append(run(4, 5, 1));
-    expect(journalNames(dir)).toEqual([journalRecordName(1), journalRecordName(2)]);
+    // Segments: both records in segment 1 (segment 2, the spare, may be made already).
+    expectNames(journalNames(dir));
+    expect(journalSequences(dir)).toEqual([1, 2]);
     expect(store.stats()).toMatchObject({ journalCheckpoints: 0, journalRecordsWaiting: 2, journalEntriesWaiting: 5 });
     // Nothing in wal/ yet: the checkpoint runs behind, at its threshold or at close.
     expect(readdirSync(walPath(dir))).toEqual([]);
@@ -107,6 +150,24 @@ describe('a journal-mode store', () => {
     await store.close();
     expect(journalNames(dir)).toEqual([]);
     expect(readdirSync(walPath(dir))).toHaveLength(5);
+
+    const reopened = await ReplicaLogStore.open({ dir: copy });
+    expect(reopened.repairs).toEqual(['replayed 2 journal records (5 entries written into wal/)']);
+    expect(hex(reopened.entries(1, 6))).toEqual(hex(run(1, 5, 1)));
+    expect(reopened.initialState().hardState).toEqual({ term: 1, vote: 1, commit: 2 });
+    expect(journalNames(copy)).toEqual([]);
+    await reopened.close();
+    expect(await verifyTree(copy)).toEqual({ ok: true, problems: [], notices: [] });
+  });
+
+  // verify and inspect of record files (segments: lib/verify.ts's own tests).
+  it('verify and inspect report the records a crash left, and a reopen replays them', async () => {
+    const dir = join(makeTempDir(), 'store');
+    const store = await openJournal(dir, undefined, 'record files');
+    await Promise.all([store.append(run(1, 3, 1)), store.setHardState({ term: 1, vote: 1, commit: 2 })]);
+    await store.append(run(4, 5, 1));
+    const copy = crashCopy(store);
+    await store.close();
 
     const before = await verifyTree(copy);
     expect(before.problems).toEqual([]);
@@ -124,71 +185,95 @@ describe('a journal-mode store', () => {
     expect(await verifyTree(copy)).toEqual({ ok: true, problems: [], notices: [] });
   });
 
-  it('replays truncations in order: a later group replacing the tail of an earlier one', async () => {
+  it.each(writers)('%s: replays truncations in order: a later group replacing the tail of an earlier one', async (writer) => {
     const dir = join(makeTempDir(), 'store');
-    const store = await openJournal(dir);
+    const store = await openJournal(dir, undefined, writer);
     await Promise.all([store.append(run(1, 5, 1)), store.setHardState({ term: 1, vote: 1, commit: 2 })]);
     await store.append(run(3, 4, 2)); // cuts 3..5 of term 1
     await store.append(run(5, 6, 2));
     expect(hex(store.entries(1, 7))).toEqual(hex([...run(1, 2, 1), ...run(3, 6, 2)]));
+    expect(journalSequences(dir)).toEqual([1, 2, 3]);
     const copy = crashCopy(store);
     await store.close();
     for (const dir of [store.dir, copy]) {
       const reopened = await ReplicaLogStore.open({ dir });
+      expect(reopened.repairs).toEqual(dir === copy ? ['replayed 3 journal records (6 entries written into wal/)'] : []);
       expect(hex(reopened.entries(1, 7))).toEqual(hex([...run(1, 2, 1), ...run(3, 6, 2)]));
       expect(reopened.lastIndex()).toBe(6);
       await reopened.close();
     }
   });
 
-  it('checkpoints behind the acknowledgements once enough entries wait, and serves reads throughout', async () => {
+  it.each(writers)('%s: checkpoints behind the acknowledgements once enough entries wait, and serves reads throughout', async (writer) => {
     const dir = join(makeTempDir(), 'store');
-    const store = await openJournal(dir);
+    const store = await openJournal(dir, undefined, writer);
     const total = JOURNAL_CHECKPOINT_ENTRIES + 100;
     for (let first = 1; first <= total; first += 50) {
       await Promise.all([store.append(run(first, first + 49, 1)), store.setHardState({ term: 1, vote: 1, commit: first + 49 })]);
       expect(store.entries(first, first + 50).map((item) => item.index)).toEqual(run(first, first + 49, 1).map((item) => item.index));
     }
-    // The checkpoint writes the entries into wal/, then removes the records it covered (last).
-    await expect.poll(() => journalNames(dir).length, { timeout: 20_000 }).toBeLessThan(Math.ceil(total / 50));
+    // The checkpoint writes the entries into wal/, then removes the records it covered (last):
+    // record files one by one; segments only once filled (segment 1 is not, it stays).
+    await expect.poll(() => store.stats().journalCheckpoints, { timeout: 20_000 }).toBeGreaterThanOrEqual(1);
     expect(readdirSync(walPath(dir)).length).toBeGreaterThanOrEqual(JOURNAL_CHECKPOINT_ENTRIES);
+    if (writer === 'record files') await expect.poll(() => journalSequences(dir).length, { timeout: 20_000 }).toBeLessThan(Math.ceil(total / 50));
+    else expect(journalNames(dir)[0]).toBe(journalSegmentName(1));
     expect(hex(store.entries(1, total + 1))).toEqual(hex(run(1, total, 1)));
     await store.close();
   });
 
-  it('a quiet store checkpoints within about a second: its entries reach wal/ without a close', async () => {
+  it.each([
+    // Segment 1 is still the one written: it stays (its record is covered by raft/journal_through).
+    ['segments', [1]],
+    ['record files', []],
+  ] as const)('%s: a quiet store checkpoints within about a second: its entries reach wal/ without a close', async (writer, sequencesLeft) => {
     const dir = join(makeTempDir(), 'store');
-    const store = await openJournal(dir, JOURNAL_CHECKPOINT_DELAY_MS);
+    const store = await openJournal(dir, JOURNAL_CHECKPOINT_DELAY_MS, writer);
     await Promise.all([store.append(run(1, 3, 1)), store.setHardState({ term: 1, vote: 1, commit: 3 })]);
-    await expect.poll(() => journalNames(dir), { timeout: JOURNAL_CHECKPOINT_DELAY_MS + 10_000, interval: 100 }).toEqual([]);
+    await expect.poll(() => store.stats().journalCheckpoints, { timeout: JOURNAL_CHECKPOINT_DELAY_MS + 10_000, interval: 100 }).toBe(1);
     expect(readdirSync(walPath(dir))).toHaveLength(3);
     expect(store.stats()).toMatchObject({ journalCheckpoints: 1, journalRecordsWaiting: 0, journalEntriesWaiting: 0 });
+    await expect.poll(() => journalSequences(dir), { timeout: 5000 }).toEqual(sequencesLeft);
+    // A crash now: the record left behind is covered, nothing is replayed.
+    const copy = crashCopy(store);
     await store.close();
+    const reopened = await ReplicaLogStore.open({ dir: copy });
+    expect(reopened.repairs).toEqual([]);
+    expect(hex(reopened.entries(1, 4))).toEqual(hex(run(1, 3, 1)));
+    expect(journalNames(copy)).toEqual([]);
+    await reopened.close();
   });
 
-  it('records at or below raft/journal_through (a checkpoint whose removals a crash undid) are leftovers', async () => {
+  it.each(writers)('%s: records at or below raft/journal_through (a checkpoint whose removals a crash undid) are leftovers', async (writer) => {
     const dir = join(makeTempDir(), 'store');
-    const store = await openJournal(dir);
+    const store = await openJournal(dir, undefined, writer);
     await store.append(run(1, 2, 1));
-    const record = readFileSync(join(dir, JOURNAL_DIRECTORY, journalRecordName(1)));
+    expect(journalSequences(dir)).toEqual([1]);
     await store.close(); // checkpoint: journal_through = 1, the record removed
-    writeFileSync(join(dir, JOURNAL_DIRECTORY, journalRecordName(1)), record);
+    expect(journalNames(dir)).toEqual([]);
+    // The record as a record file (open reads those whichever writer made the journal).
+    writeFileSync(join(dir, JOURNAL_DIRECTORY, journalRecordName(1)), encodeJournalRecord({ entries: run(1, 2, 1) }));
     const reopened = await ReplicaLogStore.open({ dir });
     expect(reopened.repairs).toEqual([]);
     expect(journalNames(dir)).toEqual([]);
     expect(reopened.lastIndex()).toBe(2);
     // The sequence goes on after the leftover: a new group is record 2.
     await reopened.close();
-    const again = await openJournal(dir);
+    const again = await openJournal(dir, undefined, writer);
     await again.append(run(3, 3, 1));
-    expect(journalNames(dir)).toEqual([journalRecordName(2)]);
+    expect(journalSequences(dir)).toEqual([2]);
+    expect(journalNames(dir)[0]).toBe(writer === 'segments' ? journalSegmentName(1) : journalRecordName(2));
     await again.close();
   });
 
-  /** A crashed journal-mode store with records 1..3 pending (entries 1..6, commit 4 in record 2). */
+  /**
+   * A crashed journal-mode store with records 1..3 pending (entries 1..6, commit 4 in record 2),
+   * as record files (a storage's partitions, a file system without writeAt; segments:
+   * journal-segments.test.ts).
+   */
   async function crashedWithThreeRecords(): Promise<string> {
     const dir = join(makeTempDir(), 'store');
-    const store = await openJournal(dir);
+    const store = await openJournal(dir, undefined, 'record files');
     await store.append(run(1, 2, 1));
     await Promise.all([store.append(run(3, 4, 1)), store.setHardState({ term: 1, vote: 1, commit: 4 })]);
     await store.append(run(5, 6, 1));
@@ -251,7 +336,7 @@ describe('a journal-mode store', () => {
     rmSync(recordPath(dir, 2));
     await expect(ReplicaLogStore.open({ dir })).rejects.toMatchObject({
       code: ErrorCode.Corrupt,
-      message: expect.stringMatching(/journal record .*00000000000000000002\.rec is missing \(the next one is .*00000000000000000003\.rec\)/),
+      message: expect.stringMatching(/^journal record 2 is missing \(the next one is 3, .*journal\/00000000000000000003\.rec\)$/),
     });
     expect((await verifyTree(dir)).problems.map((problem) => problem.code)).toEqual(['JOURNAL_CORRUPT']);
   });
@@ -261,29 +346,33 @@ describe('a journal-mode store', () => {
     const store = await openJournal(dir);
     await Promise.all([store.append(run(1, 6, 1)), store.setHardState({ term: 1, vote: 1, commit: 6 })]);
     expect(readdirSync(walPath(dir))).toEqual([]);
+    expect(store.stats()).toMatchObject({ journalRecordsWaiting: 1, journalCheckpoints: 0 });
     await store.compact(3);
-    expect(journalNames(dir)).toEqual([]);
+    expect(store.stats()).toMatchObject({ journalRecordsWaiting: 0, journalCheckpoints: 1 });
+    expect(readdirSync(walPath(dir)).length).toBeGreaterThanOrEqual(3);
     expect(store.firstIndex()).toBe(4);
     // The compacted directories leave wal/ behind the queue (a stall of every write otherwise).
     await expect.poll(() => readdirSync(walPath(dir)), { timeout: 5000 }).toHaveLength(3);
     await store.close();
   });
 
+  // Record files: verify reads the crash copy's pending journal (segments: lib/verify.ts's own tests).
   it('compact below every waiting record does not drain the journal; at or above the first one it does', async () => {
     const dir = join(makeTempDir(), 'store');
-    const store = await openJournal(dir);
+    const store = await openJournal(dir, undefined, 'record files');
     await Promise.all([store.append(run(1, 6, 1)), store.setHardState({ term: 1, vote: 1, commit: 6 })]);
     await store.compact(3); // drains: the record writes 1..6
     await Promise.all([store.append(run(7, 10, 1)), store.setHardState({ term: 1, vote: 1, commit: 10 })]);
     await store.compact(5); // below 7, the waiting record's first entry
-    expect(journalNames(dir)).toEqual([journalRecordName(2)]);
+    expect(store.stats()).toMatchObject({ journalRecordsWaiting: 1, journalCheckpoints: 1 });
+    expect(journalSequences(dir).at(-1)).toBe(2);
     await expect.poll(() => readdirSync(walPath(dir)), { timeout: 5000 }).toEqual([formatLsn(6)]);
     expect(store.firstIndex()).toBe(6);
     const copy = crashCopy(store);
     // Only the compactions' trash, kept for a checkpoint to reuse (recycling), is left over.
     expect(new Set((await verifyTree(copy)).problems.map((problem) => problem.code))).toEqual(new Set(['STAGING_LEFTOVER']));
     await store.compact(8); // 8 is in the waiting record: drained first
-    expect(journalNames(dir)).toEqual([]);
+    expect(store.stats()).toMatchObject({ journalRecordsWaiting: 0, journalCheckpoints: 2 });
     await expect.poll(() => readdirSync(walPath(dir)), { timeout: 5000 }).toEqual([formatLsn(9), formatLsn(10)]);
     await store.close();
     const reopened = await ReplicaLogStore.open({ dir: copy });
@@ -322,13 +411,15 @@ describe('a journal-mode store', () => {
     expect(await verifyTree(dir)).toEqual({ ok: true, problems: [], notices: [] });
   });
 
+  // Record files: verify reads the crash copy's pending journal (segments: lib/verify.ts's own tests).
   it('createSnapshot does not drain the journal: a snapshot above wal/ is covered by the records, and a crash then replays them', async () => {
     const dir = join(makeTempDir(), 'store');
-    const store = await openJournal(dir);
+    const store = await openJournal(dir, undefined, 'record files');
     await Promise.all([store.append(run(1, 6, 1)), store.setHardState({ term: 1, vote: 1, commit: 6 })]);
     const data = new TextEncoder().encode('state at 4');
     expect((await store.createSnapshot(4, undefined, data)).metadata).toMatchObject({ index: 4, term: 1 });
-    expect(journalNames(dir)).toEqual([journalRecordName(1)]);
+    expect(store.stats()).toMatchObject({ journalRecordsWaiting: 1, journalCheckpoints: 0 });
+    expect(journalSequences(dir)).toEqual([1]);
     expect(readdirSync(walPath(dir))).toEqual([]);
     const copy = crashCopy(store);
     await store.close();
