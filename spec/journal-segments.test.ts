@@ -170,6 +170,9 @@ describe('a journal-mode store on segments', () => {
     await store.append(groups[1]!.entries);
     await store.setHardState(groups[2]!.hardState!);
     expect(statSync(segmentPath(dir, 1)).size).toBe(JOURNAL_SEGMENT_BYTES);
+    // Owner read-write: records are written into it in place (0400 made every write fail with
+    // EACCES for anyone but root, which the tests, run as root, did not see).
+    expect(statSync(segmentPath(dir, 1)).mode & 0o777).toBe(0o600);
     const scan = scanSegment(dir, 1);
     expect(scan.tear).toBeUndefined();
     const lengths = groups.map((group, position) => encodeSegmentRecord(position + 1, group).length);

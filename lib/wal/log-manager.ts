@@ -164,6 +164,9 @@ export function ioError(operation: string, path: string, cause: unknown): Replic
   return new ReplicaLogError(ErrorCode.Io, `${operation} ${path}: ${describeRootCause(cause)}`, { path, cause });
 }
 
+/** A journal segment's mode: written in place after it is created (journal-segments.ts). */
+const JOURNAL_SEGMENT_MODE = 0o600;
+
 export class WalLogManager {
   readonly walDirectory: string;
   readonly stagingDirectory: string;
@@ -881,7 +884,9 @@ export class WalLogManager {
    */
   async createJournalSegment(segment: number, size: number): Promise<void> {
     const path = this.journalSegmentPath(segment);
-    await this.io('write', path, () => this.fs.writeFile(path, new Uint8Array(size), FILE_MODE));
+    // Owner read-write (not FILE_MODE's 0400): records are written into it after it is made,
+    // and opening a 0400 file for writing fails for anyone but root.
+    await this.io('write', path, () => this.fs.writeFile(path, new Uint8Array(size), JOURNAL_SEGMENT_MODE));
     await this.io('fsync', path, () => this.fs.fsync(path));
     await this.io('fsync', this.journalDirectory, () => this.fs.fsync(this.journalDirectory));
   }
