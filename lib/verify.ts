@@ -20,7 +20,7 @@
  * migrate rewrites it; the problem is still reported so nobody serves it meanwhile).
  */
 import { decodeAnchor, decodeIntent, type LogAnchor } from './wal/raft-state.js';
-import { decodeJournalRecord, JOURNAL_DIRECTORY, journalRecordTear, parseJournalRecordName } from './wal/journal.js';
+import { decodeJournalPayload, decodeJournalRecord, JOURNAL_DIRECTORY, journalRecordTear, parseJournalRecordName, parseJournalSegmentName, scanJournalSegment, type SegmentScan } from './wal/journal.js';
 import { copyFile, lstat, mkdtemp, opendir, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -461,8 +461,18 @@ export interface TreeScan {
 
 export interface JournalScan {
   path: string;
-  /** Record files, ascending: a torn one has `tear`, an undecodable one `corrupt`. */
+  /**
+   * Records by sequence, ascending: record files (a torn one has `tear`, an undecodable one
+   * `corrupt`) and the whole records of the segments (`path` names the segment and the offset).
+   */
   records: { sequence: number; path: string; entries?: number; lastIndex?: number; tear?: string; corrupt?: string }[];
+  /**
+   * Torn records in segments (where the segment's records stop), with the highest sequence of a
+   * whole record found after them in segment order (open refuses a tear before a live record).
+   */
+  segmentTears: { path: string; reason: string; laterSequence?: number }[];
+  /** Segments that open refuses whatever the marker (scanJournalSegment's ERR_CORRUPT). */
+  corruptSegments: { path: string; message: string }[];
   strayNames: string[];
   unreadable?: string;
 }
@@ -475,10 +485,16 @@ async function scanJournal(root: string): Promise<JournalScan | undefined> {
     names = await readdir(path);
   } catch (error) {
     if (errnoCode(error) === 'ENOENT') return undefined;
-    return { path, records: [], strayNames: [], unreadable: errorMessage(error) };
+    return { path, records: [], segmentTears: [], corruptSegments: [], strayNames: [], unreadable: errorMessage(error) };
   }
-  const scan: JournalScan = { path, records: [], strayNames: [] };
+  const scan: JournalScan = { path, records: [], segmentTears: [], corruptSegments: [], strayNames: [] };
+  // Names of 20 digits sort as they count: segments in the order they were written.
   for (const name of names.sort()) {
+    const segment = parseJournalSegmentName(name);
+    if (segment !== undefined) {
+      await scanSegmentInto(scan, join(path, name));
+      continue;
+    }
     const sequence = parseJournalRecordName(name);
     if (sequence === undefined) {
       scan.strayNames.push(name);
@@ -500,7 +516,34 @@ async function scanJournal(root: string): Promise<JournalScan | undefined> {
     }
     scan.records.push(record);
   }
+  scan.records.sort((a, b) => a.sequence - b.sequence);
   return scan;
+}
+
+/** Adds one segment's whole records and its tear (journal.ts, scanJournalSegment) to `scan`. */
+async function scanSegmentInto(scan: JournalScan, segmentPath: string): Promise<void> {
+  let result: SegmentScan;
+  try {
+    result = scanJournalSegment(await readFile(segmentPath), segmentPath);
+  } catch (error) {
+    scan.corruptSegments.push({ path: segmentPath, message: errorMessage(error) });
+    return;
+  }
+  for (const found of result.records) {
+    const recordPath = `${segmentPath} at offset ${found.offset}`;
+    const record: JournalScan['records'][number] = { sequence: found.sequence, path: recordPath };
+    try {
+      const { entries } = decodeJournalPayload(found.payload, recordPath);
+      record.entries = entries.length;
+      if (entries.length > 0) record.lastIndex = entries[entries.length - 1]!.index;
+    } catch (error) {
+      record.corrupt = errorMessage(error);
+    }
+    scan.records.push(record);
+    // A whole record after an earlier tear (in segment order).
+    for (const tear of scan.segmentTears) tear.laterSequence = Math.max(tear.laterSequence ?? 0, found.sequence);
+  }
+  if (result.tear !== undefined) scan.segmentTears.push({ path: `${segmentPath} at offset ${result.tear.offset}`, reason: result.tear.reason });
 }
 
 export interface ScanOptions {
@@ -1220,7 +1263,7 @@ export class TreeVerifier {
       if (journal.unreadable !== undefined) tail.push({ code: ProblemCode.Unreadable, path: journal.path, message: `cannot read ${journal.path}: ${journal.unreadable}` });
       for (const name of journal.strayNames) {
         const path = join(journal.path, name);
-        tail.push({ code: ProblemCode.JournalCorrupt, path, message: `${path} is not a journal record` });
+        tail.push({ code: ProblemCode.JournalCorrupt, path, message: `${path} is not a journal record or segment` });
       }
       const through = kv.journalThrough ?? 0;
       const live = journal.records.filter((record) => record.sequence > through);
@@ -1236,8 +1279,15 @@ export class TreeVerifier {
         else if (record.tear !== undefined && !newest) tail.push({ code: ProblemCode.JournalCorrupt, path: record.path, message: `${record.path} is torn (${record.tear}) but is not the newest record` });
         entries += record.entries ?? 0;
       }
-      if (live.length > 0) {
-        const torn = live[live.length - 1]!.tear !== undefined ? ' (the newest is torn: an unacknowledged group, dropped then)' : '';
+      for (const corrupt of journal.corruptSegments) tail.push({ code: ProblemCode.JournalCorrupt, path: corrupt.path, message: corrupt.message });
+      let segmentTorn = false;
+      for (const tear of journal.segmentTears) {
+        if (tear.laterSequence !== undefined && tear.laterSequence > through) {
+          tail.push({ code: ProblemCode.JournalCorrupt, path: tear.path, message: `${tear.path} is torn (${tear.reason}) but a whole record (sequence ${tear.laterSequence}) follows it` });
+        } else if (tear.laterSequence === undefined) segmentTorn = true;
+      }
+      if (live.length > 0 || segmentTorn) {
+        const torn = live[live.length - 1]?.tear !== undefined || segmentTorn ? ' (the newest is torn: an unacknowledged group, dropped then)' : '';
         notices.push({
           code: NoticeCode.JournalPending,
           path: journal.path,

@@ -26,6 +26,7 @@ import {
   type JournalRecord,
 } from '../lib/wal/journal.js';
 import { walPath } from '../lib/wal/layout.js';
+import { verifyTree } from '../lib/verify.js';
 import { makeTempDir, removeTempDirs } from './helpers/temp-dir.js';
 
 afterEach(removeTempDirs);
@@ -317,6 +318,17 @@ describe('a journal-mode store on segments', () => {
   ])('%s', async (_name, damage, expected: { lastIndex?: number; commit?: number; repairs?: RegExp[]; error?: RegExp }) => {
     const { dir, offsets, ends } = await crashedWithThreeRecords();
     damage(dir, ends, offsets);
+    // verify (read-only) agrees with open: what open refuses is JOURNAL_CORRUPT naming the
+    // segment; what open repairs is a notice of the waiting records (and of the torn newest).
+    const verified = await verifyTree(dir);
+    if (expected.error !== undefined) {
+      expect(verified.problems.map((problem) => [problem.code, problem.path])).toEqual([['JOURNAL_CORRUPT', segmentPath(dir, 1)]]);
+    } else {
+      expect(verified.problems).toEqual([]);
+      const pending = verified.notices.filter((notice) => notice.code === 'JOURNAL_PENDING');
+      expect(pending).toHaveLength(1);
+      expect(pending[0]!.message.includes('the newest is torn')).toBe(expected.repairs!.some((pattern) => pattern.source.includes('dropped') || pattern.source.includes('CRC') || pattern.source.includes('magic')));
+    }
     if (expected.error !== undefined) {
       await expect(ReplicaLogStore.open({ dir })).rejects.toMatchObject({ code: ErrorCode.Corrupt, message: expect.stringMatching(expected.error), path: segmentPath(dir, 1) });
       // Refused: nothing changed, the segments are kept for a look.
@@ -341,12 +353,21 @@ describe('a journal-mode store on segments', () => {
     await store.close();
     const last = scanSegment(copy, 1).records.at(-1)!;
     overwrite(segmentPath(copy, 1), last.offset + SEGMENT_RECORD_HEADER_BYTES + 100, Uint8Array.of(0xee));
+    const tornAt = `${segmentPath(copy, 1)} at offset ${last.offset}`;
+    // Both faces of it: a record missing before segment 2's, and the tear before a whole record.
+    expect((await verifyTree(copy)).problems.map((problem) => [problem.code, problem.path])).toEqual([
+      ['JOURNAL_CORRUPT', `${segmentPath(copy, 2)} at offset 0`],
+      ['JOURNAL_CORRUPT', tornAt],
+    ]);
     await expect(ReplicaLogStore.open({ dir: copy })).rejects.toMatchObject({
       code: ErrorCode.Corrupt,
       message: expect.stringMatching(new RegExp(`00000000000000000001\\.seg at offset ${last.offset}: torn journal record \\(CRC mismatch\\) before .*00000000000000000002\\.seg at offset 0$`)),
     });
     // The same copy without segment 2's record (never written): the torn one is dropped.
     overwrite(segmentPath(copy, 2), 0, new Uint8Array(SEGMENT_RECORD_HEADER_BYTES));
+    const verified = await verifyTree(copy);
+    expect(verified.problems).toEqual([]);
+    expect(verified.notices.find((notice) => notice.code === 'JOURNAL_PENDING')?.message).toMatch(/the newest is torn/);
     const reopened = await ReplicaLogStore.open({ dir: copy });
     expect(reopened.lastIndex()).toBe(RECORDS_PER_SEGMENT - 1);
     expect(reopened.repairs[0]).toMatch(new RegExp(`^dropped the torn journal record .*00000000000000000001\\.seg at offset ${last.offset} \\(CRC mismatch\\)`));
