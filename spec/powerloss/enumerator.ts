@@ -11,9 +11,10 @@
  *     directory's fsync: after a power cut the entry may have both names (the same directory
  *     under two paths) or, when only the removal survived, neither. What is atomic is the
  *     entry itself: it moves whole, never half its files;
- *   - a file's data is sure once the file was fsynced; before that it may be whole, lost
- *     (empty) or zeroed; data written over an existing file in place (a reused entry
- *     directory's RAFT) may be the new data, the old, or zeroed;
+ *   - a file's data is sure once the file was fsynced (or fdatasynced); before that it may be
+ *     whole, lost (empty) or zeroed; data written over an existing file in place (a reused entry
+ *     directory's RAFT) may be the new data, the old, or zeroed, and so may bytes written at an
+ *     offset into an existing file (a journal segment's record), range by range, independently;
  *   - rm -r is one step: when its removal survives, the directory's entries are gone with it
  *     (the same directory seen under another name is then empty);
  *   - the KV (LevelDB) changes atomically at each synced batch: it is exactly as of the last
@@ -65,6 +66,8 @@ export type Step =
   | { kind: 'syncfs' }
   /** A file's content replaced in place (the same object): until synced, old, new or zeroed. */
   | { kind: 'overwrite'; node: number; data: Uint8Array }
+  /** Bytes written at `offset` into a file (a journal segment's record): until synced, that range new, old or zeroed. */
+  | { kind: 'write-at'; node: number; offset: number; data: Uint8Array }
   | { kind: 'kv'; copy: string }
   | { kind: 'kv-created'; parent: number; copy: string }
   /** An acknowledgement: of the whole operation, or (a storage's operations) of the writes named `label`. */
@@ -116,6 +119,8 @@ export interface RecordOptions {
   openOptions?: Partial<ReplicaLogStoreOptions>;
   /** The control: skip (do not perform, do not record) the fsync of `path`'s `occurrence`-th call (0-based). */
   dropFsync?: (path: string, occurrence: number) => boolean;
+  /** A file system without writeAt/syncData: a journal store writes one file per record, not segments. */
+  recordFiles?: boolean;
 }
 
 let nextNodeId = 1;
@@ -193,7 +198,7 @@ export async function recordWith(
   root: string,
   store: string,
   scratch: string,
-  options: Pick<RecordOptions, 'dropFsync'>,
+  options: Pick<RecordOptions, 'dropFsync' | 'recordFiles'>,
   run: (fileSystem: FileSystem, acknowledge: (label?: string) => void) => Promise<void>,
 ): Promise<RecordedOperation> {
   const dir = join(root, store);
@@ -269,6 +274,30 @@ export async function recordWith(
       node.data = Uint8Array.from(data);
       steps.push({ kind: 'overwrite', node: node.id, data: node.data });
     },
+    async writeAt(path, offset, data) {
+      noticeKv();
+      await nodeFileSystem.writeAt!(path, offset, data);
+      const parts = partsOf(path);
+      const node = parts === undefined ? undefined : walk(live, parts);
+      if (node?.kind !== 'file') return;
+      const next = new Uint8Array(Math.max(node.data.length, offset + data.length));
+      next.set(node.data);
+      next.set(data, offset);
+      node.data = next;
+      steps.push({ kind: 'write-at', node: node.id, offset, data: Uint8Array.from(data) });
+    },
+    // fdatasync: the file's data is sure from here on, like fsync (names are not: a file's sync
+    // never makes its directory entry durable in this model, with either call).
+    async syncData(path) {
+      noticeKv();
+      const occurrence = fsyncCounts.get(path) ?? 0;
+      fsyncCounts.set(path, occurrence + 1);
+      if (options.dropFsync?.(path, occurrence) === true) return;
+      await nodeFileSystem.syncData!(path);
+      const parts = partsOf(path);
+      const node = parts === undefined ? undefined : walk(live, parts);
+      if (node !== undefined) steps.push({ kind: 'fsync', node: node.id, path: relative(root, path) });
+    },
     async fsync(path) {
       noticeKv();
       const occurrence = fsyncCounts.get(path) ?? 0;
@@ -311,6 +340,11 @@ export async function recordWith(
       parent.children.delete(basename(path));
     },
   };
+
+  if (options.recordFiles === true) {
+    delete fileSystem.writeAt;
+    delete fileSystem.syncData;
+  }
 
   // Every synced KV batch of the recorded store: a copy of kv/ once it completed.
   const prototype = ClassicLevel.prototype as unknown as { batch: (...args: unknown[]) => unknown };
@@ -372,7 +406,7 @@ function uncertainty(steps: readonly Step[], upTo: number): Uncertainty {
       if (syncedAfter(step.node.id, index)) sure.add(`${index}:data`);
       else open.push(`${index}:data`);
     }
-    if (step.kind === 'overwrite') {
+    if (step.kind === 'overwrite' || step.kind === 'write-at') {
       if (syncedAfter(step.node, index)) sure.add(`${index}:data`);
       else open.push(`${index}:data`);
     }
@@ -437,6 +471,18 @@ function buildState(recorded: RecordedOperation, upTo: number, survives: (key: s
         // Lost: the old data stays, or (zeroed) the new length reads as zeros.
         if (survives(`${index}:data`)) node.data = step.data;
         else if (zeroLostData) node.data = new Uint8Array(step.data.length);
+        break;
+      }
+      case 'write-at': {
+        const node = objects.get(step.node);
+        if (node?.kind !== 'file') break;
+        // Lost: the range keeps its old bytes, or (zeroed) reads as zeros.
+        const bytes = survives(`${index}:data`) ? step.data : zeroLostData ? new Uint8Array(step.data.length) : undefined;
+        if (bytes === undefined) break;
+        const next = new Uint8Array(Math.max(node.data.length, step.offset + bytes.length));
+        next.set(node.data);
+        next.set(bytes, step.offset);
+        node.data = next;
         break;
       }
       case 'remove': {

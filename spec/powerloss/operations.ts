@@ -131,6 +131,8 @@ export interface OperationCase {
   stages?: ((store: ReplicaLogStore) => Promise<unknown>)[];
   /** Independent atomic steps: each entry before or after on its own (see checkAgainst). */
   perIndex?: boolean;
+  /** Journal mode on record files (a file system without writeAt/syncData), not segments. */
+  recordFiles?: boolean;
 }
 
 const voters = { voters: [1], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
@@ -320,6 +322,15 @@ export const cases: OperationCase[] = [
     operation: (store) => store.append(run(3, 5, 1)),
   },
   {
+    name: 'journal on record files: an append (a file per record, as a partition writes it)',
+    openOptions: { journal: true, journalCheckpointDelayMs: 600_000 },
+    recordFiles: true,
+    setup: async (store) => {
+      await Promise.all([store.append(run(1, 2, 1)), store.setHardState({ term: 1, vote: 1, commit: 2 })]);
+    },
+    operation: (store) => Promise.all([store.append(run(3, 5, 1)), store.setHardState({ term: 1, vote: 1, commit: 4 })]),
+  },
+  {
     name: 'journal: a truncating write group (the checkpoint at close cuts the tail in wal/)',
     openOptions: { journal: true, journalCheckpointDelayMs: 600_000 },
     setup: async (store) => {
@@ -411,8 +422,18 @@ export const controls: { name: string; operation: string; dropFsync: (path: stri
     dropFsync: (path, _occurrence, dir) => path === dir,
   },
   {
-    name: 'a journal record without the fsync of journal/ (the acknowledged group can vanish)',
+    name: "a journal segment's creation without the fsync of journal/ (its name, with acknowledged records in it, can vanish)",
     operation: 'journal: an append (one record, written into wal/ by the checkpoint at close)',
+    dropFsync: (path, _occurrence, dir) => path === join(dir, JOURNAL_DIRECTORY),
+  },
+  {
+    name: "a journal segment's record without its fdatasync (the acknowledged group can vanish)",
+    operation: 'journal: an append (one record, written into wal/ by the checkpoint at close)',
+    dropFsync: (path) => /\/journal\/[0-9]{20}\.seg$/.test(path),
+  },
+  {
+    name: 'a journal record file without the fsync of journal/ (the acknowledged group can vanish)',
+    operation: 'journal on record files: an append (a file per record, as a partition writes it)',
     dropFsync: (path, _occurrence, dir) => path === join(dir, JOURNAL_DIRECTORY),
   },
   {
@@ -466,7 +487,7 @@ export async function enumerate(operationCase: OperationCase, workspace: string,
     await store.close();
     await operationCase.damage?.(dir);
   }
-  const record: RecordOptions = { openOptions: operationCase.openOptions ?? {} };
+  const record: RecordOptions = { openOptions: operationCase.openOptions ?? {}, ...(operationCase.recordFiles === true ? { recordFiles: true } : {}) };
   const dropFsync = options.dropFsync;
   if (dropFsync !== undefined) record.dropFsync = (path, occurrence) => dropFsync(path, occurrence, dir, root);
   const stages = operationCase.stages;
