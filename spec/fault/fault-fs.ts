@@ -11,7 +11,7 @@
 import type { ClassicLevel } from 'classic-level';
 import { nodeFileSystem, type FileSystem } from '../../lib/wal/file-system.js';
 
-export const FAULT_OPERATIONS = ['mkdir', 'mkdtemp', 'readdir', 'writeFile', 'fsync', 'rename', 'remove', 'stat', 'readFileSync', 'kvBatch', 'kvGetMany', 'syncFileSystem'] as const;
+export const FAULT_OPERATIONS = ['mkdir', 'mkdtemp', 'readdir', 'writeFile', 'fsync', 'rename', 'remove', 'stat', 'readFileSync', 'kvBatch', 'kvGetMany', 'syncFileSystem', 'writeAt', 'syncData'] as const;
 export type FaultOperation = (typeof FAULT_OPERATIONS)[number];
 export type FaultKind = 'EIO' | 'ENOSPC' | 'EROFS' | 'short-write' | 'applied-then-EIO';
 
@@ -101,6 +101,13 @@ export function faultFileSystem(injector: FaultInjector, base: FileSystem = node
     remove: (path) => serial(async () => (guard('remove', path), base.remove(path))),
     stat: (path) => serial(async () => (guard('stat', path), base.stat(path))),
     readFileSync: (path) => (guard('readFileSync', path), base.readFileSync(path)),
+    // A journal store writes its records into segments only when both are there (journal.ts).
+    ...(base.writeAt !== undefined && base.syncData !== undefined
+      ? {
+          writeAt: (path: string, offset: number, data: Uint8Array) => serial(async () => (guard('writeAt', path), base.writeAt!(path, offset, data))),
+          syncData: (path: string) => serial(async () => (guard('syncData', path), base.syncData!(path))),
+        }
+      : {}),
     ...(options.syncFileSystem === true && base.syncFileSystem !== undefined
       ? { syncFileSystem: (path: string) => serial(async () => (guard('syncFileSystem', path), base.syncFileSystem!(path))) }
       : {}),

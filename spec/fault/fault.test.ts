@@ -44,7 +44,7 @@ afterEach(async () => {
 });
 
 /** Opens `dir` with the fault layer on the WAL and on a KV database at <dir>/kv (where the store keeps it). */
-async function openFaulty(dir: string, injector: FaultInjector, cacheMaxEntries?: number, checkpointInterval?: number): Promise<{ store: ReplicaLogStore; db: Database }> {
+async function openFaulty(dir: string, injector: FaultInjector, cacheMaxEntries?: number, checkpointInterval?: number, journal = false): Promise<{ store: ReplicaLogStore; db: Database }> {
   const db = injectKvFaults(new ClassicLevel<Uint8Array, Uint8Array>(join(dir, 'kv'), { keyEncoding: 'view', valueEncoding: 'view' }), injector);
   await db.open();
   const handle: { store?: ReplicaLogStore; db?: Database } = { db };
@@ -56,6 +56,7 @@ async function openFaulty(dir: string, injector: FaultInjector, cacheMaxEntries?
       fileSystem: faultFileSystem(injector),
       ...(cacheMaxEntries === undefined ? {} : { cacheMaxEntries }),
       ...(checkpointInterval === undefined ? {} : { checkpointInterval }),
+      ...(journal ? { journal: true, journalCheckpointDelayMs: 600_000 } : {}),
     });
   } catch (error) {
     await db.close();
@@ -319,6 +320,31 @@ describe('targeted faults', () => {
     expect(store.entries(1, 3).map((e) => new TextDecoder().decode(e.data))).toEqual(['a', 'b']);
     await store.append([entry(3, 1, 'c')]);
     expect(store.lastIndex()).toBe(3);
+  });
+
+  it.each([
+    { operation: 'writeAt' as const, kind: 'EIO' as const },
+    { operation: 'syncData' as const, kind: 'EIO' as const },
+    { operation: 'writeAt' as const, kind: 'ENOSPC' as const },
+  ])("journal mode: $kind on a segment record's $operation rejects with ERR_IO naming the segment, refuses later writes, and the reopen keeps every acknowledged group", async (fault) => {
+    const injector = new FaultInjector();
+    const dir = tempDir();
+    let { store, db } = await openFaulty(dir, injector, undefined, undefined, true);
+    await Promise.all([store.append([entry(1, 1), entry(2, 1)]), store.setHardState({ term: 1, vote: 1, commit: 2 })]);
+    injector.arm({ operation: fault.operation, kind: fault.kind, occurrence: 1 });
+    const error = await store.append([entry(3, 1)]).catch((caught: unknown) => caught);
+    expect(codeOfError(error)).toBe(ErrorCode.Io);
+    expect((error as Error).message).toMatch(/journal\/00000000000000000001\.seg/);
+    expect(injector.fired.map((fired) => fired.operation)).toEqual([fault.operation]);
+    expect(codeOfError(await store.append([entry(3, 1)]).catch((caught: unknown) => caught))).toBe(ErrorCode.Io);
+    await closeBoth(store, db);
+    ({ store, db } = await openFaulty(dir, injector, undefined, undefined, true));
+    // The failed group was never acknowledged: before (2) or, its bytes having reached the file, after (3).
+    expect([2, 3]).toContain(store.lastIndex());
+    expect(store.initialState().hardState).toEqual({ term: 1, vote: 1, commit: 2 });
+    expect(store.entries(1, 3).map((item) => item.index)).toEqual([1, 2]);
+    await store.append([entry(store.lastIndex() + 1, 1)]);
+    await closeBoth(store, db);
   });
 
   const openFaults: { operation: FaultOperation; kind: FaultKind; path?: RegExp }[] = [
