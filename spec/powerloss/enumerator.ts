@@ -572,6 +572,10 @@ function aliasingFileSystem(groups: string[][]): FileSystem {
       await nodeFileSystem.overwriteFile!(path, data, mode);
       for (const other of partners(path)) await nodeFileSystem.overwriteFile!(other, data, mode);
     },
+    async writeAt(path, offset, data) {
+      await nodeFileSystem.writeAt!(path, offset, data);
+      for (const other of partners(path)) await nodeFileSystem.writeAt!(other, offset, data);
+    },
     async rename(from, to) {
       await nodeFileSystem.rename(from, to);
       const mirroredFrom = partners(from);
@@ -715,6 +719,8 @@ export function describeSteps(recorded: RecordedOperation): string {
           return `#${index} syncfs`;
         case 'overwrite':
           return `#${index} overwrite file#${step.node} (${step.data.length} bytes)`;
+        case 'write-at':
+          return `#${index} write-at file#${step.node} offset ${step.offset} (${step.data.length} bytes)`;
         case 'kv':
           return `#${index} kv batch`;
         case 'kv-created':
