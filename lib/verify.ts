@@ -1286,7 +1286,13 @@ export class TreeVerifier {
           tail.push({ code: ProblemCode.JournalCorrupt, path: tear.path, message: `${tear.path} is torn (${tear.reason}) but a whole record (sequence ${tear.laterSequence}) follows it` });
         } else if (tear.laterSequence === undefined) segmentTorn = true;
       }
-      if (live.length > 0 || segmentTorn) {
+      if (live.length === 0 && segmentTorn) {
+        notices.push({
+          code: NoticeCode.JournalPending,
+          path: journal.path,
+          message: `a torn journal record (an unacknowledged group) is in ${journal.path}: the next open drops it`,
+        });
+      } else if (live.length > 0) {
         const torn = live[live.length - 1]?.tear !== undefined || segmentTorn ? ' (the newest is torn: an unacknowledged group, dropped then)' : '';
         notices.push({
           code: NoticeCode.JournalPending,

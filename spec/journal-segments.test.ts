@@ -374,6 +374,22 @@ describe('a journal-mode store on segments', () => {
     await reopened.close();
   });
 
+  it('verify: a segment holding only a torn record is a notice that open drops it, not a count of waiting records', async () => {
+    const dir = join(makeTempDir(), 'store');
+    const store = await openJournal(dir);
+    await store.close();
+    writeFileSync(segmentPath(dir, 1), segmentOf(4096, rec(1).subarray(0, 30)));
+    const verified = await verifyTree(dir);
+    expect(verified.problems).toEqual([]);
+    expect(verified.notices.map((notice) => [notice.code, notice.message])).toEqual([
+      ['JOURNAL_PENDING', `a torn journal record (an unacknowledged group) is in ${join(dir, 'journal')}: the next open drops it`],
+    ]);
+    const reopened = await ReplicaLogStore.open({ dir });
+    expect(reopened.repairs).toEqual([expect.stringMatching(/^dropped the torn journal record .*00000000000000000001\.seg at offset 0 \(CRC mismatch\)/)]);
+    expect(journalNames(dir)).toEqual([]);
+    await reopened.close();
+  });
+
   it('a segment missing between two others: ERR_CORRUPT (a record missing before a later one)', async () => {
     const dir = join(makeTempDir(), 'store');
     const store = await openJournal(dir);
