@@ -731,7 +731,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     };
     if (records.length === 0) return emptyJournal();
     const pending = new PendingLog(this.view);
-    for (const record of records) {
+    for (const [position, record] of records.entries()) {
       try {
         if (this.pendingRaft.size > 0) throw needsBackfillError(this.dir, this.pendingRaft.size);
         const fresh = unmatchedSuffix(pending, record.entries);
@@ -741,7 +741,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
           pending.setHardState(record.hardState);
         }
       } catch (error) {
-        const path = live[records.indexOf(record)]!.path;
+        const path = live[position]!.path;
         throw corruptError(`${path}: the journal record does not apply to the log in ${this.wal.walDirectory}: ${(error as Error).message}`, { path, cause: error });
       }
     }
