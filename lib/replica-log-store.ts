@@ -1754,6 +1754,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     if (this.failure === undefined && this.journalCheckpointRunning === undefined && this.journalPending.length === 0) {
       await this.journalSegments?.removeAll().catch(() => {});
     }
+    await this.journalSegments?.settle();
     // A checkpoint at V = the saved commit (already durable: invariant C1), alone in one synced
     // batch, when it covers enough new entries. Not after an I/O failure (memory may be ahead of
     // the disk). A failure here is ignored: the record is only an accelerator, and the old one

@@ -26,6 +26,7 @@ import {
   type JournalRecord,
 } from '../lib/wal/journal.js';
 import { walPath } from '../lib/wal/layout.js';
+import { nodeFileSystem, type FileSystem } from '../lib/wal/file-system.js';
 import { verifyTree } from '../lib/verify.js';
 import { makeTempDir, removeTempDirs } from './helpers/temp-dir.js';
 
@@ -387,6 +388,36 @@ describe('a journal-mode store on segments', () => {
     const reopened = await ReplicaLogStore.open({ dir });
     expect(reopened.repairs).toEqual([expect.stringMatching(/^dropped the torn journal record .*00000000000000000001\.seg at offset 0 \(CRC mismatch\)/)]);
     expect(journalNames(dir)).toEqual([]);
+    await reopened.close();
+  });
+
+  it('close waits for a spare still being made, also after a failure (no write into journal/ outlives the lock)', async () => {
+    const dir = join(makeTempDir(), 'store');
+    let spareDone = false;
+    let recordWrites = 0;
+    const fileSystem: FileSystem = {
+      ...nodeFileSystem,
+      async writeFile(path, data, mode) {
+        if (!path.endsWith(journalSegmentName(2))) return nodeFileSystem.writeFile(path, data, mode);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        await nodeFileSystem.writeFile(path, data, mode);
+        spareDone = true;
+      },
+      async writeAt(path, offset, data) {
+        // The second record fails: the store is poisoned (ERR_IO) while the spare is being made.
+        if (++recordWrites === 2) throw Object.assign(new Error('injected EIO'), { code: 'EIO' });
+        return nodeFileSystem.writeAt!(path, offset, data);
+      },
+    };
+    const store = await ReplicaLogStore.open({ dir, journal: true, journalCheckpointDelayMs: 600_000, fileSystem });
+    await store.append(run(1, 1, 1));
+    await expect(store.append(run(2, 2, 1))).rejects.toMatchObject({ code: ErrorCode.Io });
+    expect(spareDone).toBe(false);
+    await store.close();
+    expect(spareDone).toBe(true);
+    // The failure left the journal for the next open, which replays record 1.
+    const reopened = await ReplicaLogStore.open({ dir });
+    expect(reopened.lastIndex()).toBe(1);
     await reopened.close();
   });
 

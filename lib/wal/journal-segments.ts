@@ -52,6 +52,14 @@ export class JournalSegmentWriter {
     await this.wal.removeJournalSegments(segments);
   }
 
+  /**
+   * Waits for a spare being made (its outcome ignored): at close, so that no write into
+   * journal/ outlives the store's lock (another process may open the store right after).
+   */
+  async settle(): Promise<void> {
+    await this.spare?.catch(() => {});
+  }
+
   private async switchFor(recordBytes: number): Promise<{ segment: number; size: number; offset: number; lastSequence: number }> {
     const size = journalSegmentSizeFor(recordBytes);
     let segment: number;
