@@ -1748,6 +1748,8 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     // Journal mode: what only the journal holds goes to wal/ and KV, so a clean close leaves an
     // empty journal. A failure leaves the records for the next open to replay.
     if (this.failure === undefined) await this.drainJournal().catch(() => {});
+    // After a failure a checkpoint may still run beside the queue: it ends before the lock goes.
+    await this.journalCheckpointRunning?.catch(() => {});
     await this.compactionMoves;
     // Drained: every segment is covered by raft/journal_through (errors ignored: open removes
     // covered segments too). After a failure they stay for the next open to replay.

@@ -421,6 +421,41 @@ describe('a journal-mode store on segments', () => {
     await reopened.close();
   });
 
+  it('close waits for a checkpoint still running after a failure (its writes must not outlive the lock)', async () => {
+    const dir = join(makeTempDir(), 'store');
+    let checkpointSynced = false;
+    let recordWrites = 0;
+    let releaseSync: () => void = () => {};
+    const syncStarted = new Promise<void>((started) => {
+      releaseSync = started;
+    });
+    const fileSystem: FileSystem = {
+      ...nodeFileSystem,
+      async syncFileSystem(path) {
+        releaseSync();
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        const done = await nodeFileSystem.syncFileSystem!(path);
+        checkpointSynced = true;
+        return done;
+      },
+      async writeAt(path, offset, data) {
+        if (++recordWrites === 2) throw Object.assign(new Error('injected EIO'), { code: 'EIO' });
+        return nodeFileSystem.writeAt!(path, offset, data);
+      },
+    };
+    // journalCheckpointDelayMs 0: the checkpoint of record 1 starts right after it.
+    const store = await ReplicaLogStore.open({ dir, journal: true, journalCheckpointDelayMs: 0, fileSystem });
+    await store.append(run(1, 1, 1));
+    await syncStarted;
+    await expect(store.append(run(2, 2, 1))).rejects.toMatchObject({ code: ErrorCode.Io });
+    expect(checkpointSynced).toBe(false);
+    await store.close();
+    expect(checkpointSynced).toBe(true);
+    const reopened = await ReplicaLogStore.open({ dir });
+    expect(reopened.lastIndex()).toBe(1);
+    await reopened.close();
+  });
+
   it('a segment missing between two others: ERR_CORRUPT (a record missing before a later one)', async () => {
     const dir = join(makeTempDir(), 'store');
     const store = await openJournal(dir);
