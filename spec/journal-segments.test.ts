@@ -391,69 +391,80 @@ describe('a journal-mode store on segments', () => {
     await reopened.close();
   });
 
-  it('close waits for a spare still being made, also after a failure (no write into journal/ outlives the lock)', async () => {
+  /**
+   * A store whose second record write fails (EIO: the store is poisoned) while `background`
+   * work, which `overrides` delays, still runs; close must wait for it: `done()` false before
+   * close, true after. The journal the failure left replays record 1 at the next open.
+   */
+  async function closeAfterFailure(overrides: Partial<FileSystem>, journalCheckpointDelayMs: number, started: Promise<void>, done: () => boolean): Promise<void> {
     const dir = join(makeTempDir(), 'store');
-    let spareDone = false;
     let recordWrites = 0;
     const fileSystem: FileSystem = {
       ...nodeFileSystem,
-      async writeFile(path, data, mode) {
-        if (!path.endsWith(journalSegmentName(2))) return nodeFileSystem.writeFile(path, data, mode);
-        await new Promise((resolve) => setTimeout(resolve, 300));
-        await nodeFileSystem.writeFile(path, data, mode);
-        spareDone = true;
-      },
+      ...overrides,
       async writeAt(path, offset, data) {
-        // The second record fails: the store is poisoned (ERR_IO) while the spare is being made.
         if (++recordWrites === 2) throw Object.assign(new Error('injected EIO'), { code: 'EIO' });
         return nodeFileSystem.writeAt!(path, offset, data);
       },
     };
-    const store = await ReplicaLogStore.open({ dir, journal: true, journalCheckpointDelayMs: 600_000, fileSystem });
+    const store = await ReplicaLogStore.open({ dir, journal: true, journalCheckpointDelayMs, fileSystem });
     await store.append(run(1, 1, 1));
+    await started;
     await expect(store.append(run(2, 2, 1))).rejects.toMatchObject({ code: ErrorCode.Io });
-    expect(spareDone).toBe(false);
+    expect(done()).toBe(false);
     await store.close();
-    expect(spareDone).toBe(true);
-    // The failure left the journal for the next open, which replays record 1.
+    expect(done()).toBe(true);
     const reopened = await ReplicaLogStore.open({ dir });
     expect(reopened.lastIndex()).toBe(1);
     await reopened.close();
+  }
+
+  /** A promise and the function that resolves it. */
+  function signal(): { promise: Promise<void>; fire: () => void } {
+    let fire: () => void = () => {};
+    const promise = new Promise<void>((resolve) => {
+      fire = resolve;
+    });
+    return { promise, fire };
+  }
+
+  it('close waits for a spare still being made, also after a failure (no write into journal/ outlives the lock)', async () => {
+    let spareDone = false;
+    const spareStarted = signal();
+    await closeAfterFailure(
+      {
+        async writeFile(path, data, mode) {
+          if (!path.endsWith(journalSegmentName(2))) return nodeFileSystem.writeFile(path, data, mode);
+          spareStarted.fire();
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          await nodeFileSystem.writeFile(path, data, mode);
+          spareDone = true;
+        },
+      },
+      600_000,
+      spareStarted.promise,
+      () => spareDone,
+    );
   });
 
   it('close waits for a checkpoint still running after a failure (its writes must not outlive the lock)', async () => {
-    const dir = join(makeTempDir(), 'store');
     let checkpointSynced = false;
-    let recordWrites = 0;
-    let releaseSync: () => void = () => {};
-    const syncStarted = new Promise<void>((started) => {
-      releaseSync = started;
-    });
-    const fileSystem: FileSystem = {
-      ...nodeFileSystem,
-      async syncFileSystem(path) {
-        releaseSync();
-        await new Promise((resolve) => setTimeout(resolve, 300));
-        const done = await nodeFileSystem.syncFileSystem!(path);
-        checkpointSynced = true;
-        return done;
-      },
-      async writeAt(path, offset, data) {
-        if (++recordWrites === 2) throw Object.assign(new Error('injected EIO'), { code: 'EIO' });
-        return nodeFileSystem.writeAt!(path, offset, data);
-      },
-    };
+    const syncStarted = signal();
     // journalCheckpointDelayMs 0: the checkpoint of record 1 starts right after it.
-    const store = await ReplicaLogStore.open({ dir, journal: true, journalCheckpointDelayMs: 0, fileSystem });
-    await store.append(run(1, 1, 1));
-    await syncStarted;
-    await expect(store.append(run(2, 2, 1))).rejects.toMatchObject({ code: ErrorCode.Io });
-    expect(checkpointSynced).toBe(false);
-    await store.close();
-    expect(checkpointSynced).toBe(true);
-    const reopened = await ReplicaLogStore.open({ dir });
-    expect(reopened.lastIndex()).toBe(1);
-    await reopened.close();
+    await closeAfterFailure(
+      {
+        async syncFileSystem(path) {
+          syncStarted.fire();
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          const synced = await nodeFileSystem.syncFileSystem!(path);
+          checkpointSynced = true;
+          return synced;
+        },
+      },
+      0,
+      syncStarted.promise,
+      () => checkpointSynced,
+    );
   });
 
   it('a segment missing between two others: ERR_CORRUPT (a record missing before a later one)', async () => {
