@@ -62,6 +62,8 @@ export interface NodeCommandFlags {
   journal: boolean;
   /** --no-quiesce: idle groups keep ticking (to measure what quiescence saves). */
   quiesce: boolean;
+  /** --no-async-writes: persist each Ready before the next (to measure what async storage writes save). */
+  asyncWrites: boolean;
   /** --partitions N: `dir` is a storage and the node hosts raft groups 1..N (issue 19). */
   partitions?: number;
   /** With --bootstrap: join an existing cluster even on the lowest id (never seed). */
@@ -257,6 +259,7 @@ export async function runNode(flags: NodeCommandFlags): Promise<void> {
     dir: flags.dir,
     ...(flags.partitions === undefined ? {} : { partitions: flags.partitions }),
     quiesce: flags.quiesce,
+    asyncStorageWrites: flags.asyncWrites,
     peers: flags.peers,
     clusterId: flags.clusterId,
     tickMs: flags.tickMs,
@@ -306,6 +309,7 @@ export function registerNodeCommand(program: Command): Command {
     .option('--snapshot-every <n>', 'take a snapshot every n applied entries', parsePositiveInteger, DEFAULT_SNAPSHOT_EVERY)
     .option('--keep-entries <n>', 'entries kept behind a snapshot when compacting', parsePositiveInteger, DEFAULT_KEEP_ENTRIES)
     .option('--no-quiesce', 'idle groups keep ticking and heartbeating (only to measure what quiescence saves)')
+    .option('--no-async-writes', "persist each Ready before handling the next (etcd's synchronous loop; slower, only to measure what async storage writes save)")
     .option('--no-journal', 'write each Ready into wal/ directly instead of through the journal (slower; see README "Cluster speed")')
     .option('--join', 'with --bootstrap: join a running cluster (conf state only) even on the lowest id')
     .option('--peer-cert <file>', 'this member\'s certificate (PEM; its URI SAN names the member: see "replicalog certs")')

@@ -4,10 +4,25 @@
  * group shares: the transport (messages leave through `host.send`, batched per peer per loop
  * turn), the tick timer, node-level liveness, the HTTP API and the limits.
  *
- * The loop is strictly sequential per group: one Ready at a time, and RawNode is only touched by
- * the "pump" between Readys. Everything that happens outside (a tick, a message from a peer, a
- * client's proposal, a transport report) is queued in `inbox` and stepped into RawNode by the
- * pump before it asks for the next Ready. For each Ready, in this order:
+ * RawNode is only stepped by the "pump". Everything that happens outside (a tick, a message from
+ * a peer, a client's proposal, a transport report, a storage thread's response) is queued in
+ * `inbox` and stepped into RawNode by the pump before it asks for the next Ready.
+ *
+ * Asynchronous storage writes (the default; etcd raft v3.6's AsyncStorageWrites): the pump never
+ * waits for the disk. Each Ready's messages go where they are addressed: peers' messages to the
+ * transport at once (nothing in them promises durability), the MsgStorageAppend to the local
+ * append "thread" and the MsgStorageApply to the local apply "thread" (two queues, each worked
+ * off in order by one async loop). The append thread writes every MsgStorageAppend queued
+ * since its last write as ONE store write group (snapshot, entries, hard state, in that order),
+ * and only once it is durable delivers the responses they carry: append and vote responses to
+ * peers, the MsgStorageAppendResp (and a leader's own MsgAppResp) back to raft through the inbox.
+ * The apply thread applies committed entries (raft hands out only durable ones in this mode) and
+ * steps the MsgStorageApplyResp. So a leader steps its followers' acknowledgements, commits and
+ * applies while its own next write group is being made durable, and it keeps ticking through a
+ * slow fsync (issue 18).
+ *
+ * Synchronous mode (`asyncStorageWrites: false`, etcd's classic loop): one Ready at a time, and
+ * for each Ready, in this order:
  *   1. persist: the snapshot (then restore the state machine from it), the entries, then the
  *      hard state: the store refuses a commit above its last index, and a durable commit that
  *      points at entries that are not durable would break a restart;
@@ -15,8 +30,8 @@
  *   3. apply the committed entries (a conf change goes through applyConfChange and its conf
  *      state is saved before the next entry);
  *   4. advance;
- *   5. every `snapshotEvery` applied entries: createSnapshot(applied, confState, state) and
- *      compact(applied - keepEntries), never past the snapshot just taken.
+ *   5. every `snapshotEvery` applied entries (both modes): createSnapshot(applied, confState,
+ *      state) and compact(applied - keepEntries), never past the snapshot just taken.
  * Groups run their pumps side by side: their writes meet in the storage's shared pipeline (one
  * synced KV batch and one syncfs pass for every group writing in the same turn).
  *
@@ -28,6 +43,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { decodeConfChangeEntry, isEmptySnap, ProgressType, RawNode, SnapshotStatus, type Ready } from '../raft/rawnode.js';
+import { LOCAL_APPEND_THREAD, LOCAL_APPLY_THREAD } from '../raft/util.js';
 import type { RaftLogger } from '../raft/logger.js';
 import type { ReplicaLogStore } from '../replica-log-store.js';
 import { ErrorCode, ReplicaLogError } from '../errors.js';
@@ -35,7 +51,7 @@ import { dropCommitPastLog, refuseInboundMessage, type MessageGuardView } from '
 import type { RateLimitedLog } from './rate-limited-log.js';
 import type { NodeCounters } from './metrics.js';
 import { ConsistencyChecker, decodeConsistencyRecord, encodeConsistencyRecord } from './consistency.js';
-import { EntryType, MessageType, type ConfState, type Entry, type HardState, type Message } from '../types.js';
+import { EntryType, MessageType, type ConfState, type Entry, type HardState, type Message, type Snapshot } from '../types.js';
 import { KvStateMachine, encodeCommand, type KvCommand } from './state-machine.js';
 
 /**
@@ -86,6 +102,8 @@ export interface GroupSettings {
   multiGroup: boolean;
   /** Idle groups quiesce (default true; false only to measure what quiescence saves). */
   quiesce: boolean;
+  /** etcd's AsyncStorageWrites: the Ready loop does not wait for the disk (see the header; default true). */
+  asyncStorageWrites: boolean;
 }
 
 /** What a group needs from its node. */
@@ -117,6 +135,9 @@ interface Waiter {
   reject: (error: Error) => void;
   timer: NodeJS.Timeout;
 }
+
+/** Work for the local append thread: raft's MsgStorageAppend, or a request to save a deferred commit. */
+type AppendWork = { message: Message } | { saveCommit: { resolve: () => void; reject: (error: Error) => void } };
 
 /** Messages that acknowledge durable state: sent only once this Ready is persisted. */
 const ACKNOWLEDGES_DURABLE_STATE: ReadonlySet<MessageType> = new Set([MessageType.MsgAppResp, MessageType.MsgVoteResp, MessageType.MsgPreVoteResp]);
@@ -151,6 +172,18 @@ export class RaftGroup {
   private quiesceRequestedBy = 0;
   /** When this group last handed leadership over for a follower that lost its log (ms). */
   private lostLogHandOverAt = 0;
+  /** Async storage writes: the local append and apply threads' queues, and their running loops. */
+  private readonly appendQueue: AppendWork[] = [];
+  private readonly applyQueue: Message[] = [];
+  appending: Promise<void> | undefined;
+  applying: Promise<void> | undefined;
+  /**
+   * The highest snapshot index raft restored and handed to the append thread. raft's
+   * configuration and log are already the snapshot's: committed entries at or below it that the
+   * apply thread has not reached yet are covered by it and must not be applied (an old conf
+   * change would overwrite the snapshot's configuration in raft and in the store).
+   */
+  private restoredThrough = 0;
 
   constructor(host: GroupHost, id: number, store: ReplicaLogStore, stateMachine: KvStateMachine) {
     this.host = host;
@@ -172,6 +205,7 @@ export class RaftGroup {
       maxInflightMsgs: 256,
       // A flood of proposals is refused by raft itself once this many bytes wait for a commit.
       maxUncommittedEntriesSize: settings.maxUncommittedEntriesSize,
+      asyncStorageWrites: settings.asyncStorageWrites,
       ...(host.raftLogger === undefined ? {} : { logger: host.raftLogger }),
     });
     this.lastSnapshotIndex = store.snapshot().metadata.index;
@@ -260,7 +294,9 @@ export class RaftGroup {
       this.host.pendingProposals++;
       // Proposals made before the inbox is drained go to raft together (proposeBatch).
       this.proposalBatch.push(command);
-      if (this.proposalBatch.length === 1) this.enqueue(() => this.proposeBatch());
+      // After this turn: every request that arrived in it joins the batch (each HTTP request is
+      // its own callback, so a microtask would step them one by one).
+      if (this.proposalBatch.length === 1) this.enqueue(() => this.proposeBatch(), true);
     });
   }
 
@@ -306,18 +342,12 @@ export class RaftGroup {
     this.kick();
   }
 
-  /** Queued for after this Ready's advance (the inbox is only drained between Readys). */
-  private enqueueAfterReady(action: () => void): void {
+  /** Queues `action` for the pump; `afterTurn`: start it after this turn's other callbacks (see kick). */
+  enqueue(action: () => void, afterTurn = false): void {
     if (!this.host.running) return;
     this.inbox.push(action);
     this.host.inboxTotal++;
-  }
-
-  enqueue(action: () => void): void {
-    if (!this.host.running) return;
-    this.inbox.push(action);
-    this.host.inboxTotal++;
-    this.kick();
+    this.kick(afterTurn);
   }
 
   /** A report from the transport (unreachable, snapshot status): stepped, never wakes the group. */
@@ -372,6 +402,15 @@ export class RaftGroup {
     });
   }
 
+  /** Resolves once the pump and both storage threads have stopped (a stopping node waits for it). */
+  async settled(): Promise<void> {
+    for (;;) {
+      const running = [this.pumpRunning, this.appending, this.applying].filter((work) => work !== undefined);
+      if (running.length === 0) return;
+      await Promise.all(running.map((work) => work.catch(() => {})));
+    }
+  }
+
   /** Starts ticking again (no-op when awake). */
   wake(): void {
     if (!this.isQuiesced) return;
@@ -391,6 +430,8 @@ export class RaftGroup {
   private isIdle(): boolean {
     return (
       this.pumpRunning === undefined &&
+      this.appending === undefined &&
+      this.applying === undefined &&
       this.inbox.length === 0 &&
       this.waiters.size === 0 &&
       this.snapshotting === undefined &&
@@ -406,8 +447,8 @@ export class RaftGroup {
   private maybeQuiesce(): boolean {
     if (!this.isLeader || !this.isIdle()) return false;
     const status = this.raw.basicStatus();
-    const lastIndex = this.store.lastIndex();
-    if (status.leadTransferee !== 0 || status.commit !== lastIndex || this.store.lastIndex() === 0) return false;
+    const lastIndex = this.raftLastIndex();
+    if (status.leadTransferee !== 0 || status.commit !== lastIndex || lastIndex === 0) return false;
     let caughtUp = true;
     const followers: { id: number; match: number }[] = [];
     this.raw.withProgress((id, type, progress) => {
@@ -445,7 +486,7 @@ export class RaftGroup {
     if (leader === 0 || this.isQuiesced || this.raftState !== 'StateFollower' || this.lead !== leader) return;
     if (!this.isIdle() || !this.host.isPeerLive(leader)) return;
     const status = this.raw.basicStatus();
-    if (status.commit !== this.store.lastIndex()) return;
+    if (status.commit !== this.raftLastIndex()) return;
     this.quiesce(leader);
   }
 
@@ -453,21 +494,35 @@ export class RaftGroup {
     return this.inbox.length > 0 || this.pendingTicks > 0 || this.raw.hasReady();
   }
 
-  /** Starts the pump unless it runs; it loops until there is nothing left to do. */
-  kick(): void {
+  /**
+   * Starts the pump unless it runs; it loops until there is nothing left to do. It starts a
+   * microtask later, so a pump that never waits (async writes) is never entered again from
+   * inside itself and everything queued in the same callback (a frame's messages) goes into one
+   * Ready; `afterTurn` (proposals): after this turn's other I/O callbacks (setImmediate).
+   */
+  kick(afterTurn = false): void {
     if (this.pumpRunning !== undefined || !this.host.running) return;
-    this.pumpRunning = this.pump().then(
-      () => {
-        this.pumpRunning = undefined;
-        // Work queued between the pump's last check and now.
-        if (this.host.running && this.hasWork()) this.kick();
-        else if (this.quiesceRequestedBy !== 0) this.maybeFollowIntoQuiescence();
-      },
-      (error: unknown) => {
-        this.pumpRunning = undefined;
-        this.host.fail(error instanceof Error ? error : new Error(String(error)));
-      },
-    );
+    const start = afterTurn ? new Promise<void>((resolve) => setImmediate(resolve)) : Promise.resolve();
+    this.pumpRunning = start
+      .then(() => this.pump())
+      .then(
+        () => {
+          this.pumpRunning = undefined;
+          this.afterWork();
+        },
+        (error: unknown) => {
+          this.pumpRunning = undefined;
+          this.host.fail(error instanceof Error ? error : new Error(String(error)));
+        },
+      );
+  }
+
+  /** The pump or a storage thread stopped: work queued meanwhile, or follow the leader into quiescence. */
+  private afterWork(): void {
+    if (this.host.running && this.hasWork()) this.kick();
+    else if (this.quiesceRequestedBy !== 0 && this.pumpRunning === undefined && this.appending === undefined && this.applying === undefined) {
+      this.maybeFollowIntoQuiescence();
+    }
   }
 
   private async pump(): Promise<void> {
@@ -475,9 +530,165 @@ export class RaftGroup {
       this.drainInbox();
       if (!this.raw.hasReady()) return;
       const ready = this.raw.ready();
+      if (this.host.settings.asyncStorageWrites) {
+        // No advance: the storage threads' responses tell raft what is durable and applied.
+        this.routeReady(ready);
+        continue;
+      }
       await this.handleReady(ready);
       // Everything in the Ready is persisted and applied: raft may now forget it.
       this.raw.advance(ready);
+      this.maybeRequestConsistencyCheck();
+      this.maybeSnapshot();
+    }
+  }
+
+  /**
+   * Async storage writes: hands a Ready's messages to the transport and the local storage
+   * threads (see the header). Synchronous: nothing here waits.
+   */
+  private routeReady(ready: Ready): void {
+    this.noteSoftState(ready);
+    const network: Message[] = [];
+    for (const message of ready.messages) {
+      if (message.to === LOCAL_APPEND_THREAD) {
+        const snapshot = message.snapshot;
+        // raft restored it when it stepped the MsgSnap (before this Ready): see restoredThrough.
+        if (snapshot !== undefined && !isEmptySnap(snapshot)) this.restoredThrough = Math.max(this.restoredThrough, snapshot.metadata.index);
+        this.appendQueue.push({ message });
+      } else if (message.to === LOCAL_APPLY_THREAD) {
+        this.applyQueue.push(message);
+      } else {
+        network.push(message);
+      }
+    }
+    // Nothing raft puts in a Ready's own messages promises durability in this mode (those
+    // responses ride in the MsgStorageAppend): a leader's appends go out before its own write.
+    if (network.length > 0) this.host.send(this, network);
+    if (this.appendQueue.length > 0) this.kickAppendThread();
+    if (this.applyQueue.length > 0) this.kickApplyThread();
+  }
+
+  private kickAppendThread(): void {
+    if (this.appending !== undefined) return;
+    this.appending = this.runAppendThread().then(
+      () => {
+        this.appending = undefined;
+        this.afterWork();
+      },
+      (error: unknown) => {
+        this.appending = undefined;
+        const failure = error instanceof Error ? error : new Error(String(error));
+        // Nothing queued behind a failed write may be written or acknowledged.
+        for (const work of this.appendQueue.splice(0)) if ('saveCommit' in work) work.saveCommit.reject(failure);
+        this.host.fail(failure);
+      },
+    );
+  }
+
+  /** The local append thread: one write group for everything queued, then its responses, in order. */
+  private async runAppendThread(): Promise<void> {
+    while (this.appendQueue.length > 0) {
+      const batch = this.appendQueue.splice(0);
+      try {
+        await this.writeAppendBatch(batch);
+      } catch (error) {
+        for (const work of batch) if ('saveCommit' in work) work.saveCommit.reject(error as Error);
+        throw error;
+      }
+    }
+  }
+
+  private async writeAppendBatch(batch: readonly AppendWork[]): Promise<void> {
+    const writes: Promise<void>[] = [];
+    const messages: Message[] = [];
+    let hasEntries = false;
+    let saveCommit = false;
+    // Each call queues in the store in call order, and the store flushes the appends and the hard
+    // state called in one turn as one write group (entries first).
+    for (const work of batch) {
+      if ('saveCommit' in work) {
+        saveCommit = true;
+        continue;
+      }
+      const message = work.message;
+      messages.push(message);
+      const snapshot = message.snapshot;
+      if (snapshot !== undefined && !isEmptySnap(snapshot)) {
+        // The state machine takes the snapshot's state once the store holds it durably.
+        writes.push(this.store.applySnapshot(snapshot).then(() => this.installedSnapshot(snapshot.data, snapshot.metadata)));
+      }
+      if (message.entries.length > 0) {
+        hasEntries = true;
+        writes.push(this.store.append(message.entries));
+      }
+      // A hard state rides in the message's term/vote/commit (all 0: unchanged).
+      if (message.term !== 0 || message.vote !== 0 || message.commit !== 0) {
+        this.latestHardState = { term: message.term, vote: message.vote, commit: message.commit };
+      }
+    }
+    const hardState = this.hardStateToWrite(hasEntries, saveCommit);
+    if (hardState !== undefined) writes.push(this.store.setHardState(hardState));
+    await Promise.all(writes);
+    // Durable: deliver what it promised, in raft's order. Responses to this node go through the
+    // inbox (stepped by the pump), the rest to the transport.
+    const local: Message[] = [];
+    const network: Message[] = [];
+    for (const message of messages) {
+      for (const response of message.responses) (response.to === this.host.nodeId ? local : network).push(response);
+    }
+    if (network.length > 0) this.host.send(this, network);
+    if (local.length > 0) this.enqueue(() => this.stepLocal(local));
+    for (const work of batch) if ('saveCommit' in work) work.saveCommit.resolve();
+  }
+
+  /**
+   * The hard state to write with a write group, if any. A hard state that only moves the commit
+   * is not made durable on its own (etcd's MustSync): the commit is volatile in Raft and
+   * relearnt from the leader after a restart. It rides with the next write that must be durable
+   * (entries, a new term or vote, a snapshot), or is saved when asked (a snapshot, a stop).
+   * Only term and vote must never be lost.
+   */
+  private hardStateToWrite(hasEntries: boolean, saveCommit: boolean): HardState | undefined {
+    const latest = this.latestHardState;
+    const saved = this.store.initialState().hardState;
+    const changed = latest.term !== saved.term || latest.vote !== saved.vote || latest.commit !== saved.commit;
+    const mustSync = hasEntries || saveCommit || latest.term !== saved.term || latest.vote !== saved.vote;
+    return changed && mustSync ? latest : undefined;
+  }
+
+  /** Steps the storage threads' responses (raft's own messages: no guard). */
+  private stepLocal(responses: readonly Message[]): void {
+    for (const response of responses) this.raw.step(response);
+  }
+
+  private kickApplyThread(): void {
+    if (this.applying !== undefined) return;
+    this.applying = this.runApplyThread().then(
+      () => {
+        this.applying = undefined;
+        this.afterWork();
+      },
+      (error: unknown) => {
+        this.applying = undefined;
+        this.applyQueue.length = 0;
+        this.host.fail(error instanceof Error ? error : new Error(String(error)));
+      },
+    );
+  }
+
+  /** The local apply thread: committed (and durable) entries in order, then raft hears of it. */
+  private async runApplyThread(): Promise<void> {
+    while (this.applyQueue.length > 0) {
+      const message = this.applyQueue.shift()!;
+      for (const entry of message.entries) {
+        // Covered by a snapshot raft restored meanwhile (checked at each entry: an await below
+        // lets the pump step a MsgSnap).
+        if (entry.index <= this.restoredThrough) continue;
+        await this.applyEntry(entry);
+      }
+      const responses = message.responses;
+      this.enqueue(() => this.stepLocal(responses));
       this.maybeRequestConsistencyCheck();
       this.maybeSnapshot();
     }
@@ -487,7 +698,7 @@ export class RaftGroup {
   private drainInbox(): void {
     // A group whose log is empty joined without data: it must not campaign (see bootstrap.ts),
     // so it does not tick until a leader gave it a snapshot or entries.
-    const mayTick = this.store.lastIndex() > 0;
+    const mayTick = this.raftLastIndex() > 0;
     // After a long stall (a slow fsync) do not fire a burst of ticks that would start an
     // election at once: at most half an election timeout.
     const ticks = Math.min(this.pendingTicks, Math.max(1, Math.floor(this.host.settings.electionTick / 2)));
@@ -499,7 +710,13 @@ export class RaftGroup {
     for (const action of this.inbox.splice(0, count)) action();
   }
 
-  private async handleReady(ready: Ready): Promise<void> {
+  /** The last index of raft's log, entries not yet durable included (the store's may lag with async writes). */
+  private raftLastIndex(): number {
+    return this.raw.raft.raftLog.lastIndex();
+  }
+
+  /** Leader and role changes: narrated, counted; a lost leader answers the pending proposals. */
+  private noteSoftState(ready: Ready): void {
     if (ready.softState !== undefined) {
       if (this.host.settings.narrate && (ready.softState.lead !== this.lead || ready.softState.raftState !== this.raftState)) {
         this.log(`${ready.softState.raftState.replace('State', '').toLowerCase()} (leader ${ready.softState.lead || 'unknown'}, term ${this.raw.basicStatus().term})`);
@@ -518,14 +735,16 @@ export class RaftGroup {
     // A quiesced group that has messages to send is not idle any more (e.g. a leader that learnt
     // from a heartbeat response that a follower is behind).
     if (this.isQuiesced && ready.messages.length > 0) this.wake();
+  }
+
+  /** Synchronous mode: persist, send, apply one Ready (see the header). */
+  private async handleReady(ready: Ready): Promise<void> {
+    this.noteSoftState(ready);
     // 1. Persist. The snapshot first: it resets the log, the entries (if any) follow it.
     if (ready.snapshot !== undefined && !isEmptySnap(ready.snapshot)) {
       const snapshot = ready.snapshot;
       await this.store.applySnapshot(snapshot);
-      this.stateMachine.restore(snapshot.data, snapshot.metadata.index);
-      this.setMembers(snapshot.metadata.confState);
-      this.lastSnapshotIndex = snapshot.metadata.index;
-      if (this.host.settings.narrate) this.log(`installed a snapshot at index ${snapshot.metadata.index} (term ${snapshot.metadata.term}, ${this.stateMachine.size} keys)`);
+      this.installedSnapshot(snapshot.data, snapshot.metadata);
     }
     // A leader sends its appends, heartbeats and snapshots BEFORE its own log is durable, so the
     // followers write in parallel with it (Raft thesis 10.2.1; etcd's server does the same). Safe
@@ -540,23 +759,24 @@ export class RaftGroup {
     }
     // Entries and hard state called in one tick: the store checks them in this order (a commit
     // may cover the new entries) and flushes them as ONE write group, entries first.
-    // A hard state that only moves the commit is not made durable on its own (etcd's MustSync):
-    // the commit is volatile in Raft and relearnt from the leader after a restart. It rides with
-    // the next write that must be durable (entries, a new term or vote, a snapshot), or is saved
-    // when the node snapshots or stops. Only term and vote must never be lost.
     if (ready.hardState !== undefined) this.latestHardState = ready.hardState;
-    const latest = this.latestHardState;
-    const saved = this.store.initialState().hardState;
-    const changed = latest.term !== saved.term || latest.vote !== saved.vote || latest.commit !== saved.commit;
-    const mustSync = ready.entries.length > 0 || latest.term !== saved.term || latest.vote !== saved.vote;
     const persisted: Promise<void>[] = [];
     if (ready.entries.length > 0) persisted.push(this.store.append(ready.entries));
-    if (changed && mustSync) persisted.push(this.store.setHardState(latest));
+    const hardState = this.hardStateToWrite(ready.entries.length > 0, false);
+    if (hardState !== undefined) persisted.push(this.store.setHardState(hardState));
     await Promise.all(persisted);
     // 2. Send, now that what the messages promise is durable.
     if (afterPersist.length > 0) this.host.send(this, afterPersist);
     // 3. Apply.
     for (const entry of ready.committedEntries) await this.applyEntry(entry);
+  }
+
+  /** The store holds a snapshot from the leader durably: the state machine and members follow it. */
+  private installedSnapshot(data: Uint8Array | undefined, metadata: Snapshot['metadata']): void {
+    this.stateMachine.restore(data, metadata.index);
+    this.setMembers(metadata.confState);
+    this.lastSnapshotIndex = metadata.index;
+    if (this.host.settings.narrate) this.log(`installed a snapshot at index ${metadata.index} (term ${metadata.term}, ${this.stateMachine.size} keys)`);
   }
 
   private async applyEntry(entry: Entry): Promise<void> {
@@ -584,7 +804,7 @@ export class RaftGroup {
       const report = this.consistency.onRequest(entry.index, this.stateMachine.digest());
       // After this Ready (raft is not re-entered while it is being handled); a lost report only
       // means one comparison fewer.
-      this.enqueueAfterReady(() => this.proposeQuietly(encodeConsistencyRecord(report)));
+      this.enqueue(() => this.proposeQuietly(encodeConsistencyRecord(report)));
       return;
     }
     const alarm = this.consistency.onReport(record);
@@ -609,11 +829,22 @@ export class RaftGroup {
   private maybeRequestConsistencyCheck(): void {
     if (!this.isLeader || !this.consistency.due(this.stateMachine.applied)) return;
     this.consistency.lastRequestedAt = this.stateMachine.applied;
-    this.enqueueAfterReady(() => this.proposeQuietly(encodeConsistencyRecord({ consistency: 'request', requestId: randomUUID() })));
+    this.enqueue(() => this.proposeQuietly(encodeConsistencyRecord({ consistency: 'request', requestId: randomUUID() })));
   }
 
-  /** Saves a commit that only raft's latest hard state holds yet (see handleReady). */
+  /**
+   * Saves a commit that only raft's latest hard state holds yet (see hardStateToWrite). With
+   * async writes the append thread does it, after every MsgStorageAppend queued before: only
+   * it knows which hard state goes with the entries it has written.
+   */
   async saveDeferredCommit(): Promise<void> {
+    if (this.host.settings.asyncStorageWrites) {
+      await new Promise<void>((resolve, reject) => {
+        this.appendQueue.push({ saveCommit: { resolve, reject } });
+        this.kickAppendThread();
+      });
+      return;
+    }
     const saved = this.store.initialState().hardState;
     if (this.latestHardState.commit > saved.commit && this.latestHardState.term === saved.term && this.latestHardState.vote === saved.vote) {
       await this.store.setHardState(this.latestHardState);
@@ -629,6 +860,9 @@ export class RaftGroup {
   private maybeSnapshot(): void {
     if (this.snapshotting !== undefined) return;
     const applied = this.stateMachine.applied;
+    // A snapshot from the leader is on its way into the store and the state machine: it replaces
+    // whatever would be saved now.
+    if (this.restoredThrough > applied) return;
     if (applied < nextSnapshotAt(this.lastSnapshotIndex, this.host.settings.snapshotEvery, this.host.nodeId)) return;
     // The saved conf state is the one as of `applied` (conf changes are saved when applied).
     const confState = this.store.initialState().confState;
@@ -696,8 +930,8 @@ export class RaftGroup {
     return {
       localId: this.host.nodeId,
       isMember: (peerId) => this.isMember(peerId),
-      // Readys are persisted before the inbox is drained, so the store's log is raft's log here.
-      lastIndex: this.store.lastIndex(),
+      // raft's log, entries still being written included (with async writes the store's lags).
+      lastIndex: this.raftLastIndex(),
       leader: this.raw.basicStatus().lead,
       checkSnapshotData: (data, index) => {
         try {

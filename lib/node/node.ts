@@ -108,6 +108,12 @@ export interface ReplicaNodeOptions {
   consistencyCheckEvery?: number;
   /** Idle groups quiesce: stop ticking until a message or a proposal wakes them (default true; false only to measure what it saves). */
   quiesce?: boolean;
+  /**
+   * etcd raft's AsyncStorageWrites (default true): the Ready loop hands writes and applies to
+   * local storage threads and never waits for the disk (group.ts). false: the classic loop that
+   * persists each Ready before the next (only to measure what async writes save).
+   */
+  asyncStorageWrites?: boolean;
   /** HTTPS for the HTTP API; with `ca`, clients must present a certificate it signed. */
   httpTls?: { cert: string | Buffer; key: string | Buffer; ca?: string | Buffer };
   /** Every HTTP request must carry `Authorization: Bearer <token>` (except nothing: /status too). */
@@ -236,6 +242,7 @@ export class ReplicaNode implements GroupHost {
       narrate: groupCount <= NARRATED_GROUPS,
       multiGroup: groupCount > 1,
       quiesce: options.quiesce ?? true,
+      asyncStorageWrites: options.asyncStorageWrites ?? true,
     };
     this.raftLogger = options.raftLogger;
     this.writeLog = options.log ?? ((line) => process.stderr.write(`${new Date().toISOString()} [node ${options.id}] ${line}\n`));
@@ -489,7 +496,8 @@ export class ReplicaNode implements GroupHost {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }
     const groups = [...this.groups.values()];
-    await Promise.all(groups.map((group) => group.pumpRunning?.catch(() => {})));
+    // The Readys in progress and what the storage threads hold are written (and acknowledged).
+    await Promise.all(groups.map((group) => group.settled()));
     await Promise.all(groups.map((group) => group.snapshotting));
     await Promise.all(groups.map((group) => group.saveDeferredCommit().catch(() => {})));
     for (const group of groups) group.settleAll(new ProposalError('ERR_STOPPED', 'the node stopped', group.lead));
