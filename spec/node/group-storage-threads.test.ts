@@ -23,6 +23,7 @@ import { RaftGroup, type GroupHost, type GroupSettings, type ReplicaNodeRefusals
 import type { NodeCounters } from '../../lib/node/metrics.js';
 import { RateLimitedLog } from '../../lib/node/rate-limited-log.js';
 import { encodeCommand, KvStateMachine, type KvCommand } from '../../lib/node/state-machine.js';
+import { newMessage } from '../../lib/raft/util.js';
 import { ReplicaLogStore } from '../../lib/replica-log-store.js';
 import { ConfChangeType, EntryType, MessageType, type Entry, type Message } from '../../lib/types.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -286,21 +287,7 @@ describe('async storage writes: a snapshot that overtakes the apply thread', () 
       type: EntryType.ConfChange,
       data: encodeConfChange({ id: index, type: ConfChangeType.AddLearnerNode, nodeId }),
     });
-    const message = (fields: Partial<Message>): Message => ({
-      type: MessageType.MsgApp,
-      to: 2,
-      from: 1,
-      term,
-      logTerm: 0,
-      index: 0,
-      entries: [],
-      commit: 0,
-      vote: 0,
-      reject: false,
-      rejectHint: 0,
-      responses: [],
-      ...fields,
-    });
+    const message = (fields: Partial<Message>): Message => newMessage({ type: MessageType.MsgApp, to: 2, from: 1, term, ...fields });
     // The apply thread stops at entry 2 (its conf state is being saved) with 3 and 4 still to go.
     const hold = holdWrites(follower.store, 'setConfState');
     follower.group.receive(message({ entries: [command(1, 'a'), addLearner(2, 4), command(3, 'b'), addLearner(4, 5)], commit: 4 }), false);
