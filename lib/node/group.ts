@@ -178,10 +178,11 @@ export class RaftGroup {
   appending: Promise<void> | undefined;
   applying: Promise<void> | undefined;
   /**
-   * The highest snapshot index raft restored and handed to the append thread. raft's
-   * configuration and log are already the snapshot's: committed entries at or below it that the
-   * apply thread has not reached yet are covered by it and must not be applied (an old conf
-   * change would overwrite the snapshot's configuration in raft and in the store).
+   * The highest snapshot index raft restored and handed to the append thread (or, synchronous,
+   * persisted). raft's configuration and log are already the snapshot's: committed entries at or
+   * below it that the apply thread has not reached yet are covered by it and must not be applied
+   * (an old conf change would overwrite the snapshot's configuration in raft and in the store),
+   * and a local snapshot at or below it is moot (saveSnapshot).
    */
   private restoredThrough = 0;
 
@@ -743,6 +744,7 @@ export class RaftGroup {
     // 1. Persist. The snapshot first: it resets the log, the entries (if any) follow it.
     if (ready.snapshot !== undefined && !isEmptySnap(ready.snapshot)) {
       const snapshot = ready.snapshot;
+      this.restoredThrough = Math.max(this.restoredThrough, snapshot.metadata.index);
       await this.store.applySnapshot(snapshot);
       this.installedSnapshot(snapshot.data, snapshot.metadata);
     }
@@ -883,16 +885,34 @@ export class RaftGroup {
   private async saveSnapshot(applied: number, confState: ConfState, data: Uint8Array, keys: number): Promise<void> {
     // The commit must cover the snapshot in the store before it does (a restart needs commit >= applied).
     await this.saveDeferredCommit();
-    await this.store.createSnapshot(applied, confState, data);
-    this.lastSnapshotIndex = applied;
+    // A snapshot from the leader can be installed while this one is saved (the storage thread, or
+    // the next Ready, does not wait for it): the store then refuses this older snapshot
+    // (ERR_SNAP_OUT_OF_DATE) or a compaction below the received one (ERR_COMPACTED). The
+    // received snapshot covers both: skip them. A soak run stopped a follower on this.
+    if (!(await this.unlessSuperseded(this.store.createSnapshot(applied, confState, data), applied, ErrorCode.SnapOutOfDate))) return;
+    this.lastSnapshotIndex = Math.max(this.lastSnapshotIndex, applied);
     this.host.counters.snapshots++;
     const compactTo = applied - this.host.settings.keepEntries;
     // Never past the snapshot just taken (compactTo < applied), and only forward.
-    if (compactTo > this.store.firstIndex() - 1) {
-      await this.store.compact(compactTo);
+    if (compactTo > this.store.firstIndex() - 1 && (await this.unlessSuperseded(this.store.compact(compactTo), compactTo, ErrorCode.Compacted))) {
       this.host.counters.compactions++;
     }
     if (this.host.settings.narrate) this.log(`snapshot at index ${applied} (${keys} keys); log now ${this.store.firstIndex()}..${this.store.lastIndex()}`);
+  }
+
+  /**
+   * Waits for `write`; false when the store refused it with `code` because a snapshot from the
+   * leader at or above `index` was installed meanwhile (any other failure is thrown).
+   */
+  private async unlessSuperseded(write: Promise<unknown>, index: number, code: ErrorCode): Promise<boolean> {
+    try {
+      await write;
+      return true;
+    } catch (error) {
+      if ((error as { code?: string }).code !== code || this.restoredThrough < index) throw error;
+      if (this.host.settings.narrate) this.log(`snapshot at index ${index} skipped: the leader's snapshot at ${this.restoredThrough} was installed meanwhile`);
+      return false;
+    }
   }
 
   /**

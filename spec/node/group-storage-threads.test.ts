@@ -120,6 +120,28 @@ function holdWrites(store: ReplicaLogStore, method: HeldMethod): { calls: () => 
   };
 }
 
+/** Delays the calls of `store[method]` themselves until released (they then reach the store in order). */
+function holdCalls(store: ReplicaLogStore, method: 'createSnapshot' | 'compact'): { calls: () => number; release: () => void } {
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const real = store[method].bind(store) as (...argumentList: never[]) => Promise<unknown>;
+  let calls = 0;
+  const held = (...argumentList: never[]): Promise<unknown> => {
+    calls++;
+    return gate.then(() => real(...argumentList));
+  };
+  Object.defineProperty(store, method, { value: held, configurable: true, writable: true });
+  return {
+    calls: () => calls,
+    release: () => {
+      Reflect.deleteProperty(store, method);
+      release();
+    },
+  };
+}
+
 const roots: string[] = [];
 const cleanups: (() => Promise<void>)[] = [];
 
@@ -266,6 +288,42 @@ describe.each([
     await follower.group.saveDeferredCommit();
     expect(follower.store.initialState().hardState.commit).toBe(commit);
     expectNoFailures(members.values());
+  });
+});
+
+describe.each([
+  { mode: 'async storage writes', asyncStorageWrites: true },
+  { mode: 'the synchronous loop', asyncStorageWrites: false },
+])('$mode: a snapshot from the leader installed while the follower saves its own', ({ asyncStorageWrites }) => {
+  it.each(['createSnapshot', 'compact'] as const)('its %s, refused as superseded, is skipped and the node goes on', async (method) => {
+    const root = mkdtempSync(join(tmpdir(), 'replicalog-group-threads-'));
+    roots.push(root);
+    // A snapshot every 4 entries (node 2's grid: 5, 9, …), keeping 1 entry behind it.
+    const settings = { ...settingsFor(asyncStorageWrites), snapshotEvery: 4, keepEntries: 1 };
+    const follower = await openGroup(root, 2, settings, (store) => bootstrapJoiningStore(store, VOTERS));
+    const term = 2;
+    const entries = [1, 2, 3, 4, 5, 6].map((index): Entry => ({
+      term,
+      index,
+      type: EntryType.Normal,
+      data: encodeCommand({ op: 'put', key: `k${index}`, value: String(index), requestId: `leader-${index}` }),
+    }));
+    const hold = holdCalls(follower.store, method);
+    follower.group.receive(newMessage({ type: MessageType.MsgApp, to: 2, from: 1, term, entries, commit: 6 }), false);
+    await waitFor(`the follower's own snapshot to reach ${method}`, () => hold.calls() > 0);
+    const conf = { voters: VOTERS, learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
+    const data = KvStateMachine.from([['from-snapshot', 'yes']], 20).snapshot();
+    follower.group.receive(newMessage({ type: MessageType.MsgSnap, to: 2, from: 1, term, snapshot: { metadata: { index: 20, term, confState: conf }, data } }), false);
+    await waitFor("the leader's snapshot to be installed", () => follower.group.stateMachine.applied === 20);
+    hold.release();
+    await waitFor('the snapshot save to end', () => follower.group.snapshotting === undefined);
+    expect(follower.host.failures).toEqual([]);
+    expect(follower.store.snapshot().metadata.index).toBe(20);
+    expect(follower.group.stateMachine.get('from-snapshot')).toBe('yes');
+    // Still working: entries after the snapshot are written and applied.
+    follower.group.receive(newMessage({ type: MessageType.MsgApp, to: 2, from: 1, term, logTerm: term, index: 20, commit: 21, entries: [{ ...entries[0]!, index: 21 }] }), false);
+    await waitFor('the entry after the snapshot to apply', () => follower.group.stateMachine.applied === 21);
+    expect(follower.host.failures).toEqual([]);
   });
 });
 
