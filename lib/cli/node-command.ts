@@ -309,7 +309,7 @@ export function registerNodeCommand(program: Command): Command {
     .option('--snapshot-every <n>', 'take a snapshot every n applied entries', parsePositiveInteger, DEFAULT_SNAPSHOT_EVERY)
     .option('--keep-entries <n>', 'entries kept behind a snapshot when compacting', parsePositiveInteger, DEFAULT_KEEP_ENTRIES)
     .option('--no-quiesce', 'idle groups keep ticking and heartbeating (only to measure what quiescence saves)')
-    .option('--no-async-writes', "persist each Ready before handling the next (etcd's synchronous loop; slower, only to measure what async storage writes save)")
+    .option('--no-async-writes', "persist each Ready before handling the next (etcd's synchronous loop: the leader does not tick while its disk is slow; only to compare with async storage writes)")
     .option('--no-journal', 'write each Ready into wal/ directly instead of through the journal (slower; see README "Cluster speed")')
     .option('--join', 'with --bootstrap: join a running cluster (conf state only) even on the lowest id')
     .option('--peer-cert <file>', 'this member\'s certificate (PEM; its URI SAN names the member: see "replicalog certs")')
