@@ -572,16 +572,27 @@ export class RaftGroup {
 
   private kickAppendThread(): void {
     if (this.appending !== undefined) return;
-    this.appending = this.runAppendThread().then(
+    this.appending = this.runThread(
+      () => this.runAppendThread(),
+      () => (this.appending = undefined),
+      (failure) => {
+        // Nothing queued behind a failed write may be written or acknowledged.
+        for (const work of this.appendQueue.splice(0)) if ('saveCommit' in work) work.saveCommit.reject(failure);
+      },
+    );
+  }
+
+  /** Runs a storage thread's loop; once it ends, `ended`, then more work or quiescence; a failure stops the node. */
+  private runThread(loop: () => Promise<void>, ended: () => void, dropQueued: (failure: Error) => void): Promise<void> {
+    return loop().then(
       () => {
-        this.appending = undefined;
+        ended();
         this.afterWork();
       },
       (error: unknown) => {
-        this.appending = undefined;
+        ended();
         const failure = error instanceof Error ? error : new Error(String(error));
-        // Nothing queued behind a failed write may be written or acknowledged.
-        for (const work of this.appendQueue.splice(0)) if ('saveCommit' in work) work.saveCommit.reject(failure);
+        dropQueued(failure);
         this.host.fail(failure);
       },
     );
@@ -665,16 +676,10 @@ export class RaftGroup {
 
   private kickApplyThread(): void {
     if (this.applying !== undefined) return;
-    this.applying = this.runApplyThread().then(
-      () => {
-        this.applying = undefined;
-        this.afterWork();
-      },
-      (error: unknown) => {
-        this.applying = undefined;
-        this.applyQueue.length = 0;
-        this.host.fail(error instanceof Error ? error : new Error(String(error)));
-      },
+    this.applying = this.runThread(
+      () => this.runApplyThread(),
+      () => (this.applying = undefined),
+      () => (this.applyQueue.length = 0),
     );
   }
 

@@ -93,35 +93,14 @@ class TestHost implements GroupHost {
   }
 }
 
-type HeldMethod = 'append' | 'setConfState' | 'applySnapshot';
+type HeldMethod = 'append' | 'setConfState' | 'applySnapshot' | 'createSnapshot' | 'compact';
 
 /**
- * Holds the promises of `store[method]` until released: each call reaches the store (in order,
- * so the store's queue is what it would be) but its caller hears of it only after release().
+ * Holds `store[method]` until released. 'result': each call reaches the store at once (in order,
+ * so the store's queue is what it would be) but its caller hears of it only after release() (to
+ * the group, a slow fsync). 'call': the calls themselves wait, then reach the store in order.
  */
-function holdWrites(store: ReplicaLogStore, method: HeldMethod): { calls: () => number; release: () => void } {
-  let release!: () => void;
-  const gate = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  const real = store[method].bind(store) as (argument: never) => Promise<void>;
-  let calls = 0;
-  const held = (argument: never): Promise<void> => {
-    calls++;
-    return real(argument).then(() => gate);
-  };
-  Object.defineProperty(store, method, { value: held, configurable: true, writable: true });
-  return {
-    calls: () => calls,
-    release: () => {
-      Reflect.deleteProperty(store, method);
-      release();
-    },
-  };
-}
-
-/** Delays the calls of `store[method]` themselves until released (they then reach the store in order). */
-function holdCalls(store: ReplicaLogStore, method: 'createSnapshot' | 'compact'): { calls: () => number; release: () => void } {
+function holdStore(store: ReplicaLogStore, method: HeldMethod, what: 'result' | 'call' = 'result'): { calls: () => number; release: () => void } {
   let release!: () => void;
   const gate = new Promise<void>((resolve) => {
     release = resolve;
@@ -130,7 +109,7 @@ function holdCalls(store: ReplicaLogStore, method: 'createSnapshot' | 'compact')
   let calls = 0;
   const held = (...argumentList: never[]): Promise<unknown> => {
     calls++;
-    return gate.then(() => real(...argumentList));
+    return what === 'call' ? gate.then(() => real(...argumentList)) : real(...argumentList).then((result) => gate.then(() => result));
   };
   Object.defineProperty(store, method, { value: held, configurable: true, writable: true });
   return {
@@ -224,7 +203,7 @@ describe.each([
     const members = await startCluster(asyncStorageWrites);
     const leader = members.get(1)!;
     const followers = [members.get(2)!, members.get(3)!];
-    const hold = holdWrites(leader.store, 'append');
+    const hold = holdStore(leader.store, 'append');
     let applied = false;
     const proposal = put(leader.group, 'held', 'v').then((index) => {
       applied = true;
@@ -263,7 +242,7 @@ describe.each([
     const members = await startCluster(asyncStorageWrites);
     const leader = members.get(1)!;
     const follower = members.get(2)!;
-    const hold = holdWrites(follower.store, 'append');
+    const hold = holdStore(follower.store, 'append');
     const lastBefore = leader.store.lastIndex();
     const proposal = put(leader.group, 'acknowledged', 'v');
     await waitFor("the follower's append to reach its store", () => hold.calls() > 0);
@@ -308,7 +287,7 @@ describe.each([
       type: EntryType.Normal,
       data: encodeCommand({ op: 'put', key: `k${index}`, value: String(index), requestId: `leader-${index}` }),
     }));
-    const hold = holdCalls(follower.store, method);
+    const hold = holdStore(follower.store, method, 'call');
     follower.group.receive(newMessage({ type: MessageType.MsgApp, to: 2, from: 1, term, entries, commit: 6 }), false);
     await waitFor(`the follower's own snapshot to reach ${method}`, () => hold.calls() > 0);
     const conf = { voters: VOTERS, learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false };
@@ -347,7 +326,7 @@ describe('async storage writes: a snapshot that overtakes the apply thread', () 
     });
     const message = (fields: Partial<Message>): Message => newMessage({ type: MessageType.MsgApp, to: 2, from: 1, term, ...fields });
     // The apply thread stops at entry 2 (its conf state is being saved) with 3 and 4 still to go.
-    const hold = holdWrites(follower.store, 'setConfState');
+    const hold = holdStore(follower.store, 'setConfState');
     follower.group.receive(message({ entries: [command(1, 'a'), addLearner(2, 4), command(3, 'b'), addLearner(4, 5)], commit: 4 }), false);
     await waitFor('the apply thread to reach the conf change at index 2', () => hold.calls() > 0);
     expect(follower.group.stateMachine.get('a')).toBe('1');
@@ -355,7 +334,7 @@ describe('async storage writes: a snapshot that overtakes the apply thread', () 
     // The leader compacted past it meanwhile and sends a snapshot at 10 with its own
     // configuration. raft restores it at once; the append thread's write of it is held, so the
     // state machine still holds the old state when the apply thread goes on.
-    const holdSnapshot = holdWrites(follower.store, 'applySnapshot');
+    const holdSnapshot = holdStore(follower.store, 'applySnapshot');
     const snapshotConf = { voters: VOTERS, learners: [6], votersOutgoing: [], learnersNext: [], autoLeave: false };
     const data = KvStateMachine.from([['from-snapshot', 'yes']], 10).snapshot();
     follower.group.receive(message({ type: MessageType.MsgSnap, snapshot: { metadata: { index: 10, term, confState: snapshotConf }, data } }), false);
