@@ -238,6 +238,21 @@ export async function recordWith(
     const parent = walk(live, parts.slice(0, -1));
     return parent?.kind === 'dir' ? parent : undefined;
   };
+  /** The live model's node at `path`, if the model has it. */
+  const liveNode = (path: string): TreeNode | undefined => {
+    const parts = partsOf(path);
+    return parts === undefined ? undefined : walk(live, parts);
+  };
+  /** fsync and fdatasync alike: counted (a control may drop it), run, then a durability step. */
+  const recordSync = async (path: string, sync: (path: string) => Promise<void>): Promise<void> => {
+    noticeKv();
+    const occurrence = fsyncCounts.get(path) ?? 0;
+    fsyncCounts.set(path, occurrence + 1);
+    if (options.dropFsync?.(path, occurrence) === true) return;
+    await sync(path);
+    const node = liveNode(path);
+    if (node !== undefined) steps.push({ kind: 'fsync', node: node.id, path: relative(root, path) });
+  };
   const addLive = (path: string, node: TreeNode) => {
     const parent = parentOf(path);
     if (parent === undefined) return;
@@ -268,8 +283,7 @@ export async function recordWith(
     async overwriteFile(path, data, mode) {
       noticeKv();
       await nodeFileSystem.overwriteFile!(path, data, mode);
-      const parts = partsOf(path);
-      const node = parts === undefined ? undefined : walk(live, parts);
+      const node = liveNode(path);
       if (node?.kind !== 'file') return;
       node.data = Uint8Array.from(data);
       steps.push({ kind: 'overwrite', node: node.id, data: node.data });
@@ -277,8 +291,7 @@ export async function recordWith(
     async writeAt(path, offset, data) {
       noticeKv();
       await nodeFileSystem.writeAt!(path, offset, data);
-      const parts = partsOf(path);
-      const node = parts === undefined ? undefined : walk(live, parts);
+      const node = liveNode(path);
       if (node?.kind !== 'file') return;
       const next = new Uint8Array(Math.max(node.data.length, offset + data.length));
       next.set(node.data);
@@ -288,26 +301,8 @@ export async function recordWith(
     },
     // fdatasync: the file's data is sure from here on, like fsync (names are not: a file's sync
     // never makes its directory entry durable in this model, with either call).
-    async syncData(path) {
-      noticeKv();
-      const occurrence = fsyncCounts.get(path) ?? 0;
-      fsyncCounts.set(path, occurrence + 1);
-      if (options.dropFsync?.(path, occurrence) === true) return;
-      await nodeFileSystem.syncData!(path);
-      const parts = partsOf(path);
-      const node = parts === undefined ? undefined : walk(live, parts);
-      if (node !== undefined) steps.push({ kind: 'fsync', node: node.id, path: relative(root, path) });
-    },
-    async fsync(path) {
-      noticeKv();
-      const occurrence = fsyncCounts.get(path) ?? 0;
-      fsyncCounts.set(path, occurrence + 1);
-      if (options.dropFsync?.(path, occurrence) === true) return;
-      await nodeFileSystem.fsync(path);
-      const parts = partsOf(path);
-      const node = parts === undefined ? undefined : walk(live, parts);
-      if (node !== undefined) steps.push({ kind: 'fsync', node: node.id, path: relative(root, path) });
-    },
+    syncData: (path) => recordSync(path, (target) => nodeFileSystem.syncData!(target)),
+    fsync: (path) => recordSync(path, (target) => nodeFileSystem.fsync(target)),
     async syncFileSystem(path) {
       noticeKv();
       // The model decides what survives: no real syncfs is needed to build the states. The
