@@ -138,14 +138,24 @@ export type RaftInspection =
 /** A new entry to write: its index and the exact RAFT bytes. */
 /**
  * Compacted entry directories kept for reuse, at most (each holds its old MANIFEST and RAFT
- * until reused: about 1 KiB of data and three inodes). A compaction that would exceed it has
- * its directories deleted, as without recycling.
+ * until reused: about 1 KiB of data and three inodes, and ~50 bytes of memory here). A
+ * compaction that would exceed it has its directories deleted, as without recycling. Sized for
+ * a compaction of a node's snapshot interval, which grows with its state (the snapshot log
+ * ratio, lib/node/group.ts): at 16,384 the compactions behind snapshots of 60-80k keys deleted
+ * tens of thousands of directories, and a 3-node cluster's throughput halved for a run (issue
+ * 18: 3xC=16 1,316 and 778 puts/s against 1,937 and 1,962 with room for them all).
  */
-export const RECYCLE_POOL_LIMIT = 16_384;
+export const RECYCLE_POOL_LIMIT = 131_072;
+
+/** Where a compaction moves entry `index` out of wal/: into its batch directory in staging/. */
+function compactedEntryPath(batch: string, index: number): string {
+  return join(batch, `old-${formatLsn(index)}`);
+}
 
 /** A compacted entry directory waiting in staging/ to be reused (see WalLogManager, recycling). */
 interface RecyclableDirectory {
-  path: string;
+  /** Its index when it was compacted: it lies at <batch>/old-<LSN> (the path is made when it is taken). */
+  index: number;
   /** The batch directory holding it (removed once every directory in it was reused). */
   batch: string;
   /** syncfs calls started before it was moved out of wal/: reusable once a later one completed. */
@@ -527,7 +537,7 @@ export class WalLogManager {
     for (let index = last; index >= from; index--) {
       this.publishedPlain.delete(index);
       const source = this.entryDirectory(index);
-      const target = join(batch, `old-${formatLsn(index)}`);
+      const target = compactedEntryPath(batch, index);
       this.relocated.set(index, target);
       this.crash('before-truncate-rename');
       await this.io('rename', source, () => this.fs.rename(source, target));
@@ -658,7 +668,7 @@ export class WalLogManager {
    * lower the anchor without fsyncing wal/ itself (applySnapshot, below).
    */
   async moveEntriesOut(batch: string, indexes: readonly number[], options: { durable: boolean }): Promise<void> {
-    const renames = indexes.map((index) => [this.entryDirectory(index), join(batch, `old-${formatLsn(index)}`)] as const);
+    const renames = indexes.map((index) => [this.entryDirectory(index), compactedEntryPath(batch, index)] as const);
     // A compaction moves thousands, RENAME_CHUNK at a time: off the main thread where the
     // writer thread exists, else synchronous calls (nodeFileSystem) with the event loop let
     // run between chunks (a Raft node's heartbeats).
@@ -751,12 +761,12 @@ export class WalLogManager {
     if (!this.recycles || room === 0 || indexes.length === 0) return this.discardBatchDirectory(batch);
     const kept = indexes.slice(0, room);
     for (const [position, index] of kept.entries()) {
-      this.recyclePool.push({ path: join(batch, `old-${formatLsn(index)}`), batch, syncsStartedBefore: this.syncsStarted, plain: plain[position]! });
+      this.recyclePool.push({ index, batch, syncsStartedBefore: this.syncsStarted, plain: plain[position]! });
     }
     this.recycleBatches.set(batch, kept.length);
     for (const index of indexes.slice(room)) {
       try {
-        await this.fs.remove(join(batch, `old-${formatLsn(index)}`));
+        await this.fs.remove(compactedEntryPath(batch, index));
       } catch {
         // Left for the next open, which empties staging/.
       }
@@ -775,7 +785,7 @@ export class WalLogManager {
     const emptiedBatches: string[] = [];
     while (paths.length < count && this.recyclePool.length > 0 && this.recyclePool[0]!.syncsStartedBefore < this.syncsCompletedThrough) {
       const taken = this.recyclePool.shift()!;
-      paths.push(taken.path);
+      paths.push(compactedEntryPath(taken.batch, taken.index));
       plain.push(taken.plain);
       const left = this.recycleBatches.get(taken.batch)! - 1;
       if (left > 0) this.recycleBatches.set(taken.batch, left);
