@@ -189,6 +189,7 @@ export {
   ReplicaNode,
   ProposalError,
   DEFAULT_SNAPSHOT_EVERY,
+  DEFAULT_SNAPSHOT_LOG_RATIO,
   DEFAULT_KEEP_ENTRIES,
   MAX_PARTITIONS,
   type ReplicaNodeGroups,

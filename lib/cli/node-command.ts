@@ -17,7 +17,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { helpParagraphs } from './help-text.js';
 import { bootstrapJoiningStore, bootstrapSeedStore } from '../node/bootstrap.js';
-import { DEFAULT_KEEP_ENTRIES, DEFAULT_SNAPSHOT_EVERY, MAX_PARTITIONS, ReplicaNode } from '../node/node.js';
+import { DEFAULT_KEEP_ENTRIES, DEFAULT_SNAPSHOT_EVERY, DEFAULT_SNAPSHOT_LOG_RATIO, MAX_PARTITIONS, ReplicaNode } from '../node/node.js';
 import { ReplicaLogStorage } from '../storage.js';
 import { deriveStateFromPreRaftWal, KvStateMachine } from '../node/state-machine.js';
 import type { RaftLogger } from '../raft/logger.js';
@@ -57,6 +57,8 @@ export interface NodeCommandFlags {
   clusterId: string;
   tickMs: number;
   snapshotEvery: number;
+  /** --snapshot-log-ratio: see ReplicaNodeOptions.snapshotLogRatio. */
+  snapshotLogRatio: number;
   keepEntries: number;
   /** --no-journal: the store's plain write path instead of its journal. */
   journal: boolean;
@@ -82,6 +84,12 @@ function parsePositiveInteger(value: string): number {
   if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(Number(value)) || Number(value) <= 0) {
     throw new InvalidArgumentError('must be a positive integer');
   }
+  return Number(value);
+}
+
+/** A decimal number >= 0 and at most 1,000 (a ratio): `1`, `0.5`, `0`. */
+export function parseRatio(value: string): number {
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(value) || Number(value) > 1000) throw new InvalidArgumentError('must be a number from 0 to 1000 (e.g. 1 or 0.5)');
   return Number(value);
 }
 
@@ -264,6 +272,7 @@ export async function runNode(flags: NodeCommandFlags): Promise<void> {
     clusterId: flags.clusterId,
     tickMs: flags.tickMs,
     snapshotEvery: flags.snapshotEvery,
+    snapshotLogRatio: flags.snapshotLogRatio,
     keepEntries: flags.keepEntries,
     ...(flags.journal === false || flags.partitions === undefined ? { journal: flags.journal } : {}),
     httpPort: flags.httpPort ?? 0,
@@ -306,7 +315,13 @@ export function registerNodeCommand(program: Command): Command {
     .option('--bootstrap', 'prepare a store raft does not own yet: migrate + seed, seed empty (lowest id), or join')
     .option('--cluster-id <name>', 'only peers with the same cluster id are accepted', 'replicalog')
     .option('--tick-ms <ms>', 'milliseconds per raft tick (election after 10-20 ticks, heartbeat every tick)', parsePositiveInteger, 100)
-    .option('--snapshot-every <n>', 'take a snapshot every n applied entries', parsePositiveInteger, DEFAULT_SNAPSHOT_EVERY)
+    .option('--snapshot-every <n>', 'consider a snapshot every n applied entries', parsePositiveInteger, DEFAULT_SNAPSHOT_EVERY)
+    .option(
+      '--snapshot-log-ratio <r>',
+      "take it once the entry data applied since the last snapshot is at least r times that snapshot's size (0: every --snapshot-every entries; the log kept and replayed at a restart is up to about r times the state)",
+      parseRatio,
+      DEFAULT_SNAPSHOT_LOG_RATIO,
+    )
     .option('--keep-entries <n>', 'entries kept behind a snapshot when compacting', parsePositiveInteger, DEFAULT_KEEP_ENTRIES)
     .option('--no-quiesce', 'idle groups keep ticking and heartbeating (only to measure what quiescence saves)')
     .option('--no-async-writes', "persist each Ready before handling the next (etcd's synchronous loop: the leader does not tick while its disk is slow; only to compare with async storage writes)")

@@ -86,6 +86,12 @@ export interface GroupSettings {
   electionTick: number;
   heartbeatTick: number;
   snapshotEvery: number;
+  /**
+   * A snapshot is taken at one of this node's `snapshotEvery` points only once the entry data
+   * applied since the last snapshot is at least this many times that snapshot's size (0: at
+   * every point). See maybeSnapshot.
+   */
+  snapshotLogRatio: number;
   keepEntries: number;
   proposalTimeoutMs: number;
   maxUncommittedEntriesSize: number;
@@ -158,6 +164,12 @@ export class RaftGroup {
   lead = 0;
   raftState = 'StateFollower';
   lastSnapshotIndex: number;
+  /** The data size of the latest snapshot taken or installed (bytes). */
+  lastSnapshotBytes: number;
+  /** Entry data applied above the latest snapshot taken or installed (bytes; rebuilt by the replay at start). */
+  private logBytesSinceSnapshot = 0;
+  /** The next applied index at which maybeSnapshot considers a snapshot (a point of this node's grid). */
+  private snapshotCheckAt: number;
   /** The snapshot being saved beside the Ready loop (see maybeSnapshot). */
   snapshotting: Promise<void> | undefined;
   /** Raft's latest hard state; the store's may lag by the commit only (see handleReady). */
@@ -210,6 +222,8 @@ export class RaftGroup {
       ...(host.raftLogger === undefined ? {} : { logger: host.raftLogger }),
     });
     this.lastSnapshotIndex = store.snapshot().metadata.index;
+    this.lastSnapshotBytes = store.snapshot().data?.length ?? 0;
+    this.snapshotCheckAt = nextSnapshotAt(this.lastSnapshotIndex, settings.snapshotEvery, host.nodeId);
     this.latestHardState = store.initialState().hardState;
     this.setMembers(store.initialState().confState);
     this.consistency = new ConsistencyChecker(host.nodeId, settings.consistencyCheckEvery);
@@ -783,6 +797,9 @@ export class RaftGroup {
     this.stateMachine.restore(data, metadata.index);
     this.setMembers(metadata.confState);
     this.lastSnapshotIndex = metadata.index;
+    this.lastSnapshotBytes = data?.length ?? 0;
+    this.logBytesSinceSnapshot = 0;
+    this.snapshotCheckAt = nextSnapshotAt(metadata.index, this.host.settings.snapshotEvery, this.host.nodeId);
     if (this.host.settings.narrate) this.log(`installed a snapshot at index ${metadata.index} (term ${metadata.term}, ${this.stateMachine.size} keys)`);
   }
 
@@ -799,6 +816,8 @@ export class RaftGroup {
       }
     }
     const result = this.stateMachine.apply(entry);
+    // Entries at or below a snapshot are not counted (a restart replays only those above it).
+    if (entry.index > this.lastSnapshotIndex) this.logBytesSinceSnapshot += entry.data?.length ?? 0;
     if (result.command !== undefined) this.settle(result.command.requestId, undefined, entry.index);
     else if (entry.type === EntryType.Normal) this.applyConsistencyRecord(entry);
   }
@@ -870,7 +889,23 @@ export class RaftGroup {
     // A snapshot from the leader is on its way into the store and the state machine: it replaces
     // whatever would be saved now.
     if (this.restoredThrough > applied) return;
-    if (applied < nextSnapshotAt(this.lastSnapshotIndex, this.host.settings.snapshotEvery, this.host.nodeId)) return;
+    const { snapshotEvery, snapshotLogRatio } = this.host.settings;
+    if (applied < this.snapshotCheckAt) return;
+    // A snapshot costs the whole state (encoded, written, fsynced): taken every `snapshotEvery`
+    // entries whatever the state's size, it cost every put O(state / snapshotEvery), which grew
+    // without bound with the state (issue 18: 3xC=64 fell by a third as a benchmark's state
+    // grew to tens of MB). So a point is skipped until the log since the last snapshot is at
+    // least `snapshotLogRatio` times that snapshot's size: each snapshot's cost is then paid by
+    // at least as many bytes of entries, a bounded cost per byte put, and the log kept on disk
+    // and replayed at a restart is at most about that many times the state (Redis rewrites its
+    // append-only file on the same rule). The next chance is this node's next grid point, so
+    // the members' snapshots stay apart (nextSnapshotAt).
+    if (this.logBytesSinceSnapshot < this.lastSnapshotBytes * snapshotLogRatio) {
+      while (this.snapshotCheckAt <= applied) this.snapshotCheckAt += snapshotEvery;
+      return;
+    }
+    this.snapshotCheckAt = nextSnapshotAt(applied, snapshotEvery, this.host.nodeId);
+    this.logBytesSinceSnapshot = 0;
     // The saved conf state is the one as of `applied` (conf changes are saved when applied).
     const confState = this.store.initialState().confState;
     // The state as of `applied`, taken now and encoded in slices while the loop goes on.
@@ -895,7 +930,10 @@ export class RaftGroup {
     // (ERR_SNAP_OUT_OF_DATE) or a compaction below the received one (ERR_COMPACTED). The
     // received snapshot covers both: skip them. A soak run stopped a follower on this.
     if (!(await this.unlessSuperseded(this.store.createSnapshot(applied, confState, data), applied, ErrorCode.SnapOutOfDate))) return;
-    this.lastSnapshotIndex = Math.max(this.lastSnapshotIndex, applied);
+    if (applied > this.lastSnapshotIndex) {
+      this.lastSnapshotIndex = applied;
+      this.lastSnapshotBytes = data.length;
+    }
     this.host.counters.snapshots++;
     const compactTo = applied - this.host.settings.keepEntries;
     // Never past the snapshot just taken (compactTo < applied), and only forward.

@@ -19,79 +19,15 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeConfChange } from '../../lib/codec.js';
 import { bootstrapJoiningStore, bootstrapSeedStore } from '../../lib/node/bootstrap.js';
-import { RaftGroup, type GroupHost, type GroupSettings, type ReplicaNodeRefusals } from '../../lib/node/group.js';
-import type { NodeCounters } from '../../lib/node/metrics.js';
-import { RateLimitedLog } from '../../lib/node/rate-limited-log.js';
+import type { RaftGroup } from '../../lib/node/group.js';
 import { encodeCommand, KvStateMachine, type KvCommand } from '../../lib/node/state-machine.js';
 import { newMessage } from '../../lib/raft/util.js';
 import { ReplicaLogStore } from '../../lib/replica-log-store.js';
 import { ConfChangeType, EntryType, MessageType, type Entry, type Message } from '../../lib/types.js';
+import { openGroup, settingsFor, type TestGroup } from '../helpers/test-group.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const VOTERS = [1, 2, 3];
-
-function settingsFor(asyncStorageWrites: boolean): GroupSettings {
-  return {
-    tickMs: 10,
-    electionTick: 10,
-    heartbeatTick: 1,
-    snapshotEvery: 1_000_000,
-    keepEntries: 100,
-    proposalTimeoutMs: 20_000,
-    maxUncommittedEntriesSize: 1 << 25,
-    consistencyCheckEvery: 1_000_000_000,
-    maxInboxLength: 10_000,
-    maxInboxTotal: 100_000,
-    maxPendingProposals: 1_000,
-    narrate: false,
-    multiGroup: false,
-    quiesce: false,
-    asyncStorageWrites,
-  };
-}
-
-/** A node as a group sees it: records what is sent and hands it to `deliver`. */
-class TestHost implements GroupHost {
-  readonly counters: NodeCounters = { leaderChanges: 0, proposals: new Map(), snapshots: 0, compactions: 0, quiesces: 0, wakes: 0 };
-  readonly refusals: ReplicaNodeRefusals = { messages: 0, inboxFull: 0, proposalsOverLimit: 0, unknownGroups: 0 };
-  readonly refusalLog = new RateLimitedLog(() => {}, 1_000);
-  readonly raftLogger = undefined;
-  inboxTotal = 0;
-  pendingProposals = 0;
-  running = true;
-  readonly sent: Message[] = [];
-  readonly failures: Error[] = [];
-  deliver: (message: Message) => void = () => {};
-
-  constructor(
-    readonly nodeId: number,
-    readonly settings: GroupSettings,
-  ) {}
-
-  log(): void {}
-  send(_group: RaftGroup, messages: readonly Message[]): void {
-    for (const message of messages) {
-      this.sent.push(message);
-      this.deliver(message);
-    }
-  }
-  fail(error: Error): void {
-    this.failures.push(error);
-    this.running = false;
-  }
-  isConfiguredPeer(): boolean {
-    return true;
-  }
-  isPeerLive(): boolean {
-    return true;
-  }
-  quiesced(): void {}
-  woke(): void {}
-
-  sentOf(type: MessageType): Message[] {
-    return this.sent.filter((message) => message.type === type);
-  }
-}
 
 type HeldMethod = 'append' | 'setConfState' | 'applySnapshot' | 'createSnapshot' | 'compact';
 
@@ -129,26 +65,6 @@ afterEach(async () => {
   for (const root of roots.splice(0)) rmSync(root, { recursive: true, force: true });
 });
 
-interface TestGroup {
-  host: TestHost;
-  group: RaftGroup;
-  store: ReplicaLogStore;
-}
-
-async function openGroup(root: string, id: number, settings: GroupSettings, prepare: (store: ReplicaLogStore) => Promise<void>): Promise<TestGroup> {
-  const store = await ReplicaLogStore.open({ dir: join(root, `node-${id}`) });
-  await prepare(store);
-  const host = new TestHost(id, settings);
-  const group = await RaftGroup.open(host, 1, store);
-  cleanups.push(async () => {
-    host.running = false;
-    await group.settled();
-    await group.snapshotting;
-    await store.close();
-  });
-  return { host, group, store };
-}
-
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /** Three groups: node 1 the seed, 2 and 3 joining; node 1 elected, the others caught up. */
@@ -157,8 +73,8 @@ async function startCluster(asyncStorageWrites: boolean): Promise<Map<number, Te
   roots.push(root);
   const settings = settingsFor(asyncStorageWrites);
   const members = new Map<number, TestGroup>();
-  members.set(1, await openGroup(root, 1, settings, (store) => bootstrapSeedStore(store, VOTERS, KvStateMachine.from([], 0)).then(() => {})));
-  for (const id of [2, 3]) members.set(id, await openGroup(root, id, settings, (store) => bootstrapJoiningStore(store, VOTERS)));
+  members.set(1, await openGroup(root, 1, settings, (store) => bootstrapSeedStore(store, VOTERS, KvStateMachine.from([], 0)).then(() => {}), cleanups));
+  for (const id of [2, 3]) members.set(id, await openGroup(root, id, settings, (store) => bootstrapJoiningStore(store, VOTERS), cleanups));
   for (const member of members.values()) {
     member.host.deliver = (message) => {
       setImmediate(() => {
@@ -279,7 +195,7 @@ describe.each([
     roots.push(root);
     // A snapshot every 4 entries (node 2's grid: 5, 9, …), keeping 1 entry behind it.
     const settings = { ...settingsFor(asyncStorageWrites), snapshotEvery: 4, keepEntries: 1 };
-    const follower = await openGroup(root, 2, settings, (store) => bootstrapJoiningStore(store, VOTERS));
+    const follower = await openGroup(root, 2, settings, (store) => bootstrapJoiningStore(store, VOTERS), cleanups);
     const term = 2;
     const entries = [1, 2, 3, 4, 5, 6].map((index): Entry => ({
       term,
@@ -310,7 +226,7 @@ describe('async storage writes: a snapshot that overtakes the apply thread', () 
   it('entries it covers are not applied after it, so its configuration stays in raft and in the store', async () => {
     const root = mkdtempSync(join(tmpdir(), 'replicalog-group-threads-'));
     roots.push(root);
-    const follower = await openGroup(root, 2, settingsFor(true), (store) => bootstrapJoiningStore(store, VOTERS));
+    const follower = await openGroup(root, 2, settingsFor(true), (store) => bootstrapJoiningStore(store, VOTERS), cleanups);
     const term = 2;
     const command = (index: number, key: string): Entry => ({
       term,

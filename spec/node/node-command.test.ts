@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { formatPeers, parsePeers } from '../../lib/cli/node-command.js';
+import { formatPeers, parsePeers, parseRatio } from '../../lib/cli/node-command.js';
 import { freePort } from '../../lib/node/ports.js';
 import { recoverStateFromStorage } from '../../lib/node/state-machine.js';
 import { ReplicaLogStore } from '../../lib/replica-log-store.js';
@@ -34,6 +34,19 @@ it('parses --peers', () => {
   expect(() => parsePeers('0=127.0.0.1:1')).toThrow(/positive/);
   expect(() => parsePeers('1=a:1,1=b:2')).toThrow(/twice/);
   expect(() => parsePeers('1=a:70000')).toThrow(/port/);
+});
+
+it.each([
+  { given: '1', ratio: 1 },
+  { given: '0', ratio: 0 },
+  { given: '0.5', ratio: 0.5 },
+  { given: '1000', ratio: 1000 },
+])('parses --snapshot-log-ratio $given', ({ given, ratio }) => {
+  expect(parseRatio(given)).toBe(ratio);
+});
+
+it.each(['-1', 'abc', '1e3', '', '.5', '1001', 'Infinity', 'NaN'])('refuses --snapshot-log-ratio %j', (given) => {
+  expect(() => parseRatio(given)).toThrow(InvalidArgumentError);
 });
 
 it('runs a one-node cluster until SIGTERM', async () => {
