@@ -165,7 +165,7 @@ export class RaftGroup {
   raftState = 'StateFollower';
   lastSnapshotIndex: number;
   /** The data size of the latest snapshot taken or installed (bytes). */
-  lastSnapshotBytes: number;
+  private lastSnapshotBytes: number;
   /** Entry data applied above the latest snapshot taken or installed (bytes; rebuilt by the replay at start). */
   private logBytesSinceSnapshot = 0;
   /** The next applied index at which maybeSnapshot considers a snapshot (a point of this node's grid). */
