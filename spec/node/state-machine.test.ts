@@ -11,7 +11,9 @@ import {
   deriveStateFromPreRaftWal,
   encodeCommand,
   recoverStateFromStorage,
+  sortPairsInSlices,
 } from '../../lib/node/state-machine.js';
+import { seededRandom } from '../../lib/seeded-random.js';
 import { ReplicaLogStore } from '../../lib/replica-log-store.js';
 import { EntryType, type Entry } from '../../lib/types.js';
 import { formatLsn } from '../../lib/wal/layout.js';
@@ -83,14 +85,35 @@ describe('commands', () => {
     expect(Buffer.from(machine.snapshot()).equals(expected)).toBe(true);
   });
 
-  it.each([1, 7, 300, 1 << 20])('snapshotInSlices (slices of %i bytes) gives the same bytes as snapshot(), of the state when it was called', async (sliceBytes) => {
+  it.each([
+    { sliceBytes: 1, slicePairs: 1 },
+    { sliceBytes: 7, slicePairs: 3 },
+    { sliceBytes: 300, slicePairs: 64 },
+    { sliceBytes: 1 << 20, slicePairs: 16_384 },
+  ])('snapshotInSlices (slices of $sliceBytes bytes, sorted $slicePairs pairs at a time) gives the same bytes as snapshot(), of the state when it was called', async ({ sliceBytes, slicePairs }) => {
     const pairs: [string, string][] = Array.from({ length: 500 }, (_, k) => [`key-${k}${k % 7 === 0 ? '-ñ' : ''}`, k % 5 === 0 ? '值'.repeat(k) : 'x'.repeat(k)]);
     const machine = KvStateMachine.from(pairs, 9);
     const whole = machine.snapshot();
-    const sliced = machine.snapshotInSlices(sliceBytes);
+    const sliced = machine.snapshotInSlices(sliceBytes, slicePairs);
     machine.put('later', 'not in the snapshot');
     expect(Buffer.from(await sliced).equals(Buffer.from(whole))).toBe(true);
     expect(KvStateMachine.fromSnapshot(await sliced, 9).entries()).toEqual([...pairs].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  });
+});
+
+describe('sortPairsInSlices', () => {
+  const random = seededRandom(18);
+  const pick = (below: number) => Math.floor(random() * below);
+  const keys = Array.from({ length: 1_000 }, (_, k) => `${['a', 'ab', 'b', 'é', '😀', 'z'][pick(6)]}${pick(100_000)}-${k}`);
+  it.each([1, 2, 3, 5, 64, 999, 1_000, 5_000])('runs of %i: the order of a whole sort, pausing between slices', async (slicePairs) => {
+    const pairs = keys.map((key): [string, string] => [key, `v-${key}`]);
+    let pauses = 0;
+    const sorted = await sortPairsInSlices([...pairs], async () => {
+      pauses++;
+    }, slicePairs);
+    expect(sorted).toEqual([...pairs].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    // At least one pause per slice of work beyond the first.
+    expect(pauses).toBeGreaterThanOrEqual(Math.ceil(pairs.length / slicePairs) - 1);
   });
 });
 
