@@ -148,7 +148,7 @@ export async function sortPairsInSlices(pairs: [string, string][], pause: () => 
       let i = left;
       let j = middle;
       for (let out = left; out < end; out++) {
-        target[out] = j >= end || (i < middle && source[i]![0] < source[j]![0]) ? source[i++]! : source[j++]!;
+        target[out] = j >= end || (i < middle && compareKeys(source[i]!, source[j]!) < 0) ? source[i++]! : source[j++]!;
         if (++steps >= slicePairs) {
           steps = 0;
           await pause();
