@@ -7,6 +7,7 @@
 import { chmodSync, closeSync, constants, fchmodSync, fdatasync as fdatasyncDescriptor, fstatSync, fsync as fsyncDescriptor, ftruncateSync, mkdirSync, opendirSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { syncFileSystemOf } from './sync-file-system.js';
+import { FifoQueue } from '../fifo-queue.js';
 
 export interface FileStat {
   isDirectory: boolean;
@@ -267,7 +268,7 @@ export async function forEachBounded<T>(items: readonly T[], limit: number, task
  */
 export class BoundedTasks {
   private running = 0;
-  private readonly waiting: (() => void)[] = [];
+  private readonly waiting = new FifoQueue<() => void>();
   private readonly started: Promise<void>[] = [];
   private failure: { error: unknown } | undefined;
 

@@ -49,6 +49,7 @@ import { dirname, join } from 'node:path';
 import { decodeEntry } from '../codec.js';
 import { corruptError, describeRootCause, ErrorCode, invalidArgumentError, isReplicaLogError, ReplicaLogError } from '../errors.js';
 import type { Entry } from '../types.js';
+import { FifoQueue } from '../fifo-queue.js';
 import { BoundedTasks, errorCode, forEachBounded, type FileSystem } from './file-system.js';
 import {
   DIRECTORY_MODE,
@@ -205,7 +206,7 @@ export class WalLogManager {
    * staging/ leftover like any staged entry until the checkpoint's own syncfs and rename publish
    * it (the same order as a new directory: content durable before the rename into wal/).
    */
-  private readonly recyclePool: RecyclableDirectory[] = [];
+  private readonly recyclePool = new FifoQueue<RecyclableDirectory>();
   private readonly recycleBatches = new Map<string, number>();
   private syncsStarted = 0;
   /** The start number of the latest syncfs that completed. */
@@ -783,7 +784,7 @@ export class WalLogManager {
     const paths: string[] = [];
     const plain: boolean[] = [];
     const emptiedBatches: string[] = [];
-    while (paths.length < count && this.recyclePool.length > 0 && this.recyclePool[0]!.syncsStartedBefore < this.syncsCompletedThrough) {
+    for (let next = this.recyclePool.peek(); paths.length < count && next !== undefined && next.syncsStartedBefore < this.syncsCompletedThrough; next = this.recyclePool.peek()) {
       const taken = this.recyclePool.shift()!;
       paths.push(compactedEntryPath(taken.batch, taken.index));
       plain.push(taken.plain);
@@ -800,7 +801,7 @@ export class WalLogManager {
   /** Deletes every directory still waiting for reuse (close: a closed store leaves no staging/ leftover). */
   async discardRecyclePool(): Promise<void> {
     const batches = [...this.recycleBatches.keys()];
-    this.recyclePool.length = 0;
+    this.recyclePool.clear();
     this.recycleBatches.clear();
     await this.removeEmptiedBatches(batches);
   }
