@@ -4,7 +4,8 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { formatLsn, parseLsn } from '../lib/wal/layout.js';
+import { join } from 'node:path';
+import { childPath, entryPath, formatLsn, parseLsn, stagingPath, walPath } from '../lib/wal/layout.js';
 
 /** The definition parseLsn replaced: a regex, parseInt, and a round trip through formatLsn. */
 function parseByDefinition(name: string): number | undefined {
@@ -45,5 +46,18 @@ describe('LSN names', () => {
     const character = fc.constantFrom(...'0123456789abcdefghijklmnopqrstuvwxyzA-Z_.'.split(''));
     const name = fc.array(character, { minLength: 11, maxLength: 15 }).map((characters) => characters.join(''));
     fc.assert(fc.property(name, (candidate) => parseLsn(candidate) === parseByDefinition(candidate)), { numRuns: 5000 });
+  });
+});
+
+describe('childPath (the hot paths\' join without normalisation)', () => {
+  // Parents as the store makes them: through join (a user's directory in any spelling) or
+  // mkdtemp under one.
+  const parents = ['/', 'data', './data/', '/var/lib/../lib/replicalog/', 'a//b'].flatMap((dir) => [walPath(dir), stagingPath(dir), `${join(stagingPath(dir), 'batch-')}Xy12Ab`]);
+  it.each(parents)('equals path.join for the parent %s', (parent) => {
+    for (const name of [formatLsn(1), `old-${formatLsn(2 ** 40)}`, 'MANIFEST', 'RAFT']) expect(childPath(parent, name)).toBe(join(parent, name));
+  });
+
+  it('entryPath and childPath of wal/ name the same directory', () => {
+    for (const dir of ['/', 'data', './data/', '/srv/x/../store']) expect(childPath(walPath(dir), formatLsn(77))).toBe(entryPath(dir, 77));
   });
 });

@@ -52,8 +52,8 @@ import type { Entry } from '../types.js';
 import { FifoQueue } from '../fifo-queue.js';
 import { BoundedTasks, errorCode, forEachBounded, type FileSystem } from './file-system.js';
 import {
+  childPath,
   DIRECTORY_MODE,
-  entryPath,
   FILE_MODE,
   formatLsn,
   MANIFEST_FILE,
@@ -150,7 +150,7 @@ export const RECYCLE_POOL_LIMIT = 131_072;
 
 /** Where a compaction moves entry `index` out of wal/: into its batch directory in staging/. */
 function compactedEntryPath(batch: string, index: number): string {
-  return join(batch, `old-${formatLsn(index)}`);
+  return childPath(batch, `old-${formatLsn(index)}`);
 }
 
 /** A compacted entry directory waiting in staging/ to be reused (see WalLogManager, recycling). */
@@ -336,7 +336,7 @@ export class WalLogManager {
   }
 
   entryDirectory(index: number): string {
-    return entryPath(this.dir, index);
+    return childPath(this.walDirectory, formatLsn(index));
   }
 
   /** Open: classifies one entry's RAFT file. Never reads MANIFEST or payload files. */
@@ -424,7 +424,7 @@ export class WalLogManager {
 
   /** Where an entry of an append is staged: staging/<LSN> (unique there while the write runs). */
   stagedEntryDirectory(index: number): string {
-    return join(this.stagingDirectory, formatLsn(index));
+    return childPath(this.stagingDirectory, formatLsn(index));
   }
 
   /**
@@ -462,7 +462,7 @@ export class WalLogManager {
       // Created off the main thread.
       const jobs = entries.map(({ index, raft }, position) => {
         const directory = this.stagedEntryDirectory(index);
-        const job: EntryDirectoryJob = { directory, manifest: join(directory, MANIFEST_FILE), raft: join(directory, RAFT_FILE), bytes: raft, fileMode: FILE_MODE, directoryMode: DIRECTORY_MODE };
+        const job: EntryDirectoryJob = { directory, bytes: raft, fileMode: FILE_MODE, directoryMode: DIRECTORY_MODE };
         const source = recycled.paths[position];
         if (source !== undefined) {
           job.recycled = source;
