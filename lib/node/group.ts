@@ -588,7 +588,12 @@ export class RaftGroup {
     if (this.appending !== undefined) return;
     this.appending = this.runThread(
       () => this.runAppendThread(),
-      () => (this.appending = undefined),
+      (succeeded) => {
+        this.appending = undefined;
+        // Queued after the loop found its queue empty, before it ended (kickAppendThread saw it
+        // still running): a snapshot's saveDeferredCommit while the node stops waited forever.
+        if (succeeded && this.appendQueue.length > 0) this.kickAppendThread();
+      },
       (failure) => {
         // Nothing queued behind a failed write may be written or acknowledged.
         for (const work of this.appendQueue.splice(0)) if ('saveCommit' in work) work.saveCommit.reject(failure);
@@ -597,14 +602,14 @@ export class RaftGroup {
   }
 
   /** Runs a storage thread's loop; once it ends, `ended`, then more work or quiescence; a failure stops the node. */
-  private runThread(loop: () => Promise<void>, ended: () => void, dropQueued: (failure: Error) => void): Promise<void> {
+  private runThread(loop: () => Promise<void>, ended: (succeeded: boolean) => void, dropQueued: (failure: Error) => void): Promise<void> {
     return loop().then(
       () => {
-        ended();
+        ended(true);
         this.afterWork();
       },
       (error: unknown) => {
-        ended();
+        ended(false);
         const failure = error instanceof Error ? error : new Error(String(error));
         dropQueued(failure);
         this.host.fail(failure);
@@ -692,7 +697,11 @@ export class RaftGroup {
     if (this.applying !== undefined) return;
     this.applying = this.runThread(
       () => this.runApplyThread(),
-      () => (this.applying = undefined),
+      (succeeded) => {
+        this.applying = undefined;
+        // The same window as the append thread's (above).
+        if (succeeded && this.applyQueue.length > 0) this.kickApplyThread();
+      },
       () => (this.applyQueue.length = 0),
     );
   }

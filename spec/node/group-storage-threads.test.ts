@@ -186,6 +186,24 @@ describe.each([
   });
 });
 
+// The append thread's loop ends once it finds its queue empty, and the group hears of it a few
+// microtasks later: a save queued in between (a snapshot's saveDeferredCommit that resumes just
+// then, while the node stops and no Ready kicks the thread again) waited forever, and the node's
+// close with it (spec/node/cluster.test.ts hung under load). Each delay below lands the second
+// save at another point of that window.
+it.each([0, 1, 2, 3, 4, 5, 6, 7, 8])('a save queued %i microtasks after the previous one resolves is written, with nothing else to kick the append thread', async (delay) => {
+  const members = await startCluster(true);
+  const follower = members.get(2)!;
+  // As at a node's stop: no Ready, tick or message wakes the group any more.
+  for (const member of members.values()) member.host.running = false;
+  const second = follower.group.saveDeferredCommit().then(async () => {
+    for (let turn = 0; turn < delay; turn++) await Promise.resolve();
+    return follower.group.saveDeferredCommit();
+  });
+  const outcome = await Promise.race([second.then(() => 'saved'), new Promise((resolve) => setTimeout(() => resolve('still waiting after 2 s'), 2_000))]);
+  expect(outcome).toBe('saved');
+});
+
 describe.each([
   { mode: 'async storage writes', asyncStorageWrites: true },
   { mode: 'the synchronous loop', asyncStorageWrites: false },
