@@ -184,6 +184,17 @@ interface JournalPending {
   hardState: HardState | undefined;
 }
 
+/** What open() found in journal/ past raft/journal_through (ReplicaLogStore.readJournal). */
+interface PendingJournal {
+  listed: { records: number[]; segments: number[] };
+  /** The highest sequence of a whole record, covered or not (0: none). */
+  lastSeen: number;
+  /** Whole records past the marker, in sequence order. */
+  records: (JournalPending & { path: string })[];
+  /** The newest record, torn (an unacknowledged group): dropped. */
+  tear: { path: string; reason: string } | undefined;
+}
+
 /** How open() built the term index (ReplicaLogStore.openStats). */
 export interface OpenStats {
   /** RAFT files open() read (the whole retained log, or only the tail past the checkpoint). */
@@ -545,6 +556,28 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     // Only a log replicalog wrote (an anchor or a hard state is recorded) is repaired: in a
     // pre-Raft tree every entry is the application's acknowledged data.
     const written = saved.anchor !== undefined || hardState !== undefined;
+
+    // Entries a journal record past raft/journal_through covers: everything in wal/ from the
+    // first index the oldest such record writes. A checkpoint writes wal/ only from there on
+    // (its records start at its first index: checkpointableRecords), directly and before its
+    // syncfs (a direct checkpoint), so a power cut may have left any of those entries torn,
+    // stale or renamed from a compacted directory. They are not part of the log: the replay
+    // below rewrites them from the records. Entries below that index are the durable log the
+    // record applies to (the last checkpoint's syncfs and KV batch made them so). A record that
+    // would write at or below the saved commit or the anchor is left to the replay to refuse.
+    const journal = this.readJournal(saved.journalThrough ?? 0, await this.wal.listJournal());
+    const coveredFrom = journal.records.find((record) => record.plan.length > 0)?.plan[0]!.index;
+    if (written && coveredFrom !== undefined && coveredFrom > commit && coveredFrom > anchor.index) {
+      const position = indexes.findIndex((index) => index >= coveredFrom);
+      if (position !== -1) {
+        const covered = indexes.slice(position);
+        await this.wal.removeEntries(await this.wal.createBatchDirectory(), covered);
+        this.repairs.push(
+          `removed ${covered.length} entr${covered.length === 1 ? 'y' : 'ies'} from ${this.wal.entryDirectory(coveredFrom)} on, which journal records rewrite (an unfinished checkpoint)`,
+        );
+        indexes = indexes.slice(0, position);
+      }
+    }
     let expected = anchor.index + 1;
     for (let position = 0; position < indexes.length; position++) {
       const index = indexes[position]!;
@@ -664,24 +697,17 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     if (saved.snapshot) this.snapshotMetadata = saved.snapshot;
     this.snapshotDataFile = saved.snapshotDataFile;
     this.walLast = last;
-    await this.replayJournal(saved.journalThrough ?? 0);
+    await this.replayJournal(saved.journalThrough ?? 0, journal);
   }
 
   /**
-   * Open, last step: the journal records past raft/journal_through (acknowledged groups whose
-   * checkpoint had not finished), from record files and segments, are applied to the recovered
-   * log in order and made durable through the plain write path; then the journal is emptied. An
-   * entry the log already holds with the same term is the same entry (Log Matching) and is not
-   * rewritten. Only the newest record can be torn (only an unacknowledged group's): it is
-   * dropped. A missing record, a torn one before a whole one past the marker, or a record that
-   * does not apply, is ERR_CORRUPT.
+   * Open, before the log is scanned: the journal records past raft/journal_through
+   * (acknowledged groups whose checkpoint had not finished), from record files and segments,
+   * read and checked. Only the newest record can be torn (only an unacknowledged group's): it
+   * is dropped. A missing record, or a torn one before a whole one past the marker, is
+   * ERR_CORRUPT. Nothing is changed.
    */
-  private async replayJournal(through: number): Promise<void> {
-    const listed = await this.wal.listJournal();
-    const nextSegment = listed.segments.length > 0 ? listed.segments[listed.segments.length - 1]! + 1 : 1;
-    if (this.journalMode && this.appendBarriers !== 'shared' && this.wal.journalSegmentsSupported) {
-      this.journalSegments = new JournalSegmentWriter(this.wal, nextSegment);
-    }
+  private readJournal(through: number, listed: { records: number[]; segments: number[] }): PendingJournal {
     // Every record found, in order: record files by sequence, then each segment's records.
     const found: { sequence: number; path: string; payload: Uint8Array }[] = [];
     // The newest tear seen so far, and whether a whole record past the marker came after it.
@@ -713,53 +739,76 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       }
       if (scan.tear !== undefined) tear = { path: `${path} at offset ${scan.tear.offset}`, reason: scan.tear.reason };
     }
-    this.journalSequence = Math.max(through, lastSeen);
     const live = found.filter((record) => record.sequence > through).sort((a, b) => a.sequence - b.sequence);
-    const records: { sequence: number; entries: Entry[]; hardState: HardState | undefined }[] = [];
+    const records: PendingJournal['records'] = [];
     for (let position = 0; position < live.length; position++) {
       const { sequence, path, payload } = live[position]!;
       if (sequence !== through + 1 + position) {
         throw corruptError(`journal record ${through + 1 + position} is missing (the next one is ${sequence}, ${path})`, { path });
       }
       const record = decodeJournalPayload(payload, path);
-      records.push({ sequence, entries: record.entries, hardState: record.hardState });
+      records.push({ sequence, path, plan: record.entries, hardState: record.hardState });
     }
+    return { listed, lastSeen, records, tear };
+  }
+
+  /**
+   * Open, last step: the records readJournal found are applied to the recovered log in order
+   * and made durable through the checkpoint's write path; then the journal is emptied. They are
+   * written in the groups a running store's checkpoints take (checkpointableRecords), each group
+   * with its own KV batch, so that a power cut during this replay again leaves records that
+   * begin at the lowest index anything in wal/ past the durable log was written at. An entry the
+   * log already holds with the same term is the same entry (Log Matching) and is not rewritten.
+   * A record that does not apply is ERR_CORRUPT.
+   */
+  private async replayJournal(through: number, journal: PendingJournal): Promise<void> {
+    const { listed, records, tear } = journal;
+    const nextSegment = listed.segments.length > 0 ? listed.segments[listed.segments.length - 1]! + 1 : 1;
+    if (this.journalMode && this.appendBarriers !== 'shared' && this.wal.journalSegmentsSupported) {
+      this.journalSegments = new JournalSegmentWriter(this.wal, nextSegment);
+    }
+    this.journalSequence = Math.max(through, journal.lastSeen);
     if (tear !== undefined) this.repairs.push(`dropped the torn journal record ${tear.path} (${tear.reason}): an unacknowledged write group`);
     const emptyJournal = async () => {
       await this.wal.removeJournalRecords(listed.records);
       await this.wal.removeJournalSegments(listed.segments);
     };
     if (records.length === 0) return emptyJournal();
-    const pending = new PendingLog(this.view);
-    for (const [position, record] of records.entries()) {
-      try {
-        if (this.pendingRaft.size > 0) throw needsBackfillError(this.dir, this.pendingRaft.size);
-        const fresh = unmatchedSuffix(pending, record.entries);
-        if (fresh.length > 0) pending.append(planAppend(pending, fresh));
-        if (record.hardState !== undefined) {
-          checkHardState(pending, record.hardState);
-          pending.setHardState(record.hardState);
+    let written = 0;
+    for (let start = 0; start < records.length; ) {
+      const count = ReplicaLogStore.checkpointableRecords(records.slice(start));
+      const group = records.slice(start, start + count);
+      start += count;
+      const pending = new PendingLog(this.view);
+      for (const record of group) {
+        try {
+          if (this.pendingRaft.size > 0) throw needsBackfillError(this.dir, this.pendingRaft.size);
+          const fresh = unmatchedSuffix(pending, record.plan);
+          if (fresh.length > 0) pending.append(planAppend(pending, fresh));
+          if (record.hardState !== undefined) {
+            checkHardState(pending, record.hardState);
+            pending.setHardState(record.hardState);
+          }
+        } catch (error) {
+          throw corruptError(`${record.path}: the journal record does not apply to the log in ${this.wal.walDirectory}: ${(error as Error).message}`, { path: record.path, cause: error });
         }
-      } catch (error) {
-        const path = live[position]!.path;
-        throw corruptError(`${path}: the journal record does not apply to the log in ${this.wal.walDirectory}: ${(error as Error).message}`, { path, cause: error });
       }
+      const plan = pending.plannedEntries;
+      const next = pending.plannedHardState;
+      const trash = plan.length > 0 ? await this.writeEntries(plan, this.last, 'file-system') : undefined;
+      const checkpoint = await this.writeHardState(next, plan, group[group.length - 1]!.sequence);
+      if (plan.length > 0) this.publishAppend(plan);
+      this.walLast = this.last;
+      if (next !== undefined) {
+        this.savedHardState = next;
+        this.anchorRecorded = true;
+      }
+      if (checkpoint !== undefined) this.checkpointThrough = checkpoint.verifiedThrough;
+      if (trash !== undefined) await this.wal.discardBatchDirectory(trash);
+      written += plan.length;
     }
-    const plan = pending.plannedEntries;
-    const next = pending.plannedHardState;
-    const lastSequence = records[records.length - 1]!.sequence;
-    const trash = plan.length > 0 ? await this.writeEntries(plan, this.last, 'file-system') : undefined;
-    const checkpoint = await this.writeHardState(next, plan, lastSequence);
-    if (plan.length > 0) this.publishAppend(plan);
-    this.walLast = this.last;
-    if (next !== undefined) {
-      this.savedHardState = next;
-      this.anchorRecorded = true;
-    }
-    if (checkpoint !== undefined) this.checkpointThrough = checkpoint.verifiedThrough;
-    if (trash !== undefined) await this.wal.discardBatchDirectory(trash);
     await emptyJournal();
-    this.repairs.push(`replayed ${records.length} journal record${records.length === 1 ? '' : 's'} (${plan.length} entries written into wal/)`);
+    this.repairs.push(`replayed ${records.length} journal record${records.length === 1 ? '' : 's'} (${written} entries written into wal/)`);
   }
 
   /**
@@ -1124,6 +1173,10 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         if (batchDirectory !== undefined) await this.wal.truncateTail(batchDirectory, stored.index, this.last);
         await this.wal.publishAdopted(directory, stored.index);
         this.publishAppend([stored]);
+        // Drained first (journal mode): wal/ holds exactly the log now. A checkpoint decides
+        // from walLast whether it replaces entries in wal/ (then through staging/, cutting the
+        // old tail) or only adds above them (a direct checkpoint).
+        this.walLast = this.last;
         if (batchDirectory !== undefined) this.trashAfterAcknowledgement.push(batchDirectory);
       });
     });
@@ -1272,15 +1325,7 @@ export class ReplicaLogStore implements WritableStorage, LogView {
       this.collector.writeGroup(accepted.length, countAppends(accepted), plan.length, bytesWritten, next !== undefined);
     }
     for (const write of accepted) write.resolve();
-    if (this.journalPendingEntries >= JOURNAL_CHECKPOINT_ENTRIES || this.journalPending.length >= JOURNAL_CHECKPOINT_RECORDS) {
-      void this.startJournalCheckpoint().catch(() => {});
-    } else if (this.journalPending.length > 0 && this.journalCheckpointTimer === undefined) {
-      this.journalCheckpointTimer = setTimeout(() => {
-        this.journalCheckpointTimer = undefined;
-        if (!this.closed && this.failure === undefined) void this.startJournalCheckpoint().catch(() => {});
-      }, this.journalCheckpointDelayMs);
-      this.journalCheckpointTimer.unref();
-    }
+    this.scheduleJournalCheckpoint();
     // Back-pressure (the next group waits in the queue): entries held only in memory and the
     // journal stay bounded while a slow checkpoint runs.
     if (this.journalPendingEntries >= JOURNAL_MAX_PENDING && this.journalCheckpointRunning !== undefined) {
@@ -1297,18 +1342,56 @@ export class ReplicaLogStore implements WritableStorage, LogView {
     if (this.journalCheckpointRunning !== undefined) return this.journalCheckpointRunning;
     clearTimeout(this.journalCheckpointTimer);
     this.journalCheckpointTimer = undefined;
-    const records = this.journalPending.splice(0);
-    this.journalInCheckpoint = { records: records.length, entries: this.journalPendingEntries, lowestIndex: ReplicaLogStore.lowestJournalIndex(records) };
-    this.journalPendingEntries = 0;
+    const records = this.journalPending.splice(0, ReplicaLogStore.checkpointableRecords(this.journalPending));
+    let entries = 0;
+    for (const record of records) entries += record.plan.length;
+    this.journalInCheckpoint = { records: records.length, entries, lowestIndex: ReplicaLogStore.lowestJournalIndex(records) };
+    this.journalPendingEntries -= entries;
     if (records.length === 0) return Promise.resolve();
     const running = this.durably(() => this.checkpointJournal(records)).then(
       () => this.collector.journalCheckpoint(),
     ).finally(() => {
       this.journalCheckpointRunning = undefined;
       this.journalInCheckpoint = { records: 0, entries: 0, lowestIndex: Number.POSITIVE_INFINITY };
+      // Records left behind by the split (checkpointableRecords) get their own checkpoint.
+      if (!this.closed && this.failure === undefined) this.scheduleJournalCheckpoint();
     });
     this.journalCheckpointRunning = running;
     return running;
+  }
+
+  /** After a write group (or a checkpoint): a checkpoint now when enough waits, else within journalCheckpointDelayMs. */
+  private scheduleJournalCheckpoint(): void {
+    if (this.journalPendingEntries >= JOURNAL_CHECKPOINT_ENTRIES || this.journalPending.length >= JOURNAL_CHECKPOINT_RECORDS) {
+      void this.startJournalCheckpoint().catch(() => {});
+    } else if (this.journalPending.length > 0 && this.journalCheckpointTimer === undefined) {
+      this.journalCheckpointTimer = setTimeout(() => {
+        this.journalCheckpointTimer = undefined;
+        if (!this.closed && this.failure === undefined) void this.startJournalCheckpoint().catch(() => {});
+      }, this.journalCheckpointDelayMs);
+      this.journalCheckpointTimer.unref();
+    }
+  }
+
+  /**
+   * How many of `records` (oldest first) one checkpoint takes: all of them, but stopping before
+   * the first record that writes below the first index of the records taken. So every
+   * checkpoint writes wal/ only from the first index of its own first record on, and after a
+   * power cut in it the records past raft/journal_through begin with that record: open may
+   * remove everything in wal/ from its first index (it rewrites it from the records) and still
+   * has the log every record applies to. (A record replacing the tail below an earlier record's
+   * entries, in the same checkpoint, would make that checkpoint cut wal/ below them, and the
+   * earlier record would then not apply to what a power cut left.) At least one is taken.
+   */
+  private static checkpointableRecords(records: readonly { plan: readonly Entry[] }[]): number {
+    let first: number | undefined;
+    for (let position = 0; position < records.length; position++) {
+      const plan = records[position]!.plan;
+      if (plan.length === 0) continue;
+      if (first === undefined) first = plan[0]!.index;
+      else if (plan[0]!.index < first) return position;
+    }
+    return records.length;
   }
 
   /** The lowest entry index `records` write (a record may replace the tail from its first index). */
@@ -1400,6 +1483,21 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         await this.wal.publishStaged(plan.map((entry) => entry.index), { fsync: false });
         await this.wal.sharedBarrier(host.barrier, [this.wal.walDirectory, this.wal.stagingDirectory]);
         return trash;
+      }
+      if (barriers === 'file-system' && !truncating && this.wal.recycles) {
+        // A direct checkpoint (issue 18): every entry is written where it belongs, wal/<LSN>,
+        // then ONE syncfs, then (the caller) the KV batch that moves raft/journal_through past
+        // its records. No staging/ and no rename into wal/: each entry here is above the
+        // durable log and still covered by an acknowledged journal record (the checkpoint's
+        // records start at its first index: startJournalCheckpoint), and open removes every
+        // entry from the first index a record past journal_through covers and rewrites them
+        // from the records, whatever a power cut kept of these writes. syncfs has worked here
+        // before (recycles), so the barrier is there.
+        await this.wal.stageEntries(staged, { fsync: false, direct: true });
+        this.crashPoint('before-wal-fsync');
+        if (!(await this.wal.syncFileSystem())) throw new Error('syncfs stopped working');
+        this.crashPoint('after-wal-fsync');
+        return undefined;
       }
       if (barriers === 'file-system') {
         // A journal checkpoint's large batch: the same order, each barrier one syncfs of the
@@ -1508,6 +1606,8 @@ export class ReplicaLogStore implements WritableStorage, LogView {
         const dropped = this.retainedIndexes();
         this.anchor = { index, term };
         this.last = index;
+        // Drained first (journal mode): wal/ is emptied below, and the log ends at the snapshot.
+        this.walLast = index;
         this.terms.clear();
         this.cache.clear();
         this.snapshotMetadata = cloneMetadata(next.metadata);
@@ -1643,11 +1743,13 @@ export class ReplicaLogStore implements WritableStorage, LogView {
   private moveOutBehindQueue(indexes: readonly number[]): void {
     this.compactionMoves = this.compactionMoves.then(() =>
       this.durably(async () => {
+        // A journal store's checkpoints reuse compacted directories where they lie, in wal/
+        // (log-manager.ts, recycling): only those the pool has no room for move out.
+        const leaving = this.wal.recycles ? this.wal.keepForRecycling(indexes) : indexes;
+        if (leaving.length === 0) return;
         const trash = await this.wal.createBatchDirectory();
-        await this.wal.moveEntriesOut(trash, indexes, { durable: false });
-        // A journal store's checkpoints reuse compacted directories (log-manager.ts, recycling).
-        if (this.wal.recycles) await this.wal.offerForRecycling(trash, indexes);
-        else await this.wal.discardBatchDirectory(trash);
+        await this.wal.moveEntriesOut(trash, leaving, { durable: false });
+        await this.wal.discardBatchDirectory(trash);
       }),
     );
     // A failure poisoned the store (durably): every later write reports it.

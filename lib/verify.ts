@@ -465,7 +465,7 @@ export interface JournalScan {
    * Records by sequence, ascending: record files (a torn one has `tear`, an undecodable one
    * `corrupt`) and the whole records of the segments (`path` names the segment and the offset).
    */
-  records: { sequence: number; path: string; entries?: number; lastIndex?: number; tear?: string; corrupt?: string }[];
+  records: { sequence: number; path: string; entries?: number; firstIndex?: number; lastIndex?: number; tear?: string; corrupt?: string }[];
   /**
    * Torn records in segments (where the segment's records stop), with the highest sequence of a
    * whole record found after them in segment order (open refuses a tear before a live record).
@@ -509,7 +509,10 @@ async function scanJournal(root: string): Promise<JournalScan | undefined> {
       else {
         const { entries } = decodeJournalRecord(bytes, recordPath);
         record.entries = entries.length;
-        if (entries.length > 0) record.lastIndex = entries[entries.length - 1]!.index;
+        if (entries.length > 0) {
+          record.firstIndex = entries[0]!.index;
+          record.lastIndex = entries[entries.length - 1]!.index;
+        }
       }
     } catch (error) {
       record.corrupt = errorMessage(error);
@@ -535,7 +538,10 @@ async function scanSegmentInto(scan: JournalScan, segmentPath: string): Promise<
     try {
       const { entries } = decodeJournalPayload(found.payload, recordPath);
       record.entries = entries.length;
-      if (entries.length > 0) record.lastIndex = entries[entries.length - 1]!.index;
+      if (entries.length > 0) {
+        record.firstIndex = entries[0]!.index;
+        record.lastIndex = entries[entries.length - 1]!.index;
+      }
     } catch (error) {
       record.corrupt = errorMessage(error);
     }
@@ -844,12 +850,27 @@ function isDropped(kv: KvState, anchor: LogAnchorRecord, entry: ScannedEntry): b
   return kv.intentPending || entry.index <= anchor.index;
 }
 
+/**
+ * The first index that journal records past raft/journal_through rewrite (Infinity: none), as
+ * ReplicaLogStore.open decides it: open removes every entry directory from there on (an
+ * unfinished checkpoint may have left them torn) and writes them again from the records.
+ */
+export function journalCoveredFrom(scan: TreeScan, anchor: LogAnchorRecord): number {
+  const { kv } = scan;
+  if (kv.intentPending || (kv.anchor === undefined && kv.hardState === undefined)) return Number.POSITIVE_INFINITY;
+  const through = kv.journalThrough ?? 0;
+  const first = scan.journal?.records.find((record) => record.sequence > through && record.firstIndex !== undefined)?.firstIndex;
+  if (first === undefined || first <= (kv.hardState?.commit ?? 0) || first <= anchor.index) return Number.POSITIVE_INFINITY;
+  return first;
+}
+
 /** firstIndex/lastIndex/status exactly as ReplicaLogStore.open derives them (replica-log-store.ts recover). */
 export function logExtent(scan: TreeScan): LogExtent {
   const all = scan.entries;
   const anchor = anchorOf(scan.kv, all[0]?.index);
   const compactionLeftovers = all.filter((entry) => isDropped(scan.kv, anchor, entry));
-  const retained = all.filter((entry) => !isDropped(scan.kv, anchor, entry));
+  const coveredFrom = journalCoveredFrom(scan, anchor);
+  const retained = all.filter((entry) => !isDropped(scan.kv, anchor, entry) && entry.index < coveredFrom);
   const lastIndex = retained.length > 0 ? retained[retained.length - 1]!.index : anchor.index;
   const status: TreeStatus = scan.kv.hardState !== undefined ? 'bootstrapped' : lastIndex > anchor.index ? 'needs-backfill' : 'unbootstrapped';
   return {
@@ -964,6 +985,9 @@ export class TreeVerifier {
   private retained = 0;
   private lastRetained: ScannedEntry | undefined;
   private leftoverCount = 0;
+  /** See journalCoveredFrom: entries from here on are rewritten from the journal at the next open. */
+  private readonly coveredFrom: number;
+  private covered: { count: number; first?: ScannedEntry } = { count: 0 };
   private pending = 0;
   private firstPending: ScannedEntry | undefined;
   private lastPending: ScannedEntry | undefined;
@@ -1012,6 +1036,7 @@ export class TreeVerifier {
         message: `the log anchor ${kv.anchor!.index} in ${kv.path} is above the last entry directory ${join(scan.walPath, formatLsn(lastListed!))}: not an interrupted compaction`,
       });
     }
+    this.coveredFrom = journalCoveredFrom(scan, this.anchor);
     this.expected = this.anchor.index + 1;
     this.previousTerm = kv.anchor !== undefined && kv.anchor.index > 0 ? { term: kv.anchor.term, what: `the log anchor (index ${kv.anchor.index})` } : undefined;
   }
@@ -1027,7 +1052,7 @@ export class TreeVerifier {
 
   /** Whether open keeps `entry` (above the anchor, no applySnapshot intent pending). */
   isRetained(entry: ScannedEntry): boolean {
-    return !isDropped(this.scan.kv, this.anchor, entry);
+    return !isDropped(this.scan.kv, this.anchor, entry) && entry.index < this.coveredFrom;
   }
 
   /** The next entry directory, in index order. */
@@ -1041,6 +1066,13 @@ export class TreeVerifier {
           : `it is at or below the log anchor ${this.anchor.index} (an interrupted compaction; the next open removes it)`;
         this.leftovers.push({ code: ProblemCode.CompactionLeftover, path: entry.path, lsn: entry.lsn, index: entry.index, message: `${entry.path}: ${why}` });
       }
+      return;
+    }
+    if (entry.index >= this.coveredFrom) {
+      // Whatever an unfinished checkpoint left here (torn, stale, a reused directory) is not
+      // checked: open removes it and writes these entries again from the journal.
+      this.covered.count++;
+      this.covered.first ??= entry;
       return;
     }
     this.retained++;
@@ -1300,6 +1332,17 @@ export class TreeVerifier {
           message: `${live.length} journal record${live.length === 1 ? '' : 's'} (${entries} entries) wait in ${journal.path}${torn}: the next open writes them into wal/ and KV`,
         });
       }
+    }
+    const firstCovered = this.covered.first;
+    if (firstCovered !== undefined) {
+      const count = this.covered.count;
+      notices.push({
+        code: NoticeCode.JournalPending,
+        path: firstCovered.path,
+        lsn: firstCovered.lsn,
+        index: firstCovered.index,
+        message: `${count} entry director${count === 1 ? 'y' : 'ies'} from ${firstCovered.path} on (an unfinished checkpoint): the next open removes ${count === 1 ? 'it' : 'them'} and writes the journal's entries again`,
+      });
     }
 
     const problems = [...this.head, ...this.leftovers, ...this.gaps, ...this.atEntries, ...tail];

@@ -1,9 +1,10 @@
 /**
  * Recycling of compacted entry directories (journal mode, issue 18; log-manager.ts): a journal
- * checkpoint reuses the directories a compaction moved out of wal/ (same inodes: nothing
- * allocated or freed), but only once their move out is durable; what it writes is exactly what
- * a new directory would hold. Both ways of staging are covered: the entry writer thread (the
- * default file system) and the main thread (any other FileSystem, as tests inject).
+ * store's compaction leaves its directories in wal/ (at or below the durable anchor) and the
+ * next checkpoints reuse them (same inodes: nothing allocated or freed), each renamed once
+ * within wal/ to its new index; what it writes is exactly what a new directory would hold.
+ * Both ways of writing are covered: the entry writer thread (the default file system) and the
+ * main thread (any other FileSystem, as tests inject).
  */
 import { chmodSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -66,31 +67,33 @@ function expectEntryOnDisk(dir: string, index: number): void {
   expect([decoded.index, decoded.term, new TextDecoder().decode(decoded.data)]).toEqual([index, 1, `${index}@1`]);
 }
 
+const walNames = (dir: string) => readdirSync(join(dir, 'wal')).sort();
+const lsns = (from: number, to: number) => run(from, to, 1).map(({ index }) => formatLsn(index));
+
 describe.each(stagings)('recycling, staged by $staging', ({ options }) => {
-  it('the first checkpoint after a compaction reuses nothing (the move out is not durable yet); the next one reuses the oldest directories', async () => {
+  it('the compacted directories stay in wal/, and the next checkpoints reuse the oldest of them', async () => {
     const { store, inodes } = await compactedStore(options);
     expect(store.stats()).toMatchObject({ entriesRecycled: 0, recyclePoolSize: 10 });
-    // Checkpoint 1: its syncfs comes after its staging, so it is the first to cover the move out.
+    // Compacted, not moved: 1..10 are at or below the anchor, waiting in wal/.
+    expect(walNames(store.dir)).toEqual(lsns(1, 20));
+    // Checkpoint 1: 21..23 go into the directories that held 1..3 (the same inodes).
     await checkpointed(store, 21, 23);
-    expect(store.stats()).toMatchObject({ entriesRecycled: 0, recyclePoolSize: 10 });
-    // Checkpoint 2: 24..28 go into the directories that held 1..5 (the same inodes).
-    await checkpointed(store, 24, 28);
-    expect(store.stats()).toMatchObject({ entriesRecycled: 5, recyclePoolSize: 5 });
-    for (let index = 24; index <= 28; index++) {
-      expect(statSync(entryPath(store.dir, index)).ino).toBe(inodes.get(index - 23));
+    expect(store.stats()).toMatchObject({ entriesRecycled: 3, recyclePoolSize: 7 });
+    for (let index = 21; index <= 23; index++) {
+      expect(statSync(entryPath(store.dir, index)).ino).toBe(inodes.get(index - 20));
       expectEntryOnDisk(store.dir, index);
     }
-    expectEntryOnDisk(store.dir, 21);
-    // A checkpoint larger than the pool: 5 reused, the other 7 created.
-    await checkpointed(store, 29, 40);
+    expect(walNames(store.dir)).toEqual(lsns(4, 23));
+    // A checkpoint larger than the pool: 7 reused, the other 5 created.
+    await checkpointed(store, 24, 35);
     expect(store.stats()).toMatchObject({ entriesRecycled: 10, recyclePoolSize: 0 });
-    for (let index = 29; index <= 40; index++) expectEntryOnDisk(store.dir, index);
-    // The batch directory the compaction left is gone once every directory in it was reused.
+    for (let index = 24; index <= 35; index++) expectEntryOnDisk(store.dir, index);
+    expect(walNames(store.dir)).toEqual(lsns(11, 35));
     expect(readdirSync(join(store.dir, 'staging'))).toEqual([]);
     const dir = store.dir;
     await store.close();
     const reopened = await ReplicaLogStore.open({ dir, journal: true });
-    expect(reopened.entries(11, 41, Number.MAX_SAFE_INTEGER).map((item) => new TextDecoder().decode(item.data))).toEqual(run(11, 40, 1).map((item) => `${item.index}@1`));
+    expect(reopened.entries(11, 36, Number.MAX_SAFE_INTEGER).map((item) => new TextDecoder().decode(item.data))).toEqual(run(11, 35, 1).map((item) => `${item.index}@1`));
     await reopened.close();
     expect((await verifyTree(dir)).problems).toEqual([]);
   });
@@ -98,16 +101,14 @@ describe.each(stagings)('recycling, staged by $staging', ({ options }) => {
   it('a reused directory that held a MANIFEST with content (a Gitaly entry) gets an empty one, with mode 0400', async () => {
     // Written before this opening: the store does not know what each directory holds.
     const { store } = await compactedStore(options, true);
-    // Directory 1 (now in staging/, the compaction's trash) had a Gitaly log entry.
-    const [batch] = readdirSync(join(store.dir, 'staging'));
-    const manifest = join(store.dir, 'staging', batch!, `old-${readdirSync(join(store.dir, 'staging', batch!)).sort()[0]!.slice(4)}`, MANIFEST_FILE);
+    // Directory 1 (compacted, waiting in wal/) had a Gitaly log entry.
+    const manifest = join(entryPath(store.dir, 1), MANIFEST_FILE);
     chmodSync(manifest, 0o600);
     writeFileSync(manifest, 'a gitaly.LogEntry');
     chmodSync(manifest, 0o644);
     await checkpointed(store, 22, 22);
-    await checkpointed(store, 23, 23);
     expect(store.stats().entriesRecycled).toBe(1);
-    expectEntryOnDisk(store.dir, 23);
+    expectEntryOnDisk(store.dir, 22);
     await store.close();
   });
 
@@ -124,50 +125,50 @@ describe.each(stagings)('recycling, staged by $staging', ({ options }) => {
     await store.compact(2);
     await store.setConfState(voters);
     await Promise.all([store.append(withData(5, 5, newData)), store.setHardState({ term: 1, vote: 1, commit: 5 })]);
-    await store.setConfState(voters); // this checkpoint's syncfs covers the move out
-    await Promise.all([store.append(withData(6, 6, newData)), store.setHardState({ term: 1, vote: 1, commit: 6 })]);
-    await store.setConfState(voters); // 6 reuses the directory that held 1
+    await store.setConfState(voters); // 5 reuses the directory that held 1
     expect(store.stats().entriesRecycled).toBe(1);
-    expect(statSync(entryPath(dir, 6)).ino).toBe(inode);
-    expect(Buffer.from(readFileSync(join(entryPath(dir, 6), RAFT_FILE))).equals(Buffer.from(encodeEntry(withData(6, 6, newData)[0]!)))).toBe(true);
+    expect(statSync(entryPath(dir, 5)).ino).toBe(inode);
+    expect(Buffer.from(readFileSync(join(entryPath(dir, 5), RAFT_FILE))).equals(Buffer.from(encodeEntry(withData(5, 5, newData)[0]!)))).toBe(true);
     await store.close();
   });
 
   it('a directory holding anything but MANIFEST and RAFT is not reused: removed, and a new one is made', async () => {
     const { store, inodes } = await compactedStore(options, true);
-    const [batch] = readdirSync(join(store.dir, 'staging'));
-    const oldest = readdirSync(join(store.dir, 'staging', batch!)).sort()[0]!;
-    writeFileSync(join(store.dir, 'staging', batch!, oldest, 'payload'), 'a packfile');
-    await checkpointed(store, 22, 22);
-    await checkpointed(store, 23, 24);
-    // 23 skipped the directory with the payload (it is removed) and was created (the file system
-    // may hand it the inode just freed, so only the count tells); 24 reused the next one.
+    writeFileSync(join(entryPath(store.dir, 1), 'payload'), 'a packfile');
+    await checkpointed(store, 22, 23);
+    // 22 skipped the directory with the payload (it is removed) and was created (the file system
+    // may hand it the inode just freed, so only the count tells); 23 reused the next one.
     expect(store.stats().entriesRecycled).toBe(1);
-    expect(readdirSync(join(store.dir, 'staging', batch!))).not.toContain(oldest);
-    expect(statSync(entryPath(store.dir, 24)).ino).toBe(inodes.get(2));
-    for (const index of [23, 24]) expectEntryOnDisk(store.dir, index);
+    expect(walNames(store.dir)).not.toContain(formatLsn(1));
+    expect(statSync(entryPath(store.dir, 23)).ino).toBe(inodes.get(2));
+    for (const index of [22, 23]) expectEntryOnDisk(store.dir, index);
     await store.close();
   });
 });
 
-it('a reused directory goes from its compaction batch straight into wal/: one rename per entry, none through staging/<LSN>', async () => {
+it('a direct checkpoint renames a reused directory once, within wal/, and a new one not at all; a compaction renames nothing', async () => {
   const renames: string[] = [];
   let dir = '';
   const fileSystem = {
     ...nodeFileSystem,
     rename: async (from: string, to: string) => {
-      renames.push(`${relative(dir, from).replace(/batch-[^/]+/, 'batch-*')} -> ${relative(dir, to)}`);
+      renames.push(`${relative(dir, from)} -> ${relative(dir, to)}`);
       return nodeFileSystem.rename(from, to);
     },
   };
   const { store } = await compactedStore({ fileSystem });
   dir = store.dir;
+  renames.length = 0; // the first checkpoint's (staged: syncfs had not run yet)
   await checkpointed(store, 21, 23);
+  expect(store.stats()).toMatchObject({ entriesRecycled: 3 });
+  expect(renames).toEqual(run(21, 23, 1).map(({ index }) => `wal/${formatLsn(index - 20)} -> wal/${formatLsn(index)}`));
   renames.length = 0;
-  // Checkpoint 2 reuses the directories of 1..5 for 24..28 (the first test above).
-  await checkpointed(store, 24, 28);
-  expect(store.stats()).toMatchObject({ entriesRecycled: 5 });
-  expect(renames).toEqual(run(24, 28, 1).map(({ index }) => `staging/batch-*/old-${formatLsn(index - 23)} -> wal/${formatLsn(index)}`));
+  await store.compact(15);
+  await store.setConfState(voters);
+  expect(renames).toEqual([]);
+  // 4..10 reused (the first compaction's), then 11..12 (the second's), oldest first.
+  await checkpointed(store, 24, 32);
+  expect(renames).toEqual(run(24, 32, 1).map(({ index }) => `wal/${formatLsn(index - 20)} -> wal/${formatLsn(index)}`));
   await store.close();
   expect((await verifyTree(dir)).problems).toEqual([]);
 });
@@ -176,7 +177,7 @@ it('a directory this store published is reused without listing it or reading its
   for (const writtenBeforeOpen of [false, true]) {
     const calls: string[] = [];
     let dir = '';
-    const record = (call: string, path: string) => calls.push(`${call} ${relative(dir, path).replace(/batch-[^/]+/, 'batch-*')}`);
+    const record = (call: string, path: string) => calls.push(`${call} ${relative(dir, path)}`);
     const fileSystem = {
       ...nodeFileSystem,
       readdir: async (path: string) => (record('readdir', path), nodeFileSystem.readdir(path)),
@@ -186,26 +187,26 @@ it('a directory this store published is reused without listing it or reading its
     const { store } = await compactedStore({ fileSystem }, writtenBeforeOpen);
     dir = store.dir;
     const first = writtenBeforeOpen ? 22 : 21;
-    await checkpointed(store, first, first);
     calls.length = 0;
-    await checkpointed(store, first + 1, first + 1); // reuses the directory that held 1
-    const old = `staging/batch-*/old-${formatLsn(1)}`;
+    await checkpointed(store, first, first); // reuses the directory that held 1
+    const old = `wal/${formatLsn(1)}`;
     const onTheReusedDirectory = calls.filter((call) => call.includes(old));
     expect(onTheReusedDirectory, `written before the open: ${writtenBeforeOpen}`).toEqual(
       writtenBeforeOpen ? [`readdir ${old}`, `overwrite ${old}/RAFT`, `stat ${old}/MANIFEST`] : [`overwrite ${old}/RAFT`],
     );
-    expectEntryOnDisk(dir, first + 1);
+    expectEntryOnDisk(dir, first);
     await store.close();
     expect((await verifyTree(dir)).problems).toEqual([]);
   }
 });
 
-it('close() deletes the directories still waiting for reuse: a closed store has no staging/ leftover for verify', async () => {
+it('close() removes the directories still waiting for reuse: a closed store holds its log only, for verify', async () => {
   const { store } = await compactedStore({});
-  await checkpointed(store, 21, 21);
   expect(store.stats().recyclePoolSize).toBe(10);
   const dir = store.dir;
+  expect(walNames(dir)).toEqual(lsns(1, 20));
   await store.close();
+  expect(walNames(dir)).toEqual(lsns(11, 20));
   expect(readdirSync(join(dir, 'staging'))).toEqual([]);
   expect((await verifyTree(dir)).problems).toEqual([]);
 });

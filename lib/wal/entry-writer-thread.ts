@@ -17,7 +17,7 @@
 import { Worker } from 'node:worker_threads';
 
 export interface EntryDirectoryJob {
-  /** staging/<LSN>; its files are <directory>/MANIFEST and <directory>/RAFT. */
+  /** staging/<LSN> (wal/<LSN> for a direct checkpoint); its files are <directory>/MANIFEST and <directory>/RAFT. */
   directory: string;
   bytes: Uint8Array;
   /** File and directory modes. */
@@ -25,13 +25,15 @@ export interface EntryDirectoryJob {
   directoryMode: number;
   /**
    * A compacted entry directory to reuse instead of creating one (log-manager.ts, recycling):
-   * its RAFT overwritten in place and its MANIFEST emptied, where it is (in a staging/ batch);
-   * publishStaged renames it into wal/ from there. Used only when it holds exactly MANIFEST
-   * and RAFT; otherwise it is removed and `directory` is created instead.
+   * its RAFT overwritten in place and its MANIFEST emptied, where it is (wal/<old LSN>);
+   * publishStaged renames it to its index, or this thread does (moveRecycled). Used only when
+   * it holds exactly MANIFEST and RAFT; otherwise it is removed and `directory` is created instead.
    */
   recycled?: string;
   /** `recycled` was published by this store (exactly an empty MANIFEST and RAFT): only RAFT is rewritten. */
   recycledPlain?: boolean;
+  /** Once reused, `recycled` is renamed to `directory` here (a direct checkpoint: no publishStaged follows). */
+  moveRecycled?: boolean;
 }
 
 /**
@@ -44,8 +46,8 @@ interface PackedJobs {
   directories: string[];
   /** Per job: the directory to reuse, or '' for none. */
   recycled: string[];
-  /** Per job: 1 when the reused directory is plain (recycledPlain). */
-  plain: Uint8Array;
+  /** Per job: bit 0 when the reused directory is plain (recycledPlain), bit 1 when it is moved (moveRecycled). */
+  flags: Uint8Array;
   /** Every job's bytes, one after another; job i's end is ends[i]. */
   bytes: ArrayBuffer;
   ends: Uint32Array;
@@ -59,7 +61,7 @@ function packJobs(jobs: readonly EntryDirectoryJob[]): PackedJobs {
   for (const job of jobs) total += job.bytes.length;
   const bytes = new Uint8Array(total);
   const ends = new Uint32Array(jobs.length);
-  const plain = new Uint8Array(jobs.length);
+  const flags = new Uint8Array(jobs.length);
   const directories: string[] = [];
   const recycled: string[] = [];
   let offset = 0;
@@ -70,9 +72,9 @@ function packJobs(jobs: readonly EntryDirectoryJob[]): PackedJobs {
     ends[position] = offset;
     directories.push(job.directory);
     recycled.push(job.recycled ?? '');
-    plain[position] = job.recycledPlain === true ? 1 : 0;
+    flags[position] = (job.recycledPlain === true ? 1 : 0) | (job.moveRecycled === true ? 2 : 0);
   }
-  return { directories, recycled, plain, bytes: bytes.buffer, ends, fileMode: jobs[0]!.fileMode, directoryMode: jobs[0]!.directoryMode };
+  return { directories, recycled, flags, bytes: bytes.buffer, ends, fileMode: jobs[0]!.fileMode, directoryMode: jobs[0]!.directoryMode };
 }
 
 // CommonJS, evaluated by the worker: a leftover directory of an earlier failed write is
@@ -130,6 +132,7 @@ function create(jobs) {
   const reused = [];
   for (const [position, job] of jobs.entries()) {
     if (job.recycled !== undefined && reuse(job)) {
+      if (job.moveRecycled === true) fs.renameSync(job.recycled, job.directory);
       reused.push(position);
       continue;
     }
@@ -153,7 +156,8 @@ function unpack(packed) {
     const job = { directory: packed.directories[position], bytes: new Uint8Array(packed.bytes, start, end - start), fileMode: packed.fileMode, directoryMode: packed.directoryMode };
     if (packed.recycled[position] !== '') {
       job.recycled = packed.recycled[position];
-      job.recycledPlain = packed.plain[position] === 1;
+      job.recycledPlain = (packed.flags[position] & 1) === 1;
+      job.moveRecycled = (packed.flags[position] & 2) === 2;
     }
     jobs.push(job);
     start = end;

@@ -153,14 +153,10 @@ function compactedEntryPath(batch: string, index: number): string {
   return childPath(batch, `old-${formatLsn(index)}`);
 }
 
-/** A compacted entry directory waiting in staging/ to be reused (see WalLogManager, recycling). */
+/** A compacted entry directory waiting in wal/ (at or below the durable anchor) to be reused. */
 interface RecyclableDirectory {
-  /** Its index when it was compacted: it lies at <batch>/old-<LSN> (the path is made when it is taken). */
+  /** Its index when it was compacted: it lies at wal/<LSN>. */
   index: number;
-  /** The batch directory holding it (removed once every directory in it was reused). */
-  batch: string;
-  /** syncfs calls started before it was moved out of wal/: reusable once a later one completed. */
-  syncsStartedBefore: number;
   /** Published by this store's checkpoints (exactly an empty MANIFEST and RAFT): reused without listing it. */
   plain: boolean;
 }
@@ -196,30 +192,28 @@ export class WalLogManager {
    * RAFT) and freeing them again at compaction is what the file system spends most on when the
    * log turns over: on ext4 each allocation scans past the inodes freed in the last minute or
    * more (ext4 keeps recently deleted inodes unused), so a compaction of thousands of entries
-   * made every later entry dear for minutes. A journal checkpoint therefore reuses the
-   * directories compaction moved out: renamed back into staging/<LSN>, RAFT overwritten in place,
-   * MANIFEST emptied. Nothing is allocated or freed.
+   * made every later entry dear for minutes. A journal store's compaction therefore leaves its
+   * directories where they are (wal/<LSN>, at or below the durable anchor) and a checkpoint
+   * reuses them: RAFT overwritten in place, MANIFEST emptied, then one rename within wal/ to the
+   * new index. Nothing is allocated or freed, and nothing leaves wal/ to come back.
    *
-   * Why it is safe after a power cut: a directory is reused only once its move out of wal/ is
-   * durable (a syncfs that started after the move completed), so no crash state shows the
-   * reused directory, with its new content, under its old name in wal/. From then on it is a
-   * staging/ leftover like any staged entry until the checkpoint's own syncfs and rename publish
-   * it (the same order as a new directory: content durable before the rename into wal/).
+   * Why it is safe after a power cut: the anchor is durable in KV before a directory joins the
+   * pool, and open removes every directory at or below it, whatever content or name a power cut
+   * kept. Under its new name the directory is an entry a journal record still covers until the
+   * checkpoint's syncfs and KV batch (raft/journal_through) are durable, and open rewrites every
+   * entry from the first covered index (replica-log-store.ts, "direct checkpoint").
    */
   private readonly recyclePool = new FifoQueue<RecyclableDirectory>();
-  private readonly recycleBatches = new Map<string, number>();
   private syncsStarted = 0;
   /** The start number of the latest syncfs that completed. */
   private syncsCompletedThrough = 0;
   /** Entry directories staged by reuse (statistics and tests). */
   recycledEntries = 0;
   /**
-   * Entries stageEntries wrote into a reused directory where it lies (in a staging/ batch):
-   * index → that path. publishStaged renames them into wal/ from there, one rename instead of
-   * two (through staging/<LSN>); the batches they emptied are removed after it.
+   * Entries a staged checkpoint wrote into a reused directory where it lies (wal/<old LSN>):
+   * index → that path. publishStaged renames them from there to their index.
    */
   private readonly stagedInPlace = new Map<number, string>();
-  private batchesEmptiedByStaging: string[] = [];
   /**
    * Entries in wal/ that this store published from staging/ while it recycles: each holds
    * exactly an empty MANIFEST and its RAFT, so reusing it needs no listing of the directory and
@@ -445,44 +439,58 @@ export class WalLogManager {
    * the next chunk is. A directory and its files need no order between their fsyncs: all of
    * them are durable before step 4's rename, which is what makes the entry part of the log.
    * Many fsyncs in flight at once let the kernel's journal merge their commits.
+   *
+   * Without fsync (a journal checkpoint: the caller's syncfs follows) compacted directories are
+   * reused. `direct` (a direct checkpoint, replica-log-store.ts): every entry is written where
+   * it belongs, wal/<LSN> (a new directory, or a reused one renamed there from wal/<old LSN>
+   * after its RAFT was overwritten), not through staging/: allowed only for entries a journal
+   * record still covers, which open rewrites whatever a power cut left of them.
    */
-  /** Batch directories whose every directory was reused (errors ignored: open empties staging/). */
-  private async removeEmptiedBatches(batches: readonly string[]): Promise<void> {
-    for (const batch of batches) await this.discardBatchDirectory(batch);
-  }
-
-  async stageEntries(entries: readonly StagedEntry[], options: { fsync: boolean } = { fsync: true }): Promise<void> {
+  async stageEntries(entries: readonly StagedEntry[], options: { fsync: boolean; direct?: boolean } = { fsync: true }): Promise<void> {
     const writer = this.entryWriter;
+    const direct = options.direct === true && !options.fsync;
+    const target = (index: number): string => (direct ? this.entryDirectory(index) : this.stagedEntryDirectory(index));
     // Whatever an earlier staging left (a write that failed before its publication).
     this.stagedInPlace.clear();
-    // A checkpoint's batch (no fsync: the caller's syncfs follows) reuses compacted directories.
-    const recycled = !options.fsync && this.recycles ? this.takeRecycled(entries.length) : { paths: [], plain: [], emptiedBatches: [] };
-    this.batchesEmptiedByStaging.push(...recycled.emptiedBatches);
+    const recycled = !options.fsync && this.recycles ? this.takeRecycled(entries.length) : { paths: [], plain: [] };
+    // Only while recycling (a journal store): elsewhere nothing would ever take them out again.
+    if (direct && this.recycles) for (const { index } of entries) this.publishedPlain.add(index);
     if (!options.fsync && writer !== undefined) {
       // Created off the main thread.
       const jobs = entries.map(({ index, raft }, position) => {
-        const directory = this.stagedEntryDirectory(index);
-        const job: EntryDirectoryJob = { directory, bytes: raft, fileMode: FILE_MODE, directoryMode: DIRECTORY_MODE };
+        const job: EntryDirectoryJob = { directory: target(index), bytes: raft, fileMode: FILE_MODE, directoryMode: DIRECTORY_MODE };
         const source = recycled.paths[position];
         if (source !== undefined) {
           job.recycled = source;
           if (recycled.plain[position] === true) job.recycledPlain = true;
+          // Direct: the thread renames it to wal/<LSN> once its RAFT is rewritten.
+          if (direct) job.moveRecycled = true;
         }
         return job;
       });
-      const reused = await this.io('write', this.stagingDirectory, () => writer.create(jobs));
-      for (const position of reused) this.stagedInPlace.set(entries[position]!.index, recycled.paths[position]!);
+      const reused = await this.io('write', direct ? this.walDirectory : this.stagingDirectory, () => writer.create(jobs));
+      if (!direct) for (const position of reused) this.stagedInPlace.set(entries[position]!.index, recycled.paths[position]!);
       this.recycledEntries += reused.length;
       this.crash('after-file-write');
       return;
     }
     if (recycled.paths.length > 0) {
+      const reused = new Set<number>();
       for (const [position, source] of recycled.paths.entries()) {
         const { index, raft } = entries[position]!;
-        if (await this.stageRecycled(source, raft, recycled.plain[position] === true)) this.stagedInPlace.set(index, source);
+        if (!(await this.stageRecycled(source, raft, recycled.plain[position] === true))) continue;
+        reused.add(index);
+        if (!direct) {
+          this.stagedInPlace.set(index, source);
+          continue;
+        }
+        const destination = target(index);
+        this.crash('before-rename');
+        await this.io('rename', source, () => this.fs.rename(source, destination));
+        this.crash('after-rename');
       }
-      this.recycledEntries += this.stagedInPlace.size;
-      entries = entries.filter((entry) => !this.stagedInPlace.has(entry.index));
+      this.recycledEntries += reused.size;
+      entries = entries.filter((entry) => !reused.has(entry.index));
     }
     const fsyncs = new BoundedTasks(FSYNC_CONCURRENCY);
     try {
@@ -494,10 +502,11 @@ export class WalLogManager {
         const raftFiles: string[] = [];
         const theRest: string[] = [];
         for (const { index, raft } of entries.slice(start, start + STAGE_CHUNK)) {
-          const directory = this.stagedEntryDirectory(index);
+          const directory = target(index);
           const manifest = join(directory, MANIFEST_FILE);
           const raftPath = join(directory, RAFT_FILE);
-          // A leftover of this process's earlier failed write (open empties staging/ otherwise).
+          // A leftover of this process's earlier failed write (otherwise open empties staging/ and
+          // removes the entries in wal/ a journal record covers).
           if (!(await this.io('mkdir', directory, () => this.fs.mkdir(directory, DIRECTORY_MODE)))) {
             await this.io('remove', directory, () => this.fs.remove(directory));
             await this.io('mkdir', directory, () => this.fs.mkdir(directory, DIRECTORY_MODE));
@@ -569,8 +578,6 @@ export class WalLogManager {
         this.crash('after-rename');
       }
     }
-    // Every directory reused from these batches is in wal/ now (errors ignored: open empties staging/).
-    await this.removeEmptiedBatches(this.batchesEmptiedByStaging.splice(0));
     this.crash('before-wal-fsync');
     if (!options.fsync) {
       // The caller's syncFileSystem() makes both directories durable at once.
@@ -751,27 +758,16 @@ export class WalLogManager {
   }
 
   /**
-   * Takes the directories a compaction moved into `batch` (old-<LSN> for each index) for reuse,
-   * as many as the pool has room for; the others are deleted now. Called after the compaction
-   * was acknowledged, in place of discardBatchDirectory.
+   * Journal mode: a compaction's directories (its indexes, all at or below the anchor KV holds
+   * durably) stay in wal/ for reuse, as many as the pool has room for (the oldest). Returns the
+   * indexes that did not fit, for the caller to move out and delete.
    */
-  async offerForRecycling(batch: string, indexes: readonly number[]): Promise<void> {
-    const room = Math.max(0, RECYCLE_POOL_LIMIT - this.recyclePool.length);
-    // Every index offered left wal/: reused or deleted, it is no longer a published entry.
+  keepForRecycling(indexes: readonly number[]): number[] {
+    // Every index offered left the log: reused or deleted, it is no longer a published entry.
     const plain = indexes.map((index) => this.publishedPlain.delete(index));
-    if (!this.recycles || room === 0 || indexes.length === 0) return this.discardBatchDirectory(batch);
-    const kept = indexes.slice(0, room);
-    for (const [position, index] of kept.entries()) {
-      this.recyclePool.push({ index, batch, syncsStartedBefore: this.syncsStarted, plain: plain[position]! });
-    }
-    this.recycleBatches.set(batch, kept.length);
-    for (const index of indexes.slice(room)) {
-      try {
-        await this.fs.remove(compactedEntryPath(batch, index));
-      } catch {
-        // Left for the next open, which empties staging/.
-      }
-    }
+    const kept = Math.min(indexes.length, Math.max(0, RECYCLE_POOL_LIMIT - this.recyclePool.length));
+    for (let position = 0; position < kept; position++) this.recyclePool.push({ index: indexes[position]!, plain: plain[position]! });
+    return indexes.slice(kept);
   }
 
   /** Entries dropped from wal/ without being offered for reuse (a snapshot replaced the log). */
@@ -779,31 +775,35 @@ export class WalLogManager {
     for (const index of indexes) this.publishedPlain.delete(index);
   }
 
-  /** Directories ready for reuse, oldest first, at most `count`; with the batches they emptied. */
-  private takeRecycled(count: number): { paths: string[]; plain: boolean[]; emptiedBatches: string[] } {
+  /** Directories ready for reuse, oldest first, at most `count`. */
+  private takeRecycled(count: number): { paths: string[]; plain: boolean[] } {
     const paths: string[] = [];
     const plain: boolean[] = [];
-    const emptiedBatches: string[] = [];
-    for (let next = this.recyclePool.peek(); paths.length < count && next !== undefined && next.syncsStartedBefore < this.syncsCompletedThrough; next = this.recyclePool.peek()) {
+    while (paths.length < count && this.recyclePool.length > 0) {
       const taken = this.recyclePool.shift()!;
-      paths.push(compactedEntryPath(taken.batch, taken.index));
+      paths.push(this.entryDirectory(taken.index));
       plain.push(taken.plain);
-      const left = this.recycleBatches.get(taken.batch)! - 1;
-      if (left > 0) this.recycleBatches.set(taken.batch, left);
-      else {
-        this.recycleBatches.delete(taken.batch);
-        emptiedBatches.push(taken.batch);
-      }
     }
-    return { paths, plain, emptiedBatches };
+    return { paths, plain };
   }
 
-  /** Deletes every directory still waiting for reuse (close: a closed store leaves no staging/ leftover). */
+  /**
+   * Removes every directory still waiting for reuse (close: a closed store's wal/ holds its log
+   * only). Moved out of wal/ into a batch, then deleted; no fsync: each is at or below the
+   * durable anchor, which open removes whatever a power cut kept (errors ignored for the same
+   * reason).
+   */
   async discardRecyclePool(): Promise<void> {
-    const batches = [...this.recycleBatches.keys()];
-    this.recyclePool.clear();
-    this.recycleBatches.clear();
-    await this.removeEmptiedBatches(batches);
+    const indexes: number[] = [];
+    for (let taken = this.recyclePool.shift(); taken !== undefined; taken = this.recyclePool.shift()) indexes.push(taken.index);
+    if (indexes.length === 0) return;
+    try {
+      const batch = await this.createBatchDirectory();
+      await this.moveEntriesOut(batch, indexes, { durable: false });
+      await this.discardBatchDirectory(batch);
+    } catch {
+      // Left for the next open, which removes entry directories at or below the anchor.
+    }
   }
 
   /** Directories in the pool (stats). */
@@ -813,7 +813,7 @@ export class WalLogManager {
 
   /**
    * The main-thread twin of the entry writer thread's reuse() (entry-writer-thread.ts): reuses
-   * `recycled` in place (it lies in a staging/ batch; publishStaged renames it into wal/) when
+   * `recycled` in place (it lies in wal/ under its old index; it is renamed to its new one after) when
    * it holds exactly MANIFEST and RAFT; false (and removed) otherwise, and the caller creates a
    * new directory.
    */

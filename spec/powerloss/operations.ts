@@ -360,16 +360,49 @@ export const cases: OperationCase[] = [
       await store.setConfState(voters);
     },
     stages: [
-      // A write group and a drain (setConfState waits for the journal): its checkpoint's syncfs
-      // shows syncfs works, which recycling needs.
+      // The setup's drain (setConfState waits for the journal) ran a checkpoint whose syncfs
+      // shows syncfs works, which recycling and direct checkpoints need: 5 is written straight
+      // into wal/ (a direct checkpoint).
       (store) => writeGroupThenDrain(store, 5, 5),
-      // 1..3 moved out of wal/ without an fsync, offered for reuse.
+      // 1..3 stay in wal/ (at or below the durable anchor), offered for reuse.
       (store) => store.compact(3),
-      // This checkpoint's syncfs makes those moves durable (it stages 6 in a new directory)...
+      // 6 reuses the directory that held 1 (RAFT overwritten, renamed within wal/)...
       (store) => writeGroupThenDrain(store, 6, 6),
-      // ...so this one stages 7 and 8 in the directories that held 1 and 2.
-      (store) => writeGroupThenDrain(store, 7, 8),
+      // ...7 and 8 those that held 2 and 3, 9 a new one.
+      (store) => writeGroupThenDrain(store, 7, 9),
     ],
+  },
+  {
+    name: "journal: a record replacing the tail below a waiting record's entries (checkpointed apart, in order)",
+    openOptions: { journal: true, journalCheckpointDelayMs: 600_000 },
+    setup: async (store) => {
+      // 1..4 in wal/, only 1..2 committed; syncfs has worked (direct checkpoints from here on).
+      await Promise.all([store.append(run(1, 4, 1)), store.setHardState({ term: 1, vote: 1, commit: 2 })]);
+      await store.setConfState(voters);
+    },
+    stages: [
+      // Waits in the journal: 5..6 (a direct checkpoint would write them into wal/).
+      (store) => store.append(run(5, 6, 1)),
+      // A new leader's entries replace the log from 3: below the waiting record's first index.
+      // One checkpoint of both would cut wal/ at 3 while the first record still needs 3..4.
+      (store) => Promise.all([store.append(run(3, 4, 2)), store.setHardState({ term: 2, vote: 0, commit: 2 })]),
+      // The drain: two checkpoints, 5..6 (direct) then 3..4 (staged, cutting the old tail).
+      (store) => store.setConfState(voters),
+    ],
+  },
+  {
+    name: "journal: open's replay of a record replacing the tail below an earlier record's entries (two groups)",
+    openOptions: { journal: true, journalCheckpointDelayMs: 600_000 },
+    setup: async (store) => {
+      await Promise.all([store.append(run(1, 4, 1)), store.setHardState({ term: 1, vote: 1, commit: 2 })]);
+    },
+    // After the setup's close, raft/journal_through is 1 and 1..4 are in wal/: record 2 appends
+    // 5..6, record 3 replaces the log from 3 (below record 2's first index).
+    damage: (dir) => {
+      writeFileSync(join(dir, JOURNAL_DIRECTORY, journalRecordName(2)), encodeJournalRecord({ entries: run(5, 6, 1) }), { mode: 0o400 });
+      writeFileSync(join(dir, JOURNAL_DIRECTORY, journalRecordName(3)), encodeJournalRecord({ entries: run(3, 3, 2), hardState: { term: 2, vote: 0, commit: 2 } }), { mode: 0o400 });
+    },
+    operation: async () => {},
   },
   {
     name: 'journal: createSnapshot and a compaction while a record waits (neither drains the journal)',
