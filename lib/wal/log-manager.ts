@@ -24,9 +24,17 @@
  *        acknowledged; its trash (a truncated tail) is deleted after.
  *   A crash before 5 loses only unacknowledged entries: open removes staging leftovers and cuts
  *   the log at a gap or at an emptied entry above the commit (torn, not corrupt).
+ *   journal checkpoint, direct (replica-log-store.ts writeEntries; only entries above the
+ *   durable log, which acknowledged journal records cover): every entry written straight into
+ *   wal/<LSN> (new, or a compacted directory of the pool rewritten and renamed within wal/),
+ *   then ONE syncfs, then the KV batch moving raft/journal_through past the records. A crash
+ *   before the KV batch: open removes every entry from the first index a pending record
+ *   writes and rewrites them from the records (a checkpoint never writes below its first
+ *   record's first index), so whatever state these writes were left in is never read.
  *   compaction: the KV anchor first (synced); then the entries up to it moved out of wal/
  *   oldest first, with NO fsync of wal/: whatever a power cut keeps of those renames is at or
  *   below the durable anchor, which open removes. Trash deleted after the acknowledgement.
+ *   (A journal store keeps them in wal/ for reuse instead: see recycling, below.)
  *   applySnapshot: KV batch {snapshot, anchor, intent} first; every entry moved out and wal/
  *   fsynced BEFORE the intent is cleared (without: an entry above the snapshot's index that a
  *   power cut brings back is kept once the intent is gone).
