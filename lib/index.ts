@@ -90,7 +90,7 @@ export {
   validateMessageUntrusted,
 } from './validate.js';
 export { MemoryStorage } from './memory-storage.js';
-export { ReplicaLogStore, type StoreStatus, type BackfillOptions, type OpenStats } from './replica-log-store.js';
+export { ReplicaLogStore, type StoreStatus, type BackfillOptions, type OpenStats, type PreparedSnapshotData } from './replica-log-store.js';
 /**
  * ReplicaLogStore.open's options. The two test hooks the store also accepts (`fileSystem` for
  * fault injection, `crashPoint` for crash injection) are not part of it: they are typed in

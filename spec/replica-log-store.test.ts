@@ -873,6 +873,124 @@ describe('inputs', () => {
   });
 });
 
+describe('prepareSnapshotData (issue 18: a snapshot\'s data file written outside the write queue)', () => {
+  /** A file system whose write of a snapshot data file waits until `release()` is called. */
+  function gatedSnapshotWrites(): { fileSystem: FileSystem; release: () => void; started: Promise<void> } {
+    let release = () => {};
+    let announce = () => {};
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const started = new Promise<void>((resolve) => (announce = resolve));
+    const fileSystem: FileSystem = {
+      ...nodeFileSystem,
+      async writeFile(path, data, mode) {
+        if (path.includes(`${join('snapshot', '')}`) && path.endsWith('.tmp')) {
+          announce();
+          await gate;
+        }
+        return nodeFileSystem.writeFile(path, data, mode);
+      },
+    };
+    return { fileSystem, release, started };
+  }
+
+  /** Whether `promise` settles within a few turns of the event loop. */
+  async function settlesSoon(promise: Promise<unknown>): Promise<boolean> {
+    let settled = false;
+    void promise.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    for (let turn = 0; turn < 200 && !settled; turn++) await new Promise((resolve) => setTimeout(resolve, 5));
+    return settled;
+  }
+
+  const ways = [
+    { name: 'prepareSnapshotData, then createSnapshot', prepared: true, appendWaits: false },
+    { name: 'createSnapshot with the bytes (its turn in the queue waits for the file)', prepared: false, appendWaits: true },
+  ];
+  it.each(ways)('$name: an append called while the data file is written waits for it: $appendWaits', async ({ prepared, appendWaits }) => {
+    const { fileSystem, release, started } = gatedSnapshotWrites();
+    const store = await open({ fileSystem });
+    await store.append([entry(1, 1), entry(2, 1)]);
+    await store.setHardState({ term: 1, vote: 1, commit: 2 });
+    const data = Buffer.alloc(SNAPSHOT_DATA_COPY_LIMIT + 3, 0x73);
+    const snapshotting = prepared
+      ? store.prepareSnapshotData(2, data).then((token) => store.createSnapshot(2, voters123, token))
+      : store.createSnapshot(2, voters123, data);
+    await started;
+    const appending = store.append([entry(3, 1)]);
+    expect(await settlesSoon(appending)).toBe(!appendWaits);
+    release();
+    await Promise.all([snapshotting, appending]);
+    expect([store.snapshot().metadata.index, store.lastIndex()]).toEqual([2, 3]);
+    const reopened = await reopen(store);
+    expect(reopened.snapshot().metadata).toEqual({ index: 2, term: 1, confState: voters123 });
+    expect(Buffer.from(reopened.snapshot().data!).equals(data)).toBe(true);
+    expect(reopened.lastIndex()).toBe(3);
+  });
+
+  /** Each starts from a log 1..3 with a snapshot at 1 ("first"); `kept` is the snapshot after the refusal. */
+  const refusals: { name: string; code: ErrorCode; kept?: [number, string]; act: (store: ReplicaLogStore, other: ReplicaLogStore) => Promise<unknown> }[] = [
+    {
+      name: 'a prepared file used twice',
+      code: ErrorCode.InvalidArgument,
+      kept: [2, 'two'],
+      act: async (store) => {
+        const token = await store.prepareSnapshotData(2, bytes('two'));
+        await store.createSnapshot(2, voters123, token);
+        return store.createSnapshot(2, voters123, token);
+      },
+    },
+    { name: 'a file prepared for another index', code: ErrorCode.InvalidArgument, act: async (store) => store.createSnapshot(3, voters123, await store.prepareSnapshotData(2, bytes('two'))) },
+    { name: "another store's prepared file", code: ErrorCode.InvalidArgument, act: async (store, other) => store.createSnapshot(2, voters123, await other.prepareSnapshotData(2, bytes('two'))) },
+    { name: 'a look-alike object', code: ErrorCode.InvalidArgument, act: (store) => store.createSnapshot(2, voters123, { index: 2, size: 3 }) },
+    { name: 'data that is not bytes', code: ErrorCode.InvalidArgument, act: (store) => store.prepareSnapshotData(2, 'state' as unknown as Uint8Array) },
+    { name: 'a negative index', code: ErrorCode.OutOfRange, act: (store) => store.prepareSnapshotData(-1, bytes('two')) },
+    { name: 'a prepared file at or below the snapshot', code: ErrorCode.SnapOutOfDate, act: async (store) => store.createSnapshot(1, voters123, await store.prepareSnapshotData(1, bytes('again'))) },
+    {
+      name: 'large data changed before the file is written',
+      code: ErrorCode.InvalidArgument,
+      act: (store) => {
+        const data = Buffer.alloc(SNAPSHOT_DATA_COPY_LIMIT, 0x61);
+        const pending = store.prepareSnapshotData(2, data);
+        data[9] = 0x7a;
+        return pending;
+      },
+    },
+    {
+      name: 'a closed store',
+      code: ErrorCode.Closed,
+      act: async (store) => {
+        await store.close();
+        return store.prepareSnapshotData(2, bytes('two'));
+      },
+    },
+  ];
+  it.each(refusals)('refuses $name with $code; nothing else changes', async ({ code, kept, act }) => {
+    const [store, other] = [await open(), await open()];
+    for (const each of [store, other]) {
+      await each.append([entry(1, 1), entry(2, 1), entry(3, 1)]);
+      await each.createSnapshot(1, voters123, bytes('first'));
+    }
+    expect(await codeOf(() => act(store, other))).toBe(code);
+    const reopened = await reopen(store);
+    const [index, data] = kept ?? [1, 'first'];
+    expect([reopened.snapshot().metadata.index, Buffer.from(reopened.snapshot().data!).toString(), reopened.lastIndex()]).toEqual([index, data, 3]);
+    // Only the snapshot's own file is left (what was written for the refused one is gone).
+    expect(readdirSync(join(reopened.dir, 'snapshot'))).toHaveLength(1);
+  });
+
+  it('a prepared file never used is removed at the next open', async () => {
+    const store = await open();
+    await store.append([entry(1, 1)]);
+    await store.prepareSnapshotData(1, bytes('never used'));
+    expect(readdirSync(join(store.dir, 'snapshot'))).toHaveLength(1);
+    const reopened = await reopen(store);
+    expect(readdirSync(join(reopened.dir, 'snapshot'))).toEqual([]);
+    expect(reopened.snapshot().metadata.index).toBe(0);
+  });
+});
+
 describe('in-memory index', () => {
   // Each row builds runs for indexes 1..8 with terms 1,1,1,2,2,5,5,5, applies an operation and
   // checks the terms of the indexes that remain.

@@ -30,8 +30,9 @@
  *   3. apply the committed entries (a conf change goes through applyConfChange and its conf
  *      state is saved before the next entry);
  *   4. advance;
- *   5. every `snapshotEvery` applied entries (both modes): createSnapshot(applied, confState,
- *      state) and compact(applied - keepEntries), never past the snapshot just taken.
+ *   5. every `snapshotEvery` applied entries (both modes): prepareSnapshotData(applied, state),
+ *      then createSnapshot(applied, confState, prepared) and compact(applied - keepEntries),
+ *      never past the snapshot just taken.
  * Groups run their pumps side by side: their writes meet in the storage's shared pipeline (one
  * synced KV batch and one syncfs pass for every group writing in the same turn).
  *
@@ -932,13 +933,18 @@ export class RaftGroup {
   }
 
   private async saveSnapshot(applied: number, confState: ConfState, data: Uint8Array, keys: number): Promise<void> {
+    // The data file is written first, outside the store's write queue: only the KV record that
+    // names it takes a turn there, so this node's appends do not wait for the whole state to
+    // reach the disk (issue 18: a leader answered no put for half a second at each snapshot).
+    const preparing = this.store.prepareSnapshotData(applied, data);
     // The commit must cover the snapshot in the store before it does (a restart needs commit >= applied).
-    await this.saveDeferredCommit();
+    await Promise.all([this.saveDeferredCommit(), preparing]);
+    const prepared = await preparing;
     // A snapshot from the leader can be installed while this one is saved (the storage thread, or
     // the next Ready, does not wait for it): the store then refuses this older snapshot
     // (ERR_SNAP_OUT_OF_DATE) or a compaction below the received one (ERR_COMPACTED). The
     // received snapshot covers both: skip them. A soak run stopped a follower on this.
-    if (!(await this.unlessSuperseded(this.store.createSnapshot(applied, confState, data), applied, ErrorCode.SnapOutOfDate))) return;
+    if (!(await this.unlessSuperseded(this.store.createSnapshot(applied, confState, prepared), applied, ErrorCode.SnapOutOfDate))) return;
     if (applied > this.lastSnapshotIndex) {
       this.lastSnapshotIndex = applied;
       this.lastSnapshotBytes = data.length;

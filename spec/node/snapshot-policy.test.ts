@@ -47,7 +47,7 @@ interface Taken {
 function recordSnapshots(store: ReplicaLogStore, taken: Taken[]): void {
   const real = store.createSnapshot.bind(store);
   const recorded: typeof store.createSnapshot = (index, confState, data) => {
-    taken.push({ index, bytes: data?.length ?? 0 });
+    taken.push({ index, bytes: data === undefined ? 0 : data instanceof Uint8Array ? data.length : data.size });
     return real(index, confState, data);
   };
   Object.defineProperty(store, 'createSnapshot', { value: recorded, configurable: true, writable: true });

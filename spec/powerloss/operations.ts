@@ -214,6 +214,14 @@ export const cases: OperationCase[] = [
     operation: (store) => store.createSnapshot(4, voters, bytes('state at 4')),
   },
   {
+    name: 'createSnapshot of a file prepareSnapshotData wrote',
+    setup: async (store) => {
+      await store.append(run(1, 5, 1));
+      await store.setHardState({ term: 1, vote: 1, commit: 5 });
+    },
+    operation: async (store) => store.createSnapshot(4, voters, await store.prepareSnapshotData(4, bytes('state at 4'))),
+  },
+  {
     name: 'applySnapshot above the log',
     setup: async (store) => {
       await store.append(run(1, 5, 1));
