@@ -195,7 +195,6 @@ interface PendingJournal {
   tear: { path: string; reason: string } | undefined;
 }
 
-/** How open() built the term index (ReplicaLogStore.openStats). */
 /**
  * A snapshot data file written by prepareSnapshotData, for createSnapshot at `index` (an opaque
  * token of the store that wrote it: `size` is the data's length in bytes).
@@ -205,6 +204,7 @@ export interface PreparedSnapshotData {
   readonly size: number;
 }
 
+/** How open() built the term index (ReplicaLogStore.openStats). */
 export interface OpenStats {
   /** RAFT files open() read (the whole retained log, or only the tail past the checkpoint). */
   scanned: number;
