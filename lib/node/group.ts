@@ -938,8 +938,7 @@ export class RaftGroup {
     // reach the disk (issue 18: a leader answered no put for half a second at each snapshot).
     const preparing = this.store.prepareSnapshotData(applied, data);
     // The commit must cover the snapshot in the store before it does (a restart needs commit >= applied).
-    await Promise.all([this.saveDeferredCommit(), preparing]);
-    const prepared = await preparing;
+    const [, prepared] = await Promise.all([this.saveDeferredCommit(), preparing]);
     // A snapshot from the leader can be installed while this one is saved (the storage thread, or
     // the next Ready, does not wait for it): the store then refuses this older snapshot
     // (ERR_SNAP_OUT_OF_DATE) or a compaction below the received one (ERR_COMPACTED). The
