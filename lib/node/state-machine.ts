@@ -9,6 +9,15 @@
  * `requestId` is chosen by the proposer so it can recognise its own command when it is applied
  * (the HTTP endpoint waits for it). The first byte of a command is always `{` (0x7b).
  *
+ * Several commands proposed in the same turn of the event loop travel as ONE entry (issue 18):
+ *
+ *     {"op":"batch","commands":[<command>,<command>,…]}
+ *
+ * applied in order at that entry's index; an entry is the unit of the WAL's layout (a directory
+ * with two files per entry), so a batch of n puts costs one directory, not n. A batch holds at
+ * least two commands (one command is always proposed alone, in the form above); a batch with
+ * any element that is not a command is not a command at all (a no-op, the same on every replica).
+ *
  * Entries that are not commands are applied as no-ops (only the applied index moves):
  *   - raft's empty entries (a new leader's no-op: `data` absent or empty);
  *   - conf changes (the node applies them to raft; the map is untouched);
@@ -68,10 +77,79 @@ export function decodeJsonObject(data: Uint8Array | undefined): Record<string, u
   return typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>) : undefined;
 }
 
+/**
+ * The data of one entry carrying `commands` (at least one) in order: the command itself when
+ * there is one, else a batch (see the header).
+ */
+export function encodeCommands(commands: readonly KvCommand[]): Uint8Array {
+  if (commands.length === 0) throw new RangeError('encodeCommands: no command to encode');
+  if (commands.length === 1) return encodeCommand(commands[0]!);
+  return textEncoder.encode(JSON.stringify({ op: 'batch', commands }));
+}
+
+/**
+ * At most this many commands share one entry, and a batch entry stops growing once its commands'
+ * keys and values reach MAX_BATCH_ENTRY_CHARACTERS (a command larger than that travels alone):
+ * an entry stays well inside a message (maxSizePerMsg) and the transport's frame limit.
+ */
+export const MAX_COMMANDS_PER_ENTRY = 256;
+export const MAX_BATCH_ENTRY_CHARACTERS = 256 * 1024;
+
+/**
+ * The entries that carry `commands` in order (issue 18): consecutive commands share an entry
+ * ("batch" in the header) up to MAX_COMMANDS_PER_ENTRY and MAX_BATCH_ENTRY_CHARACTERS. Each
+ * entry is a directory with two files on every replica, so at 3 nodes and 64 puts in flight
+ * writing one entry per put was the largest cost left behind the acknowledgement.
+ */
+export function commandEntries(commands: readonly KvCommand[]): Uint8Array[] {
+  const entries: Uint8Array[] = [];
+  let start = 0;
+  let characters = 0;
+  for (let position = 0; position < commands.length; position++) {
+    const command = commands[position]!;
+    const size = command.key.length + (command.op === 'put' ? command.value.length : 0);
+    if (position > start && (position - start >= MAX_COMMANDS_PER_ENTRY || characters + size > MAX_BATCH_ENTRY_CHARACTERS)) {
+      entries.push(encodeCommands(commands.slice(start, position)));
+      start = position;
+      characters = 0;
+    }
+    characters += size;
+  }
+  if (start < commands.length) entries.push(encodeCommands(commands.slice(start)));
+  return entries;
+}
+
 /** The command carried by `data`, or undefined when `data` is not a command (see the header). */
 export function decodeCommand(data: Uint8Array | undefined): KvCommand | undefined {
   const candidate = decodeJsonObject(data);
+  return candidate === undefined ? undefined : commandFrom(candidate);
+}
+
+/**
+ * The commands an entry's data carries, in order: one for a single command, each of a batch;
+ * undefined when it carries none (not a command, or a batch with fewer than two elements or any
+ * element that is not a command).
+ */
+export function decodeCommands(data: Uint8Array | undefined): KvCommand[] | undefined {
+  const candidate = decodeJsonObject(data);
   if (candidate === undefined) return undefined;
+  if (candidate.op !== 'batch') {
+    const single = commandFrom(candidate);
+    return single === undefined ? undefined : [single];
+  }
+  const elements = candidate.commands;
+  if (!Array.isArray(elements) || elements.length < 2) return undefined;
+  const commands: KvCommand[] = [];
+  for (const element of elements as unknown[]) {
+    const command = typeof element === 'object' && element !== null && !Array.isArray(element) ? commandFrom(element as Record<string, unknown>) : undefined;
+    if (command === undefined) return undefined;
+    commands.push(command);
+  }
+  return commands;
+}
+
+/** `candidate` as a command, or undefined when it is not one. */
+function commandFrom(candidate: Record<string, unknown>): KvCommand | undefined {
   if (typeof candidate.key !== 'string' || typeof candidate.requestId !== 'string') return undefined;
   if (candidate.op === 'put' && typeof candidate.value === 'string') {
     return { op: 'put', key: candidate.key, value: candidate.value, requestId: candidate.requestId };
@@ -83,8 +161,8 @@ export function decodeCommand(data: Uint8Array | undefined): KvCommand | undefin
 /** What applying one entry did. */
 export interface ApplyResult {
   index: number;
-  /** The command applied, if the entry carried one. */
-  command?: KvCommand;
+  /** The commands applied, in order, if the entry carried any (several for a batch). */
+  commands?: readonly KvCommand[];
 }
 
 /** SHA-256 prefix of one pair; the key's length comes first so ("ab","c") and ("a","bc") differ. */
@@ -309,11 +387,13 @@ export class KvStateMachine {
     }
     this.applied = entry.index;
     if (entry.type !== EntryType.Normal) return { index: entry.index };
-    const command = decodeCommand(entry.data);
-    if (command === undefined) return { index: entry.index };
-    if (command.op === 'put') this.put(command.key, command.value);
-    else this.remove(command.key);
-    return { index: entry.index, command };
+    const commands = decodeCommands(entry.data);
+    if (commands === undefined) return { index: entry.index };
+    for (const command of commands) {
+      if (command.op === 'put') this.put(command.key, command.value);
+      else this.remove(command.key);
+    }
+    return { index: entry.index, commands };
   }
 
   /** The whole map in the binary format (see the header): buffers joined once, no string built. */

@@ -7,9 +7,15 @@ import { writePreRaftWal } from '../../lib/fixture.js';
 import { bootstrapSeedStore } from '../../lib/node/bootstrap.js';
 import {
   KvStateMachine,
+  MAX_BATCH_ENTRY_CHARACTERS,
+  MAX_COMMANDS_PER_ENTRY,
+  commandEntries,
   decodeCommand,
+  decodeCommands,
   deriveStateFromPreRaftWal,
   encodeCommand,
+  encodeCommands,
+  type KvCommand,
   recoverStateFromStorage,
   sortPairsInSlices,
 } from '../../lib/node/state-machine.js';
@@ -42,6 +48,72 @@ describe('commands', () => {
     expect(decodeCommand(encodeRaftEntry({ id: 0, data: { localPath: utf8('wal/0000000000001'), packed: new Uint8Array() } }))).toBeUndefined();
   });
 
+  it('a batch of commands is one entry: round-trips in order, and one bad element makes it no command', () => {
+    const commands: KvCommand[] = [
+      { op: 'put', key: 'a', value: '1', requestId: 'r1' },
+      { op: 'delete', key: 'a', requestId: 'r2' },
+      { op: 'put', key: 'b', value: 'v ✓ "quoted"', requestId: 'r3' },
+    ];
+    expect(decodeCommands(encodeCommands(commands))).toEqual(commands);
+    // One command is proposed alone, in the single form (the bytes a log written before had).
+    expect(encodeCommands(commands.slice(0, 1))).toEqual(encodeCommand(commands[0]!));
+    expect(decodeCommands(encodeCommand(commands[2]!))).toEqual([commands[2]]);
+    // decodeCommand only knows single commands.
+    expect(decodeCommand(encodeCommands(commands))).toBeUndefined();
+    expect(() => encodeCommands([])).toThrow(RangeError);
+    const batch = (elements: unknown) => utf8(JSON.stringify({ op: 'batch', commands: elements }));
+    const notCommands: [string, Uint8Array | undefined][] = [
+      ['absent data', undefined],
+      ['an element that is not a command', batch([commands[0], { op: 'put', key: 'x' }])],
+      ['an element that is an array', batch([commands[0], [commands[1]]])],
+      ['an element that is null', batch([commands[0], null])],
+      ['a nested batch', batch([commands[0], { op: 'batch', commands: [commands[1], commands[2]] }])],
+      ['a batch of one', batch([commands[0]])],
+      ['an empty batch', batch([])],
+      ['commands that are not an array', batch({ 0: commands[0], 1: commands[1] })],
+    ];
+    for (const [name, data] of notCommands) expect(decodeCommands(data), name).toBeUndefined();
+  });
+
+  it.each([
+    { name: 'one command: alone, in the single form', commands: 1, valueCharacters: 10, sizes: [1] },
+    { name: 'a few small commands: one entry', commands: 64, valueCharacters: 1024, sizes: [64] },
+    { name: 'more than MAX_COMMANDS_PER_ENTRY', commands: 2 * MAX_COMMANDS_PER_ENTRY + 3, valueCharacters: 10, sizes: [MAX_COMMANDS_PER_ENTRY, MAX_COMMANDS_PER_ENTRY, 3] },
+    { name: 'large values: split by size', commands: 10, valueCharacters: MAX_BATCH_ENTRY_CHARACTERS / 4, sizes: [3, 3, 3, 1] },
+    { name: 'a value above the size limit: alone', commands: 3, valueCharacters: MAX_BATCH_ENTRY_CHARACTERS + 1, sizes: [1, 1, 1] },
+  ])('commandEntries: $name', ({ commands: count, valueCharacters, sizes }) => {
+    const commands: KvCommand[] = Array.from({ length: count }, (_, i) => ({ op: 'put', key: `k${i}`, value: 'v'.repeat(valueCharacters), requestId: `r${i}` }));
+    const entries = commandEntries(commands);
+    const decoded = entries.map((data) => decodeCommands(data)!);
+    expect(decoded.map((carried) => carried.length)).toEqual(sizes);
+    // Every command once, in order.
+    expect(decoded.flat()).toEqual(commands);
+    // A lone command is in the single form.
+    for (const [position, carried] of decoded.entries()) if (carried.length === 1) expect(entries[position]).toEqual(encodeCommand(carried[0]!));
+  });
+
+  it('applies a batch in order at its one index, to the same state and digest as one command per entry', () => {
+    const commands: KvCommand[] = [
+      { op: 'put', key: 'a', value: '1', requestId: 'r1' },
+      { op: 'put', key: 'b', value: '2', requestId: 'r2' },
+      { op: 'delete', key: 'a', requestId: 'r3' },
+      { op: 'put', key: 'b', value: '3', requestId: 'r4' },
+    ];
+    const batched = new KvStateMachine();
+    const result = batched.apply({ type: EntryType.Normal, term: 1, index: 1, data: encodeCommands(commands) });
+    expect(result.commands?.map((command) => command.requestId)).toEqual(['r1', 'r2', 'r3', 'r4']);
+    expect(batched.applied).toBe(1);
+    expect(batched.entries()).toEqual([['b', '3']]);
+    const single = new KvStateMachine();
+    commands.forEach((command, position) => single.apply({ type: EntryType.Normal, term: 1, index: position + 1, data: encodeCommand(command) }));
+    expect(batched.digest()).toEqual(single.digest());
+    // A batch with a bad element changes nothing but the applied index.
+    const bad = batched.apply({ type: EntryType.Normal, term: 1, index: 2, data: utf8(JSON.stringify({ op: 'batch', commands: [commands[0], { op: 'put' }] })) });
+    expect(bad.commands).toBeUndefined();
+    expect(batched.entries()).toEqual([['b', '3']]);
+    expect(batched.applied).toBe(2);
+  });
+
   it('applies puts and deletes in order; no-ops, conf changes and migrated entries only move applied', () => {
     const machine = new KvStateMachine();
     const results = [
@@ -51,11 +123,11 @@ describe('commands', () => {
       machine.apply({ type: EntryType.Normal, term: 2, index: 4, data: encodeCommand({ op: 'delete', key: 'a', requestId: 'd' }) }),
       machine.apply({ type: EntryType.ConfChange, term: 2, index: 5, data: new Uint8Array([8, 0]) }),
     ];
-    expect(results.map((result) => result.command?.requestId)).toEqual(['r1', undefined, 'r3', 'd', undefined]);
+    expect(results.map((result) => result.commands?.map((command) => command.requestId))).toEqual([['r1'], undefined, ['r3'], ['d'], undefined]);
     expect(machine.entries()).toEqual([['b', '2']]);
     expect(machine.applied).toBe(5);
     // An entry already applied is skipped; a gap is refused.
-    expect(machine.apply(put(3, 'b', 'changed')).command).toBeUndefined();
+    expect(machine.apply(put(3, 'b', 'changed')).commands).toBeUndefined();
     expect(machine.get('b')).toBe('2');
     expect(() => machine.apply(put(9, 'c', '3'))).toThrow(/gap/);
   });
