@@ -197,4 +197,4 @@ export {
   type ReplicaNodeStatus,
   type ReplicaNodeRefusals,
 } from './node/node.js';
-export { KvStateMachine, encodeCommand, decodeCommand, type KvCommand } from './node/state-machine.js';
+export { KvStateMachine, encodeCommand, decodeCommand, encodeCommands, decodeCommands, commandEntries, type KvCommand } from './node/state-machine.js';
